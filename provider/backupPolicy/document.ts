@@ -1,0 +1,97 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import * as path from "node:path";
+import { z } from "zod";
+import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS, POLICY_SCHEMA_VERSION } from "./schema";
+
+/**
+ * The zone's effective policy as host agents read it, at `<target>/.coffer/zones/<zone>/policy.json`.
+ * It never holds the passphrase: only whether encryption is on and an HMAC-SHA-256 fingerprint of
+ * the passphrase, keyed by a random key that lives in Pulumi's encrypted state. A reader of the
+ * file can't test passphrase guesses against it; a holder of the state can check which passphrase
+ * the document expects.
+ */
+export const DOCUMENT_KIND = "coffer.BackupPolicy";
+
+export const policySettings = z.object({
+  compression: z.enum(COMPRESSIONS),
+  encryption: z.discriminatedUnion("enabled", [
+    z.object({ enabled: z.literal(false) }),
+    z.object({ enabled: z.literal(true), format: z.literal("luks"), passphraseFingerprint: z.string() }),
+  ]),
+  bandwidthLimitMiBps: z.number().int().min(0),
+  integrityCheck: z.enum(INTEGRITY_CHECKS),
+  retention: z.object({ keepLast: z.number().int().min(1).optional(), maxAgeDays: z.number().int().min(1).optional() }),
+});
+export type PolicySettings = z.output<typeof policySettings>;
+
+export const policyDocument = z.object({
+  kind: z.literal(DOCUMENT_KIND),
+  schemaVersion: z.number().int().min(1).max(POLICY_SCHEMA_VERSION),
+  policyId: z.string(),
+  zone: z.string(),
+  revision: z.number().int().min(1),
+  writtenAt: z.string(),
+  settings: policySettings,
+});
+export type PolicyDocument = z.output<typeof policyDocument>;
+
+export function documentPath(targetPath: string, zone: string): string {
+  return path.join(targetPath, ".coffer", "zones", zone, "policy.json");
+}
+
+
+export function passphraseFingerprint(passphrase: string, fingerprintKey: string): string {
+  return "hmac-sha256:" + createHmac("sha256", Buffer.from(fingerprintKey, "base64")).update(passphrase, "utf8").digest("hex");
+}
+
+export function fingerprintMatches(passphrase: string, fingerprintKey: string, fingerprint: string): boolean {
+  const expected = Buffer.from(passphraseFingerprint(passphrase, fingerprintKey));
+  const actual = Buffer.from(fingerprint);
+  return expected.length === actual.length && timingSafeEqual(expected, actual);
+}
+
+/** The settings a document records for `inputs`; `fingerprint` is set exactly when encryption is on. */
+export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | undefined): PolicySettings {
+  return {
+    compression: inputs.compression,
+    encryption: inputs.encryption && fingerprint !== undefined
+      ? { enabled: true, format: "luks", passphraseFingerprint: fingerprint }
+      : { enabled: false },
+    bandwidthLimitMiBps: inputs.bandwidthLimitMiBps,
+    integrityCheck: inputs.integrityCheck,
+    retention: { ...inputs.retention },
+  };
+}
+
+export function renderDocument(doc: PolicyDocument): string {
+  return JSON.stringify(doc, null, 2) + "\n";
+}
+
+export type ParsedDocument = { ok: true; document: PolicyDocument } | { ok: false; problem: string };
+
+export function parseDocument(text: string): ParsedDocument {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    return { ok: false, problem: `not valid JSON (${(error as Error).message})` };
+  }
+  const parsed = policyDocument.safeParse(json);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    return { ok: false, problem: `${first.path.join(".") || "document"}: ${first.message}` };
+  }
+  return { ok: true, document: parsed.data };
+}
+
+export function sameSettings(a: PolicySettings, b: PolicySettings): boolean {
+  return canonical(a) === canonical(b);
+}
+
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v) =>
+    v && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).sort(([x], [y]) => x.localeCompare(y)))
+      : v,
+  );
+}

@@ -1,0 +1,28 @@
+/**
+ * The BackupPolicy implementation that the serialized provider shim loads with
+ * `require("coffer/provider/backupPolicy")`. Everything here runs in Pulumi's provider process.
+ */
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
+import { PolicyHost, createBackupPolicyProvider } from "./provider";
+
+export const localHost: PolicyHost = {
+  async assertDirectory(dir) {
+    const stat = await fs.stat(dir);
+    if (!stat.isDirectory()) throw new Error(`${dir} is not a directory`);
+    await fs.access(dir, fs.constants?.W_OK ?? 2);
+  },
+  readFile: readFileIfExists,
+  writeFileAtomic,
+  async removeFile(file) {
+    await fs.rm(file, { force: true });
+  },
+  removeEmptyDirs,
+  randomKey: () => randomBytes(32).toString("base64"),
+  newId: (zone) => `${zone}-${randomBytes(6).toString("hex")}`,
+  now: () => new Date(),
+};
+
+/** The object the serialized shim delegates to (see sdk/delegatingProvider.ts). */
+export const provider = createBackupPolicyProvider(localHost);

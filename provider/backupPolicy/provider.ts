@@ -1,0 +1,235 @@
+import type * as pulumi from "@pulumi/pulumi";
+import * as path from "node:path";
+import { checkInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import { CofferError } from "../common/errors";
+import {
+  DOCUMENT_KIND,
+  PolicyDocument,
+  PolicySettings,
+  documentPath,
+  fingerprintMatches,
+  parseDocument,
+  passphraseFingerprint,
+  renderDocument,
+  sameSettings,
+  settingsFor,
+} from "./document";
+import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from "./schema";
+
+/** What is stored in state: the checked inputs, plus what was written and last observed. */
+export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryption"> {
+  schemaVersion: number;
+  /** Secret as a whole (the resource class forces it): the passphrase and the fingerprint key. */
+  encryption?: { passphrase: string; fingerprintKey: string };
+  documentPath: string;
+  revision: number;
+  /** The settings in the policy document as last written or read: refresh puts drift here. */
+  settings: PolicySettings;
+  /** "ok", or why the document at `documentPath` can't be taken as this policy's. */
+  documentStatus: "ok" | "unreadable" | "owned-elsewhere";
+}
+
+/** The host operations the provider needs; tests pass their own. */
+export interface PolicyHost {
+  /** Throws when `dir` is not an existing, accessible directory. */
+  assertDirectory(dir: string): Promise<void>;
+  readFile(file: string): Promise<string | undefined>;
+  writeFileAtomic(file: string, content: string): Promise<void>;
+  removeFile(file: string): Promise<void>;
+  removeEmptyDirs(dir: string, stopAt: string): Promise<void>;
+  randomKey(): string;
+  newId(zone: string): string;
+  now(): Date;
+}
+
+type Outputs = BackupPolicyOutputs & { __provider?: string };
+
+export function createBackupPolicyProvider(host: PolicyHost) {
+  async function assertTargetReachable(targetPath: string): Promise<void> {
+    try {
+      await host.assertDirectory(targetPath);
+    } catch (cause) {
+      throw new CofferError(
+        "TARGET_UNREACHABLE",
+        `backup target ${targetPath} is not an accessible directory: mount the backup target (or create the folder) and run again`,
+        { field: "target.path", cause },
+      );
+    }
+  }
+
+  async function readDocument(file: string) {
+    const text = await host.readFile(file);
+    return text === undefined ? undefined : parseDocument(text);
+  }
+
+  async function write(id: string, inputs: BackupPolicyInputs, revision: number, fingerprintKey: string | undefined): Promise<BackupPolicyOutputs> {
+    const file = documentPath(inputs.target.path, inputs.zone);
+    const fingerprint = inputs.encryption && fingerprintKey ? passphraseFingerprint(inputs.encryption.passphrase, fingerprintKey) : undefined;
+    const settings = settingsFor(inputs, fingerprint);
+    const doc: PolicyDocument = {
+      kind: DOCUMENT_KIND,
+      schemaVersion: POLICY_SCHEMA_VERSION,
+      policyId: id,
+      zone: inputs.zone,
+      revision,
+      writtenAt: host.now().toISOString(),
+      settings,
+    };
+    try {
+      await host.writeFileAtomic(file, renderDocument(doc));
+    } catch (cause) {
+      throw new CofferError("IO_FAILED", `could not write the policy document ${file}: ${(cause as Error).message}`, {
+        cause,
+        secrets: inputs.encryption ? [inputs.encryption.passphrase] : [],
+      });
+    }
+    return withoutUndefined({
+      ...inputs,
+      schemaVersion: POLICY_SCHEMA_VERSION,
+      encryption: inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : undefined,
+      documentPath: file,
+      revision,
+      settings,
+      documentStatus: "ok",
+    });
+  }
+
+  function parseChecked(news: Record<string, unknown>): BackupPolicyInputs {
+    const parsed = backupPolicyInputs.safeParse(userInputs(news));
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new CofferError("INVALID_INPUT", issue.message, { field: issue.path.join(".") });
+    }
+    return parsed.data;
+  }
+
+  function ownedElsewhere(file: string, otherId: string): CofferError {
+    return new CofferError(
+      "ZONE_OWNED_ELSEWHERE",
+      `${file} already holds the policy of another BackupPolicy (id ${otherId}); a zone has one policy: remove that resource (or its document) first, or use another zone`,
+      { field: "zone" },
+    );
+  }
+
+  return {
+    async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+      return checkInputs(backupPolicyInputs, news);
+    },
+
+    async diff(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+      return planPolicyChange(upgradeOutputs(olds), userInputs(news));
+    },
+
+    async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+      const inputs = parseChecked(news);
+      await assertTargetReachable(inputs.target.path);
+      const id = host.newId(inputs.zone);
+      const file = documentPath(inputs.target.path, inputs.zone);
+      const existing = await readDocument(file);
+      if (existing?.ok) throw ownedElsewhere(file, existing.document.policyId);
+      if (existing && !existing.ok) {
+        throw new CofferError(
+          "DOCUMENT_UNREADABLE",
+          `${file} exists but is not a policy document Coffer can read (${existing.problem}): move it away, then run again`,
+          { field: "zone" },
+        );
+      }
+      const outs = await write(id, inputs, 1, inputs.encryption ? host.randomKey() : undefined);
+      return { id, outs };
+    },
+
+    async update(id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+      const previous = upgradeOutputs(olds);
+      const inputs = parseChecked(news);
+      await assertTargetReachable(inputs.target.path);
+      const existing = await readDocument(documentPath(inputs.target.path, inputs.zone));
+      if (existing?.ok && existing.document.policyId !== id) throw ownedElsewhere(documentPath(inputs.target.path, inputs.zone), existing.document.policyId);
+      const lastRevision = Math.max(previous.revision, existing?.ok ? existing.document.revision : 0);
+      const fingerprintKey = inputs.encryption ? previous.encryption?.fingerprintKey || host.randomKey() : undefined;
+      return { outs: await write(id, inputs, lastRevision + 1, fingerprintKey) };
+    },
+
+    async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
+      const state = upgradeOutputs(props);
+      await assertTargetReachable(state.target.path);
+      const found = await readDocument(state.documentPath);
+      if (found === undefined) return {};
+      const observed = observeDocument(id, state, found.ok ? found.document : undefined);
+      return { id, props: withoutUndefined(observed), inputs: withoutUndefined(inputsOf(observed)) };
+    },
+
+    async delete(id: string, props: Outputs): Promise<void> {
+      const state = upgradeOutputs(props);
+      await assertTargetReachable(state.target.path);
+      const found = await readDocument(state.documentPath);
+      // A document another policy wrote since is not ours to remove.
+      if (found?.ok && found.document.policyId !== id) return;
+      if (found !== undefined) await host.removeFile(state.documentPath);
+      await host.removeEmptyDirs(path.dirname(state.documentPath), state.target.path);
+    },
+  };
+}
+
+/** State written by any earlier Coffer, as the current shape. */
+export function upgradeOutputs(olds: Outputs): BackupPolicyOutputs {
+  const version = olds.schemaVersion ?? 1;
+  if (version > POLICY_SCHEMA_VERSION) {
+    throw new CofferError(
+      "INVALID_INPUT",
+      `this state was written by a newer Coffer (BackupPolicy schema ${version}, this one knows ${POLICY_SCHEMA_VERSION}): upgrade the coffer package`,
+    );
+  }
+  const { __provider: _ignored, ...rest } = olds;
+  return { ...rest, schemaVersion: POLICY_SCHEMA_VERSION };
+}
+
+/** Outputs as the document on disk says they are; fields the document does not hold stay as they were. */
+export function observeDocument(id: string, state: BackupPolicyOutputs, doc: PolicyDocument | undefined): BackupPolicyOutputs {
+  if (doc === undefined) return { ...state, documentStatus: "unreadable" };
+  if (doc.policyId !== id) return { ...state, documentStatus: "owned-elsewhere" };
+  const s = doc.settings;
+  return {
+    ...state,
+    compression: s.compression,
+    bandwidthLimitMiBps: s.bandwidthLimitMiBps,
+    integrityCheck: s.integrityCheck,
+    retention: s.retention.keepLast === undefined && s.retention.maxAgeDays === undefined ? undefined : s.retention,
+    encryption: s.encryption.enabled ? state.encryption : undefined,
+    revision: doc.revision,
+    settings: s,
+    documentStatus: "ok",
+  };
+}
+
+/** The inputs that would produce `outputs`, so the next preview diffs the declaration against reality. */
+export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
+  return {
+    zone: outputs.zone,
+    target: outputs.target,
+    compression: outputs.compression,
+    encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
+    bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
+    integrityCheck: outputs.integrityCheck,
+    retention: outputs.retention,
+  };
+}
+
+/**
+ * Decides what `pulumi up` must do. Moving the document (zone or target) replaces it, new one
+ * first; otherwise it updates when the declared settings differ from the document as last seen,
+ * including a passphrase the document's fingerprint no longer matches.
+ */
+export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
+  const replaces = ["zone", "target"].filter((key) => JSON.stringify(olds[key as "zone"]) !== JSON.stringify(news[key]));
+  if (unknownPaths(news).length > 0) return { changes: true, replaces, deleteBeforeReplace: false };
+  if (replaces.length > 0) return { changes: true, replaces, deleteBeforeReplace: false };
+  const declared = news as unknown as BackupPolicyInputs;
+  if (olds.documentStatus !== "ok") return { changes: true, replaces: [], deleteBeforeReplace: false };
+  const seen = olds.settings;
+  const key = olds.encryption?.fingerprintKey;
+  const passphraseKept =
+    declared.encryption === undefined ||
+    (seen.encryption.enabled && key !== undefined && fingerprintMatches(declared.encryption.passphrase, key, seen.encryption.passphraseFingerprint));
+  const wanted = settingsFor(declared, seen.encryption.enabled ? seen.encryption.passphraseFingerprint : undefined);
+  return { changes: !passphraseKept || !sameSettings(wanted, seen), replaces: [], deleteBeforeReplace: false };
+}

@@ -1,0 +1,83 @@
+import * as path from "node:path";
+import { z } from "zod";
+
+/** Bumped when the shape of state or of the policy document changes; readers accept every older one. */
+export const POLICY_SCHEMA_VERSION = 1;
+
+export const COMPRESSIONS = ["none", "zstd", "zlib"] as const;
+export const INTEGRITY_CHECKS = ["none", "metadata", "full"] as const;
+export const MIN_PASSPHRASE_LENGTH = 12;
+
+const ZONE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+const target = z.object(
+  {
+    kind: z.literal("directory", { error: 'target.kind must be "directory" (the only kind so far): a mounted NAS path or local folder' }),
+    path: z
+      .string({ error: 'target.path is required: set it to the absolute path the agents write backups to, e.g. "/srv/backups"' })
+      .refine((p) => path.isAbsolute(p), { message: "target.path must be absolute (start with /): relative paths depend on where pulumi runs" })
+      .refine((p) => !p.split("/").includes(".."), { message: 'target.path must not contain ".." segments: give the real absolute path' })
+      .transform((p) => path.normalize(p).replace(/(.)\/+$/, "$1")),
+  },
+  { error: 'target is required: set it to { kind: "directory", path: "/srv/backups" }' },
+);
+
+const encryption = z.object(
+  {
+    passphrase: z
+      .string({
+        error:
+          "encryption.passphrase is required when encryption is set: give it a pulumi.secret(...) value, or remove `encryption` to take unencrypted backups (Coffer never falls back to unencrypted silently)",
+      })
+      .min(MIN_PASSPHRASE_LENGTH, {
+        message: `encryption.passphrase must be at least ${MIN_PASSPHRASE_LENGTH} characters: backups on a shared target can be attacked offline`,
+      }),
+  },
+  { error: 'encryption must be an object like { passphrase: pulumi.secret("...") }, or absent for no encryption' },
+);
+
+const positiveInteger = (field: string) =>
+  z
+    .number({ error: `${field} must be a whole number of at least 1` })
+    .int({ message: `${field} must be a whole number of at least 1` })
+    .min(1, { message: `${field} must be at least 1: leave it out to keep backups without this limit` });
+
+const retention = z.object(
+  {
+    keepLast: positiveInteger("retention.keepLast").optional(),
+    maxAgeDays: positiveInteger("retention.maxAgeDays").optional(),
+  },
+  { error: "retention must be an object like { keepLast: 7, maxAgeDays: 30 }, or absent to keep every backup" },
+).strict();
+
+/**
+ * The inputs of a BackupPolicy, validated and normalized: defaults filled in, so that an explicit
+ * default and a left-out field are the same to `pulumi preview --diff`.
+ */
+export const backupPolicyInputs = z
+  .object({
+    zone: z
+      .string({ error: 'zone is required: set it to the zone\'s name, e.g. "zone-a"' })
+      .regex(ZONE_PATTERN, {
+        message: "zone must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder under the target)",
+      }),
+    target,
+    compression: z
+      .enum(COMPRESSIONS, { error: `compression must be one of ${COMPRESSIONS.map((c) => `"${c}"`).join(", ")}` })
+      .default("none"),
+    encryption: encryption.optional(),
+    bandwidthLimitMiBps: z
+      .number({ error: "bandwidthLimitMiBps must be a whole number of MiB/s: 0 or absent means unlimited" })
+      .int({ message: "bandwidthLimitMiBps must be a whole number of MiB/s (no fractions): 0 or absent means unlimited" })
+      .min(0, { message: "bandwidthLimitMiBps must not be negative: use 0 or leave it out for unlimited" })
+      .default(0),
+    integrityCheck: z
+      .enum(INTEGRITY_CHECKS, { error: `integrityCheck must be one of ${INTEGRITY_CHECKS.map((c) => `"${c}"`).join(", ")}` })
+      .default("none"),
+    retention: retention.optional(),
+  })
+  .strict();
+
+export type BackupPolicyInputs = z.output<typeof backupPolicyInputs>;
+export type Compression = (typeof COMPRESSIONS)[number];
+export type IntegrityCheck = (typeof INTEGRITY_CHECKS)[number];

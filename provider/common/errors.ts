@@ -1,0 +1,58 @@
+/**
+ * The one error type Coffer throws. Shape (data first, message second):
+ * - `code`: a stable machine-readable reason, e.g. "TARGET_UNREACHABLE";
+ * - `field`: the input property it concerns, dotted ("target.path"), when there is one;
+ * - `shortMessage`: what went wrong and how to fix it, already redacted;
+ * - `message`: `shortMessage` prefixed with the field;
+ * - `cause`: the underlying error, redacted the same way.
+ * Detect it with `isCofferError`, which works across copies of this module.
+ */
+const brand = Symbol.for("coffer.error");
+
+export type CofferErrorCode =
+  | "INVALID_INPUT"
+  | "TARGET_UNREACHABLE"
+  | "ZONE_OWNED_ELSEWHERE"
+  | "DOCUMENT_UNREADABLE"
+  | "IO_FAILED";
+
+export class CofferError extends Error {
+  readonly code: CofferErrorCode;
+  readonly field?: string;
+  readonly shortMessage: string;
+
+  constructor(code: CofferErrorCode, shortMessage: string, options: { field?: string; cause?: unknown; secrets?: readonly string[] } = {}) {
+    const secrets = options.secrets ?? [];
+    const short = redact(shortMessage, secrets);
+    super(options.field ? `${options.field}: ${short}` : short, options.cause === undefined ? undefined : { cause: redactError(options.cause, secrets) });
+    this.code = code;
+    this.field = options.field;
+    this.shortMessage = short;
+    Object.defineProperty(this, brand, { value: true });
+  }
+}
+Object.defineProperty(CofferError.prototype, "name", { value: "CofferError", enumerable: false });
+
+export function isCofferError(value: unknown): value is CofferError {
+  return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[brand] === true;
+}
+
+/** Replaces every occurrence of each secret with "[secret]". Empty strings are ignored. */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) {
+    if (secret) out = out.split(secret).join("[secret]");
+  }
+  return out;
+}
+
+/** A copy of `error` whose message and stack carry no secret; non-errors become strings. */
+export function redactError(error: unknown, secrets: readonly string[]): Error {
+  if (!(error instanceof Error)) return new Error(redact(String(error), secrets));
+  const copy = new Error(redact(error.message, secrets));
+  copy.name = error.name;
+  copy.stack = error.stack === undefined ? undefined : redact(error.stack, secrets);
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== undefined) (copy as NodeJS.ErrnoException).code = code;
+  return copy;
+}

@@ -1,0 +1,2 @@
+export { BackupPolicy } from "./backupPolicy";
+export type { BackupPolicyArgs, Compression, DirectoryTarget, IntegrityCheck, PolicySettings } from "./backupPolicy";

@@ -1,0 +1,65 @@
+import * as pulumi from "@pulumi/pulumi";
+import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
+
+/** Captures what the SDK really sends the engine: options and the secret-marked wire values. */
+class RecordingMonitor extends MockMonitor {
+  readonly requests: { type: string; name: string; additionalSecretOutputs: string[]; object: Record<string, unknown> }[] = [];
+  async registerResource(req: any, callback: (err: any, res: any) => void) {
+    this.requests.push({
+      type: req.getType(),
+      name: req.getName(),
+      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
+      object: req.getObject().toJavaScript(),
+    });
+    return super.registerResource(req, callback);
+  }
+}
+
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+const monitor = new RecordingMonitor({
+  newResource: (args) => ({ id: `${args.name}-id`, state: { ...args.inputs, documentPath: `/srv/b/.coffer/zones/${args.inputs.zone}/policy.json`, revision: 1 } }),
+  call: (args) => args.inputs,
+});
+pulumi.runtime.setMockOptions(monitor, "coffer-test", "unit", false);
+// A real engine connection asks the monitor which features it has (secrets among them); mocks alone don't.
+beforeAll(() => require("@pulumi/pulumi/runtime/settings").awaitFeatureSupport());
+
+// Imported after the mocks are in place, as the SDK requires.
+import * as coffer from "../../sdk";
+import { backupPolicyProvider } from "../../sdk/backupPolicy";
+import { serializeProvider } from "../support/serializedProvider";
+
+const outputOf = <T>(o: pulumi.Output<T>) => new Promise<T>((resolve) => o.apply(resolve));
+
+describe("BackupPolicy resource class", () => {
+  test("registers its own type token, forces the encryption output secret and wires the inputs", async () => {
+    const policy = new coffer.BackupPolicy("gold", {
+      zone: "zone-a",
+      target: { kind: "directory", path: "/srv/b" },
+      compression: "zstd",
+      encryption: { passphrase: "a plain string passphrase" },
+      bandwidthLimitMiBps: 50,
+      integrityCheck: "full",
+      retention: { keepLast: 7, maxAgeDays: 30 },
+    });
+    expect(await outputOf(policy.documentPath)).toBe("/srv/b/.coffer/zones/zone-a/policy.json");
+    expect(await outputOf(policy.revision)).toBe(1);
+
+    const request = monitor.requests.find((r) => r.name === "gold")!;
+    expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:BackupPolicy");
+    expect(request.additionalSecretOutputs).toEqual(["encryption"]);
+    // A plain-string passphrase still reaches the engine marked secret.
+    expect(request.object.encryption).toEqual({ [SECRET_SIG]: "1b47061264138c4ac30d75fd1eb44270", value: { passphrase: "a plain string passphrase" } });
+    expect(request.object).toMatchObject({ zone: "zone-a", compression: "zstd", bandwidthLimitMiBps: 50, integrityCheck: "full" });
+    // Every resource carries the one shared shim.
+    expect(request.object.__provider).toBe((await serializeProvider(backupPolicyProvider)).text);
+  });
+
+  test("caller options are kept alongside the forced secret output", async () => {
+    new coffer.BackupPolicy("silver", { zone: "zone-b", target: { kind: "directory", path: "/srv/b" } }, { additionalSecretOutputs: ["settings"], protect: true });
+    await new Promise((r) => setTimeout(r, 100));
+    const request = monitor.requests.find((r) => r.name === "silver")!;
+    expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "settings"]);
+    expect(request.object.encryption).toBeUndefined();
+  });
+});

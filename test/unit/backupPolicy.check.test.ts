@@ -1,0 +1,85 @@
+import { UNKNOWN } from "../../provider/common/check";
+import { provider } from "../../provider/backupPolicy";
+
+const PASSPHRASE = "correct horse battery staple";
+const valid = {
+  __provider: "exports.handler = ...",
+  zone: "zone-a",
+  target: { kind: "directory", path: "/srv/backups" },
+  compression: "zstd",
+  encryption: { passphrase: PASSPHRASE },
+  bandwidthLimitMiBps: 50,
+  integrityCheck: "full",
+  retention: { keepLast: 7, maxAgeDays: 30 },
+};
+
+async function failuresFor(news: Record<string, unknown>) {
+  const result = await provider.check({}, news);
+  return result.failures ?? [];
+}
+
+describe("BackupPolicy check", () => {
+  test("accepts the documented example and keeps every field", async () => {
+    const result = await provider.check({}, valid);
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs).toEqual({
+      zone: "zone-a",
+      target: { kind: "directory", path: "/srv/backups" },
+      compression: "zstd",
+      encryption: { passphrase: PASSPHRASE },
+      bandwidthLimitMiBps: 50,
+      integrityCheck: "full",
+      retention: { keepLast: 7, maxAgeDays: 30 },
+    });
+  });
+
+  test("fills defaults, so an explicit default and a left-out field diff the same", async () => {
+    const result = await provider.check({}, { zone: "z1", target: { kind: "directory", path: "/srv/b/" } });
+    expect(result.inputs).toEqual({
+      zone: "z1",
+      target: { kind: "directory", path: "/srv/b" },
+      compression: "none",
+      bandwidthLimitMiBps: 0,
+      integrityCheck: "none",
+    });
+  });
+
+  test.each([
+    ["encryption without a passphrase", { encryption: {} }, "encryption.passphrase", /required when encryption is set.*remove `encryption`/],
+    ["an empty passphrase", { encryption: { passphrase: "" } }, "encryption.passphrase", /at least 12 characters/],
+    ["a negative bandwidth", { bandwidthLimitMiBps: -5 }, "bandwidthLimitMiBps", /must not be negative: use 0 or leave it out/],
+    ["a fractional bandwidth", { bandwidthLimitMiBps: 2.5 }, "bandwidthLimitMiBps", /whole number/],
+    ["a bandwidth given as text", { bandwidthLimitMiBps: "50" }, "bandwidthLimitMiBps", /whole number of MiB\/s/],
+    ["an unknown compression", { compression: "lz4" }, "compression", /one of "none", "zstd", "zlib"/],
+    ["an unknown integrity check", { integrityCheck: "deep" }, "integrityCheck", /one of "none", "metadata", "full"/],
+    ["a relative target path", { target: { kind: "directory", path: "backups" } }, "target.path", /must be absolute/],
+    ["a missing target path", { target: { kind: "directory" } }, "target.path", /target.path is required/],
+    ["a missing target", { target: undefined }, "target", /target is required/],
+    ["a target path with ..", { target: { kind: "directory", path: "/srv/../etc" } }, "target.path", /must not contain/],
+    ["another target kind", { target: { kind: "s3", path: "/x" } }, "target.kind", /must be "directory"/],
+    ["keepLast of 0", { retention: { keepLast: 0 } }, "retention.keepLast", /at least 1/],
+    ["maxAgeDays of -3", { retention: { maxAgeDays: -3 } }, "retention.maxAgeDays", /at least 1/],
+    ["a fractional keepLast", { retention: { keepLast: 1.5 } }, "retention.keepLast", /whole number/],
+    ["a missing zone", { zone: undefined }, "zone", /zone is required/],
+    ["a zone that would escape its folder", { zone: "../other" }, "zone", /letters, digits/],
+    ["a misspelt field", { compresion: "zstd" }, "compresion", /not a known field: check its spelling/],
+    ["a misspelt retention field", { retention: { keep: 3 } }, "retention.keep", /not a known field/],
+  ])("rejects %s, naming the field and the fix", async (_what, change, property, reason) => {
+    const failures = await failuresFor({ ...valid, ...change });
+    expect(failures).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
+  });
+
+  test("never puts the passphrase in a failure", async () => {
+    const failures = await failuresFor({ ...valid, encryption: { passphrase: "hunter2-xyz" } });
+    expect(failures).toEqual([expect.objectContaining({ property: "encryption.passphrase" })]);
+    expect(JSON.stringify(failures)).not.toContain("hunter2-xyz");
+  });
+
+  test("lets unknown values through during preview, and still reports the known bad ones", async () => {
+    expect(await failuresFor({ ...valid, encryption: { passphrase: UNKNOWN } })).toEqual([]);
+    expect(await failuresFor({ ...valid, bandwidthLimitMiBps: UNKNOWN, target: UNKNOWN })).toEqual([]);
+    expect(await failuresFor({ ...valid, encryption: UNKNOWN, compression: "lz4" })).toEqual([
+      expect.objectContaining({ property: "compression" }),
+    ]);
+  });
+});
