@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// The Node.js language plugin for a Pulumi CLI built from Pulumi's Go modules.
+//
+// Pulumi's own plugin (module github.com/pulumi/pulumi/sdk/nodejs/cmd/pulumi-language-nodejs/v3)
+// has no release tags, and the Go module proxy these machines reach refuses it at every commit,
+// so it can't be built here. This plugin does the part `pulumi up|preview|refresh|destroy` needs:
+// it answers the engine over gRPC and runs the program with @pulumi/pulumi's own entry point
+// (`@pulumi/pulumi/cmd/run`), given the same flags and environment Pulumi's plugin gives it.
+// Resource plugins are not pre-announced (GetRequiredPlugins answers none): the engine loads a
+// provider when the program first uses it.
+"use strict";
+const { spawn } = require("node:child_process");
+const path = require("node:path");
+
+// The plugin runs in the program's directory; take Pulumi's libraries from the program's install.
+const fromProgram = (id) => require(require.resolve(id, { paths: [process.cwd()] }));
+const grpc = fromProgram("@grpc/grpc-js");
+const langrpc = fromProgram("@pulumi/pulumi/proto/language_grpc_pb");
+const langproto = fromProgram("@pulumi/pulumi/proto/language_pb");
+const pluginproto = fromProgram("@pulumi/pulumi/proto/plugin_pb");
+const sdkVersion = fromProgram("@pulumi/pulumi/package.json").version;
+
+// The engine passes its own address as the last argument.
+const engineAddress = process.argv[process.argv.length - 1];
+// Exit code of @pulumi/pulumi/cmd/run when it already reported the error to the engine.
+const BAIL_EXIT_CODE = 32;
+
+function runProgram(req) {
+  const info = req.getInfo();
+  const programDirectory = (info && info.getProgramDirectory()) || req.getPwd();
+  const options = (info && info.getOptions() && info.getOptions().toJavaScript()) || {};
+  const entryPoint = (info && info.getEntryPoint()) || req.getProgram() || ".";
+  const runScript = require.resolve("@pulumi/pulumi/cmd/run", { paths: [programDirectory] });
+  const config = Object.fromEntries(req.getConfigMap().entries());
+  const args = [
+    runScript,
+    `--monitor=${req.getMonitorAddress()}`,
+    `--engine=${engineAddress}`,
+    `--project=${req.getProject()}`,
+    `--stack=${req.getStack()}`,
+    `--pwd=${req.getPwd()}`,
+    `--parallel=${req.getParallel()}`,
+    ...(req.getOrganization() ? [`--organization=${req.getOrganization()}`] : []),
+    ...(info && info.getRootDirectory() ? [`--root-directory=${info.getRootDirectory()}`] : []),
+    ...(req.getDryrun() ? ["--dry-run"] : []),
+    entryPoint,
+    ...req.getArgsList(),
+  ];
+  const env = {
+    ...process.env,
+    PULUMI_CONFIG: JSON.stringify(config),
+    PULUMI_CONFIG_SECRET_KEYS: JSON.stringify(req.getConfigsecretkeysList()),
+    PULUMI_NODEJS_TYPESCRIPT: String(options.typescript !== false),
+    ...(options.tsconfig ? { PULUMI_NODEJS_TSCONFIG_PATH: String(options.tsconfig) } : {}),
+  };
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [...(options.nodeargs ? String(options.nodeargs).split(/\s+/) : []), ...args], {
+      cwd: req.getPwd() || programDirectory,
+      env,
+      stdio: ["ignore", "inherit", "inherit"],
+    });
+    child.on("error", (error) => resolve({ error: `could not start node: ${error.message}` }));
+    child.on("close", (code, signal) => {
+      if (code === 0) resolve({});
+      else if (code === BAIL_EXIT_CODE) resolve({ bail: true });
+      else resolve({ error: signal ? `Program was killed by ${signal}` : `Program exited with non-zero exit code: ${code}` });
+    });
+  });
+}
+
+const service = {
+  getRequiredPlugins(_call, callback) {
+    callback(null, new langproto.GetRequiredPluginsResponse());
+  },
+  getRequiredPackages(_call, callback) {
+    callback(null, new langproto.GetRequiredPackagesResponse());
+  },
+  getPluginInfo(_call, callback) {
+    const info = new pluginproto.PluginInfo();
+    info.setVersion(sdkVersion);
+    callback(null, info);
+  },
+  run(call, callback) {
+    runProgram(call.request).then(({ error, bail }) => {
+      const response = new langproto.RunResponse();
+      if (error) response.setError(error);
+      if (bail) response.setBail(true);
+      callback(null, response);
+    }, (error) => callback(error));
+  },
+};
+
+const server = new grpc.Server({ "grpc.max_receive_message_length": 400 * 1024 * 1024 });
+server.addService(langrpc.LanguageRuntimeService, service);
+server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, port) => {
+  if (error) {
+    console.error(`pulumi-language-nodejs: could not listen: ${error.message}`);
+    process.exit(1);
+  }
+  // The engine reads the port from the first line of stdout.
+  process.stdout.write(`${port}\n`);
+});
