@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the demo program (Pulumi.yaml at the repository root) after installing what is missing.
+# Everything it makes stays in one folder, .work/demo (or $COFFER_DEMO_DIR): the file:// state
+# backend, PULUMI_HOME, the stack's config file, the random passphrase that encrypts the stack's
+# secrets, and (by default) the backup target folder.
+#   tools/demo.sh                  pulumi up (the default)
+#   tools/demo.sh <pulumi args>    any pulumi command on the demo stack: preview --diff, refresh, destroy, ...
+# COFFER_DEMO_DIR=<dir> puts all of it, the target included, in <dir>; COFFER_DEMO_STACK names the stack (dev).
+# COFFER_SKIP_SETUP=1 skips the install/build step (the caller has done it and put pulumi on PATH).
+set -euo pipefail
+source "$(dirname "$0")/lib/setup.sh"
+[ "${COFFER_SKIP_SETUP:-0}" = 1 ] || coffer_setup
+cd "$coffer_repo"
+
+demo=${COFFER_DEMO_DIR:-$coffer_repo/.work/demo}
+mkdir -p "$demo/state" "$demo/home" "$demo/target"
+chmod 700 "$demo"
+if [ ! -s "$demo/stack-passphrase" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' > "$demo/stack-passphrase")
+fi
+export PULUMI_CONFIG_PASSPHRASE_FILE="$demo/stack-passphrase"
+export PULUMI_BACKEND_URL="file://$demo/state"
+export PULUMI_HOME="$demo/home"
+stack=${COFFER_DEMO_STACK:-dev}
+stack_config="$demo/Pulumi.$stack.yaml"
+
+if ! pulumi stack select "$stack" >/dev/null 2>&1; then
+  pulumi stack init "$stack" --non-interactive >/dev/null
+  # Pulumi writes a new stack's config file (with its encryption salt) beside Pulumi.yaml:
+  # keep it with the rest of the demo, out of the repository.
+  mv "Pulumi.$stack.yaml" "$stack_config"
+fi
+if ! pulumi config get passphrase --config-file "$stack_config" >/dev/null 2>&1; then
+  coffer_say "generating the demo policy's backup passphrase (stack config 'passphrase', kept secret)"
+  # From stdin: a value given as an argument would show on pulumi's command line.
+  head -c 24 /dev/urandom | base64 | tr -d '\n' | pulumi config set --secret passphrase --config-file "$stack_config"
+fi
+if [ -n "${COFFER_DEMO_DIR:-}" ]; then
+  pulumi config set targetPath "$demo/target" --config-file "$stack_config"
+fi
+
+[ "$#" -gt 0 ] || set -- up --yes
+case "$1" in
+  up | preview | refresh | destroy | config) set -- "$@" --config-file "$stack_config" ;;
+esac
+pulumi "$@"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test tier after installing what is missing. In CI (CI=true) the end-to-end tier,
+# which needs the Pulumi CLI, must run; elsewhere it is skipped, with a note, when Go is missing.
+# Arguments are passed to jest (e.g. --selectProjects unit).
+set -euo pipefail
+source "$(dirname "$0")/lib/setup.sh"
+[ "${CI:-}" = true ] || export COFFER_CLI_OPTIONAL=1
+coffer_setup
+
+coffer_say "type-checking sources and tests"
+npx tsc -p tsconfig.json --noEmit
+
+mkdir -p .work
+results=.work/jest-results.json
+rm -f "$results"
+status=0
+npx jest --ci --json --outputFile="$results" "$@" || status=$?
+# One plain closing line, whatever the runner printed above it.
+if [ -f "$results" ]; then
+  node -e '
+    const r = require(process.argv[1]);
+    const skipped = r.numPendingTests + r.numTodoTests;
+    console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed` + (skipped ? `, ${skipped} skipped` : ""));
+    if (r.numTotalTests === 0) process.exit(1);
+  ' "$PWD/$results" || status=1
+fi
+exit "$status"
