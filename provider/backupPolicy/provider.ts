@@ -45,15 +45,14 @@ export interface PolicyHost {
 type Outputs = BackupPolicyOutputs & { __provider?: string };
 
 export function createBackupPolicyProvider(host: PolicyHost) {
-  async function assertTargetReachable(targetPath: string): Promise<void> {
+  async function assertTargetReachable(targetPath: string, fix = "mount the backup target (or create the folder) and run again"): Promise<void> {
     try {
       await host.assertDirectory(targetPath);
     } catch (cause) {
-      throw new CofferError(
-        "TARGET_UNREACHABLE",
-        `backup target ${targetPath} is not an accessible directory: mount the backup target (or create the folder) and run again`,
-        { field: "target.path", cause },
-      );
+      throw new CofferError("TARGET_UNREACHABLE", `backup target ${targetPath} is not an accessible directory: ${fix}`, {
+        field: "target.path",
+        cause,
+      });
     }
   }
 
@@ -160,7 +159,10 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
     async delete(id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      await assertTargetReachable(state.target.path);
+      await assertTargetReachable(
+        state.target.path,
+        "mount it and run again; if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`",
+      );
       const found = await readDocument(state.documentPath);
       // A document another policy wrote since is not ours to remove.
       if (found?.ok && found.document.policyId !== id) return;
@@ -175,7 +177,7 @@ export function upgradeOutputs(olds: Outputs): BackupPolicyOutputs {
   const version = olds.schemaVersion ?? 1;
   if (version > POLICY_SCHEMA_VERSION) {
     throw new CofferError(
-      "INVALID_INPUT",
+      "STATE_FROM_NEWER_VERSION",
       `this state was written by a newer Coffer (BackupPolicy schema ${version}, this one knows ${POLICY_SCHEMA_VERSION}): upgrade the coffer package`,
     );
   }

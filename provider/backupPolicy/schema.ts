@@ -20,7 +20,7 @@ const target = z.object(
       .transform((p) => path.normalize(p).replace(/(.)\/+$/, "$1")),
   },
   { error: 'target is required: set it to { kind: "directory", path: "/srv/backups" }' },
-);
+).strict();
 
 const encryption = z.object(
   {
@@ -34,7 +34,7 @@ const encryption = z.object(
       }),
   },
   { error: 'encryption must be an object like { passphrase: pulumi.secret("...") }, or absent for no encryption' },
-);
+).strict();
 
 const positiveInteger = (field: string) =>
   z

@@ -14,6 +14,7 @@ export type CofferErrorCode =
   | "TARGET_UNREACHABLE"
   | "ZONE_OWNED_ELSEWHERE"
   | "DOCUMENT_UNREADABLE"
+  | "STATE_FROM_NEWER_VERSION"
   | "IO_FAILED";
 
 export class CofferError extends Error {

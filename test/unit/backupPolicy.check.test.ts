@@ -64,6 +64,8 @@ describe("BackupPolicy check", () => {
     ["a zone that would escape its folder", { zone: "../other" }, "zone", /letters, digits/],
     ["a misspelt field", { compresion: "zstd" }, "compresion", /not a known field: check its spelling/],
     ["a misspelt retention field", { retention: { keep: 3 } }, "retention.keep", /not a known field/],
+    ["a misspelt target field", { target: { kind: "directory", path: "/srv/b", host: "kvm-7" } }, "target.host", /not a known field/],
+    ["a misspelt encryption field", { encryption: { passphrase: "long enough passphrase", cipher: "aes" } }, "encryption.cipher", /not a known field/],
   ])("rejects %s, naming the field and the fix", async (_what, change, property, reason) => {
     const failures = await failuresFor({ ...valid, ...change });
     expect(failures).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);

@@ -144,6 +144,14 @@ describe("BackupPolicy provider on a real directory", () => {
     expect(error.message).toMatch(/mount the backup target/);
   });
 
+  test("destroy on an unreachable target fails, saying how to drop a target that is gone for good", async () => {
+    const { id, outs } = await provider.create(await checked());
+    await fs.rm(tempDir(), { recursive: true });
+    const error = await provider.delete(id, outs).catch((e) => e);
+    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE" });
+    expect(error.message).toMatch(/pulumi state delete/);
+  });
+
   test("zone or target changes replace, new document first; other changes update in place", async () => {
     const { id, outs } = await provider.create(await checked());
     expect(await provider.diff(id, outs, await checked({ zone: "zone-b" }))).toEqual({ changes: true, replaces: ["zone"], deleteBeforeReplace: false });
@@ -206,7 +214,10 @@ describe("BackupPolicy provider on a real directory", () => {
 
   test("state from a newer Coffer is refused with the fix", async () => {
     const { id, outs } = await provider.create(await checked());
-    await expect(provider.read(id, { ...outs, schemaVersion: 99 })).rejects.toThrow(/newer Coffer.*upgrade the coffer package/);
+    await expect(provider.read(id, { ...outs, schemaVersion: 99 })).rejects.toMatchObject({
+      code: "STATE_FROM_NEWER_VERSION",
+      message: expect.stringMatching(/newer Coffer.*upgrade the coffer package/),
+    });
   });
 
   test("a failed write leaves the previous document, no temporary file, and no secret in the error", async () => {

@@ -1,0 +1,33 @@
+// The public types are a deliverable: `tsc` (tools/test.sh) fails if one of these stops holding.
+import * as pulumi from "@pulumi/pulumi";
+import * as coffer from "../../sdk";
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+const holds = <T extends true>(): T => true as T;
+
+export function declaredPolicies(passphrase: pulumi.Output<string>) {
+  // Every input takes a pulumi.Input, nested ones included.
+  const policy = new coffer.BackupPolicy("gold", {
+    zone: pulumi.output("zone-a"),
+    target: { kind: "directory", path: pulumi.output("/srv/backups") },
+    compression: "zstd",
+    encryption: { passphrase },
+    bandwidthLimitMiBps: pulumi.output(50),
+    integrityCheck: "full",
+    retention: { keepLast: 7 },
+  });
+  holds<Equal<typeof policy.compression, pulumi.Output<coffer.Compression>>>();
+  holds<Equal<typeof policy.settings, pulumi.Output<coffer.PolicySettings>>>();
+  holds<Equal<typeof policy.documentStatus, pulumi.Output<"ok" | "unreadable" | "owned-elsewhere">>>();
+  holds<Equal<coffer.IntegrityCheck, "none" | "metadata" | "full">>();
+
+  // @ts-expect-error compression is one of "none" | "zstd" | "zlib"
+  new coffer.BackupPolicy("bad-compression", { zone: "z", target: { kind: "directory", path: "/x" }, compression: "lz4" });
+  // @ts-expect-error target is required
+  new coffer.BackupPolicy("no-target", { zone: "z" });
+  // @ts-expect-error target kind is "directory"
+  new coffer.BackupPolicy("bad-kind", { zone: "z", target: { kind: "s3", path: "/x" } });
+  // @ts-expect-error encryption needs a passphrase
+  new coffer.BackupPolicy("no-passphrase", { zone: "z", target: { kind: "directory", path: "/x" }, encryption: {} });
+  return policy;
+}
