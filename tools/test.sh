@@ -7,6 +7,10 @@ source "$(dirname "$0")/lib/setup.sh"
 [ "${CI:-}" = true ] || export COFFER_CLI_OPTIONAL=1
 coffer_setup
 
+if ! command -v pulumi >/dev/null; then
+  coffer_say "skipping tier 5 (end to end): no Pulumi CLI. To enable it, install Go >= 1.25.11 and run tools/test.sh again (it builds the CLI)."
+fi
+
 coffer_say "type-checking sources and tests"
 npx tsc -p tsconfig.json --noEmit
 
