@@ -1,14 +1,16 @@
 import * as pulumi from "@pulumi/pulumi";
+// Types only: erased when compiled, so a user's program never loads the implementation or zod.
+import type { PolicySettings } from "../provider/backupPolicy/document";
+import type { Compression, IntegrityCheck } from "../provider/backupPolicy/schema";
 import { delegatingProvider } from "./delegatingProvider";
+
+export type { Compression, IntegrityCheck, PolicySettings };
 
 /**
  * One shared provider object: Pulumi serializes it once per object, not once per resource.
  * @internal Exported for the serialization tests.
  */
 export const backupPolicyProvider = delegatingProvider("coffer/provider/backupPolicy");
-
-export type Compression = "none" | "zstd" | "zlib";
-export type IntegrityCheck = "none" | "metadata" | "full";
 
 export interface DirectoryTarget {
   kind: "directory";
@@ -31,14 +33,6 @@ export interface BackupPolicyArgs {
   integrityCheck?: pulumi.Input<IntegrityCheck>;
   /** Which backups to keep; absent keeps every backup. */
   retention?: pulumi.Input<{ keepLast?: pulumi.Input<number>; maxAgeDays?: pulumi.Input<number> }>;
-}
-
-export interface PolicySettings {
-  compression: Compression;
-  encryption: { enabled: false } | { enabled: true; format: "luks"; passphraseFingerprint: string };
-  bandwidthLimitMiBps: number;
-  integrityCheck: IntegrityCheck;
-  retention: { keepLast?: number; maxAgeDays?: number };
 }
 
 /**

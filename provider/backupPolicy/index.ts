@@ -3,7 +3,7 @@
  * `require("coffer/provider/backupPolicy")`. Everything here runs in Pulumi's provider process.
  */
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
+import { constants, promises as fs } from "node:fs";
 import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
 import { PolicyHost, createBackupPolicyProvider } from "./provider";
 
@@ -11,7 +11,7 @@ export const localHost: PolicyHost = {
   async assertDirectory(dir) {
     const stat = await fs.stat(dir);
     if (!stat.isDirectory()) throw new Error(`${dir} is not a directory`);
-    await fs.access(dir, fs.constants?.W_OK ?? 2);
+    await fs.access(dir, constants.W_OK);
   },
   readFile: readFileIfExists,
   writeFileAtomic,
