@@ -1,5 +1,5 @@
 /**
- * Tiers: unit (1), serialization (2), grpc host (3), mocks (4), e2e with the real Pulumi CLI (5).
+ * Tiers: unit (1), agent (1, with real qemu-img and QEMU), serialization (2), grpc host (3), mocks (4), e2e with the real Pulumi CLI (5).
  * Slow tiers raise their own timeout with jest.setTimeout (testTimeout is global-only in Jest).
  */
 const tier = (name) => ({
@@ -10,5 +10,5 @@ const tier = (name) => ({
 });
 
 module.exports = {
-  projects: ["unit", "serialization", "grpc", "mocks", "e2e"].map(tier),
+  projects: ["unit", "agent", "serialization", "grpc", "mocks", "e2e"].map(tier),
 };

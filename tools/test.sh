@@ -18,7 +18,8 @@ mkdir -p .work
 results=.work/jest-results.json
 rm -f "$results"
 status=0
-npx jest --ci --json --outputFile="$results" "$@" || status=$?
+# execa is ESM-only: Jest loads it natively only with VM modules on (the flag stays with jest's processes).
+tools/jest.sh --ci --json --outputFile="$results" "$@" || status=$?
 # One plain closing line, whatever the runner printed above it.
 if [ -f "$results" ]; then
   node -e '

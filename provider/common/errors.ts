@@ -15,7 +15,16 @@ export type CofferErrorCode =
   | "ZONE_OWNED_ELSEWHERE"
   | "DOCUMENT_UNREADABLE"
   | "STATE_FROM_NEWER_VERSION"
-  | "IO_FAILED";
+  | "IO_FAILED"
+  | "SOURCE_MISSING"
+  | "SOURCE_LOCKED"
+  | "WRONG_PASSPHRASE"
+  | "DISK_FULL"
+  | "HOST_UNREACHABLE"
+  | "QEMU_FAILED"
+  | "VERIFY_FAILED"
+  | "MANIFEST_TAMPERED"
+  | "ABORTED";
 
 export class CofferError extends Error {
   readonly code: CofferErrorCode;

@@ -1,0 +1,196 @@
+import { createHash } from "node:crypto";
+import { createReadStream, promises as fs } from "node:fs";
+import { CofferError } from "../common/errors";
+import { classify, loadExeca, retryLuksCreation, run } from "./tools";
+
+export type Compression = "none" | "zstd" | "zlib";
+
+/**
+ * How Coffer stores a backup. Unencrypted: a qcow2 file, compressed or not. Encrypted: a qcow2
+ * image inside a LUKS container, whatever the compression. Never qcow2's own LUKS encryption:
+ * QEMU 7.2 writes compressed clusters into it unencrypted, and a container encrypts every byte
+ * of the qcow2 (metadata included) below the compression.
+ */
+export interface StoredFormat {
+  compression: Compression;
+  encrypted: boolean;
+}
+
+export const SECRET_ID = "coffer-key";
+
+export function backupFileName(item: string, format: StoredFormat): string {
+  return format.encrypted ? `${item}.qcow2.luks` : `${item}.qcow2`;
+}
+
+/** Escapes a value for qemu's key=value option syntax (a comma is written twice). */
+function optionValue(value: string): string {
+  return value.replace(/,/g, ",,");
+}
+
+export function secretObject(keyFile: string): string {
+  return `secret,id=${SECRET_ID},file=${optionValue(keyFile)}`;
+}
+
+/** The --image-opts string that opens a stored backup as the guest sees it. */
+export function backupImageOpts(file: string, encrypted: boolean): string {
+  return encrypted
+    ? `driver=qcow2,file.driver=luks,file.key-secret=${SECRET_ID},file.file.driver=file,file.file.filename=${optionValue(file)}`
+    : `driver=qcow2,file.driver=file,file.filename=${optionValue(file)}`;
+}
+
+function keyArgs(keyFile: string | undefined): string[] {
+  return keyFile ? ["--object", secretObject(keyFile)] : [];
+}
+
+export interface SourceInfo {
+  format: "raw" | "qcow2";
+  virtualSize: number;
+}
+
+/** What a stopped VM's disk file holds. A disk a running QEMU holds is refused (it is "locked"). */
+export async function sourceInfo(file: string, subject: string): Promise<SourceInfo> {
+  let text: string;
+  try {
+    text = await run("qemu-img", ["info", "--output=json", file], { subject });
+  } catch (error) {
+    if ((error as CofferError).code === "SOURCE_LOCKED") {
+      throw new CofferError(
+        "SOURCE_LOCKED",
+        `${subject}: ${file} is in use by a running QEMU: back it up through the VM's QMP socket (qmpSocket + device) instead`,
+        { cause: error },
+      );
+    }
+    if ((error as CofferError).code === "SOURCE_MISSING") {
+      throw new CofferError("SOURCE_MISSING", `${subject}: ${file} does not exist or can't be opened: check the disk path`, { cause: error });
+    }
+    throw error;
+  }
+  const info = JSON.parse(text) as { format: string; "virtual-size": number; encrypted?: boolean };
+  if (info.format !== "raw" && info.format !== "qcow2") {
+    throw new CofferError("QEMU_FAILED", `${subject}: ${file} is a ${info.format} image: Coffer backs up raw and qcow2 disks`);
+  }
+  if (info.encrypted) {
+    throw new CofferError("QEMU_FAILED", `${subject}: ${file} is an encrypted qcow2: Coffer can't read it without its key`);
+  }
+  return { format: info.format, virtualSize: info["virtual-size"] };
+}
+
+/**
+ * Makes an empty backup image of `virtualSize` at `file` to write into with `convert -n` or a
+ * QMP job: a qcow2 (with the compression type set), wrapped in LUKS when a key is given.
+ */
+export async function createEmptyBackup(file: string, virtualSize: number, compression: Compression, keyFile: string | undefined, subject: string) {
+  const compressionType = compression === "zlib" ? "zlib" : "zstd";
+  if (!keyFile) {
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, file, String(virtualSize)], { subject });
+    return;
+  }
+  // The bytes of an empty qcow2 become the payload of a LUKS container; qcow2 then grows inside it.
+  const inner = `${file}.inner`;
+  try {
+    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, inner, String(virtualSize)], { subject });
+    await retryLuksCreation(() =>
+      run("qemu-img", ["convert", "-f", "raw", "-O", "luks", ...keyArgs(keyFile), "-o", `key-secret=${SECRET_ID}`, inner, file], {
+        subject,
+        secrets: [keyFile],
+      }),
+    );
+  } finally {
+    await fs.rm(inner, { force: true });
+  }
+}
+
+export interface ConvertRequest {
+  source: string;
+  sourceFormat: "raw" | "qcow2";
+  target: string;
+  format: StoredFormat;
+  virtualSize: number;
+  bandwidthLimitMiBps: number;
+  keyFile?: string;
+  subject: string;
+  signal?: AbortSignal;
+  onProgress?: (percent: number) => void;
+}
+
+/** Copies a stopped VM's disk into a new backup image in one pass. */
+export async function convertDisk(req: ConvertRequest): Promise<void> {
+  const compress = req.format.compression !== "none";
+  const common = [
+    "convert",
+    "-p",
+    ...(compress ? ["-c", "-m", "4", "-W"] : []),
+    // -r counts the source's non-zero bytes per second.
+    ...(req.bandwidthLimitMiBps > 0 ? ["-r", `${req.bandwidthLimitMiBps}M`] : []),
+    "-f",
+    req.sourceFormat,
+  ];
+  const onStdoutLine = (line: string) => {
+    const match = /\(([\d.]+)\/100%\)/.exec(line);
+    if (match && req.onProgress) req.onProgress(Number(match[1]));
+  };
+  if (req.format.encrypted) {
+    if (!req.keyFile) throw new Error("an encrypted backup needs a key file");
+    await createEmptyBackup(req.target, req.virtualSize, req.format.compression, req.keyFile, req.subject);
+    await run("qemu-img", [...common, req.source, ...keyArgs(req.keyFile), "-n", "--target-image-opts", backupImageOpts(req.target, true)], {
+      subject: req.subject,
+      secrets: [req.keyFile],
+      signal: req.signal,
+      onStdoutLine,
+    });
+  } else {
+    const options = compress ? ["-o", `compression_type=${req.format.compression}`] : [];
+    await run("qemu-img", [...common, "-O", "qcow2", ...options, req.source, req.target], { subject: req.subject, signal: req.signal, onStdoutLine });
+  }
+}
+
+/** `qemu-img check` of a backup: metadata only (it passes flipped bytes in data clusters). */
+export async function checkImage(file: string, encrypted: boolean, keyFile: string | undefined, subject: string): Promise<void> {
+  await run("qemu-img", ["check", "-q", ...keyArgs(encrypted ? keyFile : undefined), "--image-opts", backupImageOpts(file, encrypted)], {
+    subject,
+    secrets: keyFile ? [keyFile] : [],
+  });
+}
+
+/**
+ * SHA-256 of the data the guest would see in the image: decrypted and decompressed, streamed
+ * through qemu-nbd and nbdcopy (qemu-img can't write to a pipe), never written to disk.
+ */
+export async function streamSha256(imageOpts: string, keyFile: string | undefined, subject: string, signal?: AbortSignal): Promise<string> {
+  const { execa } = await loadExeca();
+  const hash = createHash("sha256");
+  const child = execa("nbdcopy", ["--", "[", "qemu-nbd", "-r", ...keyArgs(keyFile), "--image-opts", imageOpts, "]", "-"], {
+    buffer: { stdout: false, stderr: true },
+    reject: false,
+    cancelSignal: signal,
+  });
+  child.stdout!.on("data", (chunk: Buffer) => hash.update(chunk));
+  const result = await child;
+  if (result.exitCode !== 0 || result.failed) {
+    const detail = String(result.stderr ?? "").trim() || `exit code ${result.exitCode}`;
+    throw new CofferError(classify(detail), `${subject}: reading the image back failed: ${detail.split("\n").slice(-2).join(" / ")}`, {
+      secrets: keyFile ? [keyFile] : [],
+    });
+  }
+  return hash.digest("hex");
+}
+
+/** The --image-opts of a source disk file, for hashing what the guest sees in it. */
+export function sourceImageOpts(file: string, format: "raw" | "qcow2"): string {
+  return `driver=${format},file.driver=file,file.filename=${optionValue(file)}`;
+}
+
+/** SHA-256 of a file's own bytes: catches bit rot without the key. */
+export async function fileSha256(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+/** Writes the guest data of a backup to `to` as raw or qcow2. */
+export async function restoreImage(file: string, encrypted: boolean, keyFile: string | undefined, to: string, format: "raw" | "qcow2", subject: string) {
+  await run("qemu-img", ["convert", ...keyArgs(encrypted ? keyFile : undefined), "--image-opts", backupImageOpts(file, encrypted), "-O", format, to], {
+    subject,
+    secrets: keyFile ? [keyFile] : [],
+  });
+}

@@ -1,0 +1,92 @@
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { CofferError, CofferErrorCode, redact } from "../common/errors";
+
+/** execa, loaded when first needed: it is ESM-only, and this package is CommonJS. */
+export async function loadExeca() {
+  return import("execa");
+}
+
+/**
+ * Runs `fn` with `secret` in a 0600 file inside a fresh 0700 directory, removed in `finally`,
+ * so tools read it with `--object secret,file=...` and it never reaches a command line.
+ * The file holds the exact bytes (no trailing newline: qemu would take it as part of the secret).
+ */
+export async function withSecretFile<T>(secret: string, fn: (file: string) => Promise<T>): Promise<T> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-key-"));
+  try {
+    const file = path.join(dir, "key");
+    await fs.writeFile(file, secret, { mode: 0o600, flag: "wx" });
+    return await fn(file);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+export interface RunOptions {
+  /** Values to redact from any error: passphrases and the paths of key files. */
+  secrets?: readonly string[];
+  /** What is being worked on, for error messages ("source web-1-root"). */
+  subject: string;
+  signal?: AbortSignal;
+  /** Called with each line the tool writes to stdout (progress). */
+  onStdoutLine?: (line: string) => void;
+}
+
+/** Runs a tool; on failure throws a CofferError whose code says why, with secrets redacted. */
+export async function run(command: string, args: readonly string[], options: RunOptions): Promise<string> {
+  const { execa } = await loadExeca();
+  const child = execa(command, args, { reject: false, cancelSignal: options.signal, stripFinalNewline: true, all: false });
+  if (options.onStdoutLine) {
+    let pending = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      pending += chunk.toString();
+      const lines = pending.split(/\r|\n/);
+      pending = lines.pop() ?? "";
+      for (const line of lines) if (line.trim()) options.onStdoutLine!(line.trim());
+    });
+  }
+  const result = await child;
+  if (result.exitCode === 0 && !result.failed) return String(result.stdout ?? "");
+  const secrets = options.secrets ?? [];
+  if (result.isCanceled) throw new CofferError("ABORTED", `${options.subject}: stopped before it finished`, { secrets });
+  const stderr = redact(String(result.stderr ?? "").trim(), secrets);
+  const detail = stderr || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`);
+  throw new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines(detail)}`, { secrets });
+}
+
+function lastLines(text: string): string {
+  return text.split("\n").slice(-3).join(" / ");
+}
+
+/** Maps a tool's error text to the cause users act on. */
+export function classify(stderr: string): CofferErrorCode {
+  if (/No space left on device|ENOSPC|Disk quota exceeded/i.test(stderr)) return "DISK_FULL";
+  if (/Invalid password|cannot unlock any keyslot/i.test(stderr)) return "WRONG_PASSPHRASE";
+  if (/Failed to get .*lock|Is another process using the image/i.test(stderr)) return "SOURCE_LOCKED";
+  if (/No such file or directory|Could not open/i.test(stderr)) return "SOURCE_MISSING";
+  return "QEMU_FAILED";
+}
+
+/**
+ * Debian's QEMU 7.2 sometimes fails to create a LUKS header with "Unable to get accurate CPU
+ * usage" (its PBKDF benchmark reads getrusage too early). Only that error is retried.
+ */
+export async function retryLuksCreation<T>(create: () => Promise<T>, attempts = 8): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await create();
+    } catch (error) {
+      if (attempt >= attempts || !/accurate CPU usage/.test(String((error as Error).message))) throw error;
+    }
+  }
+}
+
+/** A name for a temporary file that no reader takes for a finished backup, and that says who made it. */
+export function partialName(finalName: string): string {
+  return `.${finalName}.partial-${os.hostname()}-${process.pid}-${randomBytes(4).toString("hex")}`;
+}
+
+export const PARTIAL_PATTERN = /^\.(.+)\.partial-(.+)-(\d+)-[0-9a-f]{8}$/;

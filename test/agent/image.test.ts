@@ -1,0 +1,108 @@
+import { execFileSync } from "node:child_process";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import {
+  StoredFormat,
+  backupImageOpts,
+  checkImage,
+  convertDisk,
+  fileSha256,
+  restoreImage,
+  sourceImageOpts,
+  sourceInfo,
+  streamSha256,
+} from "../../provider/agent/image";
+import { withSecretFile } from "../../provider/agent/tools";
+import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
+import { useTempDir } from "../support/tempDir";
+
+jest.setTimeout(120_000);
+const PASSPHRASE = "agent-test-passphrase-91";
+const tempDir = useTempDir();
+
+const modes: [string, StoredFormat][] = [
+  ["plain", { compression: "none", encrypted: false }],
+  ["zstd", { compression: "zstd", encrypted: false }],
+  ["zlib", { compression: "zlib", encrypted: false }],
+  ["LUKS", { compression: "none", encrypted: true }],
+  ["zstd+LUKS", { compression: "zstd", encrypted: true }],
+  ["zlib+LUKS", { compression: "zlib", encrypted: true }],
+];
+
+describe("the backup data path with Debian's qemu-img", () => {
+  test.each(modes)("%s: backup, check, stream hash and restore round trip byte for byte", async (_mode, format) => {
+    const source = path.join(tempDir(), "disk.raw");
+    await makeRawDisk(source, 16);
+    const info = await sourceInfo(source, "test");
+    expect(info).toEqual({ format: "raw", virtualSize: 16 * 1024 * 1024 });
+    const target = path.join(tempDir(), "backup");
+    await withSecretFile(PASSPHRASE, async (keyFile) => {
+      const progress: number[] = [];
+      await convertDisk({ source, sourceFormat: "raw", target, format, virtualSize: info.virtualSize, bandwidthLimitMiBps: 0, keyFile: format.encrypted ? keyFile : undefined, subject: "test", onProgress: (p) => progress.push(p) });
+      expect(progress.at(-1)).toBe(100);
+      await checkImage(target, format.encrypted, keyFile, "test");
+      const expected = await streamSha256(sourceImageOpts(source, "raw"), undefined, "test");
+      expect(await streamSha256(backupImageOpts(target, format.encrypted), format.encrypted ? keyFile : undefined, "test")).toBe(expected);
+      const restored = path.join(tempDir(), "restored.raw");
+      await restoreImage(target, format.encrypted, keyFile, restored, "raw", "test");
+      expect(await fileSha256(restored)).toBe(await fileSha256(source));
+    });
+    const bytes = await fs.readFile(target);
+    if (format.encrypted) {
+      // No byte of guest data in plaintext: neither the marker nor any qcow2 structure.
+      expect(bytes.includes(PLAINTEXT_MARKER)).toBe(false);
+      expect(bytes.includes("QFI\xfb")).toBe(false);
+      expect(bytes.subarray(0, 6).toString("latin1")).toBe("LUKS\xba\xbe");
+    } else if (format.compression === "none") {
+      expect(bytes.includes(PLAINTEXT_MARKER)).toBe(true);
+    }
+    if (format.compression !== "none") {
+      // 12 of the 16 MiB are non-zero, half of it random (incompressible); LUKS adds a 2 MiB header.
+      const luksHeader = format.encrypted ? 2.1 * 1024 * 1024 : 0;
+      expect(bytes.length).toBeLessThan(12 * 1024 * 1024 * 0.8 + luksHeader);
+    }
+  });
+
+  test("a wrong passphrase is named as such", async () => {
+    const source = path.join(tempDir(), "disk.raw");
+    await makeRawDisk(source, 4);
+    const target = path.join(tempDir(), "backup");
+    await withSecretFile(PASSPHRASE, (keyFile) =>
+      convertDisk({ source, sourceFormat: "raw", target, format: { compression: "zstd", encrypted: true }, virtualSize: 4 << 20, bandwidthLimitMiBps: 0, keyFile, subject: "src-1" }),
+    );
+    const error = await withSecretFile("not-the-passphrase!", (keyFile) => checkImage(target, true, keyFile, "src-1")).catch((e) => e);
+    expect(error).toMatchObject({ code: "WRONG_PASSPHRASE" });
+    expect(error.message).toMatch(/^src-1: /);
+    expect(error.message).not.toContain("coffer-key-");
+  });
+
+  test("a missing source and a source a running QEMU holds get their own errors", async () => {
+    await expect(sourceInfo(path.join(tempDir(), "nope.qcow2"), "web-1-root")).rejects.toMatchObject({
+      code: "SOURCE_MISSING",
+      message: expect.stringMatching(/^web-1-root: .*check the disk path/),
+    });
+    const disk = path.join(tempDir(), "held.qcow2");
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", disk, "16M"]);
+    // qemu-io holds the image's write lock, as a running VM would.
+    const { spawn } = await import("node:child_process");
+    const holder = spawn("qemu-io", ["-f", "qcow2", disk], { stdio: ["pipe", "ignore", "ignore"] });
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      await expect(sourceInfo(disk, "db-1-vda")).rejects.toMatchObject({ code: "SOURCE_LOCKED", message: expect.stringMatching(/QMP socket/) });
+    } finally {
+      holder.kill();
+    }
+  });
+
+  test("the key file is gone after use, and was 0600 while it existed", async () => {
+    let seen = "";
+    await withSecretFile(PASSPHRASE, async (keyFile) => {
+      seen = keyFile;
+      expect((await fs.stat(keyFile)).mode & 0o777).toBe(0o600);
+      expect(await fs.readFile(keyFile, "utf8")).toBe(PASSPHRASE);
+    });
+    await expect(fs.access(seen)).rejects.toThrow();
+    await expect(withSecretFile(PASSPHRASE, async (keyFile) => ((seen = keyFile), Promise.reject(new Error("boom"))))).rejects.toThrow("boom");
+    await expect(fs.access(path.dirname(seen))).rejects.toThrow();
+  });
+});
