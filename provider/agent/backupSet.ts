@@ -1,0 +1,240 @@
+import { promises as fs } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
+import { CofferError, isCofferError } from "../common/errors";
+import {
+  Compression,
+  StoredFormat,
+  backupFileName,
+  backupImageOpts,
+  checkImage,
+  convertDisk,
+  createEmptyBackup,
+  fileSha256,
+  sourceImageOpts,
+  sourceInfo,
+  streamSha256,
+} from "./image";
+import { MANIFEST_FILE, Manifest, ManifestItem, openManifest, renderSignedManifest } from "./manifest";
+import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
+import { PARTIAL_PATTERN, partialName, run, withSecretFile } from "./tools";
+
+export type IntegrityCheck = "none" | "metadata" | "full";
+export type Source = { disk: string } | { qmpSocket: string; device: string };
+
+export interface ItemRequest {
+  /** `<target>/sets/<zone>`: the folder of every set of one zone. */
+  zoneDir: string;
+  setId: string;
+  name: string;
+  source: Source;
+  compression: Compression;
+  encrypted: boolean;
+  bandwidthLimitMiBps: number;
+  integrityCheck: IntegrityCheck;
+  passphrase?: string;
+}
+
+export interface Events {
+  progress?(item: string, percent: number): void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Backs up one source into its set's folder. The backup is written under a name no reader takes
+ * for a backup (`.<file>.partial-<host>-<pid>-<random>`), verified at the policy's level, and
+ * renamed into place only then; on any failure the partial file is removed.
+ */
+export async function backupItem(req: ItemRequest, events: Events = {}): Promise<ManifestItem> {
+  const subject = `source ${req.name}`;
+  if (req.encrypted && !req.passphrase) throw new CofferError("INVALID_INPUT", `${subject}: encryption is on but no passphrase reached the agent`);
+  const setDir = path.join(req.zoneDir, req.setId);
+  await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
+  await sweepPartials(req.zoneDir);
+  const format: StoredFormat = { compression: req.compression, encrypted: req.encrypted };
+  const finalFile = path.join(setDir, backupFileName(req.name, format));
+  if (await readFileIfExists(finalFile).then((t) => t !== undefined, () => true)) {
+    throw new CofferError("IO_FAILED", `${subject}: ${finalFile} already exists; a set never overwrites a backup`);
+  }
+  const partial = path.join(setDir, partialName(path.basename(finalFile)));
+  const startedAt = new Date().toISOString();
+  const onProgress = (percent: number) => events.progress?.(req.name, percent);
+  try {
+    return await withSecretFile(req.passphrase ?? "", async (keyFile) => {
+      const key = req.encrypted ? keyFile : undefined;
+      let manifestSource: ManifestItem["source"];
+      let virtualSize: number;
+      let sourceStream: (() => Promise<string>) | undefined;
+      if ("disk" in req.source) {
+        const info = await sourceInfo(req.source.disk, subject);
+        virtualSize = info.virtualSize;
+        manifestSource = { kind: "disk", path: req.source.disk, format: info.format };
+        const disk = req.source.disk;
+        sourceStream = () => streamSha256(sourceImageOpts(disk, info.format), undefined, subject, events.signal);
+        await convertDisk({ source: disk, sourceFormat: info.format, target: partial, format, virtualSize, bandwidthLimitMiBps: req.bandwidthLimitMiBps, keyFile: key, subject, signal: events.signal, onProgress });
+      } else {
+        const qmp = await QmpClient.connect(req.source.qmpSocket, subject);
+        try {
+          await sweepStale(qmp);
+          const source = await findSourceNode(qmp, req.source.device, subject);
+          virtualSize = source.virtualSize;
+          manifestSource = { kind: "qmp", socket: req.source.qmpSocket, device: req.source.device };
+          await createEmptyBackup(partial, virtualSize, req.compression, key, subject);
+          await backupRunningVm({ qmp, sourceNode: source.node, target: partial, encrypted: req.encrypted, passphrase: req.passphrase, compression: req.compression, bandwidthLimitMiBps: req.bandwidthLimitMiBps, subject, signal: events.signal, onProgress });
+        } finally {
+          qmp.close();
+        }
+      }
+      if (req.integrityCheck !== "none") await checkImage(partial, req.encrypted, key, subject);
+      const streamHash = await streamSha256(backupImageOpts(partial, req.encrypted), key, subject, events.signal);
+      // A stopped VM's disk still holds what was copied: "full" proves the copy equals it.
+      if (req.integrityCheck === "full" && sourceStream) {
+        const expected = await sourceStream();
+        if (expected !== streamHash) {
+          throw new CofferError("VERIFY_FAILED", `${subject}: the backup's data differs from the disk's (sha256 ${streamHash.slice(0, 12)} vs ${expected.slice(0, 12)}); the disk may have changed during the backup`);
+        }
+      }
+      const sizeBytes = (await fs.stat(partial)).size;
+      const fileHash = await fileSha256(partial);
+      await fs.rename(partial, finalFile);
+      return {
+        name: req.name,
+        host: os.hostname(),
+        source: manifestSource,
+        file: path.basename(finalFile),
+        format: req.encrypted ? "qcow2-in-luks" : "qcow2",
+        compression: req.compression,
+        encrypted: req.encrypted,
+        virtualSize,
+        sizeBytes,
+        streamSha256: streamHash,
+        fileSha256: fileHash,
+        verifiedAtBackup: req.integrityCheck,
+        startedAt,
+        finishedAt: new Date().toISOString(),
+      };
+    });
+  } catch (error) {
+    throw isCofferError(error) ? error : new CofferError("IO_FAILED", `${subject}: ${(error as Error).message}`, { cause: error, secrets: req.passphrase ? [req.passphrase] : [] });
+  } finally {
+    await fs.rm(partial, { force: true });
+  }
+}
+
+/**
+ * Removes what killed runs on this host left under the zone's sets: partial files whose process
+ * is gone, then set folders that hold nothing else (they never got a manifest).
+ */
+export async function sweepPartials(zoneDir: string): Promise<string[]> {
+  const removed: string[] = [];
+  const host = os.hostname();
+  for (const set of await fs.readdir(zoneDir).catch(() => [] as string[])) {
+    const setDir = path.join(zoneDir, set);
+    const entries = await fs.readdir(setDir).catch(() => undefined);
+    if (!entries) continue;
+    for (const entry of entries) {
+      const match = PARTIAL_PATTERN.exec(entry);
+      if (!match || match[2] !== host || pidAlive(Number(match[3]))) continue;
+      await fs.rm(path.join(setDir, entry), { force: true });
+      removed.push(path.join(setDir, entry));
+    }
+  }
+  return removed;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export async function qemuVersion(): Promise<string> {
+  const out = await run("qemu-img", ["--version"], { subject: "qemu-img" });
+  return out.split("\n")[0].replace(/^qemu-img version /, "");
+}
+
+/** Writes the signed manifest last: a set without one is never taken for a good set. */
+export async function writeManifest(setDir: string, manifest: Manifest, secret: string): Promise<string> {
+  const file = path.join(setDir, MANIFEST_FILE);
+  await writeFileAtomic(file, renderSignedManifest(manifest, secret));
+  return file;
+}
+
+export interface Verification {
+  status: "ok" | "failed" | "missing";
+  checkedAt: string;
+  level: IntegrityCheck;
+  failures: string[];
+}
+
+/**
+ * Re-verifies a set: the manifest's HMAC, and per item the backup file's SHA-256 (catches bit
+ * rot without the key); "metadata" adds `qemu-img check`; "full" recomputes the SHA-256 of the
+ * decrypted guest stream and compares it with the one recorded at backup time.
+ */
+export async function verifySet(
+  setDir: string,
+  level: IntegrityCheck,
+  secrets: { manifestSecret: string; passphrase?: string },
+  events: Events = {},
+): Promise<Verification & { manifest?: Manifest }> {
+  const checkedAt = new Date().toISOString();
+  const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
+  if (text === undefined) return { status: "missing", checkedAt, level, failures: [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`] };
+  const opened = openManifest(text, secrets.manifestSecret);
+  if (!opened.ok) return { status: "failed", checkedAt, level, failures: [opened.problem] };
+  if (!opened.authentic) return { status: "failed", checkedAt, level, failures: ["manifest: its HMAC does not match: it was changed, or the key is not this set's"], manifest: opened.manifest };
+  const missing: string[] = [];
+  const failed: string[] = [];
+  await withSecretFile(secrets.passphrase ?? "", async (keyFile) => {
+    for (const item of opened.manifest.items) {
+      const file = path.join(setDir, item.file);
+      const stat = await fs.stat(file).catch(() => undefined);
+      if (!stat) {
+        missing.push(`item ${item.name}: ${item.file} is missing`);
+        continue;
+      }
+      if (stat.size !== item.sizeBytes) {
+        failed.push(`item ${item.name}: ${item.file} is ${stat.size} bytes, the manifest says ${item.sizeBytes} (truncated or changed)`);
+        continue;
+      }
+      if ((await fileSha256(file)) !== item.fileSha256) {
+        failed.push(`item ${item.name}: ${item.file} has changed since the backup (its SHA-256 differs)`);
+        continue;
+      }
+      const key = item.encrypted ? keyFile : undefined;
+      try {
+        if (level !== "none") await checkImage(file, item.encrypted, key, `item ${item.name}`);
+        if (level === "full") {
+          const stream = await streamSha256(backupImageOpts(file, item.encrypted), key, `item ${item.name}`, events.signal);
+          if (stream !== item.streamSha256) failed.push(`item ${item.name}: the guest data differs from what was backed up`);
+        }
+      } catch (error) {
+        failed.push(isCofferError(error) ? error.shortMessage : `item ${item.name}: ${(error as Error).message}`);
+      }
+    }
+  });
+  const status = failed.length > 0 ? "failed" : missing.length > 0 ? "missing" : "ok";
+  return { status, checkedAt, level, failures: [...failed, ...missing], manifest: opened.manifest };
+}
+
+/**
+ * Deletes a set: the backup files named by its manifest or by `knownFiles` (the resource's
+ * outputs, for when the manifest is gone), partial files, the manifest, then the folders up to
+ * (not including) `stopAt` while they are empty. Nothing else.
+ */
+export async function deleteSet(setDir: string, stopAt: string, knownFiles: readonly string[] = []): Promise<void> {
+  const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
+  const opened = text === undefined ? undefined : openManifest(text, undefined);
+  const named = [...knownFiles.map((f) => path.basename(f)), ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : [])];
+  const entries = await fs.readdir(setDir).catch(() => [] as string[]);
+  for (const entry of entries) {
+    if (named.includes(entry) || PARTIAL_PATTERN.test(entry)) await fs.rm(path.join(setDir, entry), { force: true });
+  }
+  await fs.rm(path.join(setDir, MANIFEST_FILE), { force: true });
+  await removeEmptyDirs(setDir, stopAt);
+}

@@ -1,0 +1,60 @@
+/**
+ * coffer-agent: the host side of Coffer. The provider runs it locally or over ssh.
+ *   coffer-agent <command>      request: one JSON document on stdin (secrets travel only here)
+ *                               result:  {"ok":true,"result":...} or {"ok":false,"error":{code,message}} on stdout
+ *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
+ * Commands: backup-item, write-manifest, verify-set, delete-set, version.
+ * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero.
+ */
+import { CofferError, isCofferError } from "../common/errors";
+import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+type Handler = (request: any, events: { signal: AbortSignal; progress: (item: string, percent: number) => void }) => Promise<unknown>;
+
+const commands: Record<string, Handler> = {
+  "backup-item": (req, events) => backupItem(req, events),
+  "write-manifest": (req) => writeManifest(req.setDir, req.manifest, req.manifestSecret),
+  "verify-set": (req, events) => verifySet(req.setDir, req.level, { manifestSecret: req.manifestSecret, passphrase: req.passphrase }, events),
+  "delete-set": (req) => deleteSet(req.setDir, req.stopAt, req.knownFiles).then(() => ({ deleted: req.setDir })),
+  version: async () => ({ qemu: await qemuVersion(), node: process.version }),
+};
+
+export async function main(argv: string[]): Promise<void> {
+  const command = argv[0];
+  const handler = commands[command ?? ""];
+  const reply = (body: unknown) => process.stdout.write(JSON.stringify(body) + "\n");
+  if (!handler) {
+    reply({ ok: false, error: { code: "INVALID_INPUT", message: `unknown command "${command ?? ""}": use one of ${Object.keys(commands).join(", ")}` } });
+    process.exitCode = 2;
+    return;
+  }
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  // `on`, not `once`: with no listener of ours left, execa's exit handler re-raises the signal
+  // and the process dies before its cleanup has run.
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
+  let lastReported = -1;
+  const progress = (item: string, percent: number) => {
+    // Whole percents are enough to show movement without flooding the channel.
+    if (Math.floor(percent) === lastReported) return;
+    lastReported = Math.floor(percent);
+    process.stderr.write(JSON.stringify({ progress: { item, percent: Math.floor(percent) } }) + "\n");
+  };
+  try {
+    const input = await readStdin();
+    const request = input.trim() ? JSON.parse(input) : {};
+    const result = await handler(request, { signal: abort.signal, progress });
+    reply({ ok: true, result: result ?? null });
+  } catch (error) {
+    const e = isCofferError(error) ? error : new CofferError("IO_FAILED", (error as Error).message);
+    reply({ ok: false, error: { code: e.code, message: e.message } });
+    process.exitCode = 1;
+  }
+}
