@@ -33,6 +33,8 @@ export interface BackupPolicyArgs {
   integrityCheck?: pulumi.Input<IntegrityCheck>;
   /** Which backups to keep; absent keeps every backup. */
   retention?: pulumi.Input<{ keepLast?: pulumi.Input<number>; maxAgeDays?: pulumi.Input<number> }>;
+  /** The ssh destination where the host agent runs ("kvm-07"); absent: the machine that runs Pulumi. */
+  host?: pulumi.Input<string>;
 }
 
 /**
@@ -50,6 +52,9 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly bandwidthLimitMiBps: pulumi.Output<number>;
   declare readonly integrityCheck: pulumi.Output<IntegrityCheck>;
   declare readonly retention: pulumi.Output<{ keepLast?: number; maxAgeDays?: number } | undefined>;
+  declare readonly host: pulumi.Output<string | undefined>;
+  /** Secret: signs the manifests of unencrypted backup sets. */
+  declare readonly manifestKey: pulumi.Output<string>;
   /** Absolute path of the policy document. */
   declare readonly documentPath: pulumi.Output<string>;
   /** Increases with every write of the document. */
@@ -73,13 +78,15 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         bandwidthLimitMiBps: args.bandwidthLimitMiBps,
         integrityCheck: args.integrityCheck,
         retention: args.retention,
+        host: args.host,
+        manifestKey: undefined,
         documentPath: undefined,
         revision: undefined,
         settings: undefined,
         documentStatus: undefined,
         schemaVersion: undefined,
       },
-      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption"] }),
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey"] }),
       "coffer",
       "BackupPolicy",
     );

@@ -21,6 +21,8 @@ export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryptio
   schemaVersion: number;
   /** Secret as a whole (the resource class forces it): the passphrase and the fingerprint key. */
   encryption?: { passphrase: string; fingerprintKey: string };
+  /** Secret: signs the manifests of unencrypted backup sets (encrypted ones use the passphrase). */
+  manifestKey: string;
   documentPath: string;
   revision: number;
   /** The settings in the policy document as last written or read: refresh puts drift here. */
@@ -61,7 +63,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     return text === undefined ? undefined : parseDocument(text);
   }
 
-  async function write(id: string, inputs: BackupPolicyInputs, revision: number, fingerprintKey: string | undefined): Promise<BackupPolicyOutputs> {
+  async function write(id: string, inputs: BackupPolicyInputs, revision: number, fingerprintKey: string | undefined, manifestKey: string): Promise<BackupPolicyOutputs> {
     const file = documentPath(inputs.target.path, inputs.zone);
     const fingerprint = inputs.encryption && fingerprintKey ? passphraseFingerprint(inputs.encryption.passphrase, fingerprintKey) : undefined;
     const settings = settingsFor(inputs, fingerprint);
@@ -86,6 +88,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       ...inputs,
       schemaVersion: POLICY_SCHEMA_VERSION,
       encryption: inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : undefined,
+      manifestKey,
       documentPath: file,
       revision,
       settings,
@@ -133,7 +136,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
           { field: "zone" },
         );
       }
-      const outs = await write(id, inputs, 1, inputs.encryption ? host.randomKey() : undefined);
+      const outs = await write(id, inputs, 1, inputs.encryption ? host.randomKey() : undefined, host.randomKey());
       return { id, outs };
     },
 
@@ -145,7 +148,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       if (existing?.ok && existing.document.policyId !== id) throw ownedElsewhere(documentPath(inputs.target.path, inputs.zone), existing.document.policyId);
       const lastRevision = Math.max(previous.revision, existing?.ok ? existing.document.revision : 0);
       const fingerprintKey = inputs.encryption ? previous.encryption?.fingerprintKey || host.randomKey() : undefined;
-      return { outs: await write(id, inputs, lastRevision + 1, fingerprintKey) };
+      // State written before manifest keys existed gets one on its next update.
+      return { outs: await write(id, inputs, lastRevision + 1, fingerprintKey, previous.manifestKey || host.randomKey()) };
     },
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
@@ -213,6 +217,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
     integrityCheck: outputs.integrityCheck,
     retention: outputs.retention,
+    host: outputs.host,
   };
 }
 
@@ -233,5 +238,7 @@ export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string,
     declared.encryption === undefined ||
     (seen.encryption.enabled && key !== undefined && fingerprintMatches(declared.encryption.passphrase, key, seen.encryption.passphraseFingerprint));
   const wanted = settingsFor(declared, seen.encryption.enabled ? seen.encryption.passphraseFingerprint : undefined);
-  return { changes: !passphraseKept || !sameSettings(wanted, seen), replaces: [], deleteBeforeReplace: false };
+  const hostChanged = (olds.host ?? null) !== ((declared.host as string | undefined) ?? null);
+  const keyMissing = !olds.manifestKey;
+  return { changes: !passphraseKept || hostChanged || keyMissing || !sameSettings(wanted, seen), replaces: [], deleteBeforeReplace: false };
 }

@@ -10,6 +10,17 @@ export const MIN_PASSPHRASE_LENGTH = 12;
 
 const ZONE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
+/**
+ * An ssh destination ("kvm-07", "root@10.0.0.7", an alias of ~/.ssh/config). It can't start
+ * with "-" (ssh would take it for an option) or hold spaces or shell characters.
+ */
+export const sshHost = (field: string) =>
+  z
+    .string({ error: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07", or absent to run on this machine` })
+    .regex(/^[A-Za-z0-9_][A-Za-z0-9_.@:[\]-]{0,252}$/, {
+      message: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07": letters, digits and . _ - @ : [ ] only, not starting with "-"`,
+    });
+
 const target = z.object(
   {
     kind: z.literal("directory", { error: 'target.kind must be "directory" (the only kind so far): a mounted NAS path or local folder' }),
@@ -75,6 +86,8 @@ export const backupPolicyInputs = z
       .enum(INTEGRITY_CHECKS, { error: `integrityCheck must be one of ${INTEGRITY_CHECKS.map((c) => `"${c}"`).join(", ")}` })
       .default("none"),
     retention: retention.optional(),
+    /** Where the host agent runs, over ssh; absent: on the machine that runs Pulumi. */
+    host: sshHost("host").optional(),
   })
   .strict();
 

@@ -47,7 +47,7 @@ describe("BackupPolicy resource class", () => {
 
     const request = monitor.requests.find((r) => r.name === "gold")!;
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:BackupPolicy");
-    expect(request.additionalSecretOutputs).toEqual(["encryption"]);
+    expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey"]);
     // A plain-string passphrase still reaches the engine marked secret.
     expect(request.object.encryption).toEqual({ [SECRET_SIG]: "1b47061264138c4ac30d75fd1eb44270", value: { passphrase: "a plain string passphrase" } });
     expect(request.object).toMatchObject({ zone: "zone-a", compression: "zstd", bandwidthLimitMiBps: 50, integrityCheck: "full" });
@@ -59,7 +59,7 @@ describe("BackupPolicy resource class", () => {
     new coffer.BackupPolicy("silver", { zone: "zone-b", target: { kind: "directory", path: "/srv/b" } }, { additionalSecretOutputs: ["settings"], protect: true });
     await new Promise((r) => setTimeout(r, 100));
     const request = monitor.requests.find((r) => r.name === "silver")!;
-    expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "settings"]);
+    expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "manifestKey", "settings"]);
     expect(request.object.encryption).toBeUndefined();
   });
 });

@@ -62,6 +62,8 @@ describe("BackupPolicy check", () => {
     ["a fractional keepLast", { retention: { keepLast: 1.5 } }, "retention.keepLast", /whole number/],
     ["a missing zone", { zone: undefined }, "zone", /zone is required/],
     ["a zone that would escape its folder", { zone: "../other" }, "zone", /letters, digits/],
+    ["an ssh host that would be taken for an option", { host: "-oProxyCommand=sh" }, "host", /not starting with "-"/],
+    ["an ssh host with a space", { host: "kvm-07 rm" }, "host", /ssh destination/],
     ["a misspelt field", { compresion: "zstd" }, "compresion", /not a known field: check its spelling/],
     ["a misspelt retention field", { retention: { keep: 3 } }, "retention.keep", /not a known field/],
     ["a misspelt target field", { target: { kind: "directory", path: "/srv/b", host: "kvm-7" } }, "target.host", /not a known field/],

@@ -172,6 +172,26 @@ describe("BackupPolicy provider on a real directory", () => {
     for (const result of [outs, read.props, read.inputs, updated.outs]) expect(hasUndefined(result)).toBe(false);
   });
 
+  test("a manifest key is made at create, kept by updates, and never written to the document", async () => {
+    const { id, outs } = await provider.create(await checked({ encryption: undefined }));
+    expect(Buffer.from(outs.manifestKey, "base64")).toHaveLength(32);
+    expect(await fs.readFile(docFile(), "utf8")).not.toContain(outs.manifestKey);
+    const { outs: next } = await provider.update(id, outs, await checked({ integrityCheck: "metadata" }));
+    expect(next.manifestKey).toBe(outs.manifestKey);
+    // State from before manifest keys: the diff asks for an update, which makes one.
+    const { manifestKey: _dropped, ...old } = outs;
+    expect(await provider.diff(id, old, await checked({ encryption: undefined }))).toMatchObject({ changes: true });
+    expect((await provider.update(id, old, await checked({ encryption: undefined }))).outs.manifestKey).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+  });
+
+  test("changing the host is an update", async () => {
+    const { id, outs } = await provider.create(await checked());
+    expect(await provider.diff(id, outs, await checked({ host: "kvm-07" }))).toMatchObject({ changes: true, replaces: [] });
+    const { outs: next } = await provider.update(id, outs, await checked({ host: "kvm-07" }));
+    expect(next.host).toBe("kvm-07");
+    expect(await provider.diff(id, next, await checked({ host: "kvm-07" }))).toMatchObject({ changes: false });
+  });
+
   test("update returns complete outputs", async () => {
     const { id, outs } = await provider.create(await checked());
     const { outs: next } = await provider.update(id, outs, await checked({ integrityCheck: "metadata" }));
