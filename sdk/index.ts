@@ -1,2 +1,4 @@
 export { BackupPolicy } from "./backupPolicy";
 export type { BackupPolicyArgs, Compression, DirectoryTarget, IntegrityCheck, PolicySettings } from "./backupPolicy";
+export { EncryptedBackupSet } from "./encryptedBackupSet";
+export type { BackupItem, BackupSourceArgs, EncryptedBackupSetArgs, Verification } from "./encryptedBackupSet";

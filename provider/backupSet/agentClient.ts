@@ -1,0 +1,74 @@
+import * as path from "node:path";
+import { CofferError, CofferErrorCode, redact } from "../common/errors";
+import { loadExeca } from "../agent/tools";
+
+export interface AgentClient {
+  /** Where it runs: "local", or the ssh destination. */
+  readonly where: string;
+  call<T>(command: string, request: object, options?: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void }): Promise<T>;
+}
+
+/**
+ * Runs coffer-agent on this machine, or on `host` over ssh (BatchMode: keys and ~/.ssh/config,
+ * never a password prompt). The request, secrets included, goes on stdin; the command line holds
+ * only the command's name. COFFER_SSH_CONFIG names an ssh config file to use; COFFER_REMOTE_AGENT
+ * the agent's command on remote hosts (default "coffer-agent"). Both are read per call.
+ */
+export function agentClient(host: string | undefined): AgentClient {
+  const where = host ?? "local";
+  return {
+    where,
+    async call<T>(command: string, request: object, options: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void } = {}) {
+      const { execa } = await loadExeca();
+      const secrets = options.secrets ?? [];
+      const [file, args] = host
+        ? [
+            "ssh",
+            [
+              "-o", "BatchMode=yes",
+              "-o", "ConnectTimeout=15",
+              ...(process.env.COFFER_SSH_CONFIG ? ["-F", process.env.COFFER_SSH_CONFIG] : []),
+              "--", host,
+              `${process.env.COFFER_REMOTE_AGENT ?? "coffer-agent"} ${command}`,
+            ],
+          ]
+        : [process.execPath, [localAgentPath(), command]];
+      const child = execa(file, args, { input: JSON.stringify(request), reject: false, cancelSignal: options.signal, forceKillAfterDelay: 30_000 });
+      let pending = "";
+      child.stderr?.on("data", (chunk: Buffer) => {
+        pending += chunk.toString();
+        const lines = pending.split("\n");
+        pending = lines.pop() ?? "";
+        for (const line of lines) {
+          try {
+            const event = JSON.parse(line) as { progress?: { item: string; percent: number } };
+            if (event.progress) options.onProgress?.(event.progress.item, event.progress.percent);
+          } catch {
+            // Not a progress line (ssh's own messages): kept in stderr for errors.
+          }
+        }
+      });
+      const result = await child;
+      const stdout = String(result.stdout ?? "").trim();
+      let reply: { ok: boolean; result?: T; error?: { code: CofferErrorCode; message: string } } | undefined;
+      try {
+        reply = stdout ? JSON.parse(stdout.split("\n").pop()!) : undefined;
+      } catch {
+        reply = undefined;
+      }
+      if (reply?.ok) return reply.result as T;
+      if (reply?.error) throw new CofferError(reply.error.code, redact(reply.error.message, secrets), { secrets });
+      const stderr = redact(String(result.stderr ?? "").split("\n").filter((l) => !l.startsWith('{"progress"')).join("\n").trim(), secrets);
+      if (host && result.exitCode === 255) {
+        throw new CofferError("HOST_UNREACHABLE", `host ${host} can't be reached over ssh: ${stderr || "ssh failed"}: check the host name, ssh keys and ~/.ssh/config`, { secrets });
+      }
+      if (result.isCanceled) throw new CofferError("ABORTED", `coffer-agent ${command} on ${where} was stopped`);
+      throw new CofferError("IO_FAILED", `coffer-agent ${command} on ${where} failed (exit ${result.exitCode ?? result.signal}): ${stderr || "no output"}`, { secrets });
+    },
+  };
+}
+
+/** The coffer-agent of this installed package (the same path from dist/ and from source). */
+function localAgentPath(): string {
+  return path.join(path.dirname(require.resolve("coffer/package.json")), "bin", "coffer-agent.js");
+}

@@ -1,0 +1,18 @@
+/**
+ * The EncryptedBackupSet implementation that the serialized provider shim loads with
+ * `require("coffer/provider/backupSet")`. Everything here runs in Pulumi's provider process.
+ */
+import { randomBytes } from "node:crypto";
+import { agentClient } from "./agentClient";
+import { engineLog } from "../common/engineLog";
+import { SetHost, createBackupSetProvider } from "./provider";
+
+export const localHost: SetHost = {
+  agent: agentClient,
+  newSetId: (trigger) => `${trigger.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+/, "").slice(0, 40) || "set"}-${randomBytes(4).toString("hex")}`,
+  now: () => new Date(),
+  progress: (message) => engineLog(message),
+};
+
+/** The object the serialized shim delegates to (see sdk/delegatingProvider.ts). */
+export const provider = createBackupSetProvider(localHost);

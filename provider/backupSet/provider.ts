@@ -1,0 +1,228 @@
+import type * as pulumi from "@pulumi/pulumi";
+import * as path from "node:path";
+import { checkInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import { CofferError, isCofferError } from "../common/errors";
+import type { Verification } from "../agent/backupSet";
+import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import type { AgentClient } from "./agentClient";
+import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
+
+export interface BackupSetOutputs extends BackupSetInputs {
+  schemaVersion: number;
+  setId: string;
+  setDir: string;
+  manifestPath: string;
+  /** Where the manifest was written and is verified from: "local" or an ssh destination. */
+  manifestHost: string;
+  /** Per source: what the agent made, and `via`, where it ran ("local" or an ssh destination). */
+  items: (ManifestItem & { via: string })[];
+  verification: Verification;
+}
+
+export interface SetHost {
+  agent(host: string | undefined): AgentClient;
+  newSetId(trigger: string): string;
+  now(): Date;
+  /** Reports progress where the user sees it (the Pulumi engine's log). */
+  progress(message: string): void;
+}
+
+type Outputs = BackupSetOutputs & { __provider?: string };
+
+const local = (where: string) => (where === "local" ? undefined : where);
+const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
+const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey);
+const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
+
+/** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
+export async function boundedAll<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+  const results: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      if (failed) {
+        results[i] = { status: "rejected", reason: new CofferError("ABORTED", "not started: another source failed") };
+        continue;
+      }
+      try {
+        results[i] = { status: "fulfilled", value: await work(items[i]) };
+      } catch (reason) {
+        failed = true;
+        results[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+export function createBackupSetProvider(host: SetHost) {
+  function parseChecked(news: Record<string, unknown>): BackupSetInputs {
+    const parsed = backupSetInputs.safeParse(userInputs(news));
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new CofferError("INVALID_INPUT", issue.message, { field: issue.path.join(".") });
+    }
+    return parsed.data;
+  }
+
+  async function removeSet(state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[] }, wheres: Iterable<string>) {
+    const knownFiles = state.items.map((i) => i.file);
+    for (const where of new Set(wheres)) {
+      await host.agent(local(where)).call("delete-set", { setDir: state.setDir, stopAt: state.policy.target.path, knownFiles });
+    }
+  }
+
+  return {
+    async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
+      return checkInputs(backupSetInputs, news);
+    },
+
+    async diff(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
+      return planSetChange(upgradeOutputs(olds), userInputs(news));
+    },
+
+    async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
+      const inputs = parseChecked(news);
+      const setId = host.newSetId(inputs.trigger);
+      const zoneDir = path.join(inputs.policy.target.path, "sets", inputs.policy.zone);
+      const setDir = path.join(zoneDir, setId);
+      const manifestWhere = inputs.host ?? inputs.policy.host;
+      const secrets = secretsOf(inputs);
+      const abort = new AbortController();
+      host.progress(`backing up ${inputs.sources.length} source(s) into ${setDir}`);
+      const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
+        const via = sourceHost(inputs, source);
+        try {
+          const item = await host.agent(via).call<ManifestItem>(
+            "backup-item",
+            {
+              zoneDir,
+              setId,
+              name: source.name,
+              source: source.disk !== undefined ? { disk: source.disk } : { qmpSocket: source.qmpSocket, device: source.device },
+              compression: inputs.policy.compression,
+              encrypted: inputs.policy.encrypted,
+              bandwidthLimitMiBps: inputs.policy.bandwidthLimitMiBps,
+              integrityCheck: inputs.policy.integrityCheck,
+              passphrase: inputs.policy.encrypted ? inputs.keys.passphrase : undefined,
+            },
+            { secrets, signal: abort.signal, onProgress: (item, percent) => host.progress(`${item}: ${percent}%`) },
+          );
+          host.progress(`${source.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
+          return { ...item, via: via ?? "local" };
+        } catch (error) {
+          abort.abort();
+          throw error;
+        }
+      });
+      const failures = results.flatMap((r) => (r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : []));
+      const items = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
+      if (failures.length > 0 || items.length !== inputs.sources.length) {
+        await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
+        const reasons = failures.map((f) => f.message).join("; ") || "stopped before every source was backed up";
+        throw new CofferError(failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : "IO_FAILED", `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
+      }
+      try {
+        const agent = host.agent(manifestWhere);
+        const { qemu } = await agent.call<{ qemu: string }>("version", {});
+        const manifest: Manifest = {
+          kind: MANIFEST_KIND,
+          schemaVersion: MANIFEST_SCHEMA_VERSION,
+          setId,
+          name: inputs.trigger,
+          trigger: inputs.trigger,
+          zone: inputs.policy.zone,
+          policy: {
+            compression: inputs.policy.compression,
+            encrypted: inputs.policy.encrypted,
+            bandwidthLimitMiBps: inputs.policy.bandwidthLimitMiBps,
+            integrityCheck: inputs.policy.integrityCheck,
+          },
+          keySource: inputs.policy.encrypted ? "passphrase" : "manifest-key",
+          qemuVersion: qemu,
+          createdAt: host.now().toISOString(),
+          items: items.map(({ via: _via, ...item }) => item),
+        };
+        const manifestPath = await agent.call<string>("write-manifest", { setDir, manifest, manifestSecret: manifestSecret(inputs) }, { secrets });
+        const outs: BackupSetOutputs = {
+          ...inputs,
+          schemaVersion: SET_SCHEMA_VERSION,
+          setId,
+          setDir,
+          manifestPath,
+          manifestHost: manifestWhere ?? "local",
+          items,
+          verification: { status: "ok", checkedAt: host.now().toISOString(), level: inputs.policy.integrityCheck, failures: [] },
+        };
+        return { id: setId, outs: withoutUndefined(outs) };
+      } catch (error) {
+        await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
+        throw error;
+      }
+    },
+
+    async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
+      const state = upgradeOutputs(props);
+      const verification = await host
+        .agent(local(state.manifestHost))
+        .call<Verification>("verify-set", {
+          setDir: state.setDir,
+          level: state.policy.integrityCheck,
+          manifestSecret: manifestSecret(state),
+          passphrase: state.keys.passphrase,
+        }, { secrets: secretsOf(state) });
+      const { manifest: _manifest, ...result } = verification as Verification & { manifest?: unknown };
+      return { id, props: withoutUndefined({ ...state, verification: result }) };
+    },
+
+    async update(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
+      // Only concurrency updates in place (planSetChange replaces on anything else).
+      const inputs = parseChecked(news);
+      return { outs: withoutUndefined({ ...upgradeOutputs(olds), concurrency: inputs.concurrency }) };
+    },
+
+    async delete(_id: string, props: Outputs): Promise<void> {
+      const state = upgradeOutputs(props);
+      await removeSet(state, [...state.items.map((i) => i.via), state.manifestHost]);
+    },
+  };
+}
+
+export function upgradeOutputs(olds: Outputs): BackupSetOutputs {
+  const version = olds.schemaVersion ?? 1;
+  if (version > SET_SCHEMA_VERSION) {
+    throw new CofferError(
+      "STATE_FROM_NEWER_VERSION",
+      `this state was written by a newer Coffer (EncryptedBackupSet schema ${version}, this one knows ${SET_SCHEMA_VERSION}): upgrade the coffer package`,
+    );
+  }
+  const { __provider: _ignored, ...rest } = olds;
+  return { ...rest, schemaVersion: SET_SCHEMA_VERSION };
+}
+
+const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;
+
+/**
+ * A set is a point in time: any change but concurrency takes a new one, and so does a set that
+ * failed verification. The new set is made before the old one is deleted.
+ */
+export function planSetChange(olds: BackupSetOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
+  const unknown = unknownPaths(news);
+  const differs = (key: string) => unknown.some((p) => p === key || p.startsWith(key + ".")) || canonical((olds as unknown as Record<string, unknown>)[key]) !== canonical(news[key]);
+  const replaces: string[] = REPLACING.filter(differs);
+  if (olds.verification.status !== "ok") replaces.push("verification");
+  const changes = replaces.length > 0 || differs("concurrency");
+  return { changes, replaces, deleteBeforeReplace: false };
+}
+
+function canonical(value: unknown): string {
+  return JSON.stringify(value ?? null, (_k, v) =>
+    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
+  );
+}
+
+

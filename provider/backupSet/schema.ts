@@ -1,0 +1,79 @@
+import * as path from "node:path";
+import { z } from "zod";
+import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
+
+export const SET_SCHEMA_VERSION = 1;
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+const absolutePath = (field: string) =>
+  z
+    .string({ error: `${field} must be an absolute path` })
+    .refine((p) => path.isAbsolute(p), { message: `${field} must be an absolute path (start with /)` });
+
+const source = z
+  .object({
+    name: z.string({ error: "name is required: it names the backup file" }).regex(NAME, {
+      message: "name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names the backup file)",
+    }),
+    disk: absolutePath("disk").optional(),
+    qmpSocket: absolutePath("qmpSocket").optional(),
+    device: z.string().min(1, { message: "device names the VM's disk, e.g. \"vda\"" }).optional(),
+    host: sshHost("host").optional(),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    const running = s.qmpSocket !== undefined || s.device !== undefined;
+    if (s.disk !== undefined && running) {
+      ctx.addIssue({ code: "custom", path: ["disk"], message: "give either disk (a stopped VM's disk file) or qmpSocket and device (a running VM), not both" });
+    } else if (s.disk === undefined && !running) {
+      ctx.addIssue({ code: "custom", path: ["disk"], message: "give disk (a stopped VM's disk file) or qmpSocket and device (a running VM)" });
+    } else if (running && (s.qmpSocket === undefined || s.device === undefined)) {
+      ctx.addIssue({ code: "custom", path: [s.qmpSocket === undefined ? "qmpSocket" : "device"], message: "a running VM's source needs both qmpSocket and device" });
+    }
+  });
+
+/** What the resource class passes from the BackupPolicy: its settings, as applied. */
+const policy = z.object({
+  id: z.string(),
+  zone: z.string(),
+  target: z.object({ kind: z.literal("directory"), path: z.string() }),
+  compression: z.enum(COMPRESSIONS),
+  integrityCheck: z.enum(INTEGRITY_CHECKS),
+  bandwidthLimitMiBps: z.number().int().min(0),
+  encrypted: z.boolean(),
+  host: z.string().optional(),
+});
+
+export const backupSetInputs = z
+  .object({
+    policy,
+    /** Secret: the policy's passphrase (encrypted sets) and manifest key. */
+    keys: z.object({ passphrase: z.string().optional(), manifestKey: z.string().min(1) }),
+    sources: z.array(source, { error: "sources must be a list of disks and running VMs to back up" }).min(1, {
+      message: "sources must name at least one disk or running VM",
+    }),
+    trigger: z.string({ error: 'trigger is required: a value whose change takes a new set, e.g. "2026-11-24"' }).min(1, {
+      message: 'trigger must not be empty: a value whose change takes a new set, e.g. "2026-11-24"',
+    }),
+    host: sshHost("host").optional(),
+    concurrency: z
+      .number({ error: "concurrency must be a whole number from 1 to 16" })
+      .int({ message: "concurrency must be a whole number from 1 to 16" })
+      .min(1, { message: "concurrency must be a whole number from 1 to 16" })
+      .max(16, { message: "concurrency must be a whole number from 1 to 16" })
+      .default(2),
+  })
+  .strict()
+  .superRefine((inputs, ctx) => {
+    const seen = new Map<string, number>();
+    inputs.sources.forEach((s, i) => {
+      if (seen.has(s.name)) ctx.addIssue({ code: "custom", path: ["sources", i, "name"], message: `name "${s.name}" is used twice (also sources[${seen.get(s.name)}]): each source needs its own` });
+      seen.set(s.name, i);
+    });
+    if (inputs.policy.encrypted && !inputs.keys.passphrase) {
+      ctx.addIssue({ code: "custom", path: ["keys", "passphrase"], message: "the policy encrypts backups but no passphrase reached the backup set" });
+    }
+  });
+
+export type BackupSetInputs = z.output<typeof backupSetInputs>;
+export type SourceInput = BackupSetInputs["sources"][number];

@@ -1,0 +1,85 @@
+import * as pulumi from "@pulumi/pulumi";
+import type { Verification } from "../provider/agent/backupSet";
+import type { ManifestItem } from "../provider/agent/manifest";
+import type { BackupPolicy } from "./backupPolicy";
+import { delegatingProvider } from "./delegatingProvider";
+
+/**
+ * @internal Exported for the serialization tests.
+ */
+export const backupSetProvider = delegatingProvider("coffer/provider/backupSet");
+
+export interface BackupSourceArgs {
+  /** Names the backup file; unique within the set. */
+  name: pulumi.Input<string>;
+  /** A stopped VM's disk file (raw or qcow2). */
+  disk?: pulumi.Input<string>;
+  /** A running VM's QMP socket; with `device`, the disk to copy ("vda"). */
+  qmpSocket?: pulumi.Input<string>;
+  device?: pulumi.Input<string>;
+  /** The ssh destination of the host with this disk; default: the set's, then the policy's host. */
+  host?: pulumi.Input<string>;
+}
+
+export interface EncryptedBackupSetArgs {
+  /** The policy whose settings apply: compression, encryption, throttle, integrity check, target. */
+  policy: BackupPolicy;
+  sources: pulumi.Input<pulumi.Input<BackupSourceArgs>[]>;
+  /** Changing it takes a new set, e.g. a date. */
+  trigger: pulumi.Input<string>;
+  /** The ssh destination for this set's sources and manifest; default: the policy's host. */
+  host?: pulumi.Input<string>;
+  /** How many sources are backed up at once. Default 2. */
+  concurrency?: pulumi.Input<number>;
+}
+
+export type BackupItem = ManifestItem & { via: string };
+export type { Verification };
+
+/**
+ * A point-in-time backup of VM disks, taken by the host agent under a BackupPolicy and verified
+ * before it counts. `pulumi refresh` re-verifies it at the policy's level: a set that no longer
+ * verifies shows `verification.status` "failed" or "missing", and the next `pulumi up` takes a
+ * new set (before deleting the old one). `pulumi destroy` deletes the set's files and nothing else.
+ */
+export class EncryptedBackupSet extends pulumi.dynamic.Resource {
+  declare readonly trigger: pulumi.Output<string>;
+  declare readonly setId: pulumi.Output<string>;
+  declare readonly setDir: pulumi.Output<string>;
+  declare readonly manifestPath: pulumi.Output<string>;
+  declare readonly manifestHost: pulumi.Output<string>;
+  declare readonly items: pulumi.Output<BackupItem[]>;
+  declare readonly verification: pulumi.Output<Verification>;
+  declare readonly schemaVersion: pulumi.Output<number>;
+
+  constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
+    const policy = args.policy;
+    super(
+      backupSetProvider,
+      name,
+      {
+        // The applied settings, in the clear so that reviews see them.
+        policy: pulumi
+          .all([policy.id, policy.zone, policy.target, policy.compression, policy.integrityCheck, policy.bandwidthLimitMiBps, policy.settings, policy.host])
+          .apply(([id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, settings, host]) => ({
+            id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, encrypted: settings.encryption.enabled, host,
+          })),
+        keys: pulumi.secret(pulumi.all([policy.encryption, policy.manifestKey]).apply(([encryption, manifestKey]) => ({ passphrase: encryption?.passphrase, manifestKey }))),
+        sources: args.sources,
+        trigger: args.trigger,
+        host: args.host,
+        concurrency: args.concurrency,
+        setId: undefined,
+        setDir: undefined,
+        manifestPath: undefined,
+        manifestHost: undefined,
+        items: undefined,
+        verification: undefined,
+        schemaVersion: undefined,
+      },
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["keys"] }),
+      "coffer",
+      "EncryptedBackupSet",
+    );
+  }
+}

@@ -1,0 +1,108 @@
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { provider } from "../../provider/backupSet";
+import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
+import { startVm } from "../support/qemuVm";
+import { useTempDir } from "../support/tempDir";
+
+jest.setTimeout(240_000);
+const PASSPHRASE = "provider-test-passphrase-73";
+const tempDir = useTempDir();
+
+function declared(target: string, sources: object[], overrides: Record<string, unknown> = {}) {
+  return {
+    policy: { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: target }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 0, encrypted: true },
+    keys: { passphrase: PASSPHRASE, manifestKey: "bWFuaWZlc3Qta2V5LW9mLXRoZS1wb2xpY3ktMDAwMDA=" },
+    sources,
+    trigger: "2026-11-24",
+    ...overrides,
+  };
+}
+
+async function checked(input: object) {
+  const result = await provider.check({}, input as Record<string, unknown>);
+  expect(result.failures).toBeUndefined();
+  return result.inputs;
+}
+
+describe("EncryptedBackupSet provider with the local agent", () => {
+  test("create → read ok → drift on a flipped byte → replace planned → delete removes only the set", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    await fs.writeFile(path.join(target, "someone-elses.img"), "keep");
+    const web = path.join(tempDir(), "web-1.raw");
+    const db = path.join(tempDir(), "db-1.raw");
+    await makeRawDisk(web, 8);
+    await makeRawDisk(db, 8);
+    const vm = await startVm(tempDir(), db);
+    try {
+      const inputs = await checked(declared(target, [{ name: "web-1-root", disk: web }, { name: "db-1-vda", qmpSocket: vm.qmpSocket, device: "vda" }]));
+      const { id, outs } = await provider.create(inputs);
+      expect(outs).toMatchObject({ setId: id, manifestHost: "local", verification: { status: "ok", level: "full", failures: [] } });
+      expect(outs.items.map((i: { name: string; via: string; encrypted: boolean }) => [i.name, i.via, i.encrypted])).toEqual([["web-1-root", "local", true], ["db-1-vda", "local", true]]);
+      expect(outs.setDir).toBe(path.join(target, "sets", "zone-a", id));
+      expect((await fs.readdir(outs.setDir)).sort()).toEqual(["db-1-vda.qcow2.luks", "manifest.json", "web-1-root.qcow2.luks"]);
+      const manifest = await fs.readFile(outs.manifestPath, "utf8");
+      expect(manifest).not.toContain(PASSPHRASE);
+      expect(manifest).not.toContain(PLAINTEXT_MARKER);
+
+      const read = await provider.read(id, outs);
+      expect(read.props.verification).toMatchObject({ status: "ok", failures: [] });
+      expect(await provider.diff(id, read.props, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+
+      const file = path.join(outs.setDir, "web-1-root.qcow2.luks");
+      const bytes = await fs.readFile(file);
+      bytes[bytes.length >> 1] ^= 0x01;
+      await fs.writeFile(file, bytes);
+      const drifted = await provider.read(id, outs);
+      expect(drifted.props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)] });
+      expect(await provider.diff(id, drifted.props, inputs)).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
+
+      await provider.delete(id, drifted.props);
+      expect(await fs.readdir(target)).toEqual(["someone-elses.img"]);
+    } finally {
+      await vm.stop();
+    }
+  });
+
+  test("an unencrypted set is signed with the policy's manifest key", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const base = declared(target, [{ name: "d", disk }]);
+    const inputs = await checked({ ...base, policy: { ...base.policy, encrypted: false, integrityCheck: "metadata" }, keys: { manifestKey: base.keys.manifestKey } });
+    const { id, outs } = await provider.create(inputs);
+    expect(JSON.parse(await fs.readFile(outs.manifestPath, "utf8")).manifest.keySource).toBe("manifest-key");
+    expect((await provider.read(id, outs)).props.verification.status).toBe("ok");
+    const wrongKey = { ...outs, keys: { manifestKey: "c29tZW9uZSBlbHNlJ3Mga2V5" } };
+    expect((await provider.read(id, wrongKey)).props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(/HMAC/)] });
+  });
+
+  test("a failing source fails the whole set, names the source, and leaves nothing behind", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const good = path.join(tempDir(), "good.raw");
+    await makeRawDisk(good, 4);
+    const inputs = await checked(declared(target, [{ name: "good", disk: good }, { name: "web-9-root", disk: path.join(tempDir(), "missing.qcow2") }], { concurrency: 1 }));
+    const error = await provider.create(inputs).catch((e) => e);
+    expect(error.message).toMatch(/^backup set not taken, nothing of it was kept: source web-9-root: .*does not exist/);
+    expect(error.message).not.toContain(PASSPHRASE);
+    expect(await fs.readdir(target)).toEqual([]);
+  });
+
+  test("a deleted set reads as missing, which replaces it", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }));
+    const { id, outs } = await provider.create(inputs);
+    await fs.rm(outs.setDir, { recursive: true });
+    const read = await provider.read(id, outs);
+    expect(read.id).toBe(id);
+    expect(read.props.verification).toMatchObject({ status: "missing", failures: [expect.stringMatching(/manifest: .* is missing/)] });
+    expect((await provider.diff(id, read.props, inputs)).replaces).toEqual(["verification"]);
+    await expect(provider.delete(id, read.props)).resolves.toBeUndefined();
+  });
+});

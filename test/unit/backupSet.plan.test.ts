@@ -1,0 +1,95 @@
+import { UNKNOWN } from "../../provider/common/check";
+import { provider } from "../../provider/backupSet";
+import { BackupSetOutputs, boundedAll, planSetChange } from "../../provider/backupSet/provider";
+
+const policy = { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 0, encrypted: true };
+const declared = {
+  policy,
+  keys: { passphrase: "correct horse battery staple", manifestKey: "k".repeat(44) },
+  sources: [{ name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" }, { name: "db-1-vda", qmpSocket: "/run/qemu/db-1.qmp", device: "vda" }],
+  trigger: "2026-11-24",
+};
+
+async function failuresFor(change: Record<string, unknown>) {
+  return (await provider.check({}, { __provider: "x", ...declared, ...change })).failures ?? [];
+}
+
+describe("EncryptedBackupSet check", () => {
+  test("accepts the documented example and defaults concurrency to 2", async () => {
+    const result = await provider.check({}, { __provider: "x", ...declared });
+    expect(result.failures).toBeUndefined();
+    expect(result.inputs).toMatchObject({ concurrency: 2, trigger: "2026-11-24" });
+  });
+
+  test.each([
+    ["a source with disk and qmpSocket", { sources: [{ name: "a", disk: "/d", qmpSocket: "/s", device: "vda" }] }, "sources.0.disk", /either disk .* or qmpSocket and device .*, not both/],
+    ["a source with neither", { sources: [{ name: "a" }] }, "sources.0.disk", /give disk .* or qmpSocket and device/],
+    ["a running VM without device", { sources: [{ name: "a", qmpSocket: "/s" }] }, "sources.0.device", /needs both qmpSocket and device/],
+    ["a relative disk path", { sources: [{ name: "a", disk: "images/a.qcow2" }] }, "sources.0.disk", /absolute path/],
+    ["a duplicate name", { sources: [{ name: "a", disk: "/a" }, { name: "a", disk: "/b" }] }, "sources.1.name", /used twice/],
+    ["a name that is not a file name", { sources: [{ name: "../a", disk: "/a" }] }, "sources.0.name", /letters, digits/],
+    ["no sources", { sources: [] }, "sources", /at least one/],
+    ["an empty trigger", { trigger: "" }, "trigger", /must not be empty/],
+    ["a concurrency of 0", { concurrency: 0 }, "concurrency", /from 1 to 16/],
+    ["a host that would be an ssh option", { host: "-oProxyCommand=x" }, "host", /not starting with "-"/],
+    ["an encrypted policy without its passphrase", { keys: { manifestKey: "k" } }, "keys.passphrase", /no passphrase reached/],
+  ])("rejects %s, naming the field", async (_what, change, property, reason) => {
+    expect(await failuresFor(change)).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
+  });
+
+  test("lets unknown values through during preview", async () => {
+    expect(await failuresFor({ keys: UNKNOWN, sources: [{ name: "a", disk: UNKNOWN }] })).toEqual([]);
+  });
+});
+
+describe("planSetChange", () => {
+  const olds = { ...declared, concurrency: 2, verification: { status: "ok", checkedAt: "t", level: "full", failures: [] } } as unknown as BackupSetOutputs;
+  const news = { ...declared, concurrency: 2 };
+
+  test("nothing changed: no changes", () => {
+    expect(planSetChange(olds, news)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+  });
+
+  test("a new trigger, sources, policy setting or key takes a new set, made before the old one goes", () => {
+    expect(planSetChange(olds, { ...news, trigger: "2026-11-25" })).toEqual({ changes: true, replaces: ["trigger"], deleteBeforeReplace: false });
+    expect(planSetChange(olds, { ...news, sources: declared.sources.slice(1) }).replaces).toEqual(["sources"]);
+    expect(planSetChange(olds, { ...news, policy: { ...policy, compression: "zlib" } }).replaces).toEqual(["policy"]);
+    expect(planSetChange(olds, { ...news, keys: { ...declared.keys, passphrase: "rotated passphrase!!" } }).replaces).toEqual(["keys"]);
+  });
+
+  test("a set that failed or went missing on refresh is replaced", () => {
+    for (const status of ["failed", "missing"]) {
+      expect(planSetChange({ ...olds, verification: { ...olds.verification, status } } as BackupSetOutputs, news)).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
+    }
+  });
+
+  test("concurrency alone updates in place", () => {
+    expect(planSetChange(olds, { ...news, concurrency: 4 })).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+  });
+
+  test("an unknown trigger during preview is a possible replacement", () => {
+    expect(planSetChange(olds, { ...news, trigger: UNKNOWN })).toMatchObject({ changes: true, replaces: ["trigger"] });
+  });
+});
+
+describe("boundedAll", () => {
+  test("never runs more than the limit at once, and stops starting work after a failure", async () => {
+    let running = 0;
+    let peak = 0;
+    const started: number[] = [];
+    const results = await boundedAll([1, 2, 3, 4, 5, 6], 2, async (n) => {
+      started.push(n);
+      running++;
+      peak = Math.max(peak, running);
+      await new Promise((r) => setTimeout(r, 10));
+      running--;
+      if (n === 3) throw new Error("three");
+      return n * 10;
+    });
+    expect(peak).toBe(2);
+    expect(results[0]).toEqual({ status: "fulfilled", value: 10 });
+    expect(results[2]).toMatchObject({ status: "rejected", reason: new Error("three") });
+    expect(started).not.toContain(6);
+    expect(results[5]).toMatchObject({ status: "rejected", reason: expect.objectContaining({ code: "ABORTED" }) });
+  });
+});
