@@ -1,0 +1,55 @@
+import * as pulumi from "@pulumi/pulumi";
+import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
+
+class RecordingMonitor extends MockMonitor {
+  readonly requests: { type: string; name: string; additionalSecretOutputs: string[]; object: Record<string, any> }[] = [];
+  async registerResource(req: any, callback: (err: any, res: any) => void) {
+    this.requests.push({ type: req.getType(), name: req.getName(), additionalSecretOutputs: req.getAdditionalsecretoutputsList(), object: req.getObject().toJavaScript() });
+    return super.registerResource(req, callback);
+  }
+}
+
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+const monitor = new RecordingMonitor({
+  newResource: (args) => {
+    if (args.type.endsWith(":BackupPolicy")) {
+      return {
+        id: "zone-a-1",
+        state: {
+          ...args.inputs,
+          compression: "zstd",
+          integrityCheck: "full",
+          bandwidthLimitMiBps: 50,
+          manifestKey: "bWs=",
+          settings: { compression: "zstd", encryption: { enabled: true, format: "luks", passphraseFingerprint: "hmac-sha256:00" }, bandwidthLimitMiBps: 50, integrityCheck: "full", retention: {} },
+        },
+      };
+    }
+    return { id: "set-1", state: { ...args.inputs, setId: "set-1", verification: { status: "ok", checkedAt: "t", level: "full", failures: [] } } };
+  },
+  call: (args) => args.inputs,
+});
+pulumi.runtime.setMockOptions(monitor, "coffer-test", "unit", false);
+beforeAll(() => require("@pulumi/pulumi/runtime/settings").awaitFeatureSupport());
+
+import * as coffer from "../../sdk";
+
+describe("EncryptedBackupSet resource class", () => {
+  test("its own type token; the policy's settings in the clear, its keys as one secret input", async () => {
+    const policy = new coffer.BackupPolicy("gold", { zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", encryption: { passphrase: "a long passphrase here" } });
+    const set = new coffer.EncryptedBackupSet("nightly", {
+      policy,
+      sources: [{ name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" }, { name: "db-1-vda", qmpSocket: "/run/qemu/db-1.qmp", device: "vda" }],
+      trigger: "2026-11-24",
+    });
+    await new Promise<void>((resolve) => set.verification.apply(() => resolve()));
+    const request = monitor.requests.find((r) => r.name === "nightly")!;
+    expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:EncryptedBackupSet");
+    expect(request.additionalSecretOutputs).toEqual(["keys"]);
+    expect(request.object.policy).toEqual({ id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 50, encrypted: true });
+    expect(request.object.keys[SECRET_SIG]).toBe("1b47061264138c4ac30d75fd1eb44270");
+    expect(request.object.keys.value).toEqual({ passphrase: "a long passphrase here", manifestKey: "bWs=" });
+    expect(request.object.sources).toHaveLength(2);
+    expect(request.object.trigger).toBe("2026-11-24");
+  });
+});
