@@ -47,12 +47,12 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly zone: pulumi.Output<string>;
   declare readonly target: pulumi.Output<DirectoryTarget>;
   declare readonly compression: pulumi.Output<Compression>;
-  /** Secret: the passphrase (and the key of its fingerprint); undefined when encryption is off. */
-  declare readonly encryption: pulumi.Output<{ passphrase: string } | undefined>;
+  /** Secret: the passphrase (and the key of its fingerprint); null when encryption is off. */
+  declare readonly encryption: pulumi.Output<{ passphrase: string } | null>;
   declare readonly bandwidthLimitMiBps: pulumi.Output<number>;
   declare readonly integrityCheck: pulumi.Output<IntegrityCheck>;
-  declare readonly retention: pulumi.Output<{ keepLast?: number; maxAgeDays?: number } | undefined>;
-  declare readonly host: pulumi.Output<string | undefined>;
+  declare readonly retention: pulumi.Output<{ keepLast?: number; maxAgeDays?: number } | null>;
+  declare readonly host: pulumi.Output<string | null>;
   /** Secret: signs the manifests of unencrypted backup sets. */
   declare readonly manifestKey: pulumi.Output<string>;
   /** Absolute path of the policy document. */

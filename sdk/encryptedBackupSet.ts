@@ -62,7 +62,7 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         policy: pulumi
           .all([policy.id, policy.zone, policy.target, policy.compression, policy.integrityCheck, policy.bandwidthLimitMiBps, policy.settings, policy.host])
           .apply(([id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, settings, host]) => ({
-            id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, encrypted: settings.encryption.enabled, host,
+            id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, encrypted: settings.encryption.enabled, host: host ?? undefined,
           })),
         keys: pulumi.secret(pulumi.all([policy.encryption, policy.manifestKey]).apply(([encryption, manifestKey]) => ({ passphrase: encryption?.passphrase, manifestKey }))),
         sources: args.sources,

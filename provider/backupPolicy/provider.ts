@@ -17,10 +17,16 @@ import {
 import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from "./schema";
 
 /** What is stored in state: the checked inputs, plus what was written and last observed. */
-export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryption"> {
+/**
+ * Every output is present, null meaning "not set": during preview Pulumi takes an output missing
+ * from state for an unknown one, which would make everything built on it look about to change.
+ */
+export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryption" | "retention" | "host"> {
+  retention: BackupPolicyInputs["retention"] | null;
+  host: string | null;
   schemaVersion: number;
-  /** Secret as a whole (the resource class forces it): the passphrase and the fingerprint key. */
-  encryption?: { passphrase: string; fingerprintKey: string };
+  /** Secret as a whole (the resource class forces it): the passphrase and the fingerprint key; null when off. */
+  encryption?: { passphrase: string; fingerprintKey: string } | null;
   /** Secret: signs the manifests of unencrypted backup sets (encrypted ones use the passphrase). */
   manifestKey: string;
   documentPath: string;
@@ -87,7 +93,9 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     return withoutUndefined({
       ...inputs,
       schemaVersion: POLICY_SCHEMA_VERSION,
-      encryption: inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : undefined,
+      encryption: inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : null,
+      retention: inputs.retention ?? null,
+      host: inputs.host ?? null,
       manifestKey,
       documentPath: file,
       revision,
@@ -199,8 +207,8 @@ export function observeDocument(id: string, state: BackupPolicyOutputs, doc: Pol
     compression: s.compression,
     bandwidthLimitMiBps: s.bandwidthLimitMiBps,
     integrityCheck: s.integrityCheck,
-    retention: s.retention.keepLast === undefined && s.retention.maxAgeDays === undefined ? undefined : s.retention,
-    encryption: s.encryption.enabled ? state.encryption : undefined,
+    retention: s.retention.keepLast === undefined && s.retention.maxAgeDays === undefined ? null : s.retention,
+    encryption: s.encryption.enabled ? state.encryption : null,
     revision: doc.revision,
     settings: s,
     documentStatus: "ok",
@@ -216,8 +224,8 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
     bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
     integrityCheck: outputs.integrityCheck,
-    retention: outputs.retention,
-    host: outputs.host,
+    retention: outputs.retention ?? undefined,
+    host: outputs.host ?? undefined,
   };
 }
 

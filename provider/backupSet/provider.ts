@@ -115,7 +115,9 @@ export function createBackupSetProvider(host: SetHost) {
           return { ...item, via: via ?? "local" };
         } catch (error) {
           abort.abort();
-          throw error;
+          // Name the source, whatever failed: qemu, the agent process, ssh.
+          const e = isCofferError(error) ? error : new CofferError("IO_FAILED", (error as Error).message);
+          throw e.message.startsWith(`source ${source.name}`) ? e : new CofferError(e.code, `source ${source.name}: ${e.message}`, { secrets });
         }
       });
       const failures = results.flatMap((r) => (r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : []));

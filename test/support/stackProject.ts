@@ -10,7 +10,7 @@ const repoRoot = path.resolve(__dirname, "../..");
  * node_modules with coffer installed), a file:// backend and a passphrase secrets provider,
  * all in one temporary folder.
  */
-export async function stackProject(program: string) {
+export async function stackProject(program: string, extraEnv: Record<string, string> = {}) {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-e2e-"));
   const project = path.join(root, "project");
   await fs.mkdir(path.join(root, "state"), { recursive: true });
@@ -31,6 +31,7 @@ export async function stackProject(program: string) {
         PULUMI_CONFIG_PASSPHRASE: "e2e-stack-passphrase",
         PULUMI_SKIP_UPDATE_CHECK: "true",
         PATH: process.env.PATH!,
+        ...extraEnv,
       },
     },
   );

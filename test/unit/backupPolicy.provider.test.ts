@@ -62,7 +62,7 @@ describe("BackupPolicy provider on a real directory", () => {
 
   test("an unencrypted policy records encryption as off and keeps no key", async () => {
     const { outs } = await provider.create(await checked({ encryption: undefined }));
-    expect(outs.encryption).toBeUndefined();
+    expect(outs.encryption).toBeNull();
     expect((await readDoc()).settings.encryption).toEqual({ enabled: false });
   });
 
@@ -190,6 +190,14 @@ describe("BackupPolicy provider on a real directory", () => {
     const { outs: next } = await provider.update(id, outs, await checked({ host: "kvm-07" }));
     expect(next.host).toBe("kvm-07");
     expect(await provider.diff(id, next, await checked({ host: "kvm-07" }))).toMatchObject({ changes: false });
+  });
+
+  test("every output is present, null for what is not set (preview takes a missing one for unknown)", async () => {
+    const { id, outs } = await provider.create(await checked({ encryption: undefined, retention: undefined }));
+    expect(outs).toMatchObject({ encryption: null, retention: null, host: null });
+    const read = await provider.read(id, outs);
+    expect(read.props).toMatchObject({ encryption: null, retention: null, host: null });
+    expect(read.inputs).not.toHaveProperty("encryption");
   });
 
   test("update returns complete outputs", async () => {
