@@ -13,10 +13,19 @@ source "$(dirname "$0")/lib/setup.sh"
 cd "$coffer_repo"
 
 demo=${COFFER_DEMO_DIR:-$coffer_repo/.work/demo}
-mkdir -p "$demo/state" "$demo/home" "$demo/target"
+mkdir -p "$demo/state" "$demo/home" "$demo/target" "$demo/disks"
 chmod 700 "$demo"
 if [ ! -s "$demo/stack-passphrase" ]; then
   (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' > "$demo/stack-passphrase")
+fi
+# A VM disk for the demo to back up: 64 MiB of random data, log text and zeros, made once.
+disk="$demo/disks/vm-1.raw"
+if [ ! -s "$disk" ]; then
+  coffer_say "generating a 64 MiB demo disk image ($disk)"
+  qemu-img create -q -f raw "$disk.tmp" 64M
+  dd if=/dev/urandom of="$disk.tmp" bs=1M count=16 conv=notrunc status=none
+  { yes "2026-11-24T03:00:00Z vm-1 sshd: session opened for user backup" || true; } | head -c 16M | dd of="$disk.tmp" bs=1M seek=16 conv=notrunc status=none
+  mv "$disk.tmp" "$disk"
 fi
 export PULUMI_CONFIG_PASSPHRASE_FILE="$demo/stack-passphrase"
 export PULUMI_BACKEND_URL="file://$demo/state"
@@ -37,6 +46,7 @@ if ! pulumi config get passphrase --config-file "$stack_config" >/dev/null 2>&1;
 fi
 if [ -n "${COFFER_DEMO_DIR:-}" ]; then
   pulumi config set targetPath "$demo/target" --config-file "$stack_config"
+  pulumi config set diskPath "$disk" --config-file "$stack_config"
 fi
 
 [ "$#" -gt 0 ] || set -- up --yes

@@ -92,6 +92,14 @@ export function createBackupSetProvider(host: SetHost) {
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
       const abort = new AbortController();
+      // Every 10% per source: enough to see it move, without flooding CI logs.
+      const shown = new Map<string, number>();
+      const onProgress = (item: string, percent: number) => {
+        const step = Math.floor(percent / 10) * 10;
+        if (step <= (shown.get(item) ?? -1)) return;
+        shown.set(item, step);
+        host.progress(`${item}: ${step}%`);
+      };
       host.progress(`backing up ${inputs.sources.length} source(s) into ${setDir}`);
       const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
         const via = sourceHost(inputs, source);
@@ -109,7 +117,7 @@ export function createBackupSetProvider(host: SetHost) {
               integrityCheck: inputs.policy.integrityCheck,
               passphrase: inputs.policy.encrypted ? inputs.keys.passphrase : undefined,
             },
-            { secrets, signal: abort.signal, onProgress: (item, percent) => host.progress(`${item}: ${percent}%`) },
+            { secrets, signal: abort.signal, onProgress },
           );
           host.progress(`${source.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
           return { ...item, via: via ?? "local" };

@@ -17,6 +17,9 @@ function engineClient() {
   return client;
 }
 
+// One call at a time, so that messages arrive in the order they were sent.
+let queue: Promise<void> = Promise.resolve();
+
 export function engineLog(message: string): void {
   const engine = engineClient();
   if (!engine) return;
@@ -25,5 +28,5 @@ export function engineLog(message: string): void {
   req.setSeverity(proto.LogSeverity.INFO);
   req.setMessage(message);
   req.setEphemeral(true);
-  engine.log(req, () => undefined);
+  queue = queue.then(() => new Promise<void>((resolve) => engine.log(req, () => resolve())));
 }

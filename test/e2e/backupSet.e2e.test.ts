@@ -135,6 +135,10 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     expect(out["zstd-luks"].items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([["web-1-root", "local"], ["db-1-vda", "local"], ["app-2-root", sshd.alias]]);
     expect(await filesContaining(env.root, PASSPHRASE)).toEqual([]);
     expect(log.output).not.toContain(PASSPHRASE);
+    // Long work shows progress in the CLI's output, in order.
+    const progress = [...log.output.matchAll(/db-1-vda: (\d+)%/g)].map((m) => Number(m[1]));
+    expect(progress).toEqual([...progress].sort((a, b) => a - b));
+    expect(progress).toEqual(expect.arrayContaining([50, 100]));
     expect((await env.stack.preview(record)).changeSummary).toEqual({ same: 13 });
   });
 

@@ -27,9 +27,10 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     await fs.rm(demoDir, { recursive: true, force: true });
   });
 
-  test("up writes the policy, a second preview has nothing to do, destroy leaves the target empty", async () => {
+  test("up writes the policy and a verified backup of the generated disk, a second preview has nothing to do, destroy leaves the target empty", async () => {
     const up = await demo();
-    expect(up.stdout).toMatch(/\+ 2 created/);
+    expect(up.stdout).toMatch(/\+ 3 created/);
+    expect(up.stdout).toMatch(/backupVerification: \{[^}]*status\s*: "ok"/s);
     const doc = JSON.parse(await fs.readFile(path.join(demoDir, "target/.coffer/zones/demo-zone/policy.json"), "utf8"));
     expect(doc.settings).toMatchObject({ compression: "zstd", encryption: { enabled: true }, integrityCheck: "full" });
 
@@ -38,6 +39,12 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     const passphrase = (await demo("config", "get", "passphrase")).stdout.trim();
     expect(passphrase.length).toBeGreaterThanOrEqual(24);
     expect(await filesContaining(path.join(demoDir, "state"), passphrase)).toEqual([]);
+
+    const manifest = (await demo("stack", "output", "backupManifest")).stdout.trim();
+    const verify = await promisify(execFile)(process.execPath, [path.join(repoRoot, "bin/coffer.js"), "verify", "--manifest", manifest, "--full"], {
+      env: { ...process.env, COFFER_PASSPHRASE: passphrase },
+    });
+    expect(JSON.parse(verify.stdout)).toMatchObject({ status: "ok", level: "full" });
 
     await demo("destroy", "--yes");
     expect(await fs.readdir(path.join(demoDir, "target"))).toEqual([]);
