@@ -18,7 +18,7 @@ import {
 } from "./image";
 import { MANIFEST_FILE, Manifest, ManifestItem, openManifest, renderSignedManifest } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
-import { PARTIAL_PATTERN, partialName, run, withSecretFile } from "./tools";
+import { PARTIAL_PATTERN, partialName, pidAlive, run, withSecretFile } from "./tools";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
 export type Source = { disk: string } | { qmpSocket: string; device: string };
@@ -141,15 +141,6 @@ export async function sweepPartials(zoneDir: string): Promise<string[]> {
     }
   }
   return removed;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 export async function qemuVersion(): Promise<string> {

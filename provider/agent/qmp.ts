@@ -3,6 +3,7 @@ import * as net from "node:net";
 import * as os from "node:os";
 import { CofferError } from "../common/errors";
 import { Compression } from "./image";
+import { pidAlive } from "./tools";
 
 type Json = Record<string, unknown>;
 
@@ -89,15 +90,6 @@ function newTag(): string {
 }
 
 const TAG = /^coffer-([A-Za-z0-9]*)-(\d+)-[0-9a-f]{6}/;
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** True for a tag this host made in a process that is gone. */
 function isStale(name: string): boolean {

@@ -90,3 +90,13 @@ export function partialName(finalName: string): string {
 }
 
 export const PARTIAL_PATTERN = /^\.(.+)\.partial-(.+)-(\d+)-[0-9a-f]{8}$/;
+
+/** Whether a process of this host is still alive (EPERM: alive, but not ours to signal). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}

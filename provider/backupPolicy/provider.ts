@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { checkInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { CofferError } from "../common/errors";
 import {
   DOCUMENT_KIND,
@@ -104,14 +104,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     });
   }
 
-  function parseChecked(news: Record<string, unknown>): BackupPolicyInputs {
-    const parsed = backupPolicyInputs.safeParse(userInputs(news));
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new CofferError("INVALID_INPUT", issue.message, { field: issue.path.join(".") });
-    }
-    return parsed.data;
-  }
+  const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupPolicyInputs, news);
 
   function ownedElsewhere(file: string, otherId: string): CofferError {
     return new CofferError(
@@ -186,15 +179,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
 /** State written by any earlier Coffer, as the current shape. */
 export function upgradeOutputs(olds: Outputs): BackupPolicyOutputs {
-  const version = olds.schemaVersion ?? 1;
-  if (version > POLICY_SCHEMA_VERSION) {
-    throw new CofferError(
-      "STATE_FROM_NEWER_VERSION",
-      `this state was written by a newer Coffer (BackupPolicy schema ${version}, this one knows ${POLICY_SCHEMA_VERSION}): upgrade the coffer package`,
-    );
-  }
-  const { __provider: _ignored, ...rest } = olds;
-  return { ...rest, schemaVersion: POLICY_SCHEMA_VERSION };
+  return currentState("BackupPolicy", POLICY_SCHEMA_VERSION, olds);
 }
 
 /** Outputs as the document on disk says they are; fields the document does not hold stay as they were. */

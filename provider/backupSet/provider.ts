@@ -1,6 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { checkInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
 import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
@@ -59,14 +59,7 @@ export async function boundedAll<T, R>(items: readonly T[], limit: number, work:
 }
 
 export function createBackupSetProvider(host: SetHost) {
-  function parseChecked(news: Record<string, unknown>): BackupSetInputs {
-    const parsed = backupSetInputs.safeParse(userInputs(news));
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new CofferError("INVALID_INPUT", issue.message, { field: issue.path.join(".") });
-    }
-    return parsed.data;
-  }
+  const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
 
   async function removeSet(state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[] }, wheres: Iterable<string>) {
     const knownFiles = state.items.map((i) => i.file);
@@ -203,15 +196,7 @@ export function createBackupSetProvider(host: SetHost) {
 }
 
 export function upgradeOutputs(olds: Outputs): BackupSetOutputs {
-  const version = olds.schemaVersion ?? 1;
-  if (version > SET_SCHEMA_VERSION) {
-    throw new CofferError(
-      "STATE_FROM_NEWER_VERSION",
-      `this state was written by a newer Coffer (EncryptedBackupSet schema ${version}, this one knows ${SET_SCHEMA_VERSION}): upgrade the coffer package`,
-    );
-  }
-  const { __provider: _ignored, ...rest } = olds;
-  return { ...rest, schemaVersion: SET_SCHEMA_VERSION };
+  return currentState("EncryptedBackupSet", SET_SCHEMA_VERSION, olds);
 }
 
 const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;

@@ -1,4 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
+import { CofferError } from "./errors";
 import type { z } from "zod";
 
 /**
@@ -71,4 +72,33 @@ export function withoutUndefined<T>(value: T): T {
     ) as T;
   }
   return value;
+}
+
+/**
+ * The inputs of create and update, which `check` has already accepted; anything else is a bug
+ * or tampered state, reported with the first problem's field.
+ */
+export function parseCheckedInputs<Schema extends z.ZodType>(schema: Schema, news: Record<string, unknown>): z.output<Schema> {
+  const parsed = schema.safeParse(userInputs(news));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new CofferError("INVALID_INPUT", issue.message, { field: issue.path.join(".") });
+  }
+  return parsed.data;
+}
+
+/**
+ * State as the current code reads it: without `__provider`, and refused (with the fix) when a
+ * newer Coffer wrote it. Every older version is accepted; a resource upgrades fields itself.
+ */
+export function currentState<T extends { schemaVersion?: number }>(resource: string, current: number, olds: T & { __provider?: unknown }): T & { schemaVersion: number } {
+  const version = olds.schemaVersion ?? 1;
+  if (version > current) {
+    throw new CofferError(
+      "STATE_FROM_NEWER_VERSION",
+      `this state was written by a newer Coffer (${resource} schema ${version}, this one knows ${current}): upgrade the coffer package`,
+    );
+  }
+  const { __provider: _ignored, ...rest } = olds;
+  return { ...(rest as unknown as T), schemaVersion: current };
 }
