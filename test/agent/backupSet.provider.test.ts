@@ -1,3 +1,5 @@
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { provider } from "../../provider/backupSet";
@@ -89,6 +91,24 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     expect(error.message).toMatch(/^backup set not taken, nothing of it was kept: source web-9-root: .*does not exist/);
     expect(error.message).not.toContain(PASSPHRASE);
     expect(await fs.readdir(target)).toEqual([]);
+  });
+
+  test("a full target fails the set with DISK_FULL, names the source, and leaves the target empty", async () => {
+    // A 3 MiB tmpfs (the tests run as root, as CI does; a refused mount fails this test).
+    const target = path.join(tempDir(), "small-nas");
+    await fs.mkdir(target);
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", target]);
+    try {
+      const disk = path.join(tempDir(), "random.raw");
+      await fs.writeFile(disk, randomBytes(16 << 20));
+      const inputs = await checked(declared(target, [{ name: "web-1-root", disk }], { policy: { ...declared(target, []).policy, compression: "none", encrypted: false, integrityCheck: "none" }, keys: { manifestKey: "a2V5" } }));
+      const error = await provider.create(inputs).catch((e) => e);
+      expect(error).toMatchObject({ code: "DISK_FULL" });
+      expect(error.message).toMatch(/source web-1-root: .*No space left on device/);
+      expect(await fs.readdir(target)).toEqual([]);
+    } finally {
+      execFileSync("umount", [target]);
+    }
   });
 
   test("a deleted set reads as missing, which replaces it", async () => {
