@@ -38,8 +38,8 @@ best() {
   for _ in $(seq "$runs"); do
     "$cleanup"
     t0=$(now); "$@" >/dev/null; sync; t1=$(now)
-    t=$(echo "$t1 - $t0" | bc -l)
-    if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
+    t=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
+    if [ -z "$best" ] || awk -v t="$t" -v b="$best" 'BEGIN { exit !(t < b) }'; then best=$t; fi
   done
   echo "$best"
 }
@@ -94,5 +94,5 @@ t=$(best two_pass); record "two-pass: zlib convert -c, then LUKS" "$t" "$(size_o
 base=${times[0]}
 printf '\n%-40s %10s %8s %12s\n' "case (disk: ${mib} MiB)" "seconds" "vs cp" "size (MiB)"
 for i in "${!names[@]}"; do
-  printf '%-40s %10.2f %8.2f %12.0f\n' "${names[$i]}" "${times[$i]}" "$(echo "${times[$i]} / $base" | bc -l)" "$(echo "${sizes[$i]} / 1024" | bc -l)"
+  awk -v n="${names[$i]}" -v t="${times[$i]}" -v b="$base" -v k="${sizes[$i]}" 'BEGIN { printf "%-40s %10.2f %8.2f %12.0f\n", n, t, t / b, k / 1024 }'
 done
