@@ -31,7 +31,7 @@ export interface BackupPolicyArgs {
   bandwidthLimitMiBps?: pulumi.Input<number>;
   /** What to verify after each backup. Default "none". */
   integrityCheck?: pulumi.Input<IntegrityCheck>;
-  /** Which backups to keep; absent keeps every backup. */
+  /** Which backups to keep, recorded in the policy document. Coffer does not yet delete old sets by it. */
   retention?: pulumi.Input<{ keepLast?: pulumi.Input<number>; maxAgeDays?: pulumi.Input<number> }>;
   /** The ssh destination where the host agent runs ("kvm-07"); absent: the machine that runs Pulumi. */
   host?: pulumi.Input<string>;
