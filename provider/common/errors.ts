@@ -19,6 +19,7 @@ export type CofferErrorCode =
   | "SOURCE_MISSING"
   | "SOURCE_LOCKED"
   | "WRONG_PASSPHRASE"
+  | "WRONG_KEY"
   | "DISK_FULL"
   | "HOST_UNREACHABLE"
   | "QEMU_FAILED"
