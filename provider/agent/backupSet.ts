@@ -54,7 +54,7 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   await sweepPartials(req.zoneDir);
   const format: StoredFormat = { compression: req.compression, encrypted: req.encrypted };
   const finalFile = path.join(setDir, backupFileName(req.name, format));
-  if (await readFileIfExists(finalFile).then((t) => t !== undefined, () => true)) {
+  if (await fs.access(finalFile).then(() => true, (e: NodeJS.ErrnoException) => e.code !== "ENOENT")) {
     throw new CofferError("IO_FAILED", `${subject}: ${finalFile} already exists; a set never overwrites a backup`);
   }
   const partial = path.join(setDir, partialName(path.basename(finalFile)));

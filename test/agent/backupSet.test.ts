@@ -101,6 +101,18 @@ describe("backup sets on the host agent", () => {
     }
   });
 
+  test("a backup never overwrites an existing one", async () => {
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const request = { zoneDir: zoneDir(), setId: "set-o", name: "d", source: { disk }, compression: "none" as const, encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none" as const };
+    const first = await backupItem(request);
+    const file = path.join(zoneDir(), "set-o", first.file);
+    const before = await fileSha256(file);
+    await expect(backupItem(request)).rejects.toThrow(/already exists; a set never overwrites a backup/);
+    expect(await fileSha256(file)).toBe(before);
+    expect(await fs.readdir(path.join(zoneDir(), "set-o"))).toEqual(["d.qcow2"]);
+  });
+
   test("truncation of a backup file is named", async () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
