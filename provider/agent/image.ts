@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { CofferError } from "../common/errors";
-import { classify, loadExeca, retryLuksCreation, run } from "./tools";
+import * as path from "node:path";
+import { classify, loadExeca, partialName, retryLuksCreation, run } from "./tools";
 
 export type Compression = "none" | "zstd" | "zlib";
 
@@ -86,7 +87,8 @@ export async function createEmptyBackup(file: string, virtualSize: number, compr
     return;
   }
   // The bytes of an empty qcow2 become the payload of a LUKS container; qcow2 then grows inside it.
-  const inner = `${file}.inner`;
+  // A partial name: if this process is killed here, sweeps and deletes still find the file.
+  const inner = path.join(path.dirname(file), partialName(`${path.basename(file)}-inner`));
   try {
     await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, inner, String(virtualSize)], { subject });
     await retryLuksCreation(() =>

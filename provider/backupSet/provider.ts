@@ -61,11 +61,17 @@ export async function boundedAll<T, R>(items: readonly T[], limit: number, work:
 export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
 
+  /** Deletes the set on every host that has part of it; one unreachable host does not stop the others. */
   async function removeSet(state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[] }, wheres: Iterable<string>) {
     const knownFiles = state.items.map((i) => i.file);
+    const failures: string[] = [];
     for (const where of new Set(wheres)) {
-      await host.agent(local(where)).call("delete-set", { setDir: state.setDir, stopAt: state.policy.target.path, knownFiles });
+      await host
+        .agent(local(where))
+        .call("delete-set", { setDir: state.setDir, stopAt: state.policy.target.path, knownFiles })
+        .catch((error: Error) => failures.push(error.message));
     }
+    if (failures.length > 0) throw new CofferError("HOST_UNREACHABLE", `the set could not be deleted everywhere: ${failures.join("; ")}`);
   }
 
   return {

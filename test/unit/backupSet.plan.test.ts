@@ -1,6 +1,6 @@
 import { UNKNOWN } from "../../provider/common/check";
 import { provider } from "../../provider/backupSet";
-import { BackupSetOutputs, boundedAll, planSetChange } from "../../provider/backupSet/provider";
+import { BackupSetOutputs, boundedAll, createBackupSetProvider, planSetChange } from "../../provider/backupSet/provider";
 
 const policy = { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 0, encrypted: true };
 const declared = {
@@ -91,5 +91,37 @@ describe("boundedAll", () => {
     expect(results[2]).toMatchObject({ status: "rejected", reason: new Error("three") });
     expect(started).not.toContain(6);
     expect(results[5]).toMatchObject({ status: "rejected", reason: expect.objectContaining({ code: "ABORTED" }) });
+  });
+});
+
+describe("deleting a set that spans hosts", () => {
+  test("an unreachable host does not stop the others; the error names it", async () => {
+    const calls: string[] = [];
+    const setProvider = createBackupSetProvider({
+      agent: (where) => ({
+        where: where ?? "local",
+        call: async (command: string) => {
+          calls.push(`${where ?? "local"} ${command}`);
+          if (where === "kvm-07") throw new Error("host kvm-07 can't be reached over ssh");
+          return null as never;
+        },
+      }),
+      newSetId: () => "s",
+      now: () => new Date(0),
+      progress: () => undefined,
+    });
+    const state = {
+      ...declared,
+      concurrency: 2,
+      schemaVersion: 1,
+      setId: "s",
+      setDir: "/srv/b/sets/zone-a/s",
+      manifestPath: "/srv/b/sets/zone-a/s/manifest.json",
+      manifestHost: "local",
+      items: [{ file: "a.qcow2", via: "kvm-07" }, { file: "b.qcow2", via: "local" }],
+      verification: { status: "ok", checkedAt: "t", level: "full", failures: [] },
+    };
+    await expect(setProvider.delete("s", state as never)).rejects.toThrow(/could not be deleted everywhere: host kvm-07/);
+    expect(calls).toEqual(["kvm-07 delete-set", "local delete-set"]);
   });
 });
