@@ -134,6 +134,10 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     }
     expect(out["zstd-luks"].items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([["web-1-root", "local"], ["db-1-vda", "local"], ["app-2-root", sshd.alias]]);
     expect(await filesContaining(env.root, PASSPHRASE)).toEqual([]);
+    // The policy's manifest key is a secret too: encrypted wherever state holds it.
+    const manifestKey = await manifestKeyOf("plain");
+    expect(manifestKey.length).toBeGreaterThan(40);
+    expect(await filesContaining(env.root, manifestKey)).toEqual([]);
     expect(log.output).not.toContain(PASSPHRASE);
     // Long work shows progress in the CLI's output, in order.
     const progress = [...log.output.matchAll(/db-1-vda: (\d+)%/g)].map((m) => Number(m[1]));
