@@ -2,6 +2,7 @@
  * coffer: what a person needs without Pulumi, with the backup files and the key.
  *   coffer restore --manifest <path> --item <name> --to <file> [--format raw|qcow2]
  *   coffer verify  --manifest <path> [--full]
+ *   coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
  * The passphrase (encrypted sets) or manifest key (unencrypted sets) comes from
  * --passphrase-file / --manifest-key-file, from stdin with --passphrase-stdin, or from
  * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line.
@@ -15,10 +16,37 @@ import { verifySet } from "../agent/backupSet";
 import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
 import { openManifest } from "../agent/manifest";
 import { withSecretFile } from "../agent/tools";
+import { writeFileAtomic } from "../common/atomicFile";
+import { recoverSecret } from "../escrow/record";
+
+async function escrow(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== "recover") throw new UsageError(`unknown escrow command "${sub ?? ""}"`);
+  const { values } = parseArgs({
+    args: rest,
+    options: { store: { type: "string" }, id: { type: "string" }, key: { type: "string", multiple: true }, version: { type: "string" }, out: { type: "string" } },
+  });
+  if (!values.store || !values.id || !values.key?.length) throw new UsageError("escrow recover needs --store, --id and at least one --key");
+  const version = values.version === undefined ? undefined : Number(values.version);
+  if (version !== undefined && !(Number.isInteger(version) && version >= 1)) throw new UsageError("--version is a whole number from 1");
+  const keys = await Promise.all(values.key.map((file) => fs.readFile(file, "utf8").catch(() => {
+    throw new UsageError(`--key ${file} can't be read`);
+  })));
+  const secret = await recoverSecret(path.resolve(values.store), values.id, keys, version);
+  if (values.out) {
+    await writeFileAtomic(path.resolve(values.out), secret);
+    process.stderr.write(`coffer: wrote the secret of ${values.id} to ${values.out} (mode 0600)\n`);
+  } else {
+    process.stdout.write(secret + "\n");
+  }
+  return 0;
+}
 
 const USAGE = `usage:
   coffer restore --manifest <manifest.json> --item <name> --to <file> [--format raw|qcow2] [key options]
   coffer verify  --manifest <manifest.json> [--full] [key options]
+  coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
+      prints the escrowed secret, or writes it to <file> (mode 0600); a threshold record needs that many --key
 key options (never the key itself on the command line):
   --passphrase-file <file> | --passphrase-stdin | COFFER_PASSPHRASE      encrypted sets
   --manifest-key-file <file> | COFFER_MANIFEST_KEY                        unencrypted sets`;
@@ -40,6 +68,7 @@ async function secretFrom(file: string | undefined, stdin: boolean, envName: str
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    if (command === "escrow") return await escrow(rest);
     const { values } = parseArgs({
       args: rest,
       options: {

@@ -1,0 +1,101 @@
+import { createHash } from "node:crypto";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { z } from "zod";
+import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
+import { CofferError } from "../common/errors";
+import { RecipientKey, Sealed, open, seal } from "./envelope";
+
+/**
+ * An escrow record: `<store>/<id>/v<version>.json`, written atomically, mode 0600. Each version
+ * is its own file, so a rotation can keep the versions older backups still need. It holds the
+ * sealed secret and who can open it; no plaintext and no unkeyed hash of the secret.
+ */
+export const RECORD_KIND = "coffer.EscrowRecord";
+export const RECORD_SCHEMA_VERSION = 1;
+const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+const wrapped = z.union([
+  z.object({ alg: z.literal("RSA-OAEP-SHA256"), data: z.string() }),
+  z.object({ alg: z.literal("X25519-HKDF-SHA256-A256GCM"), ephemeralPublicKey: z.string(), nonce: z.string(), data: z.string(), tag: z.string() }),
+]);
+
+export const recordSchema = z.object({
+  kind: z.literal(RECORD_KIND),
+  schemaVersion: z.number().int().min(1).max(RECORD_SCHEMA_VERSION),
+  id: z.string().regex(ID),
+  version: z.number().int().min(1),
+  createdAt: z.string(),
+  sealed: z.object({
+    alg: z.literal("AES-256-GCM"),
+    threshold: z.number().int().min(1),
+    nonce: z.string(),
+    ciphertext: z.string(),
+    tag: z.string(),
+    recipients: z.array(z.object({ name: z.string(), type: z.enum(["rsa", "x25519"]), fingerprint: z.string(), wrapped })).min(1),
+  }),
+});
+export type EscrowRecord = z.output<typeof recordSchema>;
+
+export function recordPath(store: string, id: string, version: number): string {
+  if (!ID.test(id)) throw new CofferError("INVALID_INPUT", `escrow id "${id}" must be 1-128 letters, digits, '.', '_' or '-'`);
+  return path.join(store, id, `v${version}.json`);
+}
+
+/** What the AES-GCM layer binds the secret to: a record copied under another id or version won't open. */
+const context = (id: string, version: number) => `coffer-escrow:${id}:v${version}`;
+
+export async function writeRecord(
+  store: string,
+  id: string,
+  version: number,
+  secret: string,
+  recipients: { name: string; key: RecipientKey }[],
+  threshold: number,
+  now = new Date(),
+): Promise<{ path: string; digest: string }> {
+  const record: EscrowRecord = {
+    kind: RECORD_KIND,
+    schemaVersion: RECORD_SCHEMA_VERSION,
+    id,
+    version,
+    createdAt: now.toISOString(),
+    sealed: await seal(secret, recipients, threshold, context(id, version)),
+  };
+  const text = JSON.stringify(record, null, 2) + "\n";
+  const file = recordPath(store, id, version);
+  await writeFileAtomic(file, text);
+  return { path: file, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
+}
+
+/** The versions of a record in the store, oldest first. */
+export async function recordVersions(store: string, id: string): Promise<number[]> {
+  const entries = await fs.readdir(path.dirname(recordPath(store, id, 1))).catch(() => [] as string[]);
+  return entries.flatMap((e) => (/^v(\d+)\.json$/.exec(e) ? [Number(/^v(\d+)\.json$/.exec(e)![1])] : [])).sort((a, b) => a - b);
+}
+
+export async function readRecord(store: string, id: string, version: number): Promise<{ record: EscrowRecord; digest: string } | undefined> {
+  const text = await readFileIfExists(recordPath(store, id, version));
+  if (text === undefined) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not valid JSON`);
+  }
+  const parsed = recordSchema.safeParse(json);
+  if (!parsed.success || parsed.data.id !== id || parsed.data.version !== version) {
+    throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not a Coffer escrow record for that id and version`);
+  }
+  return { record: parsed.data, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
+}
+
+/** The secret of a record (the newest version unless one is named), opened with recipients' private keys. */
+export async function recoverSecret(store: string, id: string, privateKeysPem: string[], version?: number): Promise<string> {
+  const versions = await recordVersions(store, id);
+  const wanted = version ?? versions.at(-1);
+  if (wanted === undefined) throw new CofferError("SOURCE_MISSING", `no escrow record "${id}" in ${store}: check --store and --id`);
+  const found = await readRecord(store, id, wanted);
+  if (!found) throw new CofferError("SOURCE_MISSING", `escrow record ${id} has no version ${wanted} (it has: ${versions.join(", ") || "none"})`);
+  return open(found.record.sealed as Sealed, privateKeysPem, context(id, wanted));
+}
