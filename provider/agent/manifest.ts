@@ -1,5 +1,6 @@
 import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
+import { canonicalJson } from "../common/canonicalJson";
 
 /**
  * A backup set's manifest, signed with HMAC-SHA-256. The key is derived (HKDF-SHA-256, salt =
@@ -55,12 +56,6 @@ export type Manifest = z.output<typeof manifestSchema>;
 
 const envelopeSchema = z.object({ manifest: z.unknown(), hmacSha256: z.string().regex(/^[0-9a-f]{64}$/) });
 
-/** JSON with object keys sorted at every depth: the bytes the HMAC covers. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v) =>
-    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
-  );
-}
 
 export function manifestKey(secret: string, setId: string): Buffer {
   return Buffer.from(hkdfSync("sha256", Buffer.from(secret, "utf8"), Buffer.from(setId, "utf8"), Buffer.from("coffer manifest v1"), 32));

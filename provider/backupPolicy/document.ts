@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import * as path from "node:path";
 import { z } from "zod";
+import { canonicalJson } from "../common/canonicalJson";
 import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS, POLICY_SCHEMA_VERSION } from "./schema";
 
 /**
@@ -85,13 +86,5 @@ export function parseDocument(text: string): ParsedDocument {
 }
 
 export function sameSettings(a: PolicySettings, b: PolicySettings): boolean {
-  return canonical(a) === canonical(b);
-}
-
-function canonical(value: unknown): string {
-  return JSON.stringify(value, (_key, v) =>
-    v && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).sort(([x], [y]) => x.localeCompare(y)))
-      : v,
-  );
+  return canonicalJson(a) === canonicalJson(b);
 }

@@ -1,5 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
+import { canonicalJson } from "../common/canonicalJson";
 import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
@@ -213,17 +214,9 @@ const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;
  */
 export function planSetChange(olds: BackupSetOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
   const unknown = unknownPaths(news);
-  const differs = (key: string) => unknown.some((p) => p === key || p.startsWith(key + ".")) || canonical((olds as unknown as Record<string, unknown>)[key]) !== canonical(news[key]);
+  const differs = (key: string) => unknown.some((p) => p === key || p.startsWith(key + ".")) || canonicalJson((olds as unknown as Record<string, unknown>)[key] ?? null) !== canonicalJson(news[key] ?? null);
   const replaces: string[] = REPLACING.filter(differs);
   if (olds.verification.status !== "ok") replaces.push("verification");
   const changes = replaces.length > 0 || differs("concurrency");
   return { changes, replaces, deleteBeforeReplace: false };
 }
-
-function canonical(value: unknown): string {
-  return JSON.stringify(value ?? null, (_k, v) =>
-    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
-  );
-}
-
-
