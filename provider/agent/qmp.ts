@@ -16,8 +16,12 @@ export class QmpClient {
 
   private constructor(private readonly socket: net.Socket, private readonly subject: string) {
     socket.on("data", (chunk) => this.receive(chunk.toString()));
-    socket.on("close", () => this.fail(new CofferError("QEMU_FAILED", `${subject}: QEMU closed its QMP socket (did the VM stop or crash?)`)));
-    socket.on("error", (error) => this.fail(new CofferError("QEMU_FAILED", `${subject}: QMP socket error: ${error.message}`)));
+    const gone = () => new CofferError("QEMU_FAILED", `${subject}: QEMU closed its QMP socket (did the VM stop or crash?)`);
+    socket.on("close", () => this.fail(gone()));
+    // A QEMU killed while commands are in flight resets the socket before closing it: same cause.
+    socket.on("error", (error: NodeJS.ErrnoException) =>
+      this.fail(error.code === "ECONNRESET" || error.code === "EPIPE" ? gone() : new CofferError("QEMU_FAILED", `${subject}: QMP socket error: ${error.message}`)),
+    );
   }
 
   static async connect(socketPath: string, subject: string): Promise<QmpClient> {
