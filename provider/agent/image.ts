@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { CofferError } from "../common/errors";
 import * as path from "node:path";
-import { classify, loadExeca, partialName, retryLuksCreation, run } from "./tools";
+import { partialName, retryLuksCreation, run } from "./tools";
 
 export type Compression = "none" | "zstd" | "zlib";
 
@@ -159,21 +159,13 @@ export async function checkImage(file: string, encrypted: boolean, keyFile: stri
  * through qemu-nbd and nbdcopy (qemu-img can't write to a pipe), never written to disk.
  */
 export async function streamSha256(imageOpts: string, keyFile: string | undefined, subject: string, signal?: AbortSignal): Promise<string> {
-  const { execa } = await loadExeca();
   const hash = createHash("sha256");
-  const child = execa("nbdcopy", ["--", "[", "qemu-nbd", "-r", ...keyArgs(keyFile), "--image-opts", imageOpts, "]", "-"], {
-    buffer: { stdout: false, stderr: true },
-    reject: false,
-    cancelSignal: signal,
+  await run("nbdcopy", ["--", "[", "qemu-nbd", "-r", ...keyArgs(keyFile), "--image-opts", imageOpts, "]", "-"], {
+    subject,
+    secrets: keyFile ? [keyFile] : [],
+    signal,
+    onStdoutChunk: (chunk) => hash.update(chunk),
   });
-  child.stdout!.on("data", (chunk: Buffer) => hash.update(chunk));
-  const result = await child;
-  if (result.exitCode !== 0 || result.failed) {
-    const detail = String(result.stderr ?? "").trim() || `exit code ${result.exitCode}`;
-    throw new CofferError(classify(detail), `${subject}: reading the image back failed: ${detail.split("\n").slice(-2).join(" / ")}`, {
-      secrets: keyFile ? [keyFile] : [],
-    });
-  }
   return hash.digest("hex");
 }
 

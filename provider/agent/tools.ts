@@ -33,12 +33,20 @@ export interface RunOptions {
   signal?: AbortSignal;
   /** Called with each line the tool writes to stdout (progress). */
   onStdoutLine?: (line: string) => void;
+  /** Called with stdout as it streams, which is then not kept (large outputs, e.g. a disk image). */
+  onStdoutChunk?: (chunk: Buffer) => void;
 }
 
 /** Runs a tool; on failure throws a CofferError whose code says why, with secrets redacted. */
 export async function run(command: string, args: readonly string[], options: RunOptions): Promise<string> {
   const { execa } = await loadExeca();
-  const child = execa(command, args, { reject: false, cancelSignal: options.signal, stripFinalNewline: true, all: false });
+  const child = execa(command, args, {
+    reject: false,
+    cancelSignal: options.signal,
+    stripFinalNewline: true,
+    buffer: { stdout: !options.onStdoutChunk, stderr: true },
+  });
+  if (options.onStdoutChunk) child.stdout?.on("data", options.onStdoutChunk);
   if (options.onStdoutLine) {
     let pending = "";
     child.stdout?.on("data", (chunk: Buffer) => {

@@ -94,6 +94,15 @@ describe("the backup data path with Debian's qemu-img", () => {
     }
   });
 
+  test("a read-back stopped by its signal is ABORTED, not a QEMU failure", async () => {
+    const source = path.join(tempDir(), "disk.raw");
+    await makeRawDisk(source, 64);
+    const abort = new AbortController();
+    const hashing = streamSha256(sourceImageOpts(source, "raw"), undefined, "source web-1-root", abort.signal);
+    setTimeout(() => abort.abort(), 50);
+    await expect(hashing).rejects.toMatchObject({ code: "ABORTED", message: "source web-1-root: stopped before it finished" });
+  });
+
   test("the key file is gone after use, and was 0600 while it existed", async () => {
     let seen = "";
     await withSecretFile(PASSPHRASE, async (keyFile) => {
