@@ -3,6 +3,8 @@ import * as pulumi from "@pulumi/pulumi";
 import type { PolicySettings } from "../provider/backupPolicy/document";
 import type { Compression, IntegrityCheck } from "../provider/backupPolicy/schema";
 import { delegatingProvider } from "./delegatingProvider";
+import type { EscrowLink, SecretEscrow } from "./secretEscrow";
+import { escrowLink } from "./secretEscrow";
 
 export type { Compression, IntegrityCheck, PolicySettings };
 
@@ -35,6 +37,10 @@ export interface BackupPolicyArgs {
   retention?: pulumi.Input<{ keepLast?: pulumi.Input<number>; maxAgeDays?: pulumi.Input<number> }>;
   /** The ssh destination where the host agent runs ("kvm-07"); absent: the machine that runs Pulumi. */
   host?: pulumi.Input<string>;
+  /** The SecretEscrow of `encryption.passphrase`; the manifests of sets under this policy name its record. */
+  escrow?: SecretEscrow;
+  /** Refuse, at preview, an encrypted policy without `escrow`. Default false. */
+  requireEscrow?: pulumi.Input<boolean>;
 }
 
 /**
@@ -53,6 +59,9 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly integrityCheck: pulumi.Output<IntegrityCheck>;
   declare readonly retention: pulumi.Output<{ keepLast?: number; maxAgeDays?: number } | null>;
   declare readonly host: pulumi.Output<string | null>;
+  /** The escrow record of the passphrase, as of the policy's last update; null when none. */
+  declare readonly escrow: pulumi.Output<EscrowLink | null>;
+  declare readonly requireEscrow: pulumi.Output<boolean>;
   /** Secret: signs the manifests of unencrypted backup sets. */
   declare readonly manifestKey: pulumi.Output<string>;
   /** Absolute path of the policy document. */
@@ -79,6 +88,8 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         integrityCheck: args.integrityCheck,
         retention: args.retention,
         host: args.host,
+        escrow: args.escrow && escrowLink(args.escrow, pulumi.output(args.encryption).apply((e) => e?.passphrase)),
+        requireEscrow: args.requireEscrow,
         manifestKey: undefined,
         documentPath: undefined,
         revision: undefined,

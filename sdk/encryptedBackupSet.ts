@@ -3,6 +3,7 @@ import type { Verification } from "../provider/agent/backupSet";
 import type { ManifestItem } from "../provider/agent/manifest";
 import type { BackupPolicy } from "./backupPolicy";
 import { delegatingProvider } from "./delegatingProvider";
+import { EscrowLink, SecretEscrow, escrowLink } from "./secretEscrow";
 
 /**
  * @internal Exported for the serialization tests.
@@ -31,6 +32,8 @@ export interface EncryptedBackupSetArgs {
   host?: pulumi.Input<string>;
   /** How many sources are backed up at once. Default 2. */
   concurrency?: pulumi.Input<number>;
+  /** The escrow of the policy's passphrase; default: the policy's `escrow`. The manifest names its record and version. */
+  escrow?: SecretEscrow;
 }
 
 export type BackupItem = ManifestItem & { via: string };
@@ -50,6 +53,8 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   declare readonly manifestHost: pulumi.Output<string>;
   declare readonly items: pulumi.Output<BackupItem[]>;
   declare readonly verification: pulumi.Output<Verification>;
+  /** The escrow record (and version) the manifest names; a later rotation does not change it. */
+  declare readonly escrow: pulumi.Output<EscrowLink | undefined>;
   declare readonly schemaVersion: pulumi.Output<number>;
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
@@ -69,6 +74,9 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         trigger: args.trigger,
         host: args.host,
         concurrency: args.concurrency,
+        escrow: args.escrow
+          ? escrowLink(args.escrow, policy.encryption.apply((e) => e?.passphrase))
+          : policy.escrow.apply((e) => e ?? undefined),
         setId: undefined,
         setDir: undefined,
         manifestPath: undefined,

@@ -2,3 +2,5 @@ export { BackupPolicy } from "./backupPolicy";
 export type { BackupPolicyArgs, Compression, DirectoryTarget, IntegrityCheck, PolicySettings } from "./backupPolicy";
 export { EncryptedBackupSet } from "./encryptedBackupSet";
 export type { BackupItem, BackupSourceArgs, EncryptedBackupSetArgs, Verification } from "./encryptedBackupSet";
+export { SecretEscrow } from "./secretEscrow";
+export type { EscrowLink, EscrowRecipientArgs, RecipientKeyInfo, RecordStatus, SecretEscrowArgs } from "./secretEscrow";

@@ -48,6 +48,8 @@ export const manifestSchema = z.object({
   }),
   /** Which secret the HMAC key comes from, so a verifier knows what to ask for. */
   keySource: z.enum(["passphrase", "manifest-key"]),
+  /** The escrow record that recovers the passphrase, when the set has one. */
+  escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
   qemuVersion: z.string(),
   createdAt: z.string(),
   items: z.array(itemSchema),

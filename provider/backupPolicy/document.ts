@@ -2,6 +2,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
+import { escrowReference } from "../escrow/schema";
 import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS, POLICY_SCHEMA_VERSION } from "./schema";
 
 /**
@@ -22,6 +23,8 @@ export const policySettings = z.object({
   bandwidthLimitMiBps: z.number().int().min(0),
   integrityCheck: z.enum(INTEGRITY_CHECKS),
   retention: z.object({ keepLast: z.number().int().min(1).optional(), maxAgeDays: z.number().int().min(1).optional() }),
+  /** Where the passphrase is escrowed (documents written before escrow existed have none). */
+  escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).nullable().default(null),
 });
 export type PolicySettings = z.output<typeof policySettings>;
 
@@ -61,6 +64,7 @@ export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | un
     bandwidthLimitMiBps: inputs.bandwidthLimitMiBps,
     integrityCheck: inputs.integrityCheck,
     retention: { ...inputs.retention },
+    escrow: inputs.escrow ? escrowReference(inputs.escrow) : null,
   };
 }
 

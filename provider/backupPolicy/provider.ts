@@ -14,6 +14,7 @@ import {
   sameSettings,
   settingsFor,
 } from "./document";
+import type { EscrowLink } from "../escrow/schema";
 import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from "./schema";
 
 /** What is stored in state: the checked inputs, plus what was written and last observed. */
@@ -21,8 +22,9 @@ import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from ".
  * Every output is present, null meaning "not set": during preview Pulumi takes an output missing
  * from state for an unknown one, which would make everything built on it look about to change.
  */
-export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryption" | "retention" | "host"> {
+export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryption" | "retention" | "host" | "escrow"> {
   retention: BackupPolicyInputs["retention"] | null;
+  escrow: EscrowLink | null;
   host: string | null;
   schemaVersion: number;
   /** Secret as a whole (the resource class forces it): the passphrase and the fingerprint key; null when off. */
@@ -96,6 +98,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       encryption: inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : null,
       retention: inputs.retention ?? null,
       host: inputs.host ?? null,
+      escrow: inputs.escrow ?? null,
       manifestKey,
       documentPath: file,
       revision,
@@ -211,6 +214,8 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     integrityCheck: outputs.integrityCheck,
     retention: outputs.retention ?? undefined,
     host: outputs.host ?? undefined,
+    escrow: outputs.escrow ?? undefined,
+    requireEscrow: outputs.requireEscrow ?? false,
   };
 }
 
@@ -233,5 +238,6 @@ export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string,
   const wanted = settingsFor(declared, seen.encryption.enabled ? seen.encryption.passphraseFingerprint : undefined);
   const hostChanged = (olds.host ?? null) !== ((declared.host as string | undefined) ?? null);
   const keyMissing = !olds.manifestKey;
-  return { changes: !passphraseKept || hostChanged || keyMissing || !sameSettings(wanted, seen), replaces: [], deleteBeforeReplace: false };
+  const requireEscrowChanged = (olds.requireEscrow ?? false) !== ((declared.requireEscrow as boolean | undefined) ?? false);
+  return { changes: !passphraseKept || hostChanged || keyMissing || requireEscrowChanged || !sameSettings(wanted, seen), replaces: [], deleteBeforeReplace: false };
 }

@@ -1,5 +1,6 @@
-import * as path from "node:path";
 import { z } from "zod";
+import { directoryLocation } from "../common/directoryLocation";
+import { escrowLink } from "../escrow/schema";
 
 /** Bumped when the shape of state or of the policy document changes; readers accept every older one. */
 export const POLICY_SCHEMA_VERSION = 1;
@@ -21,17 +22,7 @@ export const sshHost = (field: string) =>
       message: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07": letters, digits and . _ - @ : [ ] only, not starting with "-"`,
     });
 
-const target = z.object(
-  {
-    kind: z.literal("directory", { error: 'target.kind must be "directory" (the only kind so far): a mounted NAS path or local folder' }),
-    path: z
-      .string({ error: 'target.path is required: set it to the absolute path the agents write backups to, e.g. "/srv/backups"' })
-      .refine((p) => path.isAbsolute(p), { message: "target.path must be absolute (start with /): relative paths depend on where pulumi runs" })
-      .refine((p) => !p.split("/").includes(".."), { message: 'target.path must not contain ".." segments: give the real absolute path' })
-      .transform((p) => path.normalize(p).replace(/(.)\/+$/, "$1")),
-  },
-  { error: 'target is required: set it to { kind: "directory", path: "/srv/backups" }' },
-).strict();
+const target = directoryLocation("target", "/srv/backups");
 
 const encryption = z.object(
   {
@@ -88,8 +79,30 @@ export const backupPolicyInputs = z
     retention: retention.optional(),
     /** Where the host agent runs, over ssh; absent: on the machine that runs Pulumi. */
     host: sshHost("host").optional(),
+    /** The SecretEscrow of the passphrase; the manifests of this policy's sets name it. */
+    escrow: escrowLink.optional(),
+    /** An encrypted policy must name its escrow: a passphrase lost with nothing escrowed loses every backup. */
+    requireEscrow: z.boolean({ error: "requireEscrow must be true or false" }).default(false),
   })
-  .strict();
+  .strict()
+  .superRefine((inputs, ctx) => {
+    if (inputs.escrow && !inputs.encryption) {
+      ctx.addIssue({ code: "custom", path: ["escrow"], message: "escrow is set but encryption is not: there is no passphrase to escrow; add encryption or remove escrow" });
+    } else if (inputs.escrow && !inputs.escrow.escrowsPassphrase) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["escrow"],
+        message: "escrow holds another secret than encryption.passphrase: give the SecretEscrow the policy's passphrase as its secret, or backups can't be recovered from it",
+      });
+    }
+    if (inputs.requireEscrow && inputs.encryption && !inputs.escrow) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["escrow"],
+        message: "escrow is required (requireEscrow: true) for an encrypted policy: create a coffer.SecretEscrow of the passphrase and pass it as escrow, or set requireEscrow: false",
+      });
+    }
+  });
 
 export type BackupPolicyInputs = z.output<typeof backupPolicyInputs>;
 export type Compression = (typeof COMPRESSIONS)[number];

@@ -4,7 +4,9 @@ import { canonicalJson } from "../common/canonicalJson";
 import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
-import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import { addReference, releaseReference } from "../escrow/references";
+import { escrowReference } from "../escrow/schema";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
 
@@ -136,9 +138,20 @@ export function createBackupSetProvider(host: SetHost) {
         const reasons = failures.map((f) => f.message).join("; ") || "stopped before every source was backed up";
         throw new CofferError(failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : "IO_FAILED", `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
       }
+      const escrow = inputs.escrow;
       try {
         const agent = host.agent(manifestWhere);
         const { qemu } = await agent.call<{ qemu: string }>("version", {});
+        // The reference first: a manifest that names the escrow always has it counted.
+        if (escrow) {
+          await addReference(escrow.store, escrow.recordId, {
+            setId,
+            version: escrow.version,
+            manifestPath: path.join(setDir, MANIFEST_FILE),
+            manifestHost: manifestWhere ?? "local",
+            createdAt: host.now().toISOString(),
+          });
+        }
         const manifest: Manifest = {
           kind: MANIFEST_KIND,
           schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -153,6 +166,7 @@ export function createBackupSetProvider(host: SetHost) {
             integrityCheck: inputs.policy.integrityCheck,
           },
           keySource: inputs.policy.encrypted ? "passphrase" : "manifest-key",
+          ...(escrow ? { escrow: escrowReference(escrow) } : {}),
           qemuVersion: qemu,
           createdAt: host.now().toISOString(),
           items: items.map(({ via: _via, ...item }) => item),
@@ -171,6 +185,7 @@ export function createBackupSetProvider(host: SetHost) {
         return { id: setId, outs: withoutUndefined(outs) };
       } catch (error) {
         await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
+        if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
         throw error;
       }
     },
@@ -198,6 +213,13 @@ export function createBackupSetProvider(host: SetHost) {
     async delete(_id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
       await removeSet(state, [...state.items.map((i) => i.via), state.manifestHost]);
+      if (state.escrow) {
+        // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
+        await releaseReference(state.escrow.store, state.escrow.recordId, state.setId).then(
+          (released) => released.length > 0 && host.progress(`escrow ${state.escrow!.recordId}: removed version(s) ${released.join(", ")}, which no backup set needs any more`),
+          (error: Error) => host.progress(`escrow ${state.escrow!.recordId}: could not remove this set's reference (${error.message}); it is ignored once the set is gone`),
+        );
+      }
     },
   };
 }

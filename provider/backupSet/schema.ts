@@ -1,6 +1,7 @@
 import * as path from "node:path";
 import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
+import { escrowLink } from "../escrow/schema";
 
 export const SET_SCHEMA_VERSION = 1;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -62,6 +63,11 @@ export const backupSetInputs = z
       .min(1, { message: "concurrency must be a whole number from 1 to 16" })
       .max(16, { message: "concurrency must be a whole number from 1 to 16" })
       .default(2),
+    /**
+     * The escrow of the passphrase, as it was when the set was taken: the manifest names that
+     * version of the record, and a later rotation does not touch the set.
+     */
+    escrow: escrowLink.optional(),
   })
   .strict()
   .superRefine((inputs, ctx) => {
@@ -72,6 +78,11 @@ export const backupSetInputs = z
     });
     if (inputs.policy.encrypted && !inputs.keys.passphrase) {
       ctx.addIssue({ code: "custom", path: ["keys", "passphrase"], message: "the policy encrypts backups but no passphrase reached the backup set" });
+    }
+    if (inputs.escrow && !inputs.policy.encrypted) {
+      ctx.addIssue({ code: "custom", path: ["escrow"], message: "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow" });
+    } else if (inputs.escrow && !inputs.escrow.escrowsPassphrase) {
+      ctx.addIssue({ code: "custom", path: ["escrow"], message: "escrow holds another secret than the policy's passphrase: give a SecretEscrow whose secret is the passphrase" });
     }
   });
 

@@ -25,6 +25,8 @@ export type CofferErrorCode =
   | "QEMU_FAILED"
   | "VERIFY_FAILED"
   | "MANIFEST_TAMPERED"
+  | "ESCROW_EXISTS"
+  | "ESCROW_IN_USE"
   | "ABORTED";
 
 export class CofferError extends Error {

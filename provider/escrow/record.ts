@@ -5,6 +5,7 @@ import { z } from "zod";
 import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
 import { RecipientKey, Sealed, open, seal } from "./envelope";
+import { RECORD_ID_PATTERN as ID } from "./schema";
 
 /**
  * An escrow record: `<store>/<id>/v<version>.json`, written atomically, mode 0600. Each version
@@ -13,7 +14,6 @@ import { RecipientKey, Sealed, open, seal } from "./envelope";
  */
 export const RECORD_KIND = "coffer.EscrowRecord";
 export const RECORD_SCHEMA_VERSION = 1;
-const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 const wrapped = z.union([
   z.object({ alg: z.literal("RSA-OAEP-SHA256"), data: z.string() }),

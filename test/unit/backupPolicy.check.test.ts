@@ -13,6 +13,8 @@ const valid = {
   retention: { keepLast: 7, maxAgeDays: 30 },
 };
 
+const escrow = { recordId: "gold-passphrase", store: "/srv/escrow", version: 1, escrowsPassphrase: true };
+
 async function failuresFor(news: Record<string, unknown>) {
   const result = await provider.check({}, news);
   return result.failures ?? [];
@@ -30,6 +32,7 @@ describe("BackupPolicy check", () => {
       bandwidthLimitMiBps: 50,
       integrityCheck: "full",
       retention: { keepLast: 7, maxAgeDays: 30 },
+      requireEscrow: false,
     });
   });
 
@@ -41,6 +44,7 @@ describe("BackupPolicy check", () => {
       compression: "none",
       bandwidthLimitMiBps: 0,
       integrityCheck: "none",
+      requireEscrow: false,
     });
   });
 
@@ -67,10 +71,25 @@ describe("BackupPolicy check", () => {
     ["a misspelt field", { compresion: "zstd" }, "compresion", /not a known field: check its spelling/],
     ["a misspelt retention field", { retention: { keep: 3 } }, "retention.keep", /not a known field/],
     ["a misspelt target field", { target: { kind: "directory", path: "/srv/b", host: "kvm-7" } }, "target.host", /not a known field/],
+    ["requireEscrow on an encrypted policy without escrow", { requireEscrow: true }, "escrow", /escrow is required \(requireEscrow: true\).*coffer.SecretEscrow/],
+    ["an escrow of another secret", { escrow: { ...escrow, escrowsPassphrase: false } }, "escrow", /another secret than encryption.passphrase/],
+    ["an escrow without encryption", { encryption: undefined, escrow }, "escrow", /no passphrase to escrow/],
+    ["a requireEscrow given as text", { requireEscrow: "yes" }, "requireEscrow", /true or false/],
     ["a misspelt encryption field", { encryption: { passphrase: "long enough passphrase", cipher: "aes" } }, "encryption.cipher", /not a known field/],
   ])("rejects %s, naming the field and the fix", async (_what, change, property, reason) => {
     const failures = await failuresFor({ ...valid, ...change });
     expect(failures).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
+  });
+
+  test("accepts an escrow of the passphrase, required or not; requireEscrow does not apply without encryption", async () => {
+    expect(await failuresFor({ ...valid, escrow, requireEscrow: true })).toEqual([]);
+    expect(await failuresFor({ ...valid, escrow })).toEqual([]);
+    expect(await failuresFor({ ...valid, encryption: undefined, requireEscrow: true })).toEqual([]);
+  });
+
+  test("lets an escrow that is unknown during preview satisfy requireEscrow", async () => {
+    expect(await failuresFor({ ...valid, escrow: UNKNOWN, requireEscrow: true })).toEqual([]);
+    expect(await failuresFor({ ...valid, escrow: { ...escrow, version: UNKNOWN }, requireEscrow: true })).toEqual([]);
   });
 
   test("never puts the passphrase in a failure", async () => {

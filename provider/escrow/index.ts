@@ -1,0 +1,14 @@
+/**
+ * The SecretEscrow implementation that the serialized provider shim loads with
+ * `require("coffer/provider/escrow")`. Everything here runs in Pulumi's provider process.
+ */
+import { localHost as policyHost } from "../backupPolicy";
+import { EscrowHost, createSecretEscrowProvider } from "./provider";
+
+export const localHost: EscrowHost = {
+  assertDirectory: policyHost.assertDirectory,
+  now: () => new Date(),
+};
+
+/** The object the serialized shim delegates to (see sdk/delegatingProvider.ts). */
+export const provider = createSecretEscrowProvider(localHost);
