@@ -3,6 +3,10 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { provider } from "../../provider/backupSet";
+import { provider as escrowProvider } from "../../provider/escrow";
+import { readReferences } from "../../provider/escrow/references";
+import { recordVersions } from "../../provider/escrow/record";
+import { x25519Pair } from "../support/escrowKeys";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
 import { startVm } from "../support/qemuVm";
 import { useTempDir } from "../support/tempDir";
@@ -124,5 +128,47 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     expect(read.props.verification).toMatchObject({ status: "missing", failures: [expect.stringMatching(/manifest: .* is missing/)] });
     expect((await provider.diff(id, read.props, inputs)).replaces).toEqual(["verification"]);
     await expect(provider.delete(id, read.props)).resolves.toBeUndefined();
+  });
+
+  test("with an escrow: the manifest names the record's version, a reference keeps it through a rotation, and delete releases it", async () => {
+    const target = path.join(tempDir(), "target");
+    const store = path.join(tempDir(), "escrow");
+    await fs.mkdir(target);
+    await fs.mkdir(store);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const key = x25519Pair();
+    const escrowInputs = { secret: PASSPHRASE, recipients: [{ name: "dr-team", publicKey: key.publicKey }], threshold: 1, store: { kind: "directory", path: store }, recordId: "zone-a-passphrase", forceDelete: false };
+    const { outs: escrow } = await escrowProvider.create(escrowInputs);
+    const link = { recordId: "zone-a-passphrase", store, version: 1, escrowsPassphrase: true };
+    const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" }, escrow: link }));
+    const { id, outs } = await provider.create(inputs);
+    const manifest = JSON.parse(await fs.readFile(outs.manifestPath, "utf8")).manifest;
+    expect(manifest.escrow).toEqual({ recordId: "zone-a-passphrase", store, version: 1 });
+    expect(await readReferences(store, "zone-a-passphrase")).toEqual([expect.objectContaining({ setId: id, version: 1, manifestPath: outs.manifestPath, manifestHost: "local" })]);
+
+    // Rotation while the set exists keeps v1; the set's own outputs still name v1.
+    const { outs: rotated } = await escrowProvider.update("zone-a-passphrase", escrow, { ...escrowInputs, secret: "a rotated passphrase!" });
+    expect(rotated.retainedVersions).toEqual([1, 2]);
+    expect(await provider.diff(id, outs, { ...inputs, escrow: { ...link, version: 2 } })).toMatchObject({ changes: false });
+
+    await provider.delete(id, outs);
+    expect(await readReferences(store, "zone-a-passphrase")).toEqual([]);
+    expect(await recordVersions(store, "zone-a-passphrase")).toEqual([2]);
+  });
+
+  test("a set whose escrow version is gone from the store is not taken, and leaves nothing", async () => {
+    const target = path.join(tempDir(), "target");
+    const store = path.join(tempDir(), "escrow");
+    await fs.mkdir(target);
+    await fs.mkdir(store);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const inputs = await checked(declared(target, [{ name: "d", disk }], {
+      policy: { ...declared(target, []).policy, integrityCheck: "none" },
+      escrow: { recordId: "never-written", store, version: 1, escrowsPassphrase: true },
+    }));
+    await expect(provider.create(inputs)).rejects.toThrow(/escrow: escrow record never-written v1 is not in .*pulumi refresh/);
+    expect(await fs.readdir(target)).toEqual([]);
   });
 });
