@@ -31,3 +31,25 @@ export function declaredPolicies(passphrase: pulumi.Output<string>) {
   new coffer.BackupPolicy("no-passphrase", { zone: "z", target: { kind: "directory", path: "/x" }, encryption: {} });
   return policy;
 }
+
+export function declaredEscrow(passphrase: pulumi.Output<string>, publicKey: pulumi.Output<string>) {
+  const escrow = new coffer.SecretEscrow("gold-passphrase", {
+    secret: passphrase,
+    recipients: [{ name: "dr-team", publicKey }],
+    threshold: pulumi.output(1),
+    store: { kind: "directory", path: "/srv/escrow" },
+  });
+  holds<Equal<typeof escrow.version, pulumi.Output<number>>>();
+  holds<Equal<typeof escrow.recordStatus, pulumi.Output<coffer.RecordStatus>>>();
+  holds<Equal<coffer.RecordStatus, "ok" | "missing" | "unreadable" | "recipients-differ" | "altered">>();
+  const policy = new coffer.BackupPolicy("gold", { zone: "z", target: { kind: "directory", path: "/x" }, encryption: { passphrase }, escrow, requireEscrow: true });
+  new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "d", disk: "/d" }], trigger: "t", escrow });
+
+  // @ts-expect-error recipients are required
+  new coffer.SecretEscrow("no-recipients", { secret: passphrase, store: { kind: "directory", path: "/x" } });
+  // @ts-expect-error a recipient needs a publicKey
+  new coffer.SecretEscrow("no-key", { secret: passphrase, recipients: [{ name: "a" }], store: { kind: "directory", path: "/x" } });
+  // @ts-expect-error escrow is a SecretEscrow, not a record id
+  new coffer.BackupPolicy("string-escrow", { zone: "z", target: { kind: "directory", path: "/x" }, escrow: "gold-passphrase" });
+  return escrow;
+}

@@ -1,7 +1,7 @@
 import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
 import { isCofferError } from "../../provider/common/errors";
-import { MANIFEST_KIND, renderSignedManifest } from "../../provider/agent/manifest";
+import { MANIFEST_KIND, Manifest, renderSignedManifest } from "../../provider/agent/manifest";
 import { localHost } from "../../provider/escrow";
 import { SecretEscrowOutputs, createSecretEscrowProvider, planEscrowChange } from "../../provider/escrow/provider";
 import { addReference, liveReferences, releaseReference } from "../../provider/escrow/references";
@@ -45,12 +45,12 @@ async function refreshed(outs: SecretEscrowOutputs): Promise<SecretEscrowOutputs
 async function setReferring(setId: string, version: number): Promise<string> {
   const manifestPath = path.join(tempDir(), "target", setId, "manifest.json");
   await fs.mkdir(path.dirname(manifestPath), { recursive: true });
-  const manifest = {
+  const manifest: Manifest = {
     kind: MANIFEST_KIND, schemaVersion: 1, setId, name: "n", trigger: "n", zone: "gold",
     policy: { compression: "zstd", encrypted: true, bandwidthLimitMiBps: 0, integrityCheck: "full" },
     keySource: "passphrase", escrow: { recordId: "gold-passphrase", store: tempDir(), version },
     qemuVersion: "7.2", createdAt: "2026-11-24T00:00:00Z", items: [],
-  } as const;
+  };
   await fs.writeFile(manifestPath, renderSignedManifest(manifest, SECRET));
   await addReference(tempDir(), "gold-passphrase", { setId, version, manifestPath, manifestHost: "local", createdAt: "2026-11-24T00:00:00Z" });
   return manifestPath;
