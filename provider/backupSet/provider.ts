@@ -5,7 +5,7 @@ import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
 import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
-import { addReference, releaseReference } from "../escrow/references";
+import { addReference, ensureReference, releaseReference } from "../escrow/references";
 import { escrowReference } from "../escrow/schema";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
@@ -102,6 +102,18 @@ export function createBackupSetProvider(host: SetHost) {
         shown.set(item, step);
         host.progress(`${item}: ${step}%`);
       };
+      // The escrow reference first, before any work: a record version that is not there fails
+      // the set now, and a manifest that names the escrow always has its reference counted.
+      const escrow = inputs.escrow;
+      if (escrow) {
+        await addReference(escrow.store, escrow.recordId, {
+          setId,
+          version: escrow.version,
+          manifestPath: path.join(setDir, MANIFEST_FILE),
+          manifestHost: manifestWhere ?? "local",
+          createdAt: host.now().toISOString(),
+        });
+      }
       host.progress(`backing up ${inputs.sources.length} source(s) into ${setDir}`);
       const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
         const via = sourceHost(inputs, source);
@@ -135,23 +147,13 @@ export function createBackupSetProvider(host: SetHost) {
       const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
       if (failures.length > 0 || items.length !== inputs.sources.length) {
         await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
+        if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
         const reasons = failures.map((f) => f.message).join("; ") || "stopped before every source was backed up";
         throw new CofferError(failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : "IO_FAILED", `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
       }
-      const escrow = inputs.escrow;
       try {
         const agent = host.agent(manifestWhere);
         const { qemu } = await agent.call<{ qemu: string }>("version", {});
-        // The reference first: a manifest that names the escrow always has it counted.
-        if (escrow) {
-          await addReference(escrow.store, escrow.recordId, {
-            setId,
-            version: escrow.version,
-            manifestPath: path.join(setDir, MANIFEST_FILE),
-            manifestHost: manifestWhere ?? "local",
-            createdAt: host.now().toISOString(),
-          });
-        }
         const manifest: Manifest = {
           kind: MANIFEST_KIND,
           schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -201,6 +203,13 @@ export function createBackupSetProvider(host: SetHost) {
           passphrase: state.keys.passphrase,
         }, { secrets: secretsOf(state) });
       const { manifest: _manifest, ...result } = verification as Verification & { manifest?: unknown };
+      if (state.escrow && result.status !== "missing") {
+        const { store, recordId, version } = state.escrow;
+        await ensureReference(store, recordId, { setId: state.setId, version, manifestPath: state.manifestPath, manifestHost: state.manifestHost, createdAt: host.now().toISOString() }).then(
+          (healed) => healed && host.progress(`escrow ${recordId}: wrote back this set's reference to v${version}, which was missing from ${store}`),
+          (error: Error) => host.progress(`escrow ${recordId}: could not check this set's reference (${error.message})`),
+        );
+      }
       return { id, props: withoutUndefined({ ...state, verification: result }) };
     },
 

@@ -93,9 +93,13 @@ export async function main(argv: string[]): Promise<number> {
     const manifestKey = await secretFrom(values["manifest-key-file"], false, "COFFER_MANIFEST_KEY");
     const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
     if (!manifestSecret) {
+      const escrow = unsigned.manifest.escrow;
       throw new UsageError(
         unsigned.manifest.keySource === "passphrase"
-          ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE"
+          ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE" +
+              (escrow
+                ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} --version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
+                : "")
           : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked",
       );
     }

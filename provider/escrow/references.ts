@@ -38,6 +38,17 @@ export async function addReference(store: string, id: string, ref: Reference): P
   await writeFileAtomic(refFile(store, id, ref.setId), JSON.stringify(ref, null, 2) + "\n");
 }
 
+/**
+ * Writes `ref` again if it is gone (someone emptied the store): refresh of a set heals the link,
+ * so a record written again by the escrow's next `up` can't lose a version the set needs.
+ */
+export async function ensureReference(store: string, id: string, ref: Reference): Promise<boolean> {
+  const file = refFile(store, id, ref.setId);
+  if ((await readFileIfExists(file)) !== undefined) return false;
+  await writeFileAtomic(file, JSON.stringify(ref, null, 2) + "\n");
+  return true;
+}
+
 export async function readReferences(store: string, id: string): Promise<Reference[]> {
   const dir = refsDir(store, id);
   const entries = await fs.readdir(dir).catch((e: NodeJS.ErrnoException) => {

@@ -147,6 +147,11 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     expect(manifest.escrow).toEqual({ recordId: "zone-a-passphrase", store, version: 1 });
     expect(await readReferences(store, "zone-a-passphrase")).toEqual([expect.objectContaining({ setId: id, version: 1, manifestPath: outs.manifestPath, manifestHost: "local" })]);
 
+    // Someone empties the store: refresh of the set writes its reference back.
+    await fs.rm(path.join(store, "zone-a-passphrase", "refs"), { recursive: true });
+    await provider.read(id, outs);
+    expect(await readReferences(store, "zone-a-passphrase")).toEqual([expect.objectContaining({ setId: id, version: 1 })]);
+
     // Rotation while the set exists keeps v1; the set's own outputs still name v1.
     const { outs: rotated } = await escrowProvider.update("zone-a-passphrase", escrow, { ...escrowInputs, secret: "a rotated passphrase!" });
     expect(rotated.retainedVersions).toEqual([1, 2]);
@@ -157,7 +162,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     expect(await recordVersions(store, "zone-a-passphrase")).toEqual([2]);
   });
 
-  test("a set whose escrow version is gone from the store is not taken, and leaves nothing", async () => {
+  test("a set whose escrow version is gone from the store is refused before any work, and leaves nothing", async () => {
     const target = path.join(tempDir(), "target");
     const store = path.join(tempDir(), "escrow");
     await fs.mkdir(target);

@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
 import { pulumiCliReady } from "../support/pulumiCli";
@@ -35,10 +34,7 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
   let target: string;
   let output = "";
 
-  const cliEnv = () => ({ ...process.env, ...stack.workspace.envVars, PULUMI_HOME: path.join(env.root, "home") });
-  const setSecretFromStdin = (key: string, value: string) =>
-    // Automation API's setConfig would put the value on pulumi's command line.
-    execFileSync("pulumi", ["config", "set", "--secret", key, "--stack", "e2e"], { cwd: env.project, input: value, env: cliEnv() });
+  const setSecretFromStdin = (key: string, value: string) => env.setSecretConfig(key, value);
   const declare = (policy: Record<string, unknown>) => stack.setConfig("policy", { value: JSON.stringify(policy) });
   const gold = (overrides: Record<string, unknown> = {}) => ({
     zone: "zone-a",
@@ -106,7 +102,7 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
 
     // The state as stored (Automation API's exportStack would decrypt it: it runs --show-secrets).
     expect(await filesContaining(env.root, PASSPHRASE)).toEqual([]);
-    const stored = JSON.parse(execFileSync("pulumi", ["stack", "export", "--stack", "e2e"], { cwd: env.project, env: cliEnv() }).toString());
+    const stored = env.exportedState();
     expect(JSON.stringify(stored)).not.toContain(PASSPHRASE);
     expect(stored.deployment.resources.find((r: { urn: string }) => r.urn.endsWith("::gold")).outputs.encryption).toHaveProperty("ciphertext");
     expect(await fs.readFile(docFile(), "utf8")).not.toContain(PASSPHRASE);

@@ -94,11 +94,7 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
       COFFER_SSH_CONFIG: sshd.configFile,
       COFFER_REMOTE_AGENT: `PATH=${path.dirname(process.execPath)}:$PATH ${process.execPath} ${path.join(repoRoot, "bin/coffer-agent.js")}`,
     });
-    execFileSync("pulumi", ["config", "set", "--secret", "passphrase", "--stack", "e2e"], {
-      cwd: env.project,
-      input: PASSPHRASE,
-      env: { ...process.env, ...env.stack.workspace.envVars, PULUMI_HOME: path.join(env.root, "home") },
-    });
+    env.setSecretConfig("passphrase", PASSPHRASE);
   });
   afterAll(async () => {
     await env?.stack.destroy().catch(() => undefined);
@@ -159,7 +155,7 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     let refreshOutput = "";
     const refresh = await env.stack.refresh({ onOutput: (o) => ((refreshOutput += o), (log.output += o)) });
     expect(refresh.summary.resourceChanges).toMatchObject({ update: 2 });
-    const state = JSON.parse(execFileSync("pulumi", ["stack", "export", "--stack", "e2e"], { cwd: env.project, env: { ...process.env, ...env.stack.workspace.envVars, PULUMI_HOME: path.join(env.root, "home") } }).toString());
+    const state = env.exportedState();
     const verificationOf = (zone: string) => state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`::${zone}-set`)).outputs.verification;
     expect(verificationOf("zstd")).toMatchObject({ status: "failed", failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)] });
     expect(verificationOf("zlib-luks")).toMatchObject({ status: "missing", failures: [expect.stringMatching(/item web-1-root: .* is missing/)] });
@@ -214,7 +210,7 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
   });
 
   async function manifestKeyOf(zone: string): Promise<string> {
-    const state = JSON.parse(execFileSync("pulumi", ["stack", "export", "--show-secrets", "--stack", "e2e"], { cwd: env.project, env: { ...process.env, ...env.stack.workspace.envVars, PULUMI_HOME: path.join(env.root, "home") } }).toString());
+    const state = JSON.parse(env.cli(["stack", "export", "--show-secrets"]));
     // A decrypted secret output is stored as { <sig>, plaintext: <JSON of the value> }.
     return JSON.parse(state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`BackupPolicy::${zone}`)).outputs.manifestKey.plaintext);
   }

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { promises as fs, readdirSync, readFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -35,7 +36,20 @@ export async function stackProject(program: string, extraEnv: Record<string, str
       },
     },
   );
-  return { root, project, stack, remove: () => fs.rm(root, { recursive: true, force: true }) };
+  const cliEnv = { ...process.env, ...stack.workspace.envVars, PULUMI_HOME: path.join(root, "home") };
+  /** Runs the pulumi CLI on this stack's project, as a user would; returns stdout. */
+  const cli = (args: string[], input?: string) => execFileSync("pulumi", [...args, "--stack", "e2e"], { cwd: project, input, env: cliEnv }).toString();
+  return {
+    root,
+    project,
+    stack,
+    cli,
+    // Automation API's setConfig would put the value on pulumi's command line: stdin instead.
+    setSecretConfig: (key: string, value: string) => cli(["config", "set", "--secret", key], value),
+    /** The stack's state as `pulumi stack export` gives it (secrets encrypted). */
+    exportedState: () => JSON.parse(cli(["stack", "export"])),
+    remove: () => fs.rm(root, { recursive: true, force: true }),
+  };
 }
 
 /** Records every command line on this machine while `work` runs, so a test can prove a secret never was on one. */
