@@ -32,7 +32,7 @@ export interface EncryptedBackupSetArgs {
   host?: pulumi.Input<string>;
   /** How many sources are backed up at once. Default 2. */
   concurrency?: pulumi.Input<number>;
-  /** The escrow of the policy's passphrase; default: the policy's `escrow`. The manifest names its record and version. */
+  /** The escrow of the policy's passphrase; default: the policy's `escrow`. The manifest names its record and current version. */
   escrow?: SecretEscrow;
 }
 
@@ -54,7 +54,7 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   declare readonly items: pulumi.Output<BackupItem[]>;
   declare readonly verification: pulumi.Output<Verification>;
   /** The escrow record (and version) the manifest names; a later rotation does not change it. */
-  declare readonly escrow: pulumi.Output<EscrowLink | undefined>;
+  declare readonly escrow: pulumi.Output<(EscrowLink & { version: number }) | undefined>;
   declare readonly schemaVersion: pulumi.Output<number>;
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {

@@ -89,18 +89,15 @@ export class SecretEscrow extends pulumi.dynamic.Resource {
 }
 
 /**
- * What a policy or set is told of `escrow`: the record, its current version, and whether it
- * escrows `passphrase` (compared here, in the program, where both are known; the result, one
- * bit, is not secret, so reviews see it).
+ * What a policy or set is told of `escrow`: the record, and whether it escrows `passphrase`
+ * (compared here, in the program, where both are known; the result, one bit, is not secret, so
+ * reviews see it). Only inputs of the escrow: they stay known while its update is previewed.
  * @internal
  */
-export function escrowLink(escrow: SecretEscrow, passphrase: pulumi.Input<string | undefined>): pulumi.Output<EscrowLink> {
-  return pulumi.unsecret(
-    pulumi.all([escrow.recordId, escrow.store, escrow.version, escrow.secret, passphrase]).apply(([recordId, store, version, secret, pass]) => ({
-      recordId,
-      store: store.path,
-      version,
-      escrowsPassphrase: pass !== undefined && secret === pass,
-    })),
-  );
+export function escrowLink(escrow: SecretEscrow, passphrase: pulumi.Input<string | undefined>): pulumi.Inputs & { [K in keyof EscrowLink]: pulumi.Input<EscrowLink[K]> } {
+  return {
+    recordId: escrow.recordId,
+    store: escrow.store.apply((store) => store.path),
+    escrowsPassphrase: pulumi.unsecret(pulumi.all([escrow.secret, passphrase]).apply(([secret, pass]) => pass !== undefined && secret === pass)),
+  };
 }

@@ -2,7 +2,6 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
-import { escrowReference } from "../escrow/schema";
 import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS, POLICY_SCHEMA_VERSION } from "./schema";
 
 /**
@@ -24,7 +23,7 @@ export const policySettings = z.object({
   integrityCheck: z.enum(INTEGRITY_CHECKS),
   retention: z.object({ keepLast: z.number().int().min(1).optional(), maxAgeDays: z.number().int().min(1).optional() }),
   /** Where the passphrase is escrowed (documents written before escrow existed have none). */
-  escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).nullable().default(null),
+  escrow: z.object({ recordId: z.string(), store: z.string() }).nullable().default(null),
 });
 export type PolicySettings = z.output<typeof policySettings>;
 
@@ -64,7 +63,7 @@ export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | un
     bandwidthLimitMiBps: inputs.bandwidthLimitMiBps,
     integrityCheck: inputs.integrityCheck,
     retention: { ...inputs.retention },
-    escrow: inputs.escrow ? escrowReference(inputs.escrow) : null,
+    escrow: inputs.escrow ? { recordId: inputs.escrow.recordId, store: inputs.escrow.store } : null,
   };
 }
 

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { directoryLocation } from "../common/directoryLocation";
-import { escrowLink } from "../escrow/schema";
+import { checkEscrowLink, escrowLink } from "../escrow/schema";
 
 /** Bumped when the shape of state or of the policy document changes; readers accept every older one. */
 export const POLICY_SCHEMA_VERSION = 1;
@@ -85,24 +85,19 @@ export const backupPolicyInputs = z
     requireEscrow: z.boolean({ error: "requireEscrow must be true or false" }).default(false),
   })
   .strict()
-  .superRefine((inputs, ctx) => {
-    if (inputs.escrow && !inputs.encryption) {
-      ctx.addIssue({ code: "custom", path: ["escrow"], message: "escrow is set but encryption is not: there is no passphrase to escrow; add encryption or remove escrow" });
-    } else if (inputs.escrow && !inputs.escrow.escrowsPassphrase) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["escrow"],
-        message: "escrow holds another secret than encryption.passphrase: give the SecretEscrow the policy's passphrase as its secret, or backups can't be recovered from it",
-      });
-    }
-    if (inputs.requireEscrow && inputs.encryption && !inputs.escrow) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["escrow"],
-        message: "escrow is required (requireEscrow: true) for an encrypted policy: create a coffer.SecretEscrow of the passphrase and pass it as escrow, or set requireEscrow: false",
-      });
-    }
-  });
+  .superRefine(
+    (inputs, ctx) => {
+      checkEscrowLink(inputs.escrow, !!inputs.encryption, ctx, "escrow is set but encryption is not: there is no passphrase to escrow; add encryption or remove escrow");
+      if (inputs.requireEscrow === true && inputs.encryption && !inputs.escrow) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["escrow"],
+          message: "escrow is required (requireEscrow: true) for an encrypted policy: create a coffer.SecretEscrow of the passphrase and pass it as escrow, or set requireEscrow: false",
+        });
+      }
+    },
+    { when: () => true },
+  );
 
 export type BackupPolicyInputs = z.output<typeof backupPolicyInputs>;
 export type Compression = (typeof COMPRESSIONS)[number];

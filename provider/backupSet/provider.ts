@@ -5,12 +5,14 @@ import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
 import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
-import { addReference, ensureReference, releaseReference } from "../escrow/references";
-import { escrowReference } from "../escrow/schema";
+import { ensureReference, referenceCurrentVersion, releaseReference } from "../escrow/references";
+import type { EscrowLink } from "../escrow/schema";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
 
-export interface BackupSetOutputs extends BackupSetInputs {
+export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
+  /** The escrow link, with the version of the record the manifest names (its current one when the set was made). */
+  escrow?: EscrowLink & { version: number };
   schemaVersion: number;
   setId: string;
   setDir: string;
@@ -104,16 +106,15 @@ export function createBackupSetProvider(host: SetHost) {
       };
       // The escrow reference first, before any work: a record version that is not there fails
       // the set now, and a manifest that names the escrow always has its reference counted.
-      const escrow = inputs.escrow;
-      if (escrow) {
-        await addReference(escrow.store, escrow.recordId, {
+      const escrow = inputs.escrow && {
+        ...inputs.escrow,
+        version: await referenceCurrentVersion(inputs.escrow.store, inputs.escrow.recordId, {
           setId,
-          version: escrow.version,
           manifestPath: path.join(setDir, MANIFEST_FILE),
           manifestHost: manifestWhere ?? "local",
           createdAt: host.now().toISOString(),
-        });
-      }
+        }),
+      };
       host.progress(`backing up ${inputs.sources.length} source(s) into ${setDir}`);
       const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
         const via = sourceHost(inputs, source);
@@ -168,7 +169,7 @@ export function createBackupSetProvider(host: SetHost) {
             integrityCheck: inputs.policy.integrityCheck,
           },
           keySource: inputs.policy.encrypted ? "passphrase" : "manifest-key",
-          ...(escrow ? { escrow: escrowReference(escrow) } : {}),
+          ...(escrow ? { escrow: { recordId: escrow.recordId, store: escrow.store, version: escrow.version } } : {}),
           qemuVersion: qemu,
           createdAt: host.now().toISOString(),
           items: items.map(({ via: _via, ...item }) => item),
@@ -176,6 +177,7 @@ export function createBackupSetProvider(host: SetHost) {
         const manifestPath = await agent.call<string>("write-manifest", { setDir, manifest, manifestSecret: manifestSecret(inputs) }, { secrets });
         const outs: BackupSetOutputs = {
           ...inputs,
+          escrow,
           schemaVersion: SET_SCHEMA_VERSION,
           setId,
           setDir,

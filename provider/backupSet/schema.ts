@@ -1,7 +1,7 @@
 import * as path from "node:path";
 import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
-import { escrowLink } from "../escrow/schema";
+import { checkEscrowLink, escrowLink } from "../escrow/schema";
 
 export const SET_SCHEMA_VERSION = 1;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -79,11 +79,7 @@ export const backupSetInputs = z
     if (inputs.policy.encrypted && !inputs.keys.passphrase) {
       ctx.addIssue({ code: "custom", path: ["keys", "passphrase"], message: "the policy encrypts backups but no passphrase reached the backup set" });
     }
-    if (inputs.escrow && !inputs.policy.encrypted) {
-      ctx.addIssue({ code: "custom", path: ["escrow"], message: "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow" });
-    } else if (inputs.escrow && !inputs.escrow.escrowsPassphrase) {
-      ctx.addIssue({ code: "custom", path: ["escrow"], message: "escrow holds another secret than the policy's passphrase: give a SecretEscrow whose secret is the passphrase" });
-    }
+    checkEscrowLink(inputs.escrow, inputs.policy.encrypted, ctx, "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow");
   });
 
 export type BackupSetInputs = z.output<typeof backupSetInputs>;

@@ -5,7 +5,7 @@ import { canonicalJson } from "../common/canonicalJson";
 import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { CofferError } from "../common/errors";
 import { parseRecipientKey } from "./envelope";
-import { readRecord, recordPath, recordVersions, writeRecord, type EscrowRecord } from "./record";
+import { readCurrentVersion, readRecord, recordPath, recordVersions, removeCurrentVersion, writeCurrentVersion, writeRecord, type EscrowRecord } from "./record";
 import { liveReferences, pruneVersions, readReferences } from "./references";
 import { ESCROW_SCHEMA_VERSION, SecretEscrowInputs, secretEscrowInputs } from "./schema";
 
@@ -51,7 +51,11 @@ export function recipientKeysOf(inputs: SecretEscrowInputs): RecipientKeyInfo[] 
 }
 
 /** What refresh makes of the record file: the declared recipients and threshold, and the digest written. */
-export function observeRecord(state: SecretEscrowOutputs, found: { record: EscrowRecord; digest: string } | undefined | "unreadable"): { status: RecordStatus; problems: string[] } {
+export function observeRecord(
+  state: SecretEscrowOutputs,
+  found: { record: EscrowRecord; digest: string } | undefined | "unreadable",
+  currentVersion: number | undefined,
+): { status: RecordStatus; problems: string[] } {
   const file = recordPath(state.store.path, state.recordId, state.version);
   if (found === undefined) return { status: "missing", problems: [`${file} is missing`] };
   if (found === "unreadable") return { status: "unreadable", problems: [`${file} is not a Coffer escrow record for ${state.recordId} v${state.version}`] };
@@ -65,6 +69,9 @@ export function observeRecord(state: SecretEscrowOutputs, found: { record: Escro
     };
   }
   if (found.digest !== state.recordDigest) return { status: "altered", problems: [`${file} has changed since it was written (its digest differs)`] };
+  if (currentVersion !== state.version) {
+    return { status: "altered", problems: [`${path.join(path.dirname(file), "current.json")} names ${currentVersion === undefined ? "no version" : `v${currentVersion}`}, not v${state.version}: new backup sets would not link to the current version`] };
+  }
   return { status: "ok", problems: [] };
 }
 
@@ -86,6 +93,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
     let written: { path: string; digest: string };
     try {
       written = await writeRecord(inputs.store.path, inputs.recordId, version, inputs.secret, keys, inputs.threshold, host.now());
+      await writeCurrentVersion(inputs.store.path, inputs.recordId, version);
     } catch (cause) {
       throw new CofferError("IO_FAILED", `could not write escrow record ${inputs.recordId} v${version}: ${(cause as Error).message}`, { cause, secrets: [inputs.secret] });
     }
@@ -151,7 +159,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
       const state = upgradeOutputs(props);
       await assertStore(state.store.path);
       const found = await readRecord(state.store.path, state.recordId, state.version).catch(() => "unreadable" as const);
-      const observed = observeRecord(state, found);
+      const observed = observeRecord(state, found, await readCurrentVersion(state.store.path, state.recordId));
       const props2: SecretEscrowOutputs = {
         ...state,
         retainedVersions: await recordVersions(state.store.path, state.recordId),
@@ -183,6 +191,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
 /** Removes a record's versions and references, then its folder if nothing else is in it. */
 async function removeRecord(store: string, id: string): Promise<void> {
   const dir = path.dirname(recordPath(store, id, 1));
+  await removeCurrentVersion(store, id);
   for (const version of await recordVersions(store, id)) await fs.rm(recordPath(store, id, version), { force: true });
   for (const ref of await readReferences(store, id)) await fs.rm(path.join(dir, "refs", `${ref.setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`), { force: true });
   await fs.rmdir(path.join(dir, "refs")).catch(() => undefined);

@@ -68,6 +68,33 @@ export async function writeRecord(
   return { path: file, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
 }
 
+/**
+ * `<store>/<id>/current.json` names the version the SecretEscrow last wrote: the one a new
+ * backup set links to. Written after the version itself, so it never names a version not there.
+ */
+const currentFile = (store: string, id: string) => path.join(path.dirname(recordPath(store, id, 1)), "current.json");
+
+export async function writeCurrentVersion(store: string, id: string, version: number): Promise<void> {
+  await writeFileAtomic(currentFile(store, id), JSON.stringify({ version }) + "\n");
+}
+
+export async function readCurrentVersion(store: string, id: string): Promise<number | undefined> {
+  const text = await readFileIfExists(currentFile(store, id));
+  if (text === undefined) return undefined;
+  const parsed = z.object({ version: z.number().int().min(1) }).safeParse((() => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return undefined;
+    }
+  })());
+  return parsed.success ? parsed.data.version : undefined;
+}
+
+export async function removeCurrentVersion(store: string, id: string): Promise<void> {
+  await fs.rm(currentFile(store, id), { force: true });
+}
+
 /** The versions of a record in the store, oldest first. */
 export async function recordVersions(store: string, id: string): Promise<number[]> {
   const entries = await fs.readdir(path.dirname(recordPath(store, id, 1))).catch(() => [] as string[]);

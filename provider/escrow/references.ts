@@ -4,7 +4,7 @@ import { z } from "zod";
 import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
 import { openManifest } from "../agent/manifest";
-import { readRecord, recordPath, recordVersions } from "./record";
+import { readCurrentVersion, readRecord, recordPath, recordVersions } from "./record";
 
 /**
  * Which backup sets depend on which version of an escrow record. A set writes
@@ -25,17 +25,19 @@ export type Reference = z.output<typeof referenceSchema>;
 const refsDir = (store: string, id: string) => path.join(path.dirname(recordPath(store, id, 1)), "refs");
 const refFile = (store: string, id: string, setId: string) => path.join(refsDir(store, id), `${setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`);
 
-/** Records that `ref.setId` depends on version `ref.version`, which must exist. */
-export async function addReference(store: string, id: string, ref: Reference): Promise<void> {
-  const found = await readRecord(store, id, ref.version).catch(() => undefined);
-  if (!found) {
+/** Records that `ref.setId` depends on the record's current version, which must be readable; returns that version. */
+export async function referenceCurrentVersion(store: string, id: string, ref: Omit<Reference, "version">): Promise<number> {
+  const version = await readCurrentVersion(store, id).catch(() => undefined);
+  const found = version === undefined ? undefined : await readRecord(store, id, version).catch(() => undefined);
+  if (version === undefined || !found) {
     throw new CofferError(
       "SOURCE_MISSING",
-      `escrow record ${id} v${ref.version} is not in ${store}: run \`pulumi refresh\` and \`pulumi up\` so the SecretEscrow writes it again, then take the set`,
+      `escrow record ${id} ${version === undefined ? "has no current version" : `v${version} is not readable`} in ${store}: run \`pulumi refresh\` and \`pulumi up\` so the SecretEscrow writes it again, then take the set`,
       { field: "escrow" },
     );
   }
-  await writeFileAtomic(refFile(store, id, ref.setId), JSON.stringify(ref, null, 2) + "\n");
+  await writeFileAtomic(refFile(store, id, ref.setId), JSON.stringify({ ...ref, version }, null, 2) + "\n");
+  return version;
 }
 
 /**
@@ -96,13 +98,14 @@ export async function liveReferences(store: string, id: string): Promise<Referen
 export async function pruneVersions(store: string, id: string): Promise<number[]> {
   const versions = await recordVersions(store, id);
   const newest = versions.at(-1);
+  const current = await readCurrentVersion(store, id);
   const live = await liveReferences(store, id);
   // A reference whose version can't be read protects every version.
   if (live.some((r) => r.version === 0)) return [];
   const needed = new Set(live.map((r) => r.version));
   const removed: number[] = [];
   for (const version of versions) {
-    if (version === newest || needed.has(version)) continue;
+    if (version === newest || version === current || needed.has(version)) continue;
     await fs.rm(recordPath(store, id, version), { force: true });
     removed.push(version);
   }

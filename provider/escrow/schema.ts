@@ -73,16 +73,17 @@ export const secretEscrowInputs = z
 export type SecretEscrowInputs = z.output<typeof secretEscrowInputs>;
 
 /**
- * What a BackupPolicy or EncryptedBackupSet is told of its escrow: which record, where, which
- * version, and whether it holds the policy's passphrase (compared in the user's program, where
- * both secrets are known, so neither has to reach the other resource).
+ * What a BackupPolicy or EncryptedBackupSet is told of its escrow: which record, where, and
+ * whether it holds the policy's passphrase (compared in the user's program, where both secrets
+ * are known, so neither has to reach the other resource). No version: it is not known during the
+ * preview of an escrow's update, and would show every policy and set as about to change. A set
+ * takes the record's current version from the store when it is made.
  */
 export const escrowLink = z
   .object(
     {
       recordId: z.string().regex(RECORD_ID_PATTERN),
       store: z.string(),
-      version: z.number().int().min(1),
       escrowsPassphrase: z.boolean(),
     },
     { error: "escrow must be a coffer.SecretEscrow" },
@@ -90,6 +91,27 @@ export const escrowLink = z
   .strict();
 export type EscrowLink = z.output<typeof escrowLink>;
 
-/** The part of a link a manifest records: enough to find the record without Pulumi. */
-export type EscrowReference = Omit<EscrowLink, "escrowsPassphrase">;
-export const escrowReference = (link: EscrowLink): EscrowReference => ({ recordId: link.recordId, store: link.store, version: link.version });
+/** What a manifest records of its escrow: enough to find the record without Pulumi. */
+export interface EscrowReference {
+  recordId: string;
+  store: string;
+  version: number;
+}
+
+/**
+ * The rules of an `escrow` input, for a policy or a set: it needs a passphrase to escrow, and
+ * must escrow exactly that. Run with `when: () => true`, so that a field not known yet during
+ * preview (which fails the link's own parsing) does not hide a wrong secret; hence the guards.
+ */
+export function checkEscrowLink(escrow: unknown, encrypted: boolean, ctx: z.RefinementCtx, noPassphrase: string): void {
+  if (typeof escrow !== "object" || escrow === null) return;
+  if (!encrypted) {
+    ctx.addIssue({ code: "custom", path: ["escrow"], message: noPassphrase });
+  } else if ((escrow as { escrowsPassphrase?: unknown }).escrowsPassphrase === false) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["escrow", "escrowsPassphrase"],
+      message: "escrow holds another secret than the policy's passphrase (encryption.passphrase): give the SecretEscrow the passphrase as its secret, or backups can't be recovered from it",
+    });
+  }
+}

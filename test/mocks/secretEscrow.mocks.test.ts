@@ -52,10 +52,10 @@ describe("SecretEscrow resource class", () => {
     const overridden = new coffer.EncryptedBackupSet("other", { policy, sources: [{ name: "d", disk: "/d.raw" }], trigger: "t", escrow: other });
     await Promise.all([settled(set.setId), settled(overridden.setId)]);
     const sent = (name: string) => monitor.requests.find((r) => r.name === name)!.object;
-    const link = { recordId: "zone-a-passphrase", store: "/srv/escrow", version: 3, escrowsPassphrase: true };
+    const link = { recordId: "zone-a-passphrase", store: "/srv/escrow", escrowsPassphrase: true };
     expect(sent("zone-a").escrow).toEqual(link);
     expect(sent("zone-a").requireEscrow).toBe(true);
     expect(sent("nightly").escrow).toEqual(link);
-    expect(sent("other").escrow).toEqual({ recordId: "other-escrow", store: "/srv/escrow", version: 3, escrowsPassphrase: false });
+    expect(sent("other").escrow).toEqual({ recordId: "other-escrow", store: "/srv/escrow", escrowsPassphrase: false });
   });
 });

@@ -13,7 +13,7 @@ const valid = {
   retention: { keepLast: 7, maxAgeDays: 30 },
 };
 
-const escrow = { recordId: "gold-passphrase", store: "/srv/escrow", version: 1, escrowsPassphrase: true };
+const escrow = { recordId: "gold-passphrase", store: "/srv/escrow", escrowsPassphrase: true };
 
 async function failuresFor(news: Record<string, unknown>) {
   const result = await provider.check({}, news);
@@ -72,7 +72,7 @@ describe("BackupPolicy check", () => {
     ["a misspelt retention field", { retention: { keep: 3 } }, "retention.keep", /not a known field/],
     ["a misspelt target field", { target: { kind: "directory", path: "/srv/b", host: "kvm-7" } }, "target.host", /not a known field/],
     ["requireEscrow on an encrypted policy without escrow", { requireEscrow: true }, "escrow", /escrow is required \(requireEscrow: true\).*coffer.SecretEscrow/],
-    ["an escrow of another secret", { escrow: { ...escrow, escrowsPassphrase: false } }, "escrow", /another secret than encryption.passphrase/],
+    ["an escrow of another secret", { escrow: { ...escrow, escrowsPassphrase: false } }, "escrow.escrowsPassphrase", /another secret than the policy's passphrase \(encryption.passphrase\)/],
     ["an escrow without encryption", { encryption: undefined, escrow }, "escrow", /no passphrase to escrow/],
     ["a requireEscrow given as text", { requireEscrow: "yes" }, "requireEscrow", /true or false/],
     ["a misspelt encryption field", { encryption: { passphrase: "long enough passphrase", cipher: "aes" } }, "encryption.cipher", /not a known field/],
@@ -89,7 +89,12 @@ describe("BackupPolicy check", () => {
 
   test("lets an escrow that is unknown during preview satisfy requireEscrow", async () => {
     expect(await failuresFor({ ...valid, escrow: UNKNOWN, requireEscrow: true })).toEqual([]);
-    expect(await failuresFor({ ...valid, escrow: { ...escrow, version: UNKNOWN }, requireEscrow: true })).toEqual([]);
+    expect(await failuresFor({ ...valid, escrow: { ...escrow, escrowsPassphrase: UNKNOWN }, requireEscrow: true })).toEqual([]);
+  });
+
+  test("reports an escrow of another secret even while its store is unknown at preview", async () => {
+    const failures = await failuresFor({ ...valid, escrow: { ...escrow, store: UNKNOWN, escrowsPassphrase: false } });
+    expect(failures).toEqual([expect.objectContaining({ property: "escrow.escrowsPassphrase", reason: expect.stringMatching(/another secret/) })]);
   });
 
   test("never puts the passphrase in a failure", async () => {

@@ -32,8 +32,8 @@ describe("EncryptedBackupSet check", () => {
     ["an empty trigger", { trigger: "" }, "trigger", /must not be empty/],
     ["a concurrency of 0", { concurrency: 0 }, "concurrency", /from 1 to 16/],
     ["a host that would be an ssh option", { host: "-oProxyCommand=x" }, "host", /not starting with "-"/],
-    ["an escrow of another secret", { escrow: { recordId: "gold", store: "/srv/escrow", version: 1, escrowsPassphrase: false } }, "escrow", /another secret than the policy's passphrase/],
-    ["an escrow under an unencrypted policy", { policy: { ...policy, encrypted: false }, escrow: { recordId: "gold", store: "/srv/escrow", version: 1, escrowsPassphrase: true } }, "escrow", /does not encrypt: there is no passphrase to escrow/],
+    ["an escrow of another secret", { escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: false } }, "escrow.escrowsPassphrase", /another secret than the policy's passphrase/],
+    ["an escrow under an unencrypted policy", { policy: { ...policy, encrypted: false }, escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true } }, "escrow", /does not encrypt: there is no passphrase to escrow/],
     ["an encrypted policy without its passphrase", { keys: { manifestKey: "k" } }, "keys.passphrase", /no passphrase reached/],
   ])("rejects %s, naming the field", async (_what, change, property, reason) => {
     expect(await failuresFor(change)).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
@@ -66,9 +66,10 @@ describe("planSetChange", () => {
   });
 
   test("a rotated or newly linked escrow leaves the set as it is: its manifest keeps naming the version it was taken with", () => {
-    const escrow = { recordId: "gold", store: "/srv/escrow", version: 1, escrowsPassphrase: true };
-    const linked = { ...olds, escrow } as BackupSetOutputs;
-    expect(planSetChange(linked, { ...news, escrow: { ...escrow, version: 2 } })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    const escrow = { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true };
+    const linked = { ...olds, escrow: { ...escrow, version: 1 } } as BackupSetOutputs;
+    expect(planSetChange(linked, { ...news, escrow })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    expect(planSetChange(linked, { ...news, escrow: { ...escrow, recordId: "another" } })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
     expect(planSetChange(olds, { ...news, escrow })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
   });
 

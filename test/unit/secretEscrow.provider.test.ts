@@ -4,7 +4,7 @@ import { isCofferError } from "../../provider/common/errors";
 import { MANIFEST_KIND, Manifest, renderSignedManifest } from "../../provider/agent/manifest";
 import { localHost } from "../../provider/escrow";
 import { SecretEscrowOutputs, createSecretEscrowProvider, planEscrowChange } from "../../provider/escrow/provider";
-import { addReference, liveReferences, releaseReference } from "../../provider/escrow/references";
+import { liveReferences, referenceCurrentVersion, releaseReference } from "../../provider/escrow/references";
 import { recordVersions, recoverSecret, writeRecord } from "../../provider/escrow/record";
 import { parseRecipientKey } from "../../provider/escrow/envelope";
 import { rsaPair, x25519Pair } from "../support/escrowKeys";
@@ -41,7 +41,7 @@ async function refreshed(outs: SecretEscrowOutputs): Promise<SecretEscrowOutputs
   return result.props as SecretEscrowOutputs;
 }
 
-/** A backup set's manifest that names `version` of the record, as the set provider writes it. */
+/** A backup set linked to the record's current version (`version`), with its manifest, as the set provider makes it. */
 async function setReferring(setId: string, version: number): Promise<string> {
   const manifestPath = path.join(tempDir(), "target", setId, "manifest.json");
   await fs.mkdir(path.dirname(manifestPath), { recursive: true });
@@ -51,8 +51,8 @@ async function setReferring(setId: string, version: number): Promise<string> {
     keySource: "passphrase", escrow: { recordId: "gold-passphrase", store: tempDir(), version },
     qemuVersion: "7.2", createdAt: "2026-11-24T00:00:00Z", items: [],
   };
+  expect(await referenceCurrentVersion(tempDir(), "gold-passphrase", { setId, manifestPath, manifestHost: "local", createdAt: "2026-11-24T00:00:00Z" })).toBe(version);
   await fs.writeFile(manifestPath, renderSignedManifest(manifest, SECRET));
-  await addReference(tempDir(), "gold-passphrase", { setId, version, manifestPath, manifestHost: "local", createdAt: "2026-11-24T00:00:00Z" });
   return manifestPath;
 }
 
@@ -162,10 +162,20 @@ describe("SecretEscrow provider", () => {
     expect(await recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey, security.privateKey])).toBe(SECRET);
   });
 
-  test("a reference to a version that is not in the store is refused", async () => {
-    await created();
-    const error = await codeOf(addReference(tempDir(), "gold-passphrase", { setId: "s", version: 7, manifestPath: "/x", manifestHost: "local", createdAt: "" }));
-    expect(error).toMatchObject({ code: "SOURCE_MISSING", field: "escrow" });
+  test("a set links to the version the escrow wrote last, and is refused when that version is not in the store", async () => {
+    const { outs } = await created();
+    const ref = { setId: "s", manifestPath: "/x", manifestHost: "local", createdAt: "" };
+    await provider.update("gold-passphrase", outs, inputs({ threshold: 2 }));
+    expect(await referenceCurrentVersion(tempDir(), "gold-passphrase", ref)).toBe(2);
+    await fs.rm(path.join(tempDir(), "gold-passphrase", "v2.json"));
+    expect(await codeOf(referenceCurrentVersion(tempDir(), "gold-passphrase", ref))).toMatchObject({ code: "SOURCE_MISSING", field: "escrow", message: expect.stringMatching(/v2 is not readable/) });
+    expect(await codeOf(referenceCurrentVersion(tempDir(), "never-written", ref))).toMatchObject({ message: expect.stringMatching(/never-written has no current version/) });
+  });
+
+  test("refresh notices a current-version pointer that does not name the state's version", async () => {
+    const { outs } = await created();
+    await fs.writeFile(path.join(tempDir(), "gold-passphrase", "current.json"), JSON.stringify({ version: 9 }));
+    expect(await refreshed(outs)).toMatchObject({ recordStatus: "altered", recordProblems: [expect.stringMatching(/current.json names v9, not v1/)] });
   });
 
   test("destroy refuses while a set in the store depends on the record, naming it, unless forceDelete", async () => {
