@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib/setup.sh"
 cd "$coffer_repo"
 
 demo=${COFFER_DEMO_DIR:-$coffer_repo/.work/demo}
-mkdir -p "$demo/state" "$demo/home" "$demo/target" "$demo/disks"
+mkdir -p "$demo/state" "$demo/home" "$demo/target" "$demo/disks" "$demo/escrow" "$demo/escrow-keys"
 chmod 700 "$demo"
 if [ ! -s "$demo/stack-passphrase" ]; then
   (umask 077 && head -c 32 /dev/urandom | base64 | tr -d '\n' > "$demo/stack-passphrase")
@@ -26,6 +26,20 @@ if [ ! -s "$disk" ]; then
   dd if=/dev/urandom of="$disk.tmp" bs=1M count=16 conv=notrunc status=none
   { yes "2026-11-24T03:00:00Z vm-1 sshd: session opened for user backup" || true; } | head -c 16M | dd of="$disk.tmp" bs=1M seek=16 conv=notrunc status=none
   mv "$disk.tmp" "$disk"
+fi
+# The demo escrows its backup passphrase to one recipient, "demo-dr-team". In real use the
+# private key is generated and kept by that team, never beside the backups; Coffer only ever
+# needs the public key.
+keys="$demo/escrow-keys"
+if [ ! -s "$keys/demo-dr-team.pem" ]; then
+  coffer_say "generating the demo escrow recipient's X25519 key pair ($keys/demo-dr-team.pem, .pub.pem)"
+  (umask 077 && node -e '
+    const { generateKeyPairSync } = require("node:crypto");
+    const fs = require("node:fs");
+    const pair = generateKeyPairSync("x25519");
+    fs.writeFileSync(process.argv[1] + ".pub.pem", pair.publicKey.export({ type: "spki", format: "pem" }));
+    fs.writeFileSync(process.argv[1] + ".pem", pair.privateKey.export({ type: "pkcs8", format: "pem" }));
+  ' "$keys/demo-dr-team")
 fi
 export PULUMI_CONFIG_PASSPHRASE_FILE="$demo/stack-passphrase"
 export PULUMI_BACKEND_URL="file://$demo/state"
@@ -47,6 +61,8 @@ fi
 if [ -n "${COFFER_DEMO_DIR:-}" ]; then
   pulumi config set targetPath "$demo/target" --config-file "$stack_config"
   pulumi config set diskPath "$disk" --config-file "$stack_config"
+  pulumi config set escrowPath "$demo/escrow" --config-file "$stack_config"
+  pulumi config set escrowPublicKeyPath "$keys/demo-dr-team.pub.pem" --config-file "$stack_config"
 fi
 
 [ "$#" -gt 0 ] || set -- up --yes

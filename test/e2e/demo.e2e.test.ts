@@ -27,9 +27,9 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     await fs.rm(demoDir, { recursive: true, force: true });
   });
 
-  test("up writes the policy and a verified backup of the generated disk, a second preview has nothing to do, destroy leaves the target empty", async () => {
+  test("up writes the policy, the passphrase's escrow and a verified backup of the generated disk; the escrow recovers the passphrase; destroy leaves target and store empty", async () => {
     const up = await demo();
-    expect(up.stdout).toMatch(/\+ 3 created/);
+    expect(up.stdout).toMatch(/\+ 4 created/);
     expect(up.stdout).toMatch(/backupVerification: \{[^}]*status\s*: "ok"/s);
     const doc = JSON.parse(await fs.readFile(path.join(demoDir, "target/.coffer/zones/demo-zone/policy.json"), "utf8"));
     expect(doc.settings).toMatchObject({ compression: "zstd", encryption: { enabled: true }, integrityCheck: "full" });
@@ -46,8 +46,17 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     });
     expect(JSON.parse(verify.stdout)).toMatchObject({ status: "ok", level: "full" });
 
+    // The comment in the demo program, followed: the generated private key recovers the passphrase.
+    const recovered = await promisify(execFile)(process.execPath, [
+      path.join(repoRoot, "bin/coffer.js"), "escrow", "recover", "--store", path.join(demoDir, "escrow"), "--id", "demo-passphrase", "--key", path.join(demoDir, "escrow-keys/demo-dr-team.pem"),
+    ]);
+    expect(recovered.stdout).toBe(passphrase + "\n");
+    expect(await filesContaining(path.join(demoDir, "escrow"), passphrase)).toEqual([]);
+    expect(JSON.parse(await fs.readFile(manifest, "utf8")).manifest.escrow).toMatchObject({ recordId: "demo-passphrase", version: 1 });
+
     await demo("destroy", "--yes");
     expect(await fs.readdir(path.join(demoDir, "target"))).toEqual([]);
+    expect(await fs.readdir(path.join(demoDir, "escrow"))).toEqual([]);
     // The demo writes nothing into the repository's root.
     await expect(fs.access(path.join(repoRoot, "Pulumi.e2e-demo.yaml"))).rejects.toThrow();
   });
