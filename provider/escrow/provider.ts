@@ -155,19 +155,18 @@ export function createSecretEscrowProvider(host: EscrowHost) {
       return { outs: withoutUndefined({ ...previous, ...inputs }) };
     },
 
-    async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
-      const state = upgradeOutputs(props);
+    async read(id: string, olds: Outputs): Promise<pulumi.dynamic.ReadResult> {
+      const state = upgradeOutputs(olds);
       await assertStore(state.store.path);
       const found = await readRecord(state.store.path, state.recordId, state.version).catch(() => "unreadable" as const);
       const observed = observeRecord(state, found, await readCurrentVersion(state.store.path, state.recordId));
-      const props2: SecretEscrowOutputs = {
+      const props: SecretEscrowOutputs = {
         ...state,
         retainedVersions: await recordVersions(state.store.path, state.recordId),
         recordStatus: observed.status,
         recordProblems: observed.problems,
       };
-      const { schemaVersion: _s, version: _v, recordPath: _p, recordDigest: _d, recipientKeys: _k, retainedVersions: _r, recordStatus: _st, recordProblems: _pr, ...inputs } = props2;
-      return { id, props: withoutUndefined(props2), inputs: withoutUndefined(inputs) };
+      return { id, props: withoutUndefined(props), inputs: withoutUndefined(inputsOf(props)) };
     },
 
     async delete(_id: string, props: Outputs): Promise<void> {
@@ -200,6 +199,12 @@ async function removeRecord(store: string, id: string): Promise<void> {
 
 export function upgradeOutputs(olds: Outputs): SecretEscrowOutputs {
   return currentState("SecretEscrow", ESCROW_SCHEMA_VERSION, olds);
+}
+
+/** The inputs that produce `outputs`: what refresh hands back to Pulumi as the resource's inputs. */
+export function inputsOf(outputs: SecretEscrowOutputs): SecretEscrowInputs {
+  const { secret, recipients, threshold, store, recordId, forceDelete } = outputs;
+  return { secret, recipients, threshold, store, recordId, forceDelete };
 }
 
 /** Whether the sealed content must change: another secret, other recipients' keys, another threshold. */
