@@ -77,7 +77,8 @@ export class SecretEscrow extends pulumi.dynamic.Resource {
         recordDigest: undefined,
         recipientKeys: undefined,
         retainedVersions: undefined,
-        recordStatus: undefined,
+        // Declared: refresh puts what it finds here, and preview shows it against "ok".
+        recordStatus: "ok",
         recordProblems: undefined,
         schemaVersion: undefined,
       },

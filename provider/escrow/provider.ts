@@ -19,7 +19,7 @@ export interface RecipientKeyInfo {
 export type RecordStatus = "ok" | "missing" | "unreadable" | "recipients-differ" | "altered";
 
 /** What is stored in state: the checked inputs (the secret is secret), plus what was written and last observed. */
-export interface SecretEscrowOutputs extends SecretEscrowInputs {
+export interface SecretEscrowOutputs extends Omit<SecretEscrowInputs, "recordStatus"> {
   schemaVersion: number;
   /** The current version: each change of secret, recipients or threshold writes the next one. */
   version: number;
@@ -201,10 +201,13 @@ export function upgradeOutputs(olds: Outputs): SecretEscrowOutputs {
   return currentState("SecretEscrow", ESCROW_SCHEMA_VERSION, olds);
 }
 
-/** The inputs that produce `outputs`: what refresh hands back to Pulumi as the resource's inputs. */
-export function inputsOf(outputs: SecretEscrowOutputs): SecretEscrowInputs {
-  const { secret, recipients, threshold, store, recordId, forceDelete } = outputs;
-  return { secret, recipients, threshold, store, recordId, forceDelete };
+/**
+ * What refresh hands back to Pulumi as the resource's inputs: the declared ones, with the status
+ * found, so that the next preview's diff shows it against the declared "ok".
+ */
+export function inputsOf(outputs: SecretEscrowOutputs): Omit<SecretEscrowInputs, "recordStatus"> & { recordStatus: RecordStatus } {
+  const { secret, recipients, threshold, store, recordId, forceDelete, recordStatus } = outputs;
+  return { secret, recipients, threshold, store, recordId, forceDelete, recordStatus };
 }
 
 /** Whether the sealed content must change: another secret, other recipients' keys, another threshold. */

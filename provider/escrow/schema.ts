@@ -40,6 +40,11 @@ export const secretEscrowInputs = z
       .string({ error: "recordId is required: the record's name in the store" })
       .regex(RECORD_ID_PATTERN, { message: "recordId must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder in the store)" }),
     forceDelete: z.boolean({ error: "forceDelete must be true or false" }).default(false),
+    /**
+     * Declared "ok" by the resource class; refresh hands back what it found, so that
+     * `pulumi preview --diff` shows drift as `recordStatus: "missing" => "ok"`.
+     */
+    recordStatus: z.literal("ok", { error: 'recordStatus is set by Coffer (always "ok" as declared): leave it out' }).default("ok"),
   })
   .strict()
   .superRefine((inputs, ctx) => {

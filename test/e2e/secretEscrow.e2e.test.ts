@@ -164,7 +164,9 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       await env.stack.refresh(record);
       expect(escrowState()).toMatchObject({ recordStatus: "altered", recordProblems: [expect.stringMatching(/has changed since it was written/)] });
       // Only the escrow: its repair keeps the version, so the policy and the set stay as they are.
-      expect((await env.stack.preview(record)).changeSummary).toEqual({ same: 3, update: 1 });
+      const preview = await env.stack.preview({ ...record, diff: true });
+      expect(preview.changeSummary).toEqual({ same: 3, update: 1 });
+      expect(preview.stdout).toMatch(/~ recordStatus\s*: "altered" => "ok"/);
       await env.stack.up(record);
       expect(escrowState()).toMatchObject({ recordStatus: "ok", version: 1 });
 

@@ -27,7 +27,7 @@ describe("SecretEscrow check", () => {
     const result = await provider.check({}, valid);
     expect(result.failures).toBeUndefined();
     const { __provider: _p, ...expected } = valid;
-    expect(result.inputs).toEqual({ ...expected, store: { kind: "directory", path: "/srv/escrow" }, forceDelete: false });
+    expect(result.inputs).toEqual({ ...expected, store: { kind: "directory", path: "/srv/escrow" }, forceDelete: false, recordStatus: "ok" });
     const noThreshold = await provider.check({}, { ...valid, threshold: undefined });
     expect(noThreshold.inputs?.threshold).toBe(1);
   });
@@ -50,6 +50,7 @@ describe("SecretEscrow check", () => {
     ["a record id that leaves the store", { recordId: "../etc" }, "recordId", /recordId must be 1-128 letters/],
     ["forceDelete given as text", { forceDelete: "yes" }, "forceDelete", /true or false/],
     ["a misspelt field", { treshold: 1 }, "treshold", /not a known field: check its spelling/],
+    ["a recordStatus other than ok", { recordStatus: "missing" }, "recordStatus", /set by Coffer/],
   ])("rejects %s, naming the field and the fix", async (_what, change, property, reason) => {
     const failures = await failuresFor({ ...valid, ...change });
     expect(failures).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);

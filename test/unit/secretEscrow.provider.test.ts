@@ -121,6 +121,8 @@ describe("SecretEscrow provider", () => {
     await fs.rm(outs.recordPath);
     const missing = await refreshed(outs);
     expect(missing).toMatchObject({ recordStatus: "missing", retainedVersions: [] });
+    // Handed back as an input too, so that preview --diff shows "missing" => "ok".
+    expect((await provider.read("gold-passphrase", outs)).inputs).toMatchObject({ recordStatus: "missing", secret: SECRET, recordId: "gold-passphrase" });
     expect(planEscrowChange(missing, inputs())).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
   });
 
