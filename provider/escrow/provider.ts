@@ -145,7 +145,9 @@ export function createSecretEscrowProvider(host: EscrowHost) {
         // Rotation: a new version; the old ones stay while a backup set's manifest names them.
         const onDisk = await recordVersions(inputs.store.path, inputs.recordId);
         const outs = await write(inputs, Math.max(previous.version, ...onDisk) + 1);
-        await pruneVersions(inputs.store.path, inputs.recordId);
+        // The new version is written and current: a failed clean-up must not fail the update
+        // (the next rotation or set deletion tries again).
+        await pruneVersions(inputs.store.path, inputs.recordId).catch(() => undefined);
         return { outs: withoutUndefined({ ...outs, retainedVersions: await recordVersions(inputs.store.path, inputs.recordId) }) };
       }
       if (previous.recordStatus !== "ok") {

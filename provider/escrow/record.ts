@@ -117,10 +117,10 @@ export async function readRecord(store: string, id: string, version: number): Pr
   return { record: parsed.data, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
 }
 
-/** The secret of a record (the newest version unless one is named), opened with recipients' private keys. */
+/** The secret of a record (its current version unless one is named), opened with recipients' private keys. */
 export async function recoverSecret(store: string, id: string, privateKeysPem: string[], version?: number): Promise<string> {
   const versions = await recordVersions(store, id);
-  const wanted = version ?? versions.at(-1);
+  const wanted = version ?? (await readCurrentVersion(store, id)) ?? versions.at(-1);
   if (wanted === undefined) throw new CofferError("SOURCE_MISSING", `no escrow record "${id}" in ${store}: check --store and --id`);
   const found = await readRecord(store, id, wanted);
   if (!found) throw new CofferError("SOURCE_MISSING", `escrow record ${id} has no version ${wanted} (it has: ${versions.join(", ") || "none"})`);

@@ -25,8 +25,17 @@ export type Reference = z.output<typeof referenceSchema>;
 const refsDir = (store: string, id: string) => path.join(path.dirname(recordPath(store, id, 1)), "refs");
 const refFile = (store: string, id: string, setId: string) => path.join(refsDir(store, id), `${setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`);
 
+/** Throws unless `store` is an existing folder: a reference is never written onto an empty mount point. */
+async function assertStore(store: string): Promise<void> {
+  const stat = await fs.stat(store).catch(() => undefined);
+  if (!stat?.isDirectory()) {
+    throw new CofferError("TARGET_UNREACHABLE", `escrow store ${store} is not an accessible directory: mount it (or create the folder) and run again`, { field: "escrow" });
+  }
+}
+
 /** Records that `ref.setId` depends on the record's current version, which must be readable; returns that version. */
 export async function referenceCurrentVersion(store: string, id: string, ref: Omit<Reference, "version">): Promise<number> {
+  await assertStore(store);
   const version = await readCurrentVersion(store, id).catch(() => undefined);
   const found = version === undefined ? undefined : await readRecord(store, id, version).catch(() => undefined);
   if (version === undefined || !found) {
@@ -45,6 +54,7 @@ export async function referenceCurrentVersion(store: string, id: string, ref: Om
  * so a record written again by the escrow's next `up` can't lose a version the set needs.
  */
 export async function ensureReference(store: string, id: string, ref: Reference): Promise<boolean> {
+  await assertStore(store);
   const file = refFile(store, id, ref.setId);
   if ((await readFileIfExists(file)) !== undefined) return false;
   await writeFileAtomic(file, JSON.stringify(ref, null, 2) + "\n");

@@ -4,8 +4,8 @@ import { isCofferError } from "../../provider/common/errors";
 import { MANIFEST_KIND, Manifest, renderSignedManifest } from "../../provider/agent/manifest";
 import { localHost } from "../../provider/escrow";
 import { SecretEscrowOutputs, createSecretEscrowProvider, planEscrowChange } from "../../provider/escrow/provider";
-import { liveReferences, referenceCurrentVersion, releaseReference } from "../../provider/escrow/references";
-import { recordVersions, recoverSecret, writeRecord } from "../../provider/escrow/record";
+import { ensureReference, liveReferences, referenceCurrentVersion, releaseReference } from "../../provider/escrow/references";
+import { recordVersions, recoverSecret, writeCurrentVersion, writeRecord } from "../../provider/escrow/record";
 import { parseRecipientKey } from "../../provider/escrow/envelope";
 import { rsaPair, x25519Pair } from "../support/escrowKeys";
 import { useTempDir } from "../support/tempDir";
@@ -172,6 +172,24 @@ describe("SecretEscrow provider", () => {
     await fs.rm(path.join(tempDir(), "gold-passphrase", "v2.json"));
     expect(await codeOf(referenceCurrentVersion(tempDir(), "gold-passphrase", ref))).toMatchObject({ code: "SOURCE_MISSING", field: "escrow", message: expect.stringMatching(/v2 is not readable/) });
     expect(await codeOf(referenceCurrentVersion(tempDir(), "never-written", ref))).toMatchObject({ message: expect.stringMatching(/never-written has no current version/) });
+  });
+
+  test("an unmounted store fails a set's link with the fix, and refresh never writes a reference onto it", async () => {
+    const store = path.join(tempDir(), "unmounted");
+    const ref = { setId: "s", manifestPath: "/x", manifestHost: "local", createdAt: "" };
+    expect(await codeOf(referenceCurrentVersion(store, "gold-passphrase", ref))).toMatchObject({ code: "TARGET_UNREACHABLE", field: "escrow", message: expect.stringMatching(/is not an accessible directory: mount it/) });
+    await expect(ensureReference(store, "gold-passphrase", { ...ref, version: 1 })).rejects.toThrow(/not an accessible directory/);
+    await expect(fs.access(store)).rejects.toThrow();
+  });
+
+  test("recovery takes the version current.json names, not merely the newest file (a rotation that failed half-way)", async () => {
+    const { outs } = await created();
+    const strangerKey = parseRecipientKey(dr.publicKey) as { ok: true; key: never };
+    await writeRecord(tempDir(), "gold-passphrase", 2, "never applied", [{ name: "dr-team", key: strangerKey.key }], 1);
+    expect(await recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey])).toBe(SECRET);
+    await writeCurrentVersion(tempDir(), "gold-passphrase", 2);
+    expect(await recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey])).toBe("never applied");
+    expect(outs.version).toBe(1);
   });
 
   test("refresh notices a current-version pointer that does not name the state's version", async () => {
