@@ -37,7 +37,7 @@ const policy = new coffer.BackupPolicy("gold", {
   escrow: spec.linkEscrow === false ? undefined : escrow,
   requireEscrow: true,
 });
-const set = new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "vm-1-root", disk: spec.disk }], trigger: spec.trigger });
+const set = new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "vm-1-root", disk: spec.disk }], trigger: spec.trigger }, { retainOnDelete: !!spec.retainSets });
 exports.escrow = { version: escrow.version, recordPath: escrow.recordPath, retainedVersions: escrow.retainedVersions, recordStatus: escrow.recordStatus, recipientKeys: escrow.recipientKeys };
 exports.set = { setId: set.setId, manifestPath: set.manifestPath, escrow: set.escrow };
 `;
@@ -217,27 +217,40 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(await filesContaining(dirs.store, ROTATED)).toEqual([]);
     });
 
-    test("destroy refuses while a set that left Pulumi's state is still in the store, naming it; forceDelete lets it go", async () => {
-      const { set } = await outputs();
-      // The set leaves the state, its files stay: as with retainOnDelete, or a set of another stack.
+    test("destroy refuses while sets outside Pulumi's state (dropped from it, or kept with retainOnDelete) are in the store, naming them; forceDelete lets it go", async () => {
+      const { set: dropped } = await outputs();
+      // The set leaves the state, its files stay: as a set of another stack's would.
       const urn = env.exportedState().deployment.resources.find((r: { type: string }) => r.type.endsWith(":EncryptedBackupSet")).urn;
       env.cli(["state", "delete", urn, "--yes"]);
-      let seen = "";
-      const error = await env.stack.destroy({ onOutput: (out) => (seen += out) }).catch((e) => e);
-      expect(error).toBeInstanceOf(Error);
-      const text = `${seen}\n${error.message}`;
+      const refusal = async () => {
+        let seen = "";
+        const error = await env.stack.destroy({ onOutput: (out) => (seen += out) }).catch((e) => e);
+        expect(error).toBeInstanceOf(Error);
+        return `${seen}\n${error.message}`;
+      };
+      let text = await refusal();
       expect(text).toContain("escrow record zone-passphrase is the way to recover the key of 1 backup set(s) still in the store");
-      expect(text).toContain(`${set.setId} (v3, ${set.manifestPath})`);
+      expect(text).toContain(`${dropped.setId} (v3, ${dropped.manifestPath})`);
       expect(text).toContain("set forceDelete: true");
       expect(await fs.readdir(path.join(dirs.store, "zone-passphrase"))).toContain("v3.json");
 
-      await declare({ forceDelete: true });
+      // A new set with retainOnDelete: destroy keeps its files, and so the escrow must stay too.
+      await declare({ recipients: recipients("dr-team", "cto"), retainSets: true });
+      await env.stack.up(record);
+      const { set: retained } = await outputs();
+      text = await refusal();
+      expect(text).toContain("is the way to recover the key of 2 backup set(s) still in the store");
+      expect(text).toContain(`${retained.setId} (v3, ${retained.manifestPath})`);
+
+      await declare({ recipients: recipients("dr-team", "cto"), retainSets: true, forceDelete: true });
       await env.stack.up(record);
       const destroyed = await env.stack.destroy(record);
       expect(destroyed.summary.result).toBe("succeeded");
       expect(await fs.readdir(dirs.store)).toEqual([]);
-      // The set's files are not the escrow's to delete.
-      expect((await fs.readdir(path.dirname(set.manifestPath))).sort()).toEqual(["manifest.json", "vm-1-root.qcow2.luks"]);
+      // The sets' files are not the escrow's to delete.
+      for (const set of [dropped, retained]) {
+        expect((await fs.readdir(path.dirname(set.manifestPath))).sort()).toEqual(["manifest.json", "vm-1-root.qcow2.luks"]);
+      }
     });
   });
 
