@@ -59,17 +59,25 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
     const policy = args.policy;
+    const encrypted = pulumi.unsecret(policy.encryption.apply((encryption) => encryption !== null && encryption !== undefined));
     super(
       backupSetProvider,
       name,
       {
-        // The applied settings, in the clear so that reviews see them.
+        // The applied settings, in the clear so that reviews see them. Only the policy's inputs:
+        // while a policy update is previewed its computed outputs are unknown, and a set built on
+        // them would show as about to be replaced when it is not.
         policy: pulumi
-          .all([policy.id, policy.zone, policy.target, policy.compression, policy.integrityCheck, policy.bandwidthLimitMiBps, policy.settings, policy.host])
-          .apply(([id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, settings, host]) => ({
-            id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, encrypted: settings.encryption.enabled, host: host ?? undefined,
+          .all([policy.id, policy.zone, policy.target, policy.compression, policy.integrityCheck, policy.bandwidthLimitMiBps, encrypted, policy.host])
+          .apply(([id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, isEncrypted, host]) => ({
+            id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, encrypted: isEncrypted, host: host ?? undefined,
           })),
-        keys: pulumi.secret(pulumi.all([policy.encryption, policy.manifestKey]).apply(([encryption, manifestKey]) => ({ passphrase: encryption?.passphrase, manifestKey }))),
+        // The one key the set needs: the passphrase, or for unencrypted sets the manifest key.
+        keys: pulumi.secret(
+          policy.encryption.apply((encryption) =>
+            encryption ? pulumi.output({ passphrase: encryption.passphrase }) : policy.manifestKey.apply((manifestKey) => ({ manifestKey })),
+          ),
+        ),
         sources: args.sources,
         trigger: args.trigger,
         host: args.host,

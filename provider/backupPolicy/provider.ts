@@ -209,12 +209,12 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     zone: outputs.zone,
     target: outputs.target,
     compression: outputs.compression,
-    encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
+    encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : null,
     bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
     integrityCheck: outputs.integrityCheck,
     retention: outputs.retention ?? undefined,
-    host: outputs.host ?? undefined,
-    escrow: outputs.escrow ?? undefined,
+    host: outputs.host ?? null,
+    escrow: outputs.escrow ?? null,
     requireEscrow: outputs.requireEscrow ?? false,
   };
 }
@@ -233,7 +233,7 @@ export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string,
   const seen = olds.settings;
   const key = olds.encryption?.fingerprintKey;
   const passphraseKept =
-    declared.encryption === undefined ||
+    declared.encryption == null ||
     (seen.encryption.enabled && key !== undefined && fingerprintMatches(declared.encryption.passphrase, key, seen.encryption.passphraseFingerprint));
   const wanted = settingsFor(declared, seen.encryption.enabled ? seen.encryption.passphraseFingerprint : undefined);
   const hostChanged = (olds.host ?? null) !== ((declared.host as string | undefined) ?? null);

@@ -67,7 +67,9 @@ export const backupPolicyInputs = z
     compression: z
       .enum(COMPRESSIONS, { error: `compression must be one of ${COMPRESSIONS.map((c) => `"${c}"`).join(", ")}` })
       .default("none"),
-    encryption: encryption.optional(),
+    // Absent becomes null (as host and escrow do): a checked input is known while an update is
+    // previewed, and EncryptedBackupSet builds on these; an absent one would be unknown.
+    encryption: encryption.nullable().default(null),
     bandwidthLimitMiBps: z
       .number({ error: "bandwidthLimitMiBps must be a whole number of MiB/s: 0 or absent means unlimited" })
       .int({ message: "bandwidthLimitMiBps must be a whole number of MiB/s (no fractions): 0 or absent means unlimited" })
@@ -78,9 +80,9 @@ export const backupPolicyInputs = z
       .default("none"),
     retention: retention.optional(),
     /** Where the host agent runs, over ssh; absent: on the machine that runs Pulumi. */
-    host: sshHost("host").optional(),
+    host: sshHost("host").nullable().default(null),
     /** The SecretEscrow of the passphrase; the manifests of this policy's sets name it. */
-    escrow: escrowLink.optional(),
+    escrow: escrowLink.nullable().default(null),
     /** An encrypted policy must name its escrow: a passphrase lost with nothing escrowed loses every backup. */
     requireEscrow: z.boolean({ error: "requireEscrow must be true or false" }).default(false),
   })

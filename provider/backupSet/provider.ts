@@ -36,7 +36,7 @@ type Outputs = BackupSetOutputs & { __provider?: string };
 
 const local = (where: string) => (where === "local" ? undefined : where);
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
-const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey);
+const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!);
 const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
 
 /** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
@@ -241,13 +241,22 @@ export function upgradeOutputs(olds: Outputs): BackupSetOutputs {
 
 const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;
 
+/** The key a set is made with: the passphrase, or for an unencrypted set the manifest key. Other keys in `keys` don't matter. */
+function usedKey(inputs: { policy?: { encrypted?: unknown }; keys?: { passphrase?: unknown; manifestKey?: unknown } }): unknown {
+  return inputs.policy?.encrypted === false ? inputs.keys?.manifestKey : inputs.keys?.passphrase;
+}
+
 /**
  * A set is a point in time: any change but concurrency takes a new one, and so does a set that
  * failed verification. The new set is made before the old one is deleted.
  */
 export function planSetChange(olds: BackupSetOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
   const unknown = unknownPaths(news);
-  const differs = (key: string) => unknown.some((p) => p === key || p.startsWith(key + ".")) || canonicalJson((olds as unknown as Record<string, unknown>)[key] ?? null) !== canonicalJson(news[key] ?? null);
+  const differs = (key: string) =>
+    unknown.some((p) => p === key || p.startsWith(key + ".")) ||
+    (key === "keys"
+      ? usedKey(olds) !== usedKey(news as Parameters<typeof usedKey>[0])
+      : canonicalJson((olds as unknown as Record<string, unknown>)[key] ?? null) !== canonicalJson(news[key] ?? null));
   const replaces: string[] = REPLACING.filter(differs);
   if (olds.verification.status !== "ok") replaces.push("verification");
   const changes = replaces.length > 0 || differs("concurrency");

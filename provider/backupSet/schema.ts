@@ -49,7 +49,7 @@ export const backupSetInputs = z
   .object({
     policy,
     /** Secret: the policy's passphrase (encrypted sets) and manifest key. */
-    keys: z.object({ passphrase: z.string().optional(), manifestKey: z.string().min(1) }),
+    keys: z.object({ passphrase: z.string().optional(), manifestKey: z.string().min(1).optional() }),
     sources: z.array(source, { error: "sources must be a list of disks and running VMs to back up" }).min(1, {
       message: "sources must name at least one disk or running VM",
     }),
@@ -78,6 +78,9 @@ export const backupSetInputs = z
     });
     if (inputs.policy.encrypted && !inputs.keys.passphrase) {
       ctx.addIssue({ code: "custom", path: ["keys", "passphrase"], message: "the policy encrypts backups but no passphrase reached the backup set" });
+    }
+    if (!inputs.policy.encrypted && !inputs.keys.manifestKey) {
+      ctx.addIssue({ code: "custom", path: ["keys", "manifestKey"], message: "the policy's manifest key did not reach the backup set: pass the BackupPolicy resource as policy" });
     }
     checkEscrowLink(inputs.escrow, inputs.policy.encrypted, ctx, "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow");
   });

@@ -35,7 +35,7 @@ const policy = new coffer.BackupPolicy("gold", {
   encryption: { passphrase },
   integrityCheck: "full",
   escrow: spec.linkEscrow === false ? undefined : escrow,
-  requireEscrow: true,
+  requireEscrow: spec.requireEscrow !== false,
 });
 const set = new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "vm-1-root", disk: spec.disk }], trigger: spec.trigger }, { retainOnDelete: !!spec.retainSets });
 exports.escrow = { version: escrow.version, recordPath: escrow.recordPath, retainedVersions: escrow.retainedVersions, recordStatus: escrow.recordStatus, recipientKeys: escrow.recipientKeys };
@@ -155,6 +155,18 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       const { stdout } = await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), "escrow", "recover", "--store", dirs.store, "--id", "zone-passphrase", "--key", keys.security.privateFile]);
       expect(stdout).toBe(PASSPHRASE + "\n");
       expect((await env.stack.preview(record)).changeSummary).toEqual({ same: 4 });
+    });
+
+    test("a policy update that changes no setting previews as that alone: the set is not shown as replaced", async () => {
+      const { set } = await outputs();
+      await declare({ requireEscrow: false });
+      const preview = await env.stack.preview({ ...record, diff: true });
+      expect(preview.changeSummary).toEqual({ same: 3, update: 1 });
+      expect(preview.stdout).toMatch(/~ requireEscrow\s*: true => false/);
+      expect((await env.stack.up(record)).summary.resourceChanges).toEqual({ same: 3, update: 1 });
+      await declare();
+      expect((await env.stack.up(record)).summary.resourceChanges).toEqual({ same: 3, update: 1 });
+      expect((await outputs()).set).toEqual(set);
     });
 
     test("refresh shows an altered or deleted record as drift; up writes the same version again", async () => {

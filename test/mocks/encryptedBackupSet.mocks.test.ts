@@ -48,7 +48,8 @@ describe("EncryptedBackupSet resource class", () => {
     expect(request.additionalSecretOutputs).toEqual(["keys"]);
     expect(request.object.policy).toEqual({ id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 50, encrypted: true });
     expect(request.object.keys[SECRET_SIG]).toBe("1b47061264138c4ac30d75fd1eb44270");
-    expect(request.object.keys.value).toEqual({ passphrase: "a long passphrase here", manifestKey: "bWs=" });
+    // Only the key the set uses: an encrypted set's manifest is signed with the passphrase.
+    expect(request.object.keys.value).toEqual({ passphrase: "a long passphrase here" });
     expect(request.object.sources).toHaveLength(2);
     expect(request.object.trigger).toBe("2026-11-24");
   });

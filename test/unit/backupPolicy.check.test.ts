@@ -33,6 +33,8 @@ describe("BackupPolicy check", () => {
       integrityCheck: "full",
       retention: { keepLast: 7, maxAgeDays: 30 },
       requireEscrow: false,
+      host: null,
+      escrow: null,
     });
   });
 
@@ -45,6 +47,9 @@ describe("BackupPolicy check", () => {
       bandwidthLimitMiBps: 0,
       integrityCheck: "none",
       requireEscrow: false,
+      encryption: null,
+      host: null,
+      escrow: null,
     });
   });
 

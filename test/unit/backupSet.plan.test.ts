@@ -34,6 +34,7 @@ describe("EncryptedBackupSet check", () => {
     ["a host that would be an ssh option", { host: "-oProxyCommand=x" }, "host", /not starting with "-"/],
     ["an escrow of another secret", { escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: false } }, "escrow.escrowsPassphrase", /another secret than the policy's passphrase/],
     ["an escrow under an unencrypted policy", { policy: { ...policy, encrypted: false }, escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true } }, "escrow", /does not encrypt: there is no passphrase to escrow/],
+    ["an unencrypted policy without its manifest key", { policy: { ...policy, encrypted: false }, keys: { passphrase: "x" } }, "keys.manifestKey", /manifest key did not reach/],
     ["an encrypted policy without its passphrase", { keys: { manifestKey: "k" } }, "keys.passphrase", /no passphrase reached/],
   ])("rejects %s, naming the field", async (_what, change, property, reason) => {
     expect(await failuresFor(change)).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
@@ -71,6 +72,15 @@ describe("planSetChange", () => {
     expect(planSetChange(linked, { ...news, escrow })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
     expect(planSetChange(linked, { ...news, escrow: { ...escrow, recordId: "another" } })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
     expect(planSetChange(olds, { ...news, escrow })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+  });
+
+  test("only the key the set uses counts: the passphrase when encrypted, else the manifest key", () => {
+    expect(planSetChange(olds, { ...news, keys: { passphrase: declared.keys.passphrase } })).toMatchObject({ changes: false, replaces: [] });
+    expect(planSetChange(olds, { ...news, keys: { ...declared.keys, manifestKey: "another" } })).toMatchObject({ changes: false, replaces: [] });
+    const plain = { ...olds, policy: { ...policy, encrypted: false }, keys: { manifestKey: "k1" } } as unknown as BackupSetOutputs;
+    const plainNews = { ...news, policy: { ...policy, encrypted: false } };
+    expect(planSetChange(plain, { ...plainNews, keys: { manifestKey: "k1" } })).toMatchObject({ changes: false });
+    expect(planSetChange(plain, { ...plainNews, keys: { manifestKey: "k2" } }).replaces).toEqual(["keys"]);
   });
 
   test("concurrency alone updates in place", () => {
