@@ -209,7 +209,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     zone: outputs.zone,
     target: outputs.target,
     compression: outputs.compression,
-    encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : null,
+    encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
     bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
     integrityCheck: outputs.integrityCheck,
     retention: outputs.retention ?? undefined,

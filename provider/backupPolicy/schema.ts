@@ -67,9 +67,7 @@ export const backupPolicyInputs = z
     compression: z
       .enum(COMPRESSIONS, { error: `compression must be one of ${COMPRESSIONS.map((c) => `"${c}"`).join(", ")}` })
       .default("none"),
-    // Absent becomes null (as host and escrow do): a checked input is known while an update is
-    // previewed, and EncryptedBackupSet builds on these; an absent one would be unknown.
-    encryption: encryption.nullable().default(null),
+    encryption: encryption.optional(),
     bandwidthLimitMiBps: z
       .number({ error: "bandwidthLimitMiBps must be a whole number of MiB/s: 0 or absent means unlimited" })
       .int({ message: "bandwidthLimitMiBps must be a whole number of MiB/s (no fractions): 0 or absent means unlimited" })
@@ -80,6 +78,10 @@ export const backupPolicyInputs = z
       .default("none"),
     retention: retention.optional(),
     /** Where the host agent runs, over ssh; absent: on the machine that runs Pulumi. */
+    // Absent becomes null (as escrow does): a checked input is known while an update is
+    // previewed, and EncryptedBackupSet builds on it; an absent one would be unknown. Not so for
+    // encryption: refresh shows it switched off as removed, and an unencrypted policy's sets
+    // depend on its generated manifest key, unknown in such a preview anyway.
     host: sshHost("host").nullable().default(null),
     /** The SecretEscrow of the passphrase; the manifests of this policy's sets name it. */
     escrow: escrowLink.nullable().default(null),

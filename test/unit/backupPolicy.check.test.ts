@@ -47,7 +47,6 @@ describe("BackupPolicy check", () => {
       bandwidthLimitMiBps: 0,
       integrityCheck: "none",
       requireEscrow: false,
-      encryption: null,
       host: null,
       escrow: null,
     });

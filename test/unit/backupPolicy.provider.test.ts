@@ -99,7 +99,7 @@ describe("BackupPolicy provider on a real directory", () => {
     edited.settings.encryption = { enabled: false };
     await fs.writeFile(docFile(), JSON.stringify(edited));
     const read = await provider.read(id, outs);
-    expect(read.inputs.encryption).toBeNull();
+    expect(read.inputs.encryption).toBeUndefined();
     expect(await provider.diff(id, read.props, await checked())).toMatchObject({ changes: true });
   });
 
@@ -197,8 +197,9 @@ describe("BackupPolicy provider on a real directory", () => {
     expect(outs).toMatchObject({ encryption: null, retention: null, host: null });
     const read = await provider.read(id, outs);
     expect(read.props).toMatchObject({ encryption: null, retention: null, host: null });
-    // Inputs too: null, so that they are known while an update is previewed.
-    expect(read.inputs).toMatchObject({ encryption: null, host: null, escrow: null });
+    // Inputs too, but for encryption: refresh shows it switched off as removed.
+    expect(read.inputs).toMatchObject({ host: null, escrow: null });
+    expect(read.inputs).not.toHaveProperty("encryption");
   });
 
   test("update returns complete outputs", async () => {
