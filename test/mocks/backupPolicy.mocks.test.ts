@@ -1,21 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
-import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
+import { RecordingMonitor, SECRET_SIG, SECRET_VALUE } from "../support/recordingMonitor";
 
-/** Captures what the SDK really sends the engine: options and the secret-marked wire values. */
-class RecordingMonitor extends MockMonitor {
-  readonly requests: { type: string; name: string; additionalSecretOutputs: string[]; object: Record<string, unknown> }[] = [];
-  async registerResource(req: any, callback: (err: any, res: any) => void) {
-    this.requests.push({
-      type: req.getType(),
-      name: req.getName(),
-      additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
-      object: req.getObject().toJavaScript(),
-    });
-    return super.registerResource(req, callback);
-  }
-}
-
-const SECRET_SIG = "4dabf18193072939515e22adb298388d";
 const monitor = new RecordingMonitor({
   newResource: (args) => ({ id: `${args.name}-id`, state: { ...args.inputs, documentPath: `/srv/b/.coffer/zones/${args.inputs.zone}/policy.json`, revision: 1 } }),
   call: (args) => args.inputs,
@@ -49,7 +34,7 @@ describe("BackupPolicy resource class", () => {
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:BackupPolicy");
     expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey"]);
     // A plain-string passphrase still reaches the engine marked secret.
-    expect(request.object.encryption).toEqual({ [SECRET_SIG]: "1b47061264138c4ac30d75fd1eb44270", value: { passphrase: "a plain string passphrase" } });
+    expect(request.object.encryption).toEqual({ [SECRET_SIG]: SECRET_VALUE, value: { passphrase: "a plain string passphrase" } });
     expect(request.object).toMatchObject({ zone: "zone-a", compression: "zstd", bandwidthLimitMiBps: 50, integrityCheck: "full" });
     // Every resource carries the one shared shim.
     expect(request.object.__provider).toBe((await serializeProvider(backupPolicyProvider)).text);

@@ -1,15 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { MockMonitor } from "@pulumi/pulumi/runtime/mocks";
-
-class RecordingMonitor extends MockMonitor {
-  readonly requests: { type: string; name: string; additionalSecretOutputs: string[]; object: Record<string, any> }[] = [];
-  async registerResource(req: any, callback: (err: any, res: any) => void) {
-    this.requests.push({ type: req.getType(), name: req.getName(), additionalSecretOutputs: req.getAdditionalsecretoutputsList(), object: req.getObject().toJavaScript() });
-    return super.registerResource(req, callback);
-  }
-}
-
-const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+import { RecordingMonitor, SECRET_SIG, SECRET_VALUE } from "../support/recordingMonitor";
 const PASSPHRASE = "a long passphrase here";
 const monitor = new RecordingMonitor({
   newResource: (args) => {
@@ -37,7 +27,7 @@ describe("SecretEscrow resource class", () => {
     const request = monitor.requests.find((r) => r.name === "gold-passphrase")!;
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:SecretEscrow");
     expect(request.additionalSecretOutputs).toEqual(["secret"]);
-    expect(request.object.secret).toEqual({ [SECRET_SIG]: "1b47061264138c4ac30d75fd1eb44270", value: PASSPHRASE });
+    expect(request.object.secret).toEqual({ [SECRET_SIG]: SECRET_VALUE, value: PASSPHRASE });
     // The record id defaults to the resource's name.
     expect(request.object.recordId).toBe("gold-passphrase");
     expect(request.object.recipients).toEqual(recipients);
