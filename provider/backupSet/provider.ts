@@ -1,7 +1,6 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { canonicalJson } from "../common/canonicalJson";
-import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import { changedKeys, checkInputs, currentState, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
 import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
@@ -146,9 +145,13 @@ export function createBackupSetProvider(host: SetHost) {
       const failures = results.flatMap((r) => (r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : []));
       const items = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
-      if (failures.length > 0 || items.length !== inputs.sources.length) {
+      // A set not taken leaves nothing: no file on any host, no escrow reference.
+      const discard = async () => {
         await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
         if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
+      };
+      if (failures.length > 0 || items.length !== inputs.sources.length) {
+        await discard();
         const reasons = failures.map((f) => f.message).join("; ") || "stopped before every source was backed up";
         throw new CofferError(failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : "IO_FAILED", `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
       }
@@ -188,8 +191,7 @@ export function createBackupSetProvider(host: SetHost) {
         };
         return { id: setId, outs: withoutUndefined(outs) };
       } catch (error) {
-        await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
-        if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
+        await discard();
         throw error;
       }
     },
@@ -242,8 +244,9 @@ export function upgradeOutputs(olds: Outputs): BackupSetOutputs {
 const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;
 
 /** The key a set is made with: the passphrase, or for an unencrypted set the manifest key. Other keys in `keys` don't matter. */
-function usedKey(inputs: { policy?: { encrypted?: unknown }; keys?: { passphrase?: unknown; manifestKey?: unknown } }): unknown {
-  return inputs.policy?.encrypted === false ? inputs.keys?.manifestKey : inputs.keys?.passphrase;
+function usedKey(inputs: object): unknown {
+  const { policy, keys } = inputs as { policy?: { encrypted?: unknown }; keys?: { passphrase?: unknown; manifestKey?: unknown } };
+  return policy?.encrypted === false ? keys?.manifestKey : keys?.passphrase;
 }
 
 /**
@@ -251,14 +254,9 @@ function usedKey(inputs: { policy?: { encrypted?: unknown }; keys?: { passphrase
  * failed verification. The new set is made before the old one is deleted.
  */
 export function planSetChange(olds: BackupSetOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
-  const unknown = unknownPaths(news);
-  const differs = (key: string) =>
-    unknown.some((p) => p === key || p.startsWith(key + ".")) ||
-    (key === "keys"
-      ? usedKey(olds) !== usedKey(news as Parameters<typeof usedKey>[0])
-      : canonicalJson((olds as unknown as Record<string, unknown>)[key] ?? null) !== canonicalJson(news[key] ?? null));
-  const replaces: string[] = REPLACING.filter(differs);
+  const changed = changedKeys(olds, news, [...REPLACING, "concurrency"], { keys: (o, n) => usedKey(o) === usedKey(n) });
+  const replaces: string[] = REPLACING.filter((key) => changed.includes(key));
   if (olds.verification.status !== "ok") replaces.push("verification");
-  const changes = replaces.length > 0 || differs("concurrency");
+  const changes = replaces.length > 0 || changed.includes("concurrency");
   return { changes, replaces, deleteBeforeReplace: false };
 }

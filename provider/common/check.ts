@@ -1,4 +1,5 @@
 import type * as pulumi from "@pulumi/pulumi";
+import { canonicalJson } from "./canonicalJson";
 import { CofferError } from "./errors";
 import type { z } from "zod";
 
@@ -16,6 +17,26 @@ export function unknownPaths(value: unknown, at: string[] = []): string[] {
     return Object.entries(value).flatMap(([key, item]) => unknownPaths(item, [...at, key]));
   }
   return [];
+}
+
+/**
+ * Which of `keys` a change of inputs touches: a value unknown during preview (or holding one)
+ * counts as changed; otherwise canonical JSON of state and declared inputs is compared, or
+ * `same[key]` decides where only part of a value matters.
+ */
+export function changedKeys<K extends string>(
+  olds: object,
+  news: Record<string, unknown>,
+  keys: readonly K[],
+  same: Partial<Record<K, (olds: object, news: Record<string, unknown>) => boolean>> = {},
+): K[] {
+  const unknown = unknownPaths(news);
+  const old = olds as Record<string, unknown>;
+  return keys.filter(
+    (key) =>
+      unknown.some((p) => isUnder(p, key)) ||
+      !(same[key] ? same[key]!(olds, news) : canonicalJson(old[key] ?? null) === canonicalJson(news[key] ?? null)),
+  );
 }
 
 function isUnder(path: string, prefix: string): boolean {

@@ -2,11 +2,11 @@ import type * as pulumi from "@pulumi/pulumi";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { canonicalJson } from "../common/canonicalJson";
-import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import { changedKeys, checkInputs, currentState, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
 import { CofferError } from "../common/errors";
-import { parseRecipientKey } from "./envelope";
-import { readCurrentVersion, readRecord, recordPath, recordVersions, removeCurrentVersion, writeCurrentVersion, writeRecord, type EscrowRecord } from "./record";
-import { liveReferences, pruneVersions, readReferences } from "./references";
+import { RecipientKey, parseRecipientKey } from "./envelope";
+import { readCurrentVersion, readRecord, recordDir, recordPath, recordVersions, removeCurrentVersion, writeCurrentVersion, writeRecord, type EscrowRecord } from "./record";
+import { liveReferences, pruneVersions, removeReferences } from "./references";
 import { ESCROW_SCHEMA_VERSION, SecretEscrowInputs, secretEscrowInputs } from "./schema";
 
 export interface RecipientKeyInfo {
@@ -42,11 +42,12 @@ export interface EscrowHost {
 
 type Outputs = SecretEscrowOutputs & { __provider?: string };
 
-export function recipientKeysOf(inputs: SecretEscrowInputs): RecipientKeyInfo[] {
+/** The recipients' parsed keys; `check` has refused bad ones, so one here is tampered state. */
+function recipientKeysOf(inputs: SecretEscrowInputs): { name: string; key: RecipientKey }[] {
   return inputs.recipients.map((r) => {
     const parsed = parseRecipientKey(r.publicKey);
     if (!parsed.ok) throw new CofferError("INVALID_INPUT", `recipients: ${r.name}'s publicKey ${parsed.reason}`, { field: "recipients" });
-    return { name: r.name, type: parsed.key.type, fingerprint: parsed.key.fingerprint };
+    return { name: r.name, key: parsed.key };
   });
 }
 
@@ -85,11 +86,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
   }
 
   async function write(inputs: SecretEscrowInputs, version: number): Promise<SecretEscrowOutputs> {
-    const recipientKeys = recipientKeysOf(inputs);
-    const keys = inputs.recipients.map((r) => {
-      const parsed = parseRecipientKey(r.publicKey);
-      return { name: r.name, key: (parsed as Extract<typeof parsed, { ok: true }>).key };
-    });
+    const keys = recipientKeysOf(inputs);
     let written: { path: string; digest: string };
     try {
       written = await writeRecord(inputs.store.path, inputs.recordId, version, inputs.secret, keys, inputs.threshold, host.now());
@@ -103,7 +100,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
       version,
       recordPath: written.path,
       recordDigest: written.digest,
-      recipientKeys,
+      recipientKeys: keys.map(({ name, key }) => ({ name, type: key.type, fingerprint: key.fingerprint })),
       retainedVersions: await recordVersions(inputs.store.path, inputs.recordId),
       recordStatus: "ok",
       recordProblems: [],
@@ -191,12 +188,10 @@ export function createSecretEscrowProvider(host: EscrowHost) {
 
 /** Removes a record's versions and references, then its folder if nothing else is in it. */
 async function removeRecord(store: string, id: string): Promise<void> {
-  const dir = path.dirname(recordPath(store, id, 1));
   await removeCurrentVersion(store, id);
   for (const version of await recordVersions(store, id)) await fs.rm(recordPath(store, id, version), { force: true });
-  for (const ref of await readReferences(store, id)) await fs.rm(path.join(dir, "refs", `${ref.setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`), { force: true });
-  await fs.rmdir(path.join(dir, "refs")).catch(() => undefined);
-  await fs.rmdir(dir).catch(() => undefined);
+  await removeReferences(store, id);
+  await fs.rmdir(recordDir(store, id)).catch(() => undefined);
 }
 
 export function upgradeOutputs(olds: Outputs): SecretEscrowOutputs {
@@ -224,11 +219,7 @@ export function sealedContentChanged(olds: SecretEscrowOutputs, news: SecretEscr
  * found missing or altered is written again.
  */
 export function planEscrowChange(olds: SecretEscrowOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
-  const unknown = unknownPaths(news);
-  const differs = (key: string) =>
-    unknown.some((p) => p === key || p.startsWith(key + ".")) ||
-    canonicalJson((olds as unknown as Record<string, unknown>)[key] ?? null) !== canonicalJson(news[key] ?? null);
-  const replaces = ["store", "recordId"].filter(differs);
-  const changes = replaces.length > 0 || ["secret", "recipients", "threshold", "forceDelete"].some(differs) || olds.recordStatus !== "ok";
-  return { changes, replaces, deleteBeforeReplace: false };
+  const changed = changedKeys(olds, news, ["store", "recordId", "secret", "recipients", "threshold", "forceDelete"]);
+  const replaces = changed.filter((key) => key === "store" || key === "recordId");
+  return { changes: changed.length > 0 || olds.recordStatus !== "ok", replaces, deleteBeforeReplace: false };
 }

@@ -37,9 +37,23 @@ export const recordSchema = z.object({
 });
 export type EscrowRecord = z.output<typeof recordSchema>;
 
-export function recordPath(store: string, id: string, version: number): string {
+/** `<store>/<id>`: the folder of every version of a record, its current.json and its refs. */
+export function recordDir(store: string, id: string): string {
   if (!ID.test(id)) throw new CofferError("INVALID_INPUT", `escrow id "${id}" must be 1-128 letters, digits, '.', '_' or '-'`);
-  return path.join(store, id, `v${version}.json`);
+  return path.join(store, id);
+}
+
+export function recordPath(store: string, id: string, version: number): string {
+  return path.join(recordDir(store, id), `v${version}.json`);
+}
+
+/** The JSON value of `text`, or undefined when it is not JSON. */
+export function jsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /** What the AES-GCM layer binds the secret to: a record copied under another id or version won't open. */
@@ -72,7 +86,7 @@ export async function writeRecord(
  * `<store>/<id>/current.json` names the version the SecretEscrow last wrote: the one a new
  * backup set links to. Written after the version itself, so it never names a version not there.
  */
-const currentFile = (store: string, id: string) => path.join(path.dirname(recordPath(store, id, 1)), "current.json");
+const currentFile = (store: string, id: string) => path.join(recordDir(store, id), "current.json");
 
 export async function writeCurrentVersion(store: string, id: string, version: number): Promise<void> {
   await writeFileAtomic(currentFile(store, id), JSON.stringify({ version }) + "\n");
@@ -81,13 +95,7 @@ export async function writeCurrentVersion(store: string, id: string, version: nu
 export async function readCurrentVersion(store: string, id: string): Promise<number | undefined> {
   const text = await readFileIfExists(currentFile(store, id));
   if (text === undefined) return undefined;
-  const parsed = z.object({ version: z.number().int().min(1) }).safeParse((() => {
-    try {
-      return JSON.parse(text);
-    } catch {
-      return undefined;
-    }
-  })());
+  const parsed = z.object({ version: z.number().int().min(1) }).safeParse(jsonOrUndefined(text));
   return parsed.success ? parsed.data.version : undefined;
 }
 
@@ -97,19 +105,15 @@ export async function removeCurrentVersion(store: string, id: string): Promise<v
 
 /** The versions of a record in the store, oldest first. */
 export async function recordVersions(store: string, id: string): Promise<number[]> {
-  const entries = await fs.readdir(path.dirname(recordPath(store, id, 1))).catch(() => [] as string[]);
-  return entries.flatMap((e) => (/^v(\d+)\.json$/.exec(e) ? [Number(/^v(\d+)\.json$/.exec(e)![1])] : [])).sort((a, b) => a - b);
+  const entries = await fs.readdir(recordDir(store, id)).catch(() => [] as string[]);
+  return entries.flatMap((e) => /^v(\d+)\.json$/.exec(e)?.[1] ?? []).map(Number).sort((a, b) => a - b);
 }
 
 export async function readRecord(store: string, id: string, version: number): Promise<{ record: EscrowRecord; digest: string } | undefined> {
   const text = await readFileIfExists(recordPath(store, id, version));
   if (text === undefined) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not valid JSON`);
-  }
+  const json = jsonOrUndefined(text);
+  if (json === undefined) throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not valid JSON`);
   const parsed = recordSchema.safeParse(json);
   if (!parsed.success || parsed.data.id !== id || parsed.data.version !== version) {
     throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not a Coffer escrow record for that id and version`);

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
 import { openManifest } from "../agent/manifest";
-import { readCurrentVersion, readRecord, recordPath, recordVersions } from "./record";
+import { jsonOrUndefined, readCurrentVersion, readRecord, recordDir, recordPath, recordVersions } from "./record";
 
 /**
  * Which backup sets depend on which version of an escrow record. A set writes
@@ -22,7 +22,7 @@ const referenceSchema = z.object({
 });
 export type Reference = z.output<typeof referenceSchema>;
 
-const refsDir = (store: string, id: string) => path.join(path.dirname(recordPath(store, id, 1)), "refs");
+const refsDir = (store: string, id: string) => path.join(recordDir(store, id), "refs");
 const refFile = (store: string, id: string, setId: string) => path.join(refsDir(store, id), `${setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`);
 
 /** Throws unless `store` is an existing folder: a reference is never written onto an empty mount point. */
@@ -70,19 +70,11 @@ export async function readReferences(store: string, id: string): Promise<Referen
   const refs: Reference[] = [];
   for (const entry of entries.filter((e) => e.endsWith(".json")).sort()) {
     const text = await readFileIfExists(path.join(dir, entry));
-    const parsed = text === undefined ? undefined : referenceSchema.safeParse(safeJson(text));
+    const parsed = text === undefined ? undefined : referenceSchema.safeParse(jsonOrUndefined(text));
     // An unreadable reference can't be proved stale: keep everything it might protect.
     refs.push(parsed?.success ? parsed.data : { setId: entry.replace(/\.json$/, ""), version: 0, manifestPath: "", manifestHost: "unknown", createdAt: "" });
   }
   return refs;
-}
-
-function safeJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Whether the set behind `ref` still exists and names this record (see the module comment). */
@@ -120,6 +112,15 @@ export async function pruneVersions(store: string, id: string): Promise<number[]
     removed.push(version);
   }
   return removed;
+}
+
+/** Removes every reference of a record, then the refs folder (the record is being deleted). */
+export async function removeReferences(store: string, id: string): Promise<void> {
+  const dir = refsDir(store, id);
+  for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
+    if (entry.endsWith(".json")) await fs.rm(path.join(dir, entry), { force: true });
+  }
+  await fs.rmdir(dir).catch(() => undefined);
 }
 
 /** A set is gone: its reference goes, then the versions only it kept. */

@@ -96,12 +96,6 @@ export const escrowLink = z
   .strict();
 export type EscrowLink = z.output<typeof escrowLink>;
 
-/** What a manifest records of its escrow: enough to find the record without Pulumi. */
-export interface EscrowReference {
-  recordId: string;
-  store: string;
-  version: number;
-}
 
 /**
  * The rules of an `escrow` input, for a policy or a set: it needs a passphrase to escrow, and

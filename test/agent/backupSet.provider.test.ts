@@ -130,13 +130,17 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     await expect(provider.delete(id, read.props)).resolves.toBeUndefined();
   });
 
+  /** A target, an escrow store and a small disk, for the escrow tests. */
+  async function escrowFixture() {
+    const dirs = { target: path.join(tempDir(), "target"), store: path.join(tempDir(), "escrow"), disk: path.join(tempDir(), "d.raw") };
+    await fs.mkdir(dirs.target);
+    await fs.mkdir(dirs.store);
+    await makeRawDisk(dirs.disk, 4);
+    return dirs;
+  }
+
   test("with an escrow: the manifest names the record's version, a reference keeps it through a rotation, and delete releases it", async () => {
-    const target = path.join(tempDir(), "target");
-    const store = path.join(tempDir(), "escrow");
-    await fs.mkdir(target);
-    await fs.mkdir(store);
-    const disk = path.join(tempDir(), "d.raw");
-    await makeRawDisk(disk, 4);
+    const { target, store, disk } = await escrowFixture();
     const key = x25519Pair();
     const escrowInputs = { secret: PASSPHRASE, recipients: [{ name: "dr-team", publicKey: key.publicKey }], threshold: 1, store: { kind: "directory", path: store }, recordId: "zone-a-passphrase", forceDelete: false };
     const { outs: escrow } = await escrowProvider.create(escrowInputs);
@@ -164,12 +168,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
   });
 
   test("a set whose escrow version is gone from the store is refused before any work, and leaves nothing", async () => {
-    const target = path.join(tempDir(), "target");
-    const store = path.join(tempDir(), "escrow");
-    await fs.mkdir(target);
-    await fs.mkdir(store);
-    const disk = path.join(tempDir(), "d.raw");
-    await makeRawDisk(disk, 4);
+    const { target, store, disk } = await escrowFixture();
     const inputs = await checked(declared(target, [{ name: "d", disk }], {
       policy: { ...declared(target, []).policy, integrityCheck: "none" },
       escrow: { recordId: "never-written", store, escrowsPassphrase: true },
