@@ -18,8 +18,15 @@ mkdir -p .work
 results=.work/jest-results.json
 rm -f "$results"
 status=0
+# A tool left running can hold a pipe that keeps Jest from ever exiting. In CI, end the run
+# with a message well before the CI's own limit; timeout signals Jest's whole process group.
+watchdog=()
+[ "${CI:-}" = true ] && watchdog=(timeout --kill-after=30s "${COFFER_TEST_TIME_LIMIT:-45m}")
 # execa is ESM-only: Jest loads it natively only with VM modules on (the flag stays with jest's processes).
-tools/jest.sh --ci --json --outputFile="$results" "$@" || status=$?
+"${watchdog[@]}" tools/jest.sh --ci --json --outputFile="$results" "$@" || status=$?
+if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+  coffer_say "the tests did not finish within ${COFFER_TEST_TIME_LIMIT:-45m} (CI=true): a test hung or left a process running; it was stopped"
+fi
 # One plain closing line, whatever the runner printed above it.
 if [ -f "$results" ]; then
   node -e '

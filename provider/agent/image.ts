@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { CofferError } from "../common/errors";
 import * as path from "node:path";
-import { partialName, retryLuksCreation, run } from "./tools";
+import { RunningTool, partialName, retryLuksCreation, run, start, withPrivateDir } from "./tools";
 
 export type Compression = "none" | "zstd" | "zlib";
 
@@ -157,16 +157,50 @@ export async function checkImage(file: string, encrypted: boolean, keyFile: stri
 /**
  * SHA-256 of the data the guest would see in the image: decrypted and decompressed, streamed
  * through qemu-nbd and nbdcopy (qemu-img can't write to a pipe), never written to disk.
+ * qemu-nbd is started here, not by nbdcopy: nbdcopy stopped early leaves its own qemu-nbd
+ * running, holding the image's lock and the stdout pipe.
  */
 export async function streamSha256(imageOpts: string, keyFile: string | undefined, subject: string, signal?: AbortSignal): Promise<string> {
-  const hash = createHash("sha256");
-  await run("nbdcopy", ["--", "[", "qemu-nbd", "-r", ...keyArgs(keyFile), "--image-opts", imageOpts, "]", "-"], {
-    subject,
-    secrets: keyFile ? [keyFile] : [],
-    signal,
-    onStdoutChunk: (chunk) => hash.update(chunk),
+  const secrets = keyFile ? [keyFile] : [];
+  return withPrivateDir("coffer-nbd-", async (dir) => {
+    const socket = path.join(dir, "nbd.sock");
+    const pidFile = path.join(dir, "qemu-nbd.pid");
+    const server = await start("qemu-nbd", ["-r", "-k", socket, `--pid-file=${pidFile}`, ...keyArgs(keyFile), "--image-opts", imageOpts], {
+      subject,
+      secrets,
+      signal,
+      discardStdout: true,
+    });
+    try {
+      await untilServing(server, pidFile, subject);
+      const hash = createHash("sha256");
+      await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], { subject, signal, onStdoutChunk: (chunk) => hash.update(chunk) });
+      return hash.digest("hex");
+    } finally {
+      server.stop();
+      await server.finished.catch(() => undefined);
+    }
   });
-  return hash.digest("hex");
+}
+
+/** qemu-nbd writes its pid file once its socket listens; its failure (or abort) ends the wait. */
+async function untilServing(server: RunningTool, pidFile: string, subject: string): Promise<void> {
+  const exited = server.finished.then(() => {
+    throw new CofferError("QEMU_FAILED", `${subject}: qemu-nbd exited before it served the image`);
+  });
+  exited.catch(() => undefined); // settles after the wait when the server is stopped
+  let waiting = true;
+  const listening = (async () => {
+    while (waiting) {
+      if (await fs.access(pidFile).then(() => true, () => false)) return;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  })();
+  try {
+    await Promise.race([listening, exited]);
+  } finally {
+    waiting = false;
+  }
 }
 
 /** The --image-opts of a source disk file, for hashing what the guest sees in it. */

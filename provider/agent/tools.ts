@@ -15,11 +15,18 @@ export async function loadExeca() {
  * The file holds the exact bytes (no trailing newline: qemu would take it as part of the secret).
  */
 export async function withSecretFile<T>(secret: string, fn: (file: string) => Promise<T>): Promise<T> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-key-"));
-  try {
+  return withPrivateDir("coffer-key-", async (dir) => {
     const file = path.join(dir, "key");
     await fs.writeFile(file, secret, { mode: 0o600, flag: "wx" });
-    return await fn(file);
+    return fn(file);
+  });
+}
+
+/** Runs `fn` with a fresh 0700 directory under the system's temp dir, removed in `finally`. */
+export async function withPrivateDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  try {
+    return await fn(dir);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
@@ -35,15 +42,29 @@ export interface RunOptions {
   onStdoutLine?: (line: string) => void;
   /** Called with stdout as it streams, which is then not kept (large outputs, e.g. a disk image). */
   onStdoutChunk?: (chunk: Buffer) => void;
+  /** For servers: stdout goes to /dev/null, so it can't hold a pipe open after its client ends. */
+  discardStdout?: boolean;
 }
 
 /** Runs a tool; on failure throws a CofferError whose code says why, with secrets redacted. */
 export async function run(command: string, args: readonly string[], options: RunOptions): Promise<string> {
+  return (await start(command, args, options)).finished;
+}
+
+/** A tool started by `start`: `finished` settles as `run` does; `stop` ends it early. */
+export interface RunningTool {
+  finished: Promise<string>;
+  stop(): void;
+}
+
+/** Starts a tool that runs beside other work (a server), with `run`'s error handling. */
+export async function start(command: string, args: readonly string[], options: RunOptions): Promise<RunningTool> {
   const { execa } = await loadExeca();
   const child = execa(command, args, {
     reject: false,
     cancelSignal: options.signal,
     stripFinalNewline: true,
+    stdout: options.discardStdout ? "ignore" : "pipe",
     buffer: { stdout: !options.onStdoutChunk, stderr: true },
   });
   if (options.onStdoutChunk) child.stdout?.on("data", options.onStdoutChunk);
@@ -56,13 +77,15 @@ export async function run(command: string, args: readonly string[], options: Run
       for (const line of lines) if (line.trim()) options.onStdoutLine!(line.trim());
     });
   }
-  const result = await child;
-  if (result.exitCode === 0 && !result.failed) return String(result.stdout ?? "");
-  const secrets = options.secrets ?? [];
-  if (result.isCanceled) throw new CofferError("ABORTED", `${options.subject}: stopped before it finished`, { secrets });
-  const stderr = redact(String(result.stderr ?? "").trim(), secrets);
-  const detail = stderr || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`);
-  throw new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines(detail)}`, { secrets });
+  const finished = child.then((result) => {
+    if (result.exitCode === 0 && !result.failed) return String(result.stdout ?? "");
+    const secrets = options.secrets ?? [];
+    if (result.isCanceled) throw new CofferError("ABORTED", `${options.subject}: stopped before it finished`, { secrets });
+    const stderr = redact(String(result.stderr ?? "").trim(), secrets);
+    const detail = stderr || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`);
+    throw new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines(detail)}`, { secrets });
+  });
+  return { finished, stop: () => child.kill() };
 }
 
 function lastLines(text: string): string {

@@ -14,6 +14,7 @@ import {
 } from "../../provider/agent/image";
 import { withSecretFile } from "../../provider/agent/tools";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
+import { killLeftovers, processesMentioning } from "../support/processes";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(120_000);
@@ -94,13 +95,63 @@ describe("the backup data path with Debian's qemu-img", () => {
     }
   });
 
-  test("a read-back stopped by its signal is ABORTED, not a QEMU failure", async () => {
+  describe("a read-back stopped by its signal", () => {
+    // A tool left running would hold the disk's lock and the pipe the run waits on.
+    afterEach(() => expect(killLeftovers(tempDir())).toEqual([]));
+
+    test.each([
+      ["before it starts", -1],
+      ["as it starts", 0],
+      ["1 ms in", 1],
+      ["5 ms in", 5],
+      ["20 ms in", 20],
+      ["100 ms in", 100],
+    ])("%s is ABORTED or done, and leaves no tool running", async (_when, delayMs) => {
+      const source = path.join(tempDir(), "disk.raw");
+      await makeRawDisk(source, 64);
+      const abort = new AbortController();
+      if (delayMs < 0) abort.abort();
+      const hashing = streamSha256(sourceImageOpts(source, "raw"), undefined, "source web-1-root", abort.signal);
+      if (delayMs >= 0) setTimeout(() => abort.abort(), delayMs);
+      const outcome = await hashing.then((hash) => ({ hash }), (error) => ({ code: error.code, message: error.message }));
+      if ("hash" in outcome) {
+        // Finished before the signal came: then it must be the right hash.
+        expect(delayMs).toBeGreaterThan(0);
+        expect(outcome.hash).toBe(await streamSha256(sourceImageOpts(source, "raw"), undefined, "test"));
+      } else {
+        expect(outcome).toEqual({ code: "ABORTED", message: "source web-1-root: stopped before it finished" });
+      }
+      expect(processesMentioning(tempDir())).toEqual([]);
+    });
+
+    test("while qemu-nbd unlocks a LUKS backup is ABORTED", async () => {
+      const source = path.join(tempDir(), "disk.raw");
+      await makeRawDisk(source, 4);
+      const target = path.join(tempDir(), "backup");
+      await withSecretFile(PASSPHRASE, async (keyFile) => {
+        const format = { compression: "none", encrypted: true } as const;
+        await convertDisk({ source, sourceFormat: "raw", target, format, virtualSize: 4 << 20, bandwidthLimitMiBps: 0, keyFile, subject: "test" });
+        const abort = new AbortController();
+        // Unlocking takes about 2 s of PBKDF: the signal comes while qemu-nbd is still starting.
+        const hashing = streamSha256(backupImageOpts(target, true), keyFile, "item web-1-root", abort.signal);
+        setTimeout(() => abort.abort(), 200);
+        await expect(hashing).rejects.toMatchObject({ code: "ABORTED", message: "item web-1-root: stopped before it finished" });
+      });
+      expect(processesMentioning(tempDir())).toEqual([]);
+    });
+  });
+
+  test("a read-back with the wrong passphrase is named as such", async () => {
     const source = path.join(tempDir(), "disk.raw");
-    await makeRawDisk(source, 64);
-    const abort = new AbortController();
-    const hashing = streamSha256(sourceImageOpts(source, "raw"), undefined, "source web-1-root", abort.signal);
-    setTimeout(() => abort.abort(), 50);
-    await expect(hashing).rejects.toMatchObject({ code: "ABORTED", message: "source web-1-root: stopped before it finished" });
+    await makeRawDisk(source, 4);
+    const target = path.join(tempDir(), "backup");
+    await withSecretFile(PASSPHRASE, (keyFile) =>
+      convertDisk({ source, sourceFormat: "raw", target, format: { compression: "zstd", encrypted: true }, virtualSize: 4 << 20, bandwidthLimitMiBps: 0, keyFile, subject: "item web-1-root" }),
+    );
+    const error = await withSecretFile("not-the-passphrase!", (keyFile) => streamSha256(backupImageOpts(target, true), keyFile, "item web-1-root")).catch((e) => e);
+    expect(error).toMatchObject({ code: "WRONG_PASSPHRASE", message: expect.stringMatching(/^item web-1-root: /) });
+    expect(error.message).not.toContain("coffer-key-");
+    expect(processesMentioning(tempDir())).toEqual([]);
   });
 
   test("the key file is gone after use, and was 0600 while it existed", async () => {
