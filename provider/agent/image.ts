@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { CofferError } from "../common/errors";
 import * as path from "node:path";
-import { RunningTool, partialName, retryLuksCreation, run, start, withPrivateDir } from "./tools";
+import { RunningTool, partialName, retryLuksCreation, run, start, toolFailure, withPrivateDir } from "./tools";
 
 export type Compression = "none" | "zstd" | "zlib";
 
@@ -174,7 +174,15 @@ export async function streamSha256(imageOpts: string, keyFile: string | undefine
     try {
       await untilServing(server, pidFile, subject);
       const hash = createHash("sha256");
-      await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], { subject, signal, onStdoutChunk: (chunk) => hash.update(chunk) });
+      await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], { subject, signal, onStdoutChunk: (chunk) => hash.update(chunk) }).catch(
+        async (error) => {
+          if ((error as CofferError).code === "ABORTED") throw error;
+          // nbdcopy only sees the connection drop; qemu-nbd says why (e.g. an unreadable cluster).
+          server.stop();
+          const reason = await server.stderr;
+          throw reason ? toolFailure("qemu-nbd", reason, { subject, secrets }, error) : error;
+        },
+      );
       return hash.digest("hex");
     } finally {
       server.stop();

@@ -54,6 +54,8 @@ export async function run(command: string, args: readonly string[], options: Run
 /** A tool started by `start`: `finished` settles as `run` does; `stop` ends it early. */
 export interface RunningTool {
   finished: Promise<string>;
+  /** What it wrote to stderr, redacted, once it has exited (a server's only report). */
+  stderr: Promise<string>;
   stop(): void;
 }
 
@@ -77,19 +79,20 @@ export async function start(command: string, args: readonly string[], options: R
       for (const line of lines) if (line.trim()) options.onStdoutLine!(line.trim());
     });
   }
-  const finished = child.then((result) => {
+  const secrets = options.secrets ?? [];
+  const stderr = child.then((result) => redact(String(result.stderr ?? "").trim(), secrets));
+  const finished = child.then(async (result) => {
     if (result.exitCode === 0 && !result.failed) return String(result.stdout ?? "");
-    const secrets = options.secrets ?? [];
     if (result.isCanceled) throw new CofferError("ABORTED", `${options.subject}: stopped before it finished`, { secrets });
-    const stderr = redact(String(result.stderr ?? "").trim(), secrets);
-    const detail = stderr || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`);
-    throw new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines(detail)}`, { secrets });
+    throw toolFailure(command, (await stderr) || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`), options);
   });
-  return { finished, stop: () => child.kill() };
+  return { finished, stderr, stop: () => child.kill() };
 }
 
-function lastLines(text: string): string {
-  return text.split("\n").slice(-3).join(" / ");
+/** The error for a tool that failed, from what it said (already redacted). */
+export function toolFailure(command: string, detail: string, options: RunOptions, cause?: unknown): CofferError {
+  const lastLines = detail.split("\n").slice(-3).join(" / ");
+  return new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines}`, { secrets: options.secrets ?? [], cause });
 }
 
 /** Maps a tool's error text to the cause users act on. */

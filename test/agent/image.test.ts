@@ -154,6 +154,27 @@ describe("the backup data path with Debian's qemu-img", () => {
     expect(processesMentioning(tempDir())).toEqual([]);
   });
 
+  test("a read-back of a damaged image names qemu-nbd's reason, not just a dropped connection", async () => {
+    const source = path.join(tempDir(), "disk.raw");
+    await makeRawDisk(source, 4);
+    const target = path.join(tempDir(), "backup");
+    await convertDisk({ source, sourceFormat: "raw", target, format: { compression: "zlib", encrypted: false }, virtualSize: 4 << 20, bandwidthLimitMiBps: 0, subject: "test" });
+    // Scribble over the first L2 table (qcow2 header: L1 offset at byte 40; L1[0] names the L2 table).
+    const handle = await fs.open(target, "r+");
+    const header = Buffer.alloc(48);
+    await handle.read(header, 0, 48, 0);
+    const l1Entry = Buffer.alloc(8);
+    await handle.read(l1Entry, 0, 8, Number(header.readBigUInt64BE(40)));
+    const l2Offset = Number(l1Entry.readBigUInt64BE(0) & 0x00fffffffffffe00n);
+    expect(l2Offset).toBeGreaterThan(0);
+    await handle.write(Buffer.alloc(512, 0xaa), 0, 512, l2Offset);
+    await handle.close();
+    const error = await streamSha256(backupImageOpts(target, false), undefined, "item web-1-root").catch((e) => e);
+    expect(error).toMatchObject({ code: "QEMU_FAILED", message: expect.stringMatching(/^item web-1-root: qemu-nbd failed: .*Image is corrupt/) });
+    expect(error.message).not.toContain("coffer-nbd-");
+    expect(processesMentioning(tempDir())).toEqual([]);
+  });
+
   test("the key file is gone after use, and was 0600 while it existed", async () => {
     let seen = "";
     await withSecretFile(PASSPHRASE, async (keyFile) => {
