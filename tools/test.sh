@@ -24,7 +24,7 @@ watchdog=()
 [ "${CI:-}" = true ] && watchdog=(timeout --kill-after=30s "${COFFER_TEST_TIME_LIMIT:-45m}")
 # execa is ESM-only: Jest loads it natively only with VM modules on (the flag stays with jest's processes).
 "${watchdog[@]}" tools/jest.sh --ci --json --outputFile="$results" "$@" || status=$?
-if [ "$status" = 124 ] || [ "$status" = 137 ]; then
+if [ "${#watchdog[@]}" -gt 0 ] && { [ "$status" = 124 ] || [ "$status" = 137 ]; }; then
   coffer_say "the tests did not finish within ${COFFER_TEST_TIME_LIMIT:-45m} (CI=true): a test hung or left a process running; it was stopped"
 fi
 # One plain closing line, whatever the runner printed above it.
