@@ -16,7 +16,7 @@ import {
   sourceInfo,
   streamSha256,
 } from "./image";
-import { MANIFEST_FILE, Manifest, ManifestItem, openManifest, renderSignedManifest } from "./manifest";
+import { MANIFEST_FILE, Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
 import { PARTIAL_PATTERN, partialName, pidAlive, run, withSecretFile } from "./tools";
 
@@ -97,6 +97,8 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
       }
       const sizeBytes = (await fs.stat(partial)).size;
       const fileHash = await fileSha256(partial);
+      // The agent's umask makes it 0600 from the start; this holds for callers without it too.
+      await fs.chmod(partial, 0o600);
       await fs.rename(partial, finalFile);
       return {
         name: req.name,
@@ -151,7 +153,7 @@ export async function qemuVersion(): Promise<string> {
 /** Writes the signed manifest last: a set without one is never taken for a good set. */
 export async function writeManifest(setDir: string, manifest: Manifest, secret: string): Promise<string> {
   const file = path.join(setDir, MANIFEST_FILE);
-  await writeFileAtomic(file, renderSignedManifest(manifest, secret));
+  await writeFileAtomic(file, await renderSignedManifest(manifest, secret));
   return file;
 }
 
@@ -176,9 +178,11 @@ export async function verifySet(
   const checkedAt = new Date().toISOString();
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
   if (text === undefined) return { status: "missing", checkedAt, level, failures: [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`] };
-  const opened = openManifest(text, secrets.manifestSecret);
+  const opened = await openManifest(text, secrets.manifestSecret);
   if (!opened.ok) return { status: "failed", checkedAt, level, failures: [opened.problem] };
   if (!opened.authentic) return { status: "failed", checkedAt, level, failures: ["manifest: its HMAC does not match: it was changed, or the key is not this set's"], manifest: opened.manifest };
+  const misplaced = misplacement(opened.manifest, setDir);
+  if (misplaced) return { status: "failed", checkedAt, level, failures: [misplaced], manifest: opened.manifest };
   const missing: string[] = [];
   const failed: string[] = [];
   await withSecretFile(secrets.passphrase ?? "", async (keyFile) => {
@@ -220,7 +224,7 @@ export async function verifySet(
  */
 export async function deleteSet(setDir: string, stopAt: string, knownFiles: readonly string[] = []): Promise<void> {
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
-  const opened = text === undefined ? undefined : openManifest(text, undefined);
+  const opened = text === undefined ? undefined : readManifest(text);
   const named = [...knownFiles.map((f) => path.basename(f)), ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : [])];
   const entries = await fs.readdir(setDir).catch(() => [] as string[]);
   for (const entry of entries) {

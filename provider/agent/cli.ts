@@ -27,6 +27,8 @@ const commands: Record<string, Handler> = {
 
 export async function main(argv: string[]): Promise<void> {
   const command = argv[0];
+  // Backups, and everything the tools make, are the owner's alone: they hold VMs' data.
+  process.umask(0o077);
   const handler = commands[command ?? ""];
   const reply = (body: unknown) => process.stdout.write(JSON.stringify(body) + "\n");
   if (!handler) {

@@ -1,16 +1,34 @@
-import { createHmac, hkdfSync, timingSafeEqual } from "node:crypto";
+import { createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
 
 /**
- * A backup set's manifest, signed with HMAC-SHA-256. The key is derived (HKDF-SHA-256, salt =
- * the set's id) from the policy's passphrase for encrypted sets, or from the policy's separate
- * manifest key when encryption is off, so that tampering is detected by anyone who holds the key
- * and by no one who doesn't.
+ * A backup set's manifest, signed with HMAC-SHA-256, so that tampering is detected by anyone who
+ * holds the key and by no one who doesn't. The key comes from the policy's separate random
+ * manifest key when encryption is off (HKDF-SHA-256, salt = the set's id), or from the passphrase
+ * when it is on. A passphrase can be guessed, so since schema 2 its key is derived with scrypt
+ * (parameters and salt in `mac`): testing a guess against a manifest costs at least what it costs
+ * against the backup's LUKS header. Schema 1 manifests (HKDF from the passphrase) still verify.
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
-export const MANIFEST_SCHEMA_VERSION = 1;
+export const MANIFEST_SCHEMA_VERSION = 2;
 export const MANIFEST_FILE = "manifest.json";
+
+/**
+ * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
+ * header QEMU made (2 s of PBKDF2 by its clock) costs 2.3 s (bench/manifest-kdf.sh measures both),
+ * and memory-hard where PBKDF2 is not.
+ */
+export const SCRYPT_COST = { N: 2 ** 18, r: 8, p: 4 } as const;
+// What a verifier accepts: a manifest names its own cost, and must not make a reader spend more
+// than 1 GiB or a minute on it.
+const SCRYPT_LIMITS = { N: [2 ** 14, 2 ** 23], r: [1, 32], p: [1, 8] } as const;
+const SCRYPT_MAX_MEMORY = 2 ** 30;
+
+const fileName = z.string().refine((f) => f !== "" && f !== "." && f !== ".." && !f.includes("/"), {
+  message: "must be a file name in the set's folder",
+});
 
 const itemSchema = z.object({
   name: z.string(),
@@ -19,7 +37,7 @@ const itemSchema = z.object({
     z.object({ kind: z.literal("disk"), path: z.string(), format: z.enum(["raw", "qcow2"]) }),
     z.object({ kind: z.literal("qmp"), socket: z.string(), device: z.string() }),
   ]),
-  file: z.string(),
+  file: fileName,
   format: z.enum(["qcow2", "qcow2-in-luks"]),
   compression: z.enum(["none", "zstd", "zlib"]),
   encrypted: z.boolean(),
@@ -32,6 +50,22 @@ const itemSchema = z.object({
   finishedAt: z.string(),
 });
 export type ManifestItem = z.output<typeof itemSchema>;
+
+const within = (name: keyof typeof SCRYPT_LIMITS) =>
+  z.number().int().min(SCRYPT_LIMITS[name][0]).max(SCRYPT_LIMITS[name][1]);
+
+/** How the HMAC key is derived; absent in schema 1 (HKDF). */
+const macSchema = z.discriminatedUnion("kdf", [
+  z.object({
+    kdf: z.literal("scrypt"),
+    N: within("N").refine((n) => (n & (n - 1)) === 0, { message: "must be a power of two" }),
+    r: within("r"),
+    p: within("p"),
+    salt: z.string().regex(/^[A-Za-z0-9+/]{22}==$/, { message: "must be 16 bytes in base64" }),
+  }).refine((m) => 128 * m.N * m.r <= SCRYPT_MAX_MEMORY, { message: "asks for more than 1 GiB of memory" }),
+  z.object({ kdf: z.literal("hkdf-sha256") }),
+]);
+export type ManifestMac = z.output<typeof macSchema>;
 
 export const manifestSchema = z.object({
   kind: z.literal(MANIFEST_KIND),
@@ -48,6 +82,7 @@ export const manifestSchema = z.object({
   }),
   /** Which secret the HMAC key comes from, so a verifier knows what to ask for. */
   keySource: z.enum(["passphrase", "manifest-key"]),
+  mac: macSchema.optional(),
   /** The escrow record that recovers the passphrase, when the set has one. */
   escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
   qemuVersion: z.string(),
@@ -58,28 +93,51 @@ export type Manifest = z.output<typeof manifestSchema>;
 
 const envelopeSchema = z.object({ manifest: z.unknown(), hmacSha256: z.string().regex(/^[0-9a-f]{64}$/) });
 
-
-export function manifestKey(secret: string, setId: string): Buffer {
-  return Buffer.from(hkdfSync("sha256", Buffer.from(secret, "utf8"), Buffer.from(setId, "utf8"), Buffer.from("coffer manifest v1"), 32));
+/** The HMAC key of a manifest: scrypt when `mac` says so, else HKDF with the set's id as salt. */
+async function macKey(secret: string, manifest: Pick<Manifest, "setId" | "mac">): Promise<Buffer> {
+  const mac = manifest.mac;
+  if (mac?.kdf === "scrypt") {
+    const { N, r, p } = mac;
+    return new Promise((resolve, reject) =>
+      scrypt(secret, Buffer.from(mac.salt, "base64"), 32, { N, r, p, maxmem: 2 * SCRYPT_MAX_MEMORY }, (error, key) =>
+        error ? reject(error) : resolve(key),
+      ),
+    );
+  }
+  const info = Buffer.from("coffer manifest v1");
+  return Buffer.from(hkdfSync("sha256", Buffer.from(secret, "utf8"), Buffer.from(manifest.setId, "utf8"), info, 32));
 }
 
-function mac(manifest: unknown, secret: string, setId: string): string {
-  return createHmac("sha256", manifestKey(secret, setId)).update(canonicalJson(manifest)).digest("hex");
+/** A new manifest's `mac`: scrypt with a fresh salt for a passphrase, HKDF for the random manifest key. */
+export function newMac(keySource: Manifest["keySource"]): ManifestMac {
+  return keySource === "passphrase"
+    ? { kdf: "scrypt", ...SCRYPT_COST, salt: randomBytes(16).toString("base64") }
+    : { kdf: "hkdf-sha256" };
 }
 
-export function renderSignedManifest(manifest: Manifest, secret: string): string {
-  return JSON.stringify({ manifest, hmacSha256: mac(manifest, secret, manifest.setId) }, null, 2) + "\n";
+async function mac(manifest: unknown, parsed: Pick<Manifest, "setId" | "mac">, secret: string): Promise<Buffer> {
+  return createHmac("sha256", await macKey(secret, parsed)).update(canonicalJson(manifest)).digest();
 }
 
-export type OpenedManifest =
-  | { ok: true; manifest: Manifest; authentic: boolean | undefined }
-  | { ok: false; problem: string };
+/** Signs `manifest` as given; a manifest without `mac` gets one for its key source (and schema 2). */
+export async function renderSignedManifest(manifest: Manifest, secret: string): Promise<string> {
+  const signed: Manifest = manifest.mac
+    ? manifest
+    : { ...manifest, schemaVersion: MANIFEST_SCHEMA_VERSION, mac: newMac(manifest.keySource) };
+  const hmacSha256 = (await mac(signed, signed, secret)).toString("hex");
+  return JSON.stringify({ manifest: signed, hmacSha256 }, null, 2) + "\n";
+}
 
-/**
- * Parses a signed manifest and checks its HMAC when `secret` is given (`authentic` is then true
- * or false; undefined when there was no key to check with).
- */
-export function openManifest(text: string, secret: string | undefined): OpenedManifest {
+export type ReadManifest = { ok: true; manifest: Manifest } | { ok: false; problem: string };
+export type OpenedManifest = { ok: true; manifest: Manifest; authentic: boolean } | { ok: false; problem: string };
+
+/** Parses a signed manifest without checking its HMAC (to find out which key it needs, or which files it names). */
+export function readManifest(text: string): ReadManifest {
+  const parsed = parseEnvelope(text);
+  return parsed.ok ? { ok: true, manifest: parsed.manifest } : parsed;
+}
+
+function parseEnvelope(text: string): { ok: true; manifest: Manifest; raw: unknown; hmac: string } | { ok: false; problem: string } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -93,9 +151,34 @@ export function openManifest(text: string, secret: string | undefined): OpenedMa
     const issue = parsed.error.issues[0];
     return { ok: false, problem: `manifest ${issue.path.join(".")}: ${issue.message}` };
   }
-  if (secret === undefined) return { ok: true, manifest: parsed.data, authentic: undefined };
+  return { ok: true, manifest: parsed.data, raw: envelope.data.manifest, hmac: envelope.data.hmacSha256 };
+}
+
+/** Parses a signed manifest and checks its HMAC with `secret`. */
+export async function openManifest(text: string, secret: string): Promise<OpenedManifest> {
+  const parsed = parseEnvelope(text);
+  if (!parsed.ok) return parsed;
   // The MAC covers the manifest exactly as stored, unknown fields included.
-  const expected = Buffer.from(mac(envelope.data.manifest, secret, parsed.data.setId), "hex");
-  const actual = Buffer.from(envelope.data.hmacSha256, "hex");
-  return { ok: true, manifest: parsed.data, authentic: timingSafeEqual(expected, actual) };
+  const expected = await mac(parsed.raw, parsed.manifest, secret);
+  const authentic = timingSafeEqual(expected, Buffer.from(parsed.hmac, "hex"));
+  return { ok: true, manifest: parsed.manifest, authentic };
+}
+
+/**
+ * Why an authentic manifest does not belong in `setDir`, or undefined when it does: a set's
+ * manifest names its own set id, which is its folder's name, and its zone, which is the name of
+ * the folder above when that one sits in a `sets` folder (`<target>/sets/<zone>/<setId>`).
+ * A manifest copied into another set's folder (a swapped or rolled-back set) fails here.
+ */
+export function misplacement(manifest: Manifest, setDir: string): string | undefined {
+  const folder = path.basename(path.resolve(setDir));
+  if (manifest.setId !== folder) {
+    return `manifest: it belongs to set ${manifest.setId}, not to this folder's set ${folder} (copied from another set?)`;
+  }
+  const zoneDir = path.dirname(path.resolve(setDir));
+  const zone = path.basename(zoneDir);
+  if (path.basename(path.dirname(zoneDir)) === "sets" && manifest.zone !== zone) {
+    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} (copied from another zone?)`;
+  }
+  return undefined;
 }

@@ -206,7 +206,8 @@ export function createBackupSetProvider(host: SetHost) {
           manifestSecret: manifestSecret(state),
           passphrase: state.keys.passphrase,
         }, { secrets: secretsOf(state) });
-      const { manifest: _manifest, ...result } = verification as Verification & { manifest?: unknown };
+      const { manifest, ...verified } = verification as Verification & { manifest?: Manifest };
+      const result = verified.status === "ok" && manifest ? matchState(verified, state, manifest) : verified;
       if (state.escrow && result.status !== "missing") {
         const { store, recordId, version } = state.escrow;
         await ensureReference(store, recordId, { setId: state.setId, version, manifestPath: state.manifestPath, manifestHost: state.manifestHost, createdAt: host.now().toISOString() }).then(
@@ -235,6 +236,25 @@ export function createBackupSetProvider(host: SetHost) {
       }
     },
   };
+}
+
+/**
+ * A verified set whose manifest is not the one Pulumi recorded (another set's id, other files or
+ * hashes) failed: the target was changed by someone who holds the key, or the state is not this set's.
+ */
+export function matchState(verification: Verification, state: BackupSetOutputs, manifest: Manifest): Verification {
+  const failures: string[] = [];
+  if (manifest.setId !== state.setId) failures.push(`manifest: it is set ${manifest.setId}'s, but Pulumi recorded set ${state.setId}`);
+  for (const recorded of state.items) {
+    const found = manifest.items.find((i) => i.name === recorded.name);
+    const differs = (["file", "sizeBytes", "fileSha256", "streamSha256"] as const).filter((key) => found?.[key] !== recorded[key]);
+    if (!found) failures.push(`item ${recorded.name}: the manifest does not name it, but Pulumi recorded it`);
+    else if (differs.length > 0) failures.push(`item ${recorded.name}: the manifest's ${differs.join(", ")} differ from what Pulumi recorded`);
+  }
+  for (const extra of manifest.items.filter((i) => !state.items.some((r) => r.name === i.name))) {
+    failures.push(`item ${extra.name}: the manifest names it, but Pulumi did not record it`);
+  }
+  return failures.length === 0 ? verification : { ...verification, status: "failed", failures };
 }
 
 export function upgradeOutputs(olds: Outputs): BackupSetOutputs {

@@ -1,20 +1,22 @@
 /**
  * coffer: what a person needs without Pulumi, with the backup files and the key.
- *   coffer restore --manifest <path> --item <name> --to <file> [--format raw|qcow2]
+ *   coffer restore --manifest <path> --item <name> --to <file> [--format raw|qcow2] [--force]
  *   coffer verify  --manifest <path> [--full]
  *   coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
  * The passphrase (encrypted sets) or manifest key (unencrypted sets) comes from
  * --passphrase-file / --manifest-key-file, from stdin with --passphrase-stdin, or from
  * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line.
  * Exit codes: 0 done, 1 failed (verification, restore), 2 usage.
+ * What it writes is the owner's alone (umask 077): a restored disk holds a VM's data.
  */
+import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
-import { openManifest } from "../agent/manifest";
+import { misplacement, openManifest, readManifest } from "../agent/manifest";
 import { withSecretFile } from "../agent/tools";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
@@ -43,7 +45,8 @@ async function escrow(argv: string[]): Promise<number> {
 }
 
 const USAGE = `usage:
-  coffer restore --manifest <manifest.json> --item <name> --to <file> [--format raw|qcow2] [key options]
+  coffer restore --manifest <manifest.json> --item <name> --to <file> [--format raw|qcow2] [--force] [key options]
+      --force replaces an existing <file>; without it restore refuses to write over one
   coffer verify  --manifest <manifest.json> [--full] [key options]
   coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
       prints the escrowed secret, or writes it to <file> (mode 0600); a threshold record needs that many --key
@@ -52,6 +55,32 @@ key options (never the key itself on the command line):
   --manifest-key-file <file> | COFFER_MANIFEST_KEY                        unencrypted sets`;
 
 class UsageError extends Error {}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.lstat(file).then(() => true, (e: NodeJS.ErrnoException) => e.code !== "ENOENT");
+}
+
+/**
+ * Gives the restored file its name: with `force` by rename (replacing what is there), else by a
+ * hard link, which fails if the name exists, so a second restore to the same path can't win.
+ */
+async function place(partial: string, to: string, force: boolean): Promise<void> {
+  if (force) return fs.rename(partial, to);
+  const linked = await fs.link(partial, to).then(
+    () => true,
+    (error: NodeJS.ErrnoException) => {
+      if (error.code === "EEXIST") {
+        throw new CofferError("IO_FAILED", `${to} appeared while restoring (another restore?): nothing was replaced; restore to another path, or add --force`);
+      }
+      // A filesystem without hard links (vfat, some FUSE mounts): check, then rename.
+      if (error.code === "EPERM" || error.code === "ENOTSUP" || error.code === "EOPNOTSUPP") return false;
+      throw error;
+    },
+  );
+  if (linked) return;
+  if (await exists(to)) throw new CofferError("IO_FAILED", `${to} appeared while restoring (another restore?): restore to another path, or add --force`);
+  await fs.rename(partial, to);
+}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -67,6 +96,7 @@ async function secretFrom(file: string | undefined, stdin: boolean, envName: str
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  process.umask(0o077);
   try {
     if (command === "escrow") return await escrow(rest);
     const { values } = parseArgs({
@@ -77,6 +107,7 @@ export async function main(argv: string[]): Promise<number> {
         to: { type: "string" },
         format: { type: "string", default: "raw" },
         full: { type: "boolean", default: false },
+        force: { type: "boolean", default: false },
         "passphrase-file": { type: "string" },
         "passphrase-stdin": { type: "boolean", default: false },
         "manifest-key-file": { type: "string" },
@@ -87,7 +118,7 @@ export async function main(argv: string[]): Promise<number> {
     const text = await fs.readFile(manifestPath, "utf8").catch(() => {
       throw new CofferError("SOURCE_MISSING", `${manifestPath} can't be read: check the path`);
     });
-    const unsigned = openManifest(text, undefined);
+    const unsigned = readManifest(text);
     if (!unsigned.ok) throw new CofferError("VERIFY_FAILED", unsigned.problem);
     const passphrase = await secretFrom(values["passphrase-file"], values["passphrase-stdin"], "COFFER_PASSPHRASE");
     const manifestKey = await secretFrom(values["manifest-key-file"], false, "COFFER_MANIFEST_KEY");
@@ -115,26 +146,31 @@ export async function main(argv: string[]): Promise<number> {
     if (command === "restore") {
       if (!values.item || !values.to) throw new UsageError("restore needs --item and --to");
       if (values.format !== "raw" && values.format !== "qcow2") throw new UsageError('--format is "raw" or "qcow2"');
-      const opened = openManifest(text, manifestSecret);
+      const format = values.format;
+      const opened = await openManifest(text, manifestSecret);
       if (!opened.ok || !opened.authentic) throw new CofferError("MANIFEST_TAMPERED", "the manifest's HMAC does not match: it was changed, or this is not the set's key");
+      const misplaced = misplacement(opened.manifest, setDir);
+      if (misplaced) throw new CofferError("MANIFEST_TAMPERED", `${misplaced}: restore from the set's own folder`);
       const item = opened.manifest.items.find((i) => i.name === values.item);
       if (!item) throw new UsageError(`no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`);
       const file = path.join(setDir, item.file);
       if ((await fileSha256(file)) !== item.fileSha256) throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
       const to = path.resolve(values.to);
-      const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${process.pid}`);
+      if (!values.force && (await exists(to))) throw new CofferError("IO_FAILED", `${to} already exists: restore to another path, or add --force to replace it`);
+      const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
       try {
         await withSecretFile(passphrase ?? "", async (keyFile) => {
-          await restoreImage(file, item.encrypted, keyFile, partial, values.format as "raw" | "qcow2", `item ${item.name}`);
+          await restoreImage(file, item.encrypted, keyFile, partial, format, `item ${item.name}`);
         });
         // What was written must be what was backed up, before it gets the name asked for.
-        const restored = await streamSha256(sourceImageOpts(partial, values.format as "raw" | "qcow2"), undefined, `restored ${item.name}`);
+        const restored = await streamSha256(sourceImageOpts(partial, format), undefined, `restored ${item.name}`);
         if (restored !== item.streamSha256) throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
-        await fs.rename(partial, to);
+        await fs.chmod(partial, 0o600);
+        await place(partial, to, values.force);
       } finally {
         await fs.rm(partial, { force: true });
       }
-      process.stdout.write(JSON.stringify({ restored: item.name, to, format: values.format, sha256: item.streamSha256 }) + "\n");
+      process.stdout.write(JSON.stringify({ restored: item.name, to, format, sha256: item.streamSha256 }) + "\n");
       return 0;
     }
     throw new UsageError(`unknown command "${command ?? ""}"`);

@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { z } from "zod";
 import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
-import { openManifest } from "../agent/manifest";
+import { readManifest } from "../agent/manifest";
 import { jsonOrUndefined, readCurrentVersion, readRecord, recordDir, recordPath, recordVersions } from "./record";
 
 /**
@@ -82,7 +82,7 @@ export async function referenceIsLive(id: string, ref: Reference): Promise<boole
   if (ref.manifestHost !== "local") return true;
   const text = await readFileIfExists(ref.manifestPath).catch(() => "unreadable");
   if (text === undefined) return false;
-  const opened = openManifest(text, undefined);
+  const opened = readManifest(text);
   if (!opened.ok) return true;
   return opened.manifest.escrow?.recordId === id;
 }

@@ -52,7 +52,7 @@ async function setReferring(setId: string, version: number): Promise<string> {
     qemuVersion: "7.2", createdAt: "2026-11-24T00:00:00Z", items: [],
   };
   expect(await referenceCurrentVersion(tempDir(), "gold-passphrase", { setId, manifestPath, manifestHost: "local", createdAt: "2026-11-24T00:00:00Z" })).toBe(version);
-  await fs.writeFile(manifestPath, renderSignedManifest(manifest, SECRET));
+  await fs.writeFile(manifestPath, await renderSignedManifest(manifest, SECRET));
   return manifestPath;
 }
 

@@ -1,0 +1,111 @@
+import { execFile } from "node:child_process";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { fileSha256 } from "../../provider/agent/image";
+import { provider } from "../../provider/backupSet";
+import { makeRawDisk } from "../support/disks";
+import { useTempDir } from "../support/tempDir";
+
+jest.setTimeout(300_000);
+const execFileAsync = promisify(execFile);
+const PASSPHRASE = "binding-test-passphrase-42";
+const repoRoot = path.resolve(__dirname, "../..");
+const tempDir = useTempDir();
+
+/** `coffer <args>` with the passphrase in the environment; resolves to its exit code and output. */
+async function coffer(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return execFileAsync(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], { env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE } }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (error) => ({ code: error.code as number, stdout: error.stdout as string, stderr: error.stderr as string }),
+  );
+}
+
+/** One encrypted set of one source named "vm-root" under a shared policy, as the provider makes it. */
+async function takeSet(target: string, disk: string, trigger: string) {
+  const news = {
+    policy: { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: target }, compression: "zstd", integrityCheck: "none", bandwidthLimitMiBps: 0, encrypted: true },
+    keys: { passphrase: PASSPHRASE },
+    sources: [{ name: "vm-root", disk }],
+    trigger,
+  };
+  const checked = await provider.check({}, news);
+  expect(checked.failures).toBeUndefined();
+  return provider.create(checked.inputs);
+}
+
+describe("a set's manifest is bound to its folder and to what Pulumi recorded", () => {
+  test("set A's manifest and backup copied into set B's folder: refresh, verify and restore of B all refuse", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const diskA = path.join(tempDir(), "a.raw");
+    const diskB = path.join(tempDir(), "b.raw");
+    await makeRawDisk(diskA, 4);
+    await makeRawDisk(diskB, 4);
+    const a = await takeSet(target, diskA, "monday");
+    const b = await takeSet(target, diskB, "tuesday");
+    for (const file of ["manifest.json", "vm-root.qcow2.luks"]) await fs.copyFile(path.join(a.outs.setDir, file), path.join(b.outs.setDir, file));
+
+    const refreshed = await provider.read(b.id, b.outs);
+    expect(refreshed.props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(new RegExp(`belongs to set ${a.id}, not to this folder's set ${b.id}`))] });
+    expect((await provider.diff(b.id, refreshed.props, b.outs)).replaces).toContain("verification");
+
+    const verify = await coffer(["verify", "--manifest", b.outs.manifestPath]);
+    expect(verify.code).toBe(1);
+    expect(verify.stdout).toMatch(/belongs to set/);
+
+    const to = path.join(tempDir(), "restored.raw");
+    const restore = await coffer(["restore", "--manifest", b.outs.manifestPath, "--item", "vm-root", "--to", to]);
+    expect(restore.code).toBe(1);
+    expect(restore.stderr).toMatch(/belongs to set .*restore from the set's own folder/);
+    await expect(fs.access(to)).rejects.toThrow();
+    // A's own set still restores, to A's disk.
+    expect((await coffer(["restore", "--manifest", a.outs.manifestPath, "--item", "vm-root", "--to", to])).code).toBe(0);
+    expect(await fileSha256(to)).toBe(await fileSha256(diskA));
+  });
+
+  test("refresh compares the manifest's hashes with the state's: a set that is not the one recorded failed", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const disk = path.join(tempDir(), "a.raw");
+    await makeRawDisk(disk, 4);
+    const { id, outs } = await takeSet(target, disk, "monday");
+    expect((await provider.read(id, outs)).props.verification).toMatchObject({ status: "ok" });
+    // State that recorded other content for the same set id (as if the set had been re-signed since).
+    const recorded = { ...outs, items: outs.items.map((item: { streamSha256: string }) => ({ ...item, streamSha256: "f".repeat(64) })) };
+    expect((await provider.read(id, recorded)).props.verification).toMatchObject({
+      status: "failed",
+      failures: ["item vm-root: the manifest's streamSha256 differ from what Pulumi recorded"],
+    });
+  });
+});
+
+describe("files a backup and a restore write", () => {
+  test("backups and restored disks are 0600; restore refuses an existing file without --force; of two restores to one path one fails", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const disk = path.join(tempDir(), "a.raw");
+    await makeRawDisk(disk, 4);
+    const { outs } = await takeSet(target, disk, "monday");
+    for (const file of await fs.readdir(outs.setDir)) expect([file, (await fs.stat(path.join(outs.setDir, file))).mode & 0o777]).toEqual([file, 0o600]);
+
+    const to = path.join(tempDir(), "restored.raw");
+    const restore = (extra: string[] = []) => coffer(["restore", "--manifest", outs.manifestPath, "--item", "vm-root", "--to", to, ...extra]);
+    expect((await restore()).code).toBe(0);
+    expect((await fs.stat(to)).mode & 0o777).toBe(0o600);
+
+    await fs.writeFile(to, "the disk someone was working on");
+    const refused = await restore();
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/already exists: restore to another path, or add --force/);
+    expect(await fs.readFile(to, "utf8")).toBe("the disk someone was working on");
+    expect((await restore(["--force"])).code).toBe(0);
+    expect(await fileSha256(to)).toBe(await fileSha256(disk));
+
+    await fs.rm(to);
+    const both = await Promise.all([restore(), restore()]);
+    expect(both.map((r) => r.code).sort()).toEqual([0, 1]);
+    expect(await fileSha256(to)).toBe(await fileSha256(disk));
+    expect((await fs.readdir(tempDir())).filter((f) => f.includes(".partial-"))).toEqual([]);
+  });
+});
