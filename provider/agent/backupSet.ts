@@ -18,6 +18,7 @@ import {
 } from "./image";
 import { MANIFEST_FILE, Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
+import { OWNER_PATTERN, SetOwner, clearOwners, markOwner, ownerGone } from "./setOwner";
 import { PARTIAL_PATTERN, partialName, pidAlive, run, withSecretFile } from "./tools";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
@@ -34,6 +35,8 @@ export interface ItemRequest {
   bandwidthLimitMiBps: number;
   integrityCheck: IntegrityCheck;
   passphrase?: string;
+  /** The provider process taking the set (older providers send none). */
+  owner?: SetOwner;
 }
 
 export interface Events {
@@ -51,7 +54,8 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   if (req.encrypted && !req.passphrase) throw new CofferError("INVALID_INPUT", `${subject}: encryption is on but no passphrase reached the agent`);
   const setDir = path.join(req.zoneDir, req.setId);
   await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
-  await sweepPartials(req.zoneDir);
+  if (req.owner) await markOwner(setDir, req.owner);
+  await sweepLeftovers(req.zoneDir, req.setId);
   const format: StoredFormat = { compression: req.compression, encrypted: req.encrypted };
   const finalFile = path.join(setDir, backupFileName(req.name, format));
   if (await fs.access(finalFile).then(() => true, (e: NodeJS.ErrnoException) => e.code !== "ENOENT")) {
@@ -124,23 +128,44 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   }
 }
 
+/** A finished backup file's name (see image.ts backupFileName). */
+const BACKUP_FILE = /\.qcow2(\.luks)?$/;
+
 /**
  * Removes what killed runs on this host left under the zone's sets: partial files whose process
- * is gone, then set folders that hold nothing else (they never got a manifest).
+ * is gone; and folders without a manifest whose owner (the provider that was taking the set) is
+ * gone, with the backups finished in them, since no manifest will ever name those. A folder
+ * without an owner marker is left alone (a run of an older Coffer, maybe still going), and so is
+ * one whose owner is on another host (it can't be checked from here), and the set `working` on.
+ * Returns what it removed.
  */
-export async function sweepPartials(zoneDir: string): Promise<string[]> {
+export async function sweepLeftovers(zoneDir: string, working?: string): Promise<string[]> {
   const removed: string[] = [];
   const host = os.hostname();
+  const remove = async (file: string) => {
+    await fs.rm(file, { force: true });
+    removed.push(file);
+  };
   for (const set of await fs.readdir(zoneDir).catch(() => [] as string[])) {
     const setDir = path.join(zoneDir, set);
     const entries = await fs.readdir(setDir).catch(() => undefined);
     if (!entries) continue;
     for (const entry of entries) {
       const match = PARTIAL_PATTERN.exec(entry);
-      if (!match || match[2] !== host || pidAlive(Number(match[3]))) continue;
-      await fs.rm(path.join(setDir, entry), { force: true });
-      removed.push(path.join(setDir, entry));
+      if (match && match[2] === host && !pidAlive(Number(match[3]))) await remove(path.join(setDir, entry));
     }
+    const owners = set === working ? [] : entries.filter((e) => OWNER_PATTERN.test(e));
+    const gone = await Promise.all(owners.map((owner) => ownerGone(setDir, owner)));
+    if (owners.length === 0 || gone.includes(false)) continue;
+    if (entries.includes(MANIFEST_FILE)) {
+      // A crash between writing the manifest and clearing the marker: the set is whole.
+      for (const owner of owners) await remove(path.join(setDir, owner));
+      continue;
+    }
+    for (const entry of await fs.readdir(setDir)) {
+      if (BACKUP_FILE.test(entry) || OWNER_PATTERN.test(entry) || PARTIAL_PATTERN.test(entry)) await remove(path.join(setDir, entry));
+    }
+    await fs.rmdir(setDir).catch(() => undefined);
   }
   return removed;
 }
@@ -154,6 +179,7 @@ export async function qemuVersion(): Promise<string> {
 export async function writeManifest(setDir: string, manifest: Manifest, secret: string): Promise<string> {
   const file = path.join(setDir, MANIFEST_FILE);
   await writeFileAtomic(file, await renderSignedManifest(manifest, secret));
+  await clearOwners(setDir);
   return file;
 }
 
@@ -219,7 +245,7 @@ export async function verifySet(
 
 /**
  * Deletes a set: the backup files named by its manifest or by `knownFiles` (the resource's
- * outputs, for when the manifest is gone), partial files, the manifest, then the folders up to
+ * outputs, for when the manifest is gone), partial files, owner markers, the manifest, then the folders up to
  * (not including) `stopAt` while they are empty. Nothing else.
  */
 export async function deleteSet(setDir: string, stopAt: string, knownFiles: readonly string[] = []): Promise<void> {
@@ -228,7 +254,7 @@ export async function deleteSet(setDir: string, stopAt: string, knownFiles: read
   const named = [...knownFiles.map((f) => path.basename(f)), ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : [])];
   const entries = await fs.readdir(setDir).catch(() => [] as string[]);
   for (const entry of entries) {
-    if (named.includes(entry) || PARTIAL_PATTERN.test(entry)) await fs.rm(path.join(setDir, entry), { force: true });
+    if (named.includes(entry) || PARTIAL_PATTERN.test(entry) || OWNER_PATTERN.test(entry)) await fs.rm(path.join(setDir, entry), { force: true });
   }
   await fs.rm(path.join(setDir, MANIFEST_FILE), { force: true });
   await removeEmptyDirs(setDir, stopAt);

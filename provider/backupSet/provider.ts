@@ -6,6 +6,7 @@ import type { Verification } from "../agent/backupSet";
 import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
 import { ensureReference, referenceCurrentVersion, releaseReference } from "../escrow/references";
 import type { EscrowLink } from "../escrow/schema";
+import { thisProcess } from "../agent/setOwner";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
 
@@ -114,6 +115,7 @@ export function createBackupSetProvider(host: SetHost) {
           createdAt: host.now().toISOString(),
         }),
       };
+      const owner = thisProcess();
       host.progress(`backing up ${inputs.sources.length} source(s) into ${setDir}`);
       const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
         const via = sourceHost(inputs, source);
@@ -130,6 +132,7 @@ export function createBackupSetProvider(host: SetHost) {
               bandwidthLimitMiBps: inputs.policy.bandwidthLimitMiBps,
               integrityCheck: inputs.policy.integrityCheck,
               passphrase: inputs.policy.encrypted ? inputs.keys.passphrase : undefined,
+              owner,
             },
             { secrets, signal: abort.signal, onProgress },
           );

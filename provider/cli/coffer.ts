@@ -3,6 +3,7 @@
  *   coffer restore --manifest <path> --item <name> --to <file> [--format raw|qcow2] [--force]
  *   coffer verify  --manifest <path> [--full]
  *   coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
+ *   coffer sets --target <dir> [--zone <zone>] [--state <stack-export.json> ...]
  * The passphrase (encrypted sets) or manifest key (unencrypted sets) comes from
  * --passphrase-file / --manifest-key-file, from stdin with --passphrase-stdin, or from
  * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line.
@@ -16,6 +17,7 @@ import { parseArgs } from "node:util";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
+import { listSets, setIdsInStackExport } from "../agent/inventory";
 import { misplacement, openManifest, readManifest } from "../agent/manifest";
 import { withSecretFile } from "../agent/tools";
 import { writeFileAtomic } from "../common/atomicFile";
@@ -50,11 +52,53 @@ const USAGE = `usage:
   coffer verify  --manifest <manifest.json> [--full] [key options]
   coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
       prints the escrowed secret, or writes it to <file> (mode 0600); a threshold record needs that many --key
+  coffer sets --target <dir> [--zone <zone>] [--state <stack-export.json> ...]
+      lists the target's set folders; with the \`pulumi stack export\` of every stack that uses the target
+      (--state - reads one from stdin), marks and names the sets no stack tracks
 key options (never the key itself on the command line):
   --passphrase-file <file> | --passphrase-stdin | COFFER_PASSPHRASE      encrypted sets
   --manifest-key-file <file> | COFFER_MANIFEST_KEY                        unencrypted sets`;
 
 class UsageError extends Error {}
+
+/** Lists set folders; given stack exports, names the complete sets none of them tracks. */
+async function sets(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { target: { type: "string" }, zone: { type: "string" }, state: { type: "string", multiple: true } },
+  });
+  if (!values.target) throw new UsageError("sets needs --target");
+  let tracked: Set<string> | undefined;
+  for (const file of values.state ?? []) {
+    const text = file === "-" ? await readStdin() : await fs.readFile(file, "utf8").catch(() => {
+      throw new UsageError(`--state ${file} can't be read`);
+    });
+    let ids: Set<string>;
+    try {
+      ids = setIdsInStackExport(JSON.parse(text));
+    } catch (error) {
+      throw new UsageError(`--state ${file}: ${(error as Error).message}: give the output of \`pulumi stack export\``);
+    }
+    tracked = new Set([...(tracked ?? []), ...ids]);
+  }
+  const found = (await listSets(path.resolve(values.target), values.zone)).map((set) => ({
+    ...set,
+    ...(tracked ? { tracked: tracked.has(set.setId) } : {}),
+  }));
+  process.stdout.write(JSON.stringify({ sets: found }, null, 2) + "\n");
+  const untracked = found.filter((set) => set.tracked === false && set.status === "complete");
+  if (untracked.length > 0) {
+    process.stderr.write(
+      `coffer: ${untracked.length} complete set(s) that no given stack tracks: ${untracked.map((s) => s.setDir).join(", ")}\n` +
+        "coffer: verify them with `coffer verify`; delete a folder by hand once you are sure no stack or person needs it\n",
+    );
+  }
+  const crashed = found.filter((set) => set.status === "crashed");
+  if (crashed.length > 0) {
+    process.stderr.write(`coffer: ${crashed.length} unfinished set folder(s) left by a crash; the next backup on their host removes them\n`);
+  }
+  return 0;
+}
 
 async function exists(file: string): Promise<boolean> {
   return fs.lstat(file).then(() => true, (e: NodeJS.ErrnoException) => e.code !== "ENOENT");
@@ -99,6 +143,7 @@ export async function main(argv: string[]): Promise<number> {
   process.umask(0o077);
   try {
     if (command === "escrow") return await escrow(rest);
+    if (command === "sets") return await sets(rest);
     const { values } = parseArgs({
       args: rest,
       options: {

@@ -2,7 +2,7 @@ import { ChildProcess, spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { backupItem, deleteSet, qemuVersion, sweepPartials, verifySet, writeManifest } from "../../provider/agent/backupSet";
+import { backupItem, deleteSet, qemuVersion, sweepLeftovers, verifySet, writeManifest } from "../../provider/agent/backupSet";
 import { fileSha256, restoreImage } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, ManifestItem } from "../../provider/agent/manifest";
 import { QmpClient } from "../../provider/agent/qmp";
@@ -163,7 +163,7 @@ describe("backup sets on the host agent", () => {
     await new Promise((r) => setTimeout(r, 500));
     const { execFileSync } = await import("node:child_process");
     execFileSync("pkill", ["-f", `partial-${os.hostname()}-${agent.pid}`], { stdio: "ignore" }) ;
-    expect(await sweepPartials(zoneDir())).toHaveLength(1);
+    expect(await sweepLeftovers(zoneDir())).toHaveLength(1);
     expect(await fs.readdir(setDir)).toEqual([]);
   });
 
