@@ -128,7 +128,8 @@ export async function main(argv: string[]): Promise<number> {
           await restoreImage(file, item.encrypted, keyFile, partial, values.format as "raw" | "qcow2", `item ${item.name}`);
         });
         // What was written must be what was backed up, before it gets the name asked for.
-        const restored = await streamSha256(sourceImageOpts(partial, values.format as "raw" | "qcow2"), undefined, `restored ${item.name}`);
+        const written = sourceImageOpts({ disk: partial, format: values.format as "raw" | "qcow2", backing: [] });
+        const restored = await streamSha256(written, undefined, `restored ${item.name}`);
         if (restored !== item.streamSha256) throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
         await fs.rename(partial, to);
       } finally {
