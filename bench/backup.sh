@@ -48,7 +48,7 @@ cleanup=clean_out
 
 agent_backup() { # compression encrypted; the agent's answer (the item) is kept for the verify case
   node "$repo/bin/coffer-agent.js" backup-item >"$dir/item.json" 2>/dev/null <<JSON
-{"zoneDir":"$dir/sets/bench","setId":"s","name":"disk","source":{"disk":"$src"},"compression":"$1","encrypted":$2,
+{"zoneDir":"$dir/sets/bench","setId":"s","name":"disk","source":{"disk":"$src","format":"raw"},"compression":"$1","encrypted":$2,
  "bandwidthLimitMiBps":0,"integrityCheck":"none","passphrase":"bench-passphrase-not-secret"}
 JSON
 }

@@ -15,6 +15,15 @@ export interface BackupSourceArgs {
   name: pulumi.Input<string>;
   /** A stopped VM's disk file (raw or qcow2). */
   disk?: pulumi.Input<string>;
+  /**
+   * The disk's format, never guessed from its bytes (the guest writes them). Default: raw, and a
+   * disk that starts with an image header (qcow2, LUKS, VMDK...) is refused until it is declared.
+   */
+  format?: pulumi.Input<"raw" | "qcow2">;
+  /** qcow2 only: the backing chain, nearest first; a backing file not declared here is refused. */
+  backingFiles?: pulumi.Input<pulumi.Input<string>[]>;
+  /** qcow2 only: the external data file; refused unless declared here. */
+  dataFile?: pulumi.Input<string>;
   /** A running VM's QMP socket; with `device`, the disk to copy ("vda"). */
   qmpSocket?: pulumi.Input<string>;
   device?: pulumi.Input<string>;

@@ -5,6 +5,7 @@ import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/at
 import { CofferError, isCofferError } from "../common/errors";
 import {
   Compression,
+  DiskSource,
   StoredFormat,
   backupFileName,
   backupImageOpts,
@@ -22,7 +23,7 @@ import { OWNER_PATTERN, SetOwner, clearOwners, markOwner, ownerGone } from "./se
 import { PARTIAL_PATTERN, partialName, pidAlive, run, withSecretFile } from "./tools";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
-export type Source = { disk: string } | { qmpSocket: string; device: string };
+export type Source = DiskSource | { qmpSocket: string; device: string };
 
 export interface ItemRequest {
   /** `<target>/sets/<zone>`: the folder of every set of one zone. */
@@ -71,12 +72,24 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
       let virtualSize: number;
       let sourceStream: (() => Promise<string>) | undefined;
       if ("disk" in req.source) {
-        const info = await sourceInfo(req.source.disk, subject);
+        const { disk, backingFiles, dataFile } = req.source;
+        const info = await sourceInfo(req.source, subject);
         virtualSize = info.virtualSize;
-        manifestSource = { kind: "disk", path: req.source.disk, format: info.format };
-        const disk = req.source.disk;
-        sourceStream = () => streamSha256(sourceImageOpts(disk, info.format), undefined, subject, events.signal);
-        await convertDisk({ source: disk, sourceFormat: info.format, target: partial, format, virtualSize, bandwidthLimitMiBps: req.bandwidthLimitMiBps, keyFile: key, subject, signal: events.signal, onProgress });
+        const declared = { ...(backingFiles ? { backingFiles } : {}), ...(dataFile ? { dataFile } : {}) };
+        manifestSource = { kind: "disk", path: disk, format: info.layout.format, ...declared };
+        const imageOpts = sourceImageOpts(info.layout);
+        sourceStream = () => streamSha256(imageOpts, undefined, subject, events.signal);
+        await convertDisk({
+          sourceImageOpts: imageOpts,
+          target: partial,
+          format,
+          virtualSize,
+          bandwidthLimitMiBps: req.bandwidthLimitMiBps,
+          keyFile: key,
+          subject,
+          signal: events.signal,
+          onProgress,
+        });
       } else {
         const qmp = await QmpClient.connect(req.source.qmpSocket, subject);
         try {

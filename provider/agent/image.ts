@@ -32,27 +32,167 @@ export function secretObject(keyFile: string): string {
   return `secret,id=${SECRET_ID},file=${optionValue(keyFile)}`;
 }
 
-/** The --image-opts string that opens a stored backup as the guest sees it. */
+/**
+ * The --image-opts string that opens a stored backup as the guest sees it. It follows no backing
+ * file its header may name: Coffer never writes one, so a header that names one was tampered with.
+ */
 export function backupImageOpts(file: string, encrypted: boolean): string {
-  return encrypted
-    ? `driver=qcow2,file.driver=luks,file.key-secret=${SECRET_ID},file.file.driver=file,file.file.filename=${optionValue(file)}`
-    : `driver=qcow2,file.driver=file,file.filename=${optionValue(file)}`;
+  const name = optionValue(file);
+  const luks = `file.driver=luks,file.key-secret=${SECRET_ID},file.file.driver=file,file.file.filename=${name}`;
+  const plain = `file.driver=file,file.filename=${name}`;
+  return `driver=qcow2,${encrypted ? luks : plain},${NO_BACKING}`;
 }
+
+/**
+ * Ends a qcow2 node's backing chain. QEMU 7.2 reads an empty `backing` as null (with a
+ * deprecation warning): key=value options have no other way to say null.
+ */
+const NO_BACKING = "backing=";
 
 function keyArgs(keyFile: string | undefined): string[] {
   return keyFile ? ["--object", secretObject(keyFile)] : [];
 }
 
+export type SourceFormat = "raw" | "qcow2";
+
+/**
+ * A stopped VM's disk as declared. Its format is never probed from its bytes (the guest writes
+ * them), and it reads no other file unless that file is declared here.
+ */
+export interface DiskSource {
+  disk: string;
+  /** Absent: raw, refused if the disk starts with a known image header. */
+  format?: SourceFormat;
+  /** qcow2 only: the backing chain, nearest first. */
+  backingFiles?: string[];
+  /** qcow2 only: the external data file. */
+  dataFile?: string;
+}
+
+/** The files of a source as Coffer opens them: every one named by the declaration, none by a header. */
+export interface SourceLayout {
+  disk: string;
+  format: SourceFormat;
+  /** Nearest first, each in the format its parent's header records. */
+  backing: { file: string; format: SourceFormat }[];
+  dataFile?: string;
+}
+
 export interface SourceInfo {
-  format: "raw" | "qcow2";
+  layout: SourceLayout;
   virtualSize: number;
 }
 
-/** What a stopped VM's disk file holds. A disk a running QEMU holds is refused (it is "locked"). */
-export async function sourceInfo(file: string, subject: string): Promise<SourceInfo> {
+/** The --image-opts of a source: an explicit node tree, its backing chain ended explicitly. */
+export function sourceImageOpts(layout: SourceLayout): string {
+  const levels = [{ file: layout.disk, format: layout.format }, ...layout.backing];
+  const options = levels.flatMap((level, depth) => {
+    const at = "backing.".repeat(depth);
+    return [`${at}driver=${level.format}`, `${at}file.driver=file`, `${at}file.filename=${optionValue(level.file)}`];
+  });
+  if (layout.dataFile) options.push("data-file.driver=file", `data-file.filename=${optionValue(layout.dataFile)}`);
+  if (levels.at(-1)!.format === "qcow2") options.push("backing.".repeat(levels.length - 1) + NO_BACKING);
+  return options.join(",");
+}
+
+/** Headers a disk of undeclared format must not start with: it would be backed up as raw. */
+const IMAGE_HEADERS: { name: string; magic: string; at?: number }[] = [
+  { name: "qcow2", magic: "QFI\xfb" },
+  { name: "LUKS", magic: "LUKS\xba\xbe" },
+  { name: "QED", magic: "QED\0" },
+  { name: "VMDK", magic: "KDMV" },
+  { name: "VMDK", magic: "COWD" },
+  { name: "VMDK descriptor", magic: "# Disk DescriptorFile" },
+  { name: "VDI", magic: "\x7f\x10\xda\xbe", at: 64 },
+  { name: "VHDX", magic: "vhdxfile" },
+  { name: "VHD", magic: "conectix" },
+  { name: "Parallels", magic: "WithoutFreeSpace" },
+  { name: "Parallels", magic: "WithouFreSpacExt" },
+  { name: "Bochs", magic: "Bochs Virtual HD Image" },
+];
+const QCOW2_MAGIC = "QFI\xfb";
+
+function startsWith(head: Buffer, magic: string, at = 0): boolean {
+  return head.subarray(at, at + magic.length).equals(Buffer.from(magic, "latin1"));
+}
+
+const refused = (message: string) => new CofferError("INVALID_INPUT", message);
+
+function cannotOpen(subject: string, file: string, fix: string, cause: unknown): CofferError {
+  return new CofferError("SOURCE_MISSING", `${subject}: ${file} does not exist or can't be opened: ${fix}`, { cause });
+}
+
+async function readHead(file: string, subject: string): Promise<Buffer> {
+  try {
+    const handle = await fs.open(file, "r");
+    try {
+      const head = Buffer.alloc(512);
+      const { bytesRead } = await handle.read(head, 0, head.length, 0);
+      return head.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    throw cannotOpen(subject, file, "check the disk path", error);
+  }
+}
+
+/** A name QEMU would not take as a plain file: `json:{...}`, or `<protocol>:` before any `/`. */
+function isPseudoFilename(name: string): boolean {
+  return /^[^/]*:/.test(name);
+}
+
+/**
+ * What a stopped VM's disk holds, read from headers that only the declared files may fill: the
+ * format is the declared one, and each backing or data file a header names must be declared.
+ * A disk a running QEMU holds is refused (it is "locked").
+ */
+export async function sourceInfo(source: DiskSource, subject: string): Promise<SourceInfo> {
+  const { disk } = source;
+  if (source.format !== undefined && source.format !== "raw" && source.format !== "qcow2") {
+    throw refused(`${subject}: format must be "raw" or "qcow2"`);
+  }
+  const head = source.format === "raw" ? undefined : await readHead(disk, subject);
+  const header = source.format === undefined ? IMAGE_HEADERS.find((h) => startsWith(head!, h.magic, h.at)) : undefined;
+  if (header) {
+    throw refused(
+      `${subject}: ${disk} starts with a ${header.name} header and its format is not declared: set format: "qcow2" ` +
+        'if it is a qcow2 image, or format: "raw" if it is a raw disk whose guest wrote that header ' +
+        "(Coffer never takes a format from the disk's bytes)",
+    );
+  }
+  if (source.format !== "qcow2") {
+    const info = await imageInfo({ file: disk, format: "raw" }, subject, "check the disk path");
+    return { layout: { disk, format: "raw", backing: [] }, virtualSize: info["virtual-size"] };
+  }
+  if (!startsWith(head!, QCOW2_MAGIC)) {
+    throw refused(
+      `${subject}: ${disk} is not a qcow2 image, but its format is declared "qcow2": set format: "raw" if it is one`,
+    );
+  }
+  const top = await imageInfo({ file: disk, format: "qcow2" }, subject, "check the disk path");
+  const dataFile = checkDataFile(source, top, subject);
+  const backing = await checkBackingChain(source, top, subject);
+  const layout: SourceLayout = { disk, format: "qcow2", backing, ...(dataFile ? { dataFile } : {}) };
+  return { layout, virtualSize: top["virtual-size"] };
+}
+
+interface QemuImageInfo {
+  format: string;
+  "virtual-size": number;
+  encrypted?: boolean;
+  "backing-filename"?: string;
+  "backing-filename-format"?: string;
+  "format-specific"?: { data?: { "data-file"?: string } };
+}
+
+/** `qemu-img info` of one file opened as `format`; it opens neither backing nor data files. */
+async function imageInfo(image: { file: string; format: SourceFormat }, subject: string, fix: string) {
+  const { file, format } = image;
   let text: string;
   try {
-    text = await run("qemu-img", ["info", "--output=json", file], { subject });
+    const opts = sourceImageOpts({ disk: file, format, backing: [] });
+    text = await run("qemu-img", ["info", "--output=json", "--image-opts", opts], { subject });
   } catch (error) {
     if ((error as CofferError).code === "SOURCE_LOCKED") {
       throw new CofferError(
@@ -61,19 +201,107 @@ export async function sourceInfo(file: string, subject: string): Promise<SourceI
         { cause: error },
       );
     }
-    if ((error as CofferError).code === "SOURCE_MISSING") {
-      throw new CofferError("SOURCE_MISSING", `${subject}: ${file} does not exist or can't be opened: check the disk path`, { cause: error });
-    }
+    if ((error as CofferError).code === "SOURCE_MISSING") throw cannotOpen(subject, file, fix, error);
     throw error;
   }
-  const info = JSON.parse(text) as { format: string; "virtual-size": number; encrypted?: boolean };
-  if (info.format !== "raw" && info.format !== "qcow2") {
-    throw new CofferError("QEMU_FAILED", `${subject}: ${file} is a ${info.format} image: Coffer backs up raw and qcow2 disks`);
-  }
+  const info = JSON.parse(text) as QemuImageInfo;
   if (info.encrypted) {
     throw new CofferError("QEMU_FAILED", `${subject}: ${file} is an encrypted qcow2: Coffer can't read it without its key`);
   }
-  return { format: info.format, virtualSize: info["virtual-size"] };
+  return info;
+}
+
+/** The declared data file, when the header names the same one; any other data file is refused. */
+function checkDataFile(source: DiskSource, info: QemuImageInfo, subject: string): string | undefined {
+  const named = info["format-specific"]?.data?.["data-file"];
+  const { disk, dataFile } = source;
+  if (named === undefined) {
+    if (dataFile === undefined) return undefined;
+    throw refused(`${subject}: dataFile is ${dataFile}, but ${disk} has no external data file: remove dataFile`);
+  }
+  const fix = "record a plain absolute path (qemu-img amend -o data_file=<path>)";
+  if (isPseudoFilename(named)) {
+    throw refused(
+      `${subject}: ${disk} names its data file as ${named}: a json: or protocol name is never followed; ${fix}`,
+    );
+  }
+  if (!path.isAbsolute(named)) {
+    throw refused(
+      `${subject}: ${disk} names its data file relatively (${named}), which QEMU looks up from where it runs: ${fix}`,
+    );
+  }
+  if (dataFile === undefined) {
+    throw refused(
+      `${subject}: ${disk} has an external data file, ${named}, that is not declared: Coffer reads no file a disk's ` +
+        `header names unless it is declared; set dataFile: "${named}" if it is part of this disk`,
+    );
+  }
+  if (path.resolve(named) !== path.resolve(dataFile)) {
+    throw refused(
+      `${subject}: ${disk} names its data file ${named}, but dataFile is ${dataFile}: declare the one it uses`,
+    );
+  }
+  return dataFile;
+}
+
+/**
+ * Follows the backing chain header by header, as far as `backingFiles` declares it: each name
+ * must be a plain file (relative names resolve against the image's folder, as QEMU does) equal
+ * to the declared one, with its format recorded in the header. A backing file beyond the declared
+ * chain is refused.
+ */
+async function checkBackingChain(source: DiskSource, top: QemuImageInfo, subject: string) {
+  const declared = source.backingFiles ?? [];
+  const chain: SourceLayout["backing"] = [];
+  let image = { file: source.disk, info: top };
+  for (;;) {
+    const named = image.info["backing-filename"];
+    if (named === undefined) break;
+    const depth = chain.length;
+    if (isPseudoFilename(named)) {
+      throw refused(
+        `${subject}: ${image.file} names its backing file as ${named}: a json: or protocol name is never followed, ` +
+          "declared or not; rebase the image onto a plain file (qemu-img rebase -u -b <path> -F <format>)",
+      );
+    }
+    const resolved = path.resolve(path.dirname(image.file), named);
+    if (depth >= declared.length) {
+      const fix = depth === 0 ? `set backingFiles: ["${resolved}"]` : `add it to backingFiles after ${image.file}`;
+      throw refused(
+        `${subject}: ${image.file} has a backing file, ${resolved}, that is not declared: Coffer reads no file a ` +
+          `disk's header names unless it is declared; if it is part of this disk, ${fix}`,
+      );
+    }
+    if (resolved !== path.resolve(declared[depth])) {
+      throw refused(
+        `${subject}: ${image.file} has the backing file ${resolved}, but backingFiles[${depth}] is ` +
+          `${declared[depth]}: declare the chain the image uses, nearest first`,
+      );
+    }
+    const format = image.info["backing-filename-format"];
+    if (format !== "raw" && format !== "qcow2") {
+      const what = format === undefined ? "does not record its backing file's format" : `has a ${format} backing file`;
+      throw refused(
+        `${subject}: ${image.file} ${what}: Coffer reads raw and qcow2 backing files whose format the header ` +
+          `records (qemu-img rebase -u -b ${named} -F raw|qcow2)`,
+      );
+    }
+    chain.push({ file: declared[depth], format });
+    if (format === "raw") break;
+    const info = await imageInfo({ file: declared[depth], format }, subject, "check backingFiles");
+    if (info["format-specific"]?.data?.["data-file"] !== undefined) {
+      throw refused(
+        `${subject}: backing file ${declared[depth]} has an external data file: only the disk itself may have one`,
+      );
+    }
+    image = { file: declared[depth], info };
+  }
+  if (chain.length < declared.length) {
+    const last = chain.at(-1)?.file ?? source.disk;
+    const extra = declared[chain.length];
+    throw refused(`${subject}: backingFiles[${chain.length}] is ${extra}, but ${last} has no backing file: remove it`);
+  }
+  return chain;
 }
 
 /**
@@ -103,8 +331,8 @@ export async function createEmptyBackup(file: string, virtualSize: number, compr
 }
 
 export interface ConvertRequest {
-  source: string;
-  sourceFormat: "raw" | "qcow2";
+  /** The source's --image-opts (`sourceImageOpts`): qemu never parses a source's file name. */
+  sourceImageOpts: string;
   target: string;
   format: StoredFormat;
   virtualSize: number;
@@ -124,8 +352,7 @@ export async function convertDisk(req: ConvertRequest): Promise<void> {
     ...(compress ? ["-c", "-m", "4", "-W"] : []),
     // -r counts the source's non-zero bytes per second.
     ...(req.bandwidthLimitMiBps > 0 ? ["-r", `${req.bandwidthLimitMiBps}M`] : []),
-    "-f",
-    req.sourceFormat,
+    "--image-opts",
   ];
   const onStdoutLine = (line: string) => {
     const match = /\(([\d.]+)\/100%\)/.exec(line);
@@ -134,7 +361,9 @@ export async function convertDisk(req: ConvertRequest): Promise<void> {
   if (req.format.encrypted) {
     if (!req.keyFile) throw new Error("an encrypted backup needs a key file");
     await createEmptyBackup(req.target, req.virtualSize, req.format.compression, req.keyFile, req.subject);
-    await run("qemu-img", [...common, req.source, ...keyArgs(req.keyFile), "-n", "--target-image-opts", backupImageOpts(req.target, true)], {
+    const target = backupImageOpts(req.target, true);
+    const source = req.sourceImageOpts;
+    await run("qemu-img", [...common, source, ...keyArgs(req.keyFile), "-n", "--target-image-opts", target], {
       subject: req.subject,
       secrets: [req.keyFile],
       signal: req.signal,
@@ -142,7 +371,11 @@ export async function convertDisk(req: ConvertRequest): Promise<void> {
     });
   } else {
     const options = compress ? ["-o", `compression_type=${req.format.compression}`] : [];
-    await run("qemu-img", [...common, "-O", "qcow2", ...options, req.source, req.target], { subject: req.subject, signal: req.signal, onStdoutLine });
+    await run("qemu-img", [...common, "-O", "qcow2", ...options, req.sourceImageOpts, req.target], {
+      subject: req.subject,
+      signal: req.signal,
+      onStdoutLine,
+    });
   }
 }
 
@@ -209,11 +442,6 @@ async function untilServing(server: RunningTool, pidFile: string, subject: strin
   } finally {
     waiting = false;
   }
-}
-
-/** The --image-opts of a source disk file, for hashing what the guest sees in it. */
-export function sourceImageOpts(file: string, format: "raw" | "qcow2"): string {
-  return `driver=${format},file.driver=file,file.filename=${optionValue(file)}`;
 }
 
 /** SHA-256 of a file's own bytes: catches bit rot without the key. */

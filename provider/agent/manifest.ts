@@ -34,7 +34,14 @@ const itemSchema = z.object({
   name: z.string(),
   host: z.string(),
   source: z.union([
-    z.object({ kind: z.literal("disk"), path: z.string(), format: z.enum(["raw", "qcow2"]) }),
+    z.object({
+      kind: z.literal("disk"),
+      path: z.string(),
+      format: z.enum(["raw", "qcow2"]),
+      // Declared files the disk read besides itself; absent in older manifests.
+      backingFiles: z.array(z.string()).optional(),
+      dataFile: z.string().optional(),
+    }),
     z.object({ kind: z.literal("qmp"), socket: z.string(), device: z.string() }),
   ]),
   file: fileName,

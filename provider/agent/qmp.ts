@@ -194,6 +194,8 @@ export async function backupRunningVm(req: RunningBackupRequest): Promise<void> 
       "detect-zeroes": "unmap",
       discard: "unmap",
       file: req.encrypted ? { driver: "luks", "key-secret": keyId, file } : file,
+      // Our own new image: nothing its header might name is ever opened.
+      backing: null,
     });
     added.node = true;
     await qmp.execute("blockdev-backup", {

@@ -89,9 +89,16 @@ export async function start(command: string, args: readonly string[], options: R
   return { finished, stderr, stop: () => child.kill() };
 }
 
+/** QEMU's warning for the `backing=` Coffer passes on purpose (see image.ts): noise in an error. */
+const EMPTY_BACKING_WARNING = /warning: Use of "backing": "" is deprecated/;
+
 /** The error for a tool that failed, from what it said (already redacted). */
 export function toolFailure(command: string, detail: string, options: RunOptions, cause?: unknown): CofferError {
-  const lastLines = detail.split("\n").slice(-3).join(" / ");
+  const lastLines = detail
+    .split("\n")
+    .filter((line) => !EMPTY_BACKING_WARNING.test(line))
+    .slice(-3)
+    .join(" / ");
   return new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines}`, { secrets: options.secrets ?? [], cause });
 }
 

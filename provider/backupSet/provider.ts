@@ -39,6 +39,12 @@ const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host
 const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!);
 const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
 
+/** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
+function agentSource(source: SourceInput) {
+  const { disk, format, backingFiles, dataFile, qmpSocket, device } = source;
+  return disk !== undefined ? { disk, format, backingFiles, dataFile } : { qmpSocket, device };
+}
+
 /** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
 export async function boundedAll<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
   const results: PromiseSettledResult<R>[] = new Array(items.length);
@@ -126,7 +132,7 @@ export function createBackupSetProvider(host: SetHost) {
               zoneDir,
               setId,
               name: source.name,
-              source: source.disk !== undefined ? { disk: source.disk } : { qmpSocket: source.qmpSocket, device: source.device },
+              source: agentSource(source),
               compression: inputs.policy.compression,
               encrypted: inputs.policy.encrypted,
               bandwidthLimitMiBps: inputs.policy.bandwidthLimitMiBps,

@@ -11,12 +11,19 @@ const absolutePath = (field: string) =>
     .string({ error: `${field} must be an absolute path` })
     .refine((p) => path.isAbsolute(p), { message: `${field} must be an absolute path (start with /)` });
 
+const FORMAT_MESSAGE = 'format must be "raw" or "qcow2": the disk\'s format, which is never guessed from its bytes';
+const BACKING_FILES_MESSAGE = "backingFiles must be a list of absolute paths: the disk's backing chain, nearest first";
+
 const source = z
   .object({
     name: z.string({ error: "name is required: it names the backup file" }).regex(NAME, {
       message: "name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names the backup file)",
     }),
     disk: absolutePath("disk").optional(),
+    // No default: sources are compared as canonical JSON, and a new default would replace every set.
+    format: z.enum(["raw", "qcow2"], { error: FORMAT_MESSAGE }).optional(),
+    backingFiles: z.array(absolutePath("each of backingFiles"), { error: BACKING_FILES_MESSAGE }).optional(),
+    dataFile: absolutePath("dataFile").optional(),
     qmpSocket: absolutePath("qmpSocket").optional(),
     device: z.string().min(1, { message: "device names the VM's disk, e.g. \"vda\"" }).optional(),
     host: sshHost("host").optional(),
@@ -30,6 +37,23 @@ const source = z
       ctx.addIssue({ code: "custom", path: ["disk"], message: "give disk (a stopped VM's disk file) or qmpSocket and device (a running VM)" });
     } else if (running && (s.qmpSocket === undefined || s.device === undefined)) {
       ctx.addIssue({ code: "custom", path: [s.qmpSocket === undefined ? "qmpSocket" : "device"], message: "a running VM's source needs both qmpSocket and device" });
+    }
+    const qcow2Only = { backingFiles: "backing files", dataFile: "an external data file" };
+    for (const field of ["format", "backingFiles", "dataFile"] as const) {
+      if (s[field] === undefined) continue;
+      if (s.disk === undefined) {
+        const message = `${field} only applies to a stopped VM's disk file (disk): remove ${field}`;
+        ctx.addIssue({ code: "custom", path: [field], message });
+      } else if (field !== "format" && s.format !== "qcow2") {
+        const message = `${field} needs format: "qcow2": only a qcow2 image has ${qcow2Only[field]}`;
+        ctx.addIssue({ code: "custom", path: [field], message });
+      }
+    }
+    const files = [s.disk, ...(s.backingFiles ?? []), s.dataFile].filter((f): f is string => f !== undefined);
+    const repeated = files.find((f, i) => files.indexOf(f) !== i);
+    if (repeated !== undefined && s.disk !== undefined) {
+      const message = `${repeated} is named twice among disk, backingFiles and dataFile: each is a different file`;
+      ctx.addIssue({ code: "custom", path: [repeated === s.dataFile ? "dataFile" : "backingFiles"], message });
     }
   });
 

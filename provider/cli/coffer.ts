@@ -208,7 +208,8 @@ export async function main(argv: string[]): Promise<number> {
           await restoreImage(file, item.encrypted, keyFile, partial, format, `item ${item.name}`);
         });
         // What was written must be what was backed up, before it gets the name asked for.
-        const restored = await streamSha256(sourceImageOpts(partial, format), undefined, `restored ${item.name}`);
+        const written = sourceImageOpts({ disk: partial, format, backing: [] });
+        const restored = await streamSha256(written, undefined, `restored ${item.name}`);
         if (restored !== item.streamSha256) throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
         await fs.chmod(partial, 0o600);
         await place(partial, to, values.force);

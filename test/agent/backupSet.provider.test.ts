@@ -85,6 +85,22 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     expect((await provider.read(id, wrongKey)).props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(/HMAC/)] });
   });
 
+  test("a disk's declared format and backing chain reach the agent and the manifest", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const base = path.join(tempDir(), "base.raw");
+    const overlay = path.join(tempDir(), "overlay.qcow2");
+    await makeRawDisk(base, 4);
+    execFileSync("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", overlay, "4M"]);
+    const source = { name: "d", disk: overlay, format: "qcow2", backingFiles: [base] };
+    const policy = { ...declared(target, []).policy, integrityCheck: "metadata" };
+    const inputs = await checked(declared(target, [source], { policy }));
+    const { outs } = await provider.create(inputs);
+    expect(outs.items[0].source).toEqual({ kind: "disk", path: overlay, format: "qcow2", backingFiles: [base] });
+    const manifest = JSON.parse(await fs.readFile(outs.manifestPath, "utf8")).manifest;
+    expect(manifest.items[0].source).toEqual({ kind: "disk", path: overlay, format: "qcow2", backingFiles: [base] });
+  });
+
   test("a failing source fails the whole set, names the source, and leaves nothing behind", async () => {
     const target = path.join(tempDir(), "target");
     await fs.mkdir(target);

@@ -64,7 +64,7 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
           ? [
               { name: "web-1-root", disk: disks.raw },
               { name: "db-1-vda", qmpSocket: vm.qmpSocket, device: "vda" },
-              { name: "app-2-root", disk: disks.qcow2, host: sshd.alias },
+              { name: "app-2-root", disk: disks.qcow2, format: "qcow2", host: sshd.alias },
             ]
           : [{ name: "web-1-root", disk: disks.raw }],
       ...(m.zone === "zstd-luks" ? { bandwidthLimitMiBps: 4 } : {}),

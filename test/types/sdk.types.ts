@@ -44,6 +44,10 @@ export function declaredEscrow(passphrase: pulumi.Output<string>, publicKey: pul
   holds<Equal<coffer.RecordStatus, "ok" | "missing" | "unreadable" | "recipients-differ" | "altered">>();
   const policy = new coffer.BackupPolicy("gold", { zone: "z", target: { kind: "directory", path: "/x" }, encryption: { passphrase }, escrow, requireEscrow: true });
   new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "d", disk: "/d" }], trigger: "t", escrow });
+  const chain = { name: "c", disk: "/c.qcow2", format: "qcow2" as const, backingFiles: ["/b.qcow2"], dataFile: "/c.data" };
+  new coffer.EncryptedBackupSet("chain", { policy, sources: [chain], trigger: "t" });
+  // @ts-expect-error format is "raw" or "qcow2"
+  new coffer.EncryptedBackupSet("vmdk", { policy, sources: [{ name: "v", disk: "/v", format: "vmdk" }], trigger: "t" });
 
   // @ts-expect-error recipients are required
   new coffer.SecretEscrow("no-recipients", { secret: passphrase, store: { kind: "directory", path: "/x" } });

@@ -28,6 +28,48 @@ describe("EncryptedBackupSet check", () => {
     ["a relative disk path", { sources: [{ name: "a", disk: "images/a.qcow2" }] }, "sources.0.disk", /absolute path/],
     ["a duplicate name", { sources: [{ name: "a", disk: "/a" }, { name: "a", disk: "/b" }] }, "sources.1.name", /used twice/],
     ["a name that is not a file name", { sources: [{ name: "../a", disk: "/a" }] }, "sources.0.name", /letters, digits/],
+    [
+      "a format other than raw or qcow2",
+      { sources: [{ name: "a", disk: "/d", format: "vmdk" }] },
+      "sources.0.format",
+      /format must be "raw" or "qcow2"/,
+    ],
+    [
+      "backing files without format qcow2",
+      { sources: [{ name: "a", disk: "/d", backingFiles: ["/b"] }] },
+      "sources.0.backingFiles",
+      /backingFiles needs format: "qcow2"/,
+    ],
+    [
+      "a data file of a raw disk",
+      { sources: [{ name: "a", disk: "/d", format: "raw", dataFile: "/x" }] },
+      "sources.0.dataFile",
+      /dataFile needs format: "qcow2"/,
+    ],
+    [
+      "a format for a running VM",
+      { sources: [{ name: "a", qmpSocket: "/s", device: "vda", format: "qcow2" }] },
+      "sources.0.format",
+      /format only applies to a stopped VM's disk file.*remove format/,
+    ],
+    [
+      "a relative backing file",
+      { sources: [{ name: "a", disk: "/d", format: "qcow2", backingFiles: ["b.qcow2"] }] },
+      "sources.0.backingFiles.0",
+      /backingFiles must be an absolute path/,
+    ],
+    [
+      "backing files that are not a list",
+      { sources: [{ name: "a", disk: "/d", format: "qcow2", backingFiles: "/b" }] },
+      "sources.0.backingFiles",
+      /list of absolute paths/,
+    ],
+    [
+      "a disk that is its own backing file",
+      { sources: [{ name: "a", disk: "/d", format: "qcow2", backingFiles: ["/d"] }] },
+      "sources.0.backingFiles",
+      /\/d is named twice/,
+    ],
     ["no sources", { sources: [] }, "sources", /at least one/],
     ["an empty trigger", { trigger: "" }, "trigger", /must not be empty/],
     ["a concurrency of 0", { concurrency: 0 }, "concurrency", /from 1 to 16/],
@@ -58,6 +100,15 @@ describe("planSetChange", () => {
     expect(planSetChange(olds, { ...news, sources: declared.sources.slice(1) }).replaces).toEqual(["sources"]);
     expect(planSetChange(olds, { ...news, policy: { ...policy, compression: "zlib" } }).replaces).toEqual(["policy"]);
     expect(planSetChange(olds, { ...news, keys: { ...declared.keys, passphrase: "rotated passphrase!!" } }).replaces).toEqual(["keys"]);
+  });
+
+  test("check adds no format to a source without one: sets taken before format existed stay", async () => {
+    const { inputs, failures } = await provider.check({}, { __provider: "x", ...declared });
+    expect(failures).toBeUndefined();
+    expect(inputs.sources).toEqual(declared.sources);
+    expect(planSetChange(olds, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    const qcow2 = [{ ...declared.sources[0], format: "qcow2" }, declared.sources[1]];
+    expect(planSetChange(olds, { ...news, sources: qcow2 }).replaces).toEqual(["sources"]);
   });
 
   test("a set that failed or went missing on refresh is replaced", () => {
