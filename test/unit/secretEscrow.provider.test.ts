@@ -10,6 +10,9 @@ import { parseRecipientKey } from "../../provider/escrow/envelope";
 import { rsaPair, x25519Pair } from "../support/escrowKeys";
 import { useTempDir } from "../support/tempDir";
 
+// Signing a passphrase-keyed manifest costs a few seconds of scrypt, by design.
+jest.setTimeout(60_000);
+
 const SECRET = "gold passphrase 2026-11";
 const dr = x25519Pair();
 const security = rsaPair(3072);
