@@ -18,7 +18,8 @@ import {
 } from "./image";
 import { MANIFEST_FILE, Manifest, ManifestItem, openManifest, renderSignedManifest } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
-import { PARTIAL_PATTERN, partialName, pidAlive, run, withSecretFile } from "./tools";
+import { withSecretFd } from "./tempFiles";
+import { PARTIAL_PATTERN, partialName, pidAlive, run } from "./tools";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
 export type Source = { disk: string } | { qmpSocket: string; device: string };
@@ -61,8 +62,8 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   const startedAt = new Date().toISOString();
   const onProgress = (percent: number) => events.progress?.(req.name, percent);
   try {
-    return await withSecretFile(req.passphrase ?? "", async (keyFile) => {
-      const key = req.encrypted ? keyFile : undefined;
+    return await withSecretFd(req.passphrase ?? "", async (passphraseFd) => {
+      const key = req.encrypted ? passphraseFd : undefined;
       let manifestSource: ManifestItem["source"];
       let virtualSize: number;
       let sourceStream: (() => Promise<string>) | undefined;
@@ -72,7 +73,18 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
         manifestSource = { kind: "disk", path: req.source.disk, format: info.format };
         const disk = req.source.disk;
         sourceStream = () => streamSha256(sourceImageOpts(disk, info.format), undefined, subject, events.signal);
-        await convertDisk({ source: disk, sourceFormat: info.format, target: partial, format, virtualSize, bandwidthLimitMiBps: req.bandwidthLimitMiBps, keyFile: key, subject, signal: events.signal, onProgress });
+        await convertDisk({
+          source: disk,
+          sourceFormat: info.format,
+          target: partial,
+          format,
+          virtualSize,
+          bandwidthLimitMiBps: req.bandwidthLimitMiBps,
+          key,
+          subject,
+          signal: events.signal,
+          onProgress,
+        });
       } else {
         const qmp = await QmpClient.connect(req.source.qmpSocket, subject);
         try {
@@ -181,7 +193,7 @@ export async function verifySet(
   if (!opened.authentic) return { status: "failed", checkedAt, level, failures: ["manifest: its HMAC does not match: it was changed, or the key is not this set's"], manifest: opened.manifest };
   const missing: string[] = [];
   const failed: string[] = [];
-  await withSecretFile(secrets.passphrase ?? "", async (keyFile) => {
+  await withSecretFd(secrets.passphrase ?? "", async (passphraseFd) => {
     for (const item of opened.manifest.items) {
       const file = path.join(setDir, item.file);
       const stat = await fs.stat(file).catch(() => undefined);
@@ -197,7 +209,7 @@ export async function verifySet(
         failed.push(`item ${item.name}: ${item.file} has changed since the backup (its SHA-256 differs)`);
         continue;
       }
-      const key = item.encrypted ? keyFile : undefined;
+      const key = item.encrypted ? passphraseFd : undefined;
       try {
         if (level !== "none") await checkImage(file, item.encrypted, key, `item ${item.name}`);
         if (level === "full") {

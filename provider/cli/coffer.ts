@@ -15,7 +15,7 @@ import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
 import { openManifest } from "../agent/manifest";
-import { withSecretFile } from "../agent/tools";
+import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
 
@@ -68,6 +68,8 @@ async function secretFrom(file: string | undefined, stdin: boolean, envName: str
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
+    // A killed restore or verify may have left a read-back server or a key folder.
+    await sweepTempLeftovers();
     if (command === "escrow") return await escrow(rest);
     const { values } = parseArgs({
       args: rest,
@@ -124,8 +126,8 @@ export async function main(argv: string[]): Promise<number> {
       const to = path.resolve(values.to);
       const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${process.pid}`);
       try {
-        await withSecretFile(passphrase ?? "", async (keyFile) => {
-          await restoreImage(file, item.encrypted, keyFile, partial, values.format as "raw" | "qcow2", `item ${item.name}`);
+        await withSecretFd(passphrase ?? "", async (key) => {
+          await restoreImage(file, item.encrypted, key, partial, values.format as "raw" | "qcow2", `item ${item.name}`);
         });
         // What was written must be what was backed up, before it gets the name asked for.
         const restored = await streamSha256(sourceImageOpts(partial, values.format as "raw" | "qcow2"), undefined, `restored ${item.name}`);
