@@ -20,7 +20,8 @@ import {
 import { MANIFEST_FILE, Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
 import { OWNER_PATTERN, SetOwner, clearOwners, markOwner, ownerGone } from "./setOwner";
-import { PARTIAL_PATTERN, partialName, pidAlive, run, withSecretFile } from "./tools";
+import { withSecretFd } from "./tempFiles";
+import { PARTIAL_PATTERN, partialName, pidAlive, run } from "./tools";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
 export type Source = DiskSource | { qmpSocket: string; device: string };
@@ -66,8 +67,8 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   const startedAt = new Date().toISOString();
   const onProgress = (percent: number) => events.progress?.(req.name, percent);
   try {
-    return await withSecretFile(req.passphrase ?? "", async (keyFile) => {
-      const key = req.encrypted ? keyFile : undefined;
+    return await withSecretFd(req.passphrase ?? "", async (passphraseFd) => {
+      const key = req.encrypted ? passphraseFd : undefined;
       let manifestSource: ManifestItem["source"];
       let virtualSize: number;
       let sourceStream: (() => Promise<string>) | undefined;
@@ -85,7 +86,7 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
           format,
           virtualSize,
           bandwidthLimitMiBps: req.bandwidthLimitMiBps,
-          keyFile: key,
+          key,
           subject,
           signal: events.signal,
           onProgress,
@@ -224,7 +225,7 @@ export async function verifySet(
   if (misplaced) return { status: "failed", checkedAt, level, failures: [misplaced], manifest: opened.manifest };
   const missing: string[] = [];
   const failed: string[] = [];
-  await withSecretFile(secrets.passphrase ?? "", async (keyFile) => {
+  await withSecretFd(secrets.passphrase ?? "", async (passphraseFd) => {
     for (const item of opened.manifest.items) {
       const file = path.join(setDir, item.file);
       const stat = await fs.stat(file).catch(() => undefined);
@@ -240,7 +241,7 @@ export async function verifySet(
         failed.push(`item ${item.name}: ${item.file} has changed since the backup (its SHA-256 differs)`);
         continue;
       }
-      const key = item.encrypted ? keyFile : undefined;
+      const key = item.encrypted ? passphraseFd : undefined;
       try {
         if (level !== "none") await checkImage(file, item.encrypted, key, `item ${item.name}`);
         if (level === "full") {

@@ -4,10 +4,14 @@
  *                               result:  {"ok":true,"result":...} or {"ok":false,"error":{code,message}} on stdout
  *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
  * Commands: backup-item, write-manifest, verify-set, delete-set, version.
- * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero.
+ * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero; so
+ * does the exit of the process that started the agent (the provider, ssh).
+ * Every command first removes what killed agents of this host left in the temp folder.
  */
 import { CofferError, isCofferError } from "../common/errors";
+import { watchParent } from "../common/parentWatch";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
+import { sweepTempLeftovers } from "./tempFiles";
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -42,6 +46,14 @@ export async function main(argv: string[]): Promise<void> {
   // and the process dies before its cleanup has run.
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
+  // A parent that is gone can't stop the agent or read its answer: stop as on SIGTERM, then exit.
+  let orphaned = false;
+  watchParent(() => {
+    orphaned = true;
+    stop();
+  });
+  // Nobody may be left to read the answer; that is no failure of the work.
+  process.stdout.on("error", () => undefined);
   let lastReported = -1;
   const progress = (item: string, percent: number) => {
     // Whole percents are enough to show movement without flooding the channel.
@@ -50,6 +62,7 @@ export async function main(argv: string[]): Promise<void> {
     process.stderr.write(JSON.stringify({ progress: { item, percent: Math.floor(percent) } }) + "\n");
   };
   try {
+    await sweepTempLeftovers();
     const input = await readStdin();
     const request = input.trim() ? JSON.parse(input) : {};
     const result = await handler(request, { signal: abort.signal, progress });
@@ -59,4 +72,5 @@ export async function main(argv: string[]): Promise<void> {
     reply({ ok: false, error: { code: e.code, message: e.message } });
     process.exitCode = 1;
   }
+  if (orphaned) process.exit(1);
 }

@@ -2,7 +2,8 @@ import { createHash } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import { CofferError } from "../common/errors";
 import * as path from "node:path";
-import { RunningTool, partialName, retryLuksCreation, run, start, toolFailure, withPrivateDir } from "./tools";
+import { NBD_PID_FILE, NBD_SOCKET, SecretFd, withPrivateDir } from "./tempFiles";
+import { KEY_FD_PATH, RunningTool, partialName, retryLuksCreation, run, start, toolFailure } from "./tools";
 
 export type Compression = "none" | "zstd" | "zlib";
 
@@ -28,9 +29,8 @@ function optionValue(value: string): string {
   return value.replace(/,/g, ",,");
 }
 
-export function secretObject(keyFile: string): string {
-  return `secret,id=${SECRET_ID},file=${optionValue(keyFile)}`;
-}
+/** The passphrase as a qemu secret object: read from the unnamed file the tool gets as fd 3. */
+export const SECRET_OBJECT = `secret,id=${SECRET_ID},file=${KEY_FD_PATH}`;
 
 /**
  * The --image-opts string that opens a stored backup as the guest sees it. It follows no backing
@@ -49,8 +49,8 @@ export function backupImageOpts(file: string, encrypted: boolean): string {
  */
 const NO_BACKING = "backing=";
 
-function keyArgs(keyFile: string | undefined): string[] {
-  return keyFile ? ["--object", secretObject(keyFile)] : [];
+function keyArgs(key: SecretFd | undefined): string[] {
+  return key ? ["--object", SECRET_OBJECT] : [];
 }
 
 export type SourceFormat = "raw" | "qcow2";
@@ -308,9 +308,15 @@ async function checkBackingChain(source: DiskSource, top: QemuImageInfo, subject
  * Makes an empty backup image of `virtualSize` at `file` to write into with `convert -n` or a
  * QMP job: a qcow2 (with the compression type set), wrapped in LUKS when a key is given.
  */
-export async function createEmptyBackup(file: string, virtualSize: number, compression: Compression, keyFile: string | undefined, subject: string) {
+export async function createEmptyBackup(
+  file: string,
+  virtualSize: number,
+  compression: Compression,
+  key: SecretFd | undefined,
+  subject: string,
+) {
   const compressionType = compression === "zlib" ? "zlib" : "zstd";
-  if (!keyFile) {
+  if (!key) {
     await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, file, String(virtualSize)], { subject });
     return;
   }
@@ -319,10 +325,11 @@ export async function createEmptyBackup(file: string, virtualSize: number, compr
   const inner = path.join(path.dirname(file), partialName(`${path.basename(file)}-inner`));
   try {
     await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, inner, String(virtualSize)], { subject });
+    const toLuks = ["convert", "-f", "raw", "-O", "luks", ...keyArgs(key), "-o", `key-secret=${SECRET_ID}`];
     await retryLuksCreation(() =>
-      run("qemu-img", ["convert", "-f", "raw", "-O", "luks", ...keyArgs(keyFile), "-o", `key-secret=${SECRET_ID}`, inner, file], {
+      run("qemu-img", [...toLuks, inner, file], {
         subject,
-        secrets: [keyFile],
+        key,
       }),
     );
   } finally {
@@ -337,7 +344,7 @@ export interface ConvertRequest {
   format: StoredFormat;
   virtualSize: number;
   bandwidthLimitMiBps: number;
-  keyFile?: string;
+  key?: SecretFd;
   subject: string;
   signal?: AbortSignal;
   onProgress?: (percent: number) => void;
@@ -359,13 +366,12 @@ export async function convertDisk(req: ConvertRequest): Promise<void> {
     if (match && req.onProgress) req.onProgress(Number(match[1]));
   };
   if (req.format.encrypted) {
-    if (!req.keyFile) throw new Error("an encrypted backup needs a key file");
-    await createEmptyBackup(req.target, req.virtualSize, req.format.compression, req.keyFile, req.subject);
-    const target = backupImageOpts(req.target, true);
-    const source = req.sourceImageOpts;
-    await run("qemu-img", [...common, source, ...keyArgs(req.keyFile), "-n", "--target-image-opts", target], {
+    if (!req.key) throw new Error("an encrypted backup needs its key");
+    await createEmptyBackup(req.target, req.virtualSize, req.format.compression, req.key, req.subject);
+    const target = ["-n", "--target-image-opts", backupImageOpts(req.target, true)];
+    await run("qemu-img", [...common, req.sourceImageOpts, ...keyArgs(req.key), ...target], {
       subject: req.subject,
-      secrets: [req.keyFile],
+      key: req.key,
       signal: req.signal,
       onStdoutLine,
     });
@@ -380,11 +386,10 @@ export async function convertDisk(req: ConvertRequest): Promise<void> {
 }
 
 /** `qemu-img check` of a backup: metadata only (it passes flipped bytes in data clusters). */
-export async function checkImage(file: string, encrypted: boolean, keyFile: string | undefined, subject: string): Promise<void> {
-  await run("qemu-img", ["check", "-q", ...keyArgs(encrypted ? keyFile : undefined), "--image-opts", backupImageOpts(file, encrypted)], {
-    subject,
-    secrets: keyFile ? [keyFile] : [],
-  });
+export async function checkImage(file: string, encrypted: boolean, key: SecretFd | undefined, subject: string) {
+  const used = encrypted ? key : undefined;
+  const image = ["--image-opts", backupImageOpts(file, encrypted)];
+  await run("qemu-img", ["check", "-q", ...keyArgs(used), ...image], { subject, key: used });
 }
 
 /**
@@ -393,14 +398,21 @@ export async function checkImage(file: string, encrypted: boolean, keyFile: stri
  * qemu-nbd is started here, not by nbdcopy: nbdcopy stopped early leaves its own qemu-nbd
  * running, holding the image's lock and the stdout pipe.
  */
-export async function streamSha256(imageOpts: string, keyFile: string | undefined, subject: string, signal?: AbortSignal): Promise<string> {
-  const secrets = keyFile ? [keyFile] : [];
-  return withPrivateDir("coffer-nbd-", async (dir) => {
-    const socket = path.join(dir, "nbd.sock");
-    const pidFile = path.join(dir, "qemu-nbd.pid");
-    const server = await start("qemu-nbd", ["-r", "-k", socket, `--pid-file=${pidFile}`, ...keyArgs(keyFile), "--image-opts", imageOpts], {
+export async function streamSha256(
+  imageOpts: string,
+  key: SecretFd | undefined,
+  subject: string,
+  signal?: AbortSignal,
+): Promise<string> {
+  const secrets = key ? [key.value] : [];
+  // Named by host and pid: if this process is killed, the next start stops the server and removes the folder.
+  return withPrivateDir("nbd", async (dir) => {
+    const socket = path.join(dir, NBD_SOCKET);
+    const pidFile = path.join(dir, NBD_PID_FILE);
+    const serve = ["-r", "-k", socket, `--pid-file=${pidFile}`, ...keyArgs(key), "--image-opts", imageOpts];
+    const server = await start("qemu-nbd", serve, {
       subject,
-      secrets,
+      key,
       signal,
       discardStdout: true,
     });
@@ -452,9 +464,15 @@ export async function fileSha256(file: string): Promise<string> {
 }
 
 /** Writes the guest data of a backup to `to` as raw or qcow2. */
-export async function restoreImage(file: string, encrypted: boolean, keyFile: string | undefined, to: string, format: "raw" | "qcow2", subject: string) {
-  await run("qemu-img", ["convert", ...keyArgs(encrypted ? keyFile : undefined), "--image-opts", backupImageOpts(file, encrypted), "-O", format, to], {
-    subject,
-    secrets: keyFile ? [keyFile] : [],
-  });
+export async function restoreImage(
+  file: string,
+  encrypted: boolean,
+  key: SecretFd | undefined,
+  to: string,
+  format: "raw" | "qcow2",
+  subject: string,
+) {
+  const used = encrypted ? key : undefined;
+  const image = ["--image-opts", backupImageOpts(file, encrypted)];
+  await run("qemu-img", ["convert", ...keyArgs(used), ...image, "-O", format, to], { subject, key: used });
 }

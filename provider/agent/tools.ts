@@ -1,40 +1,19 @@
 import { randomBytes } from "node:crypto";
-import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CofferError, CofferErrorCode, redact } from "../common/errors";
+import type { SecretFd } from "./tempFiles";
 
 /** execa, loaded when first needed: it is ESM-only, and this package is CommonJS. */
 export async function loadExeca() {
   return import("execa");
 }
 
-/**
- * Runs `fn` with `secret` in a 0600 file inside a fresh 0700 directory, removed in `finally`,
- * so tools read it with `--object secret,file=...` and it never reaches a command line.
- * The file holds the exact bytes (no trailing newline: qemu would take it as part of the secret).
- */
-export async function withSecretFile<T>(secret: string, fn: (file: string) => Promise<T>): Promise<T> {
-  return withPrivateDir("coffer-key-", async (dir) => {
-    const file = path.join(dir, "key");
-    await fs.writeFile(file, secret, { mode: 0o600, flag: "wx" });
-    return fn(file);
-  });
-}
-
-/** Runs `fn` with a fresh 0700 directory under the system's temp dir, removed in `finally`. */
-export async function withPrivateDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
-  try {
-    return await fn(dir);
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true });
-  }
-}
-
 export interface RunOptions {
-  /** Values to redact from any error: passphrases and the paths of key files. */
+  /** Values to redact from any error (a `key`'s value is added). */
   secrets?: readonly string[];
+  /** A secret the tool reads as /dev/fd/3 (see KEY_FD_PATH). */
+  key?: SecretFd;
   /** What is being worked on, for error messages ("source web-1-root"). */
   subject: string;
   signal?: AbortSignal;
@@ -59,14 +38,27 @@ export interface RunningTool {
   stop(): void;
 }
 
-/** Starts a tool that runs beside other work (a server), with `run`'s error handling. */
-export async function start(command: string, args: readonly string[], options: RunOptions): Promise<RunningTool> {
+/** Where a tool started with a `key` reads it: the fd is its fd 3. */
+export const KEY_FD_PATH = "/dev/fd/3";
+
+/**
+ * Starts a tool that runs beside other work (a server), with `run`'s error handling.
+ * setpriv's pdeathsig kills the tool when this process dies, even by SIGKILL, so no qemu-img
+ * writes on and no qemu-nbd serves for a process that is gone. The signal follows the thread
+ * that forked, and Node forks from its main thread, which lives as long as the process.
+ */
+export async function start(command: string, args: readonly string[], runOptions: RunOptions): Promise<RunningTool> {
+  const key = runOptions.key;
+  const options = key ? { ...runOptions, secrets: [...(runOptions.secrets ?? []), key.value] } : runOptions;
   const { execa } = await loadExeca();
-  const child = execa(command, args, {
+  const stdout = options.discardStdout ? "ignore" : "pipe";
+  const child = execa("setpriv", ["--pdeathsig", "KILL", "--", command, ...args], {
     reject: false,
     cancelSignal: options.signal,
     stripFinalNewline: true,
-    stdout: options.discardStdout ? "ignore" : "pipe",
+    // A number shares that open fd (execa's types name only 3-9, but spawn takes any). Not a
+    // pipe: a Node pipe is a socketpair, which /dev/fd/3 can't open.
+    stdio: ["pipe", stdout, "pipe", ...(key ? [key.fd as 3] : [])],
     buffer: { stdout: !options.onStdoutChunk, stderr: true },
   });
   if (options.onStdoutChunk) child.stdout?.on("data", options.onStdoutChunk);

@@ -5,7 +5,10 @@
 import { randomBytes } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
+import { settlingBeforeExit, watchEngine } from "../common/engineWatch";
 import { PolicyHost, createBackupPolicyProvider } from "./provider";
+
+watchEngine();
 
 export const localHost: PolicyHost = {
   async assertDirectory(dir) {
@@ -25,4 +28,4 @@ export const localHost: PolicyHost = {
 };
 
 /** The object the serialized shim delegates to (see sdk/delegatingProvider.ts). */
-export const provider = createBackupPolicyProvider(localHost);
+export const provider = settlingBeforeExit(createBackupPolicyProvider(localHost));

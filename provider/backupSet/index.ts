@@ -5,14 +5,21 @@
 import { randomBytes } from "node:crypto";
 import { agentClient } from "./agentClient";
 import { engineLog } from "../common/engineLog";
+import { engineGone, settlingBeforeExit, watchEngine } from "../common/engineWatch";
 import { SetHost, createBackupSetProvider } from "./provider";
+
+watchEngine();
 
 export const localHost: SetHost = {
   agent: agentClient,
   newSetId: (trigger) => `${trigger.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+/, "").slice(0, 40) || "set"}-${randomBytes(4).toString("hex")}`,
   now: () => new Date(),
   progress: (message) => engineLog(message),
+  engineGone,
 };
 
-/** The object the serialized shim delegates to (see sdk/delegatingProvider.ts). */
-export const provider = createBackupSetProvider(localHost);
+/**
+ * The object the serialized shim delegates to (see sdk/delegatingProvider.ts). A create stopped
+ * by the engine's exit removes what it made before the process exits.
+ */
+export const provider = settlingBeforeExit(createBackupSetProvider(localHost));

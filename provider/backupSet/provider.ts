@@ -30,7 +30,11 @@ export interface SetHost {
   now(): Date;
   /** Reports progress where the user sees it (the Pulumi engine's log). */
   progress(message: string): void;
+  /** Aborted when the Pulumi engine is gone: no state would record a set made after that. */
+  engineGone?: AbortSignal;
 }
+
+const ENGINE_GONE = "the Pulumi engine exited, so no state would record the set";
 
 type Outputs = BackupSetOutputs & { __provider?: string };
 
@@ -102,6 +106,7 @@ export function createBackupSetProvider(host: SetHost) {
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
       const abort = new AbortController();
+      const signal = host.engineGone ? AbortSignal.any([abort.signal, host.engineGone]) : abort.signal;
       // Every 10% per source: enough to see it move, without flooding CI logs.
       const shown = new Map<string, number>();
       const onProgress = (item: string, percent: number) => {
@@ -140,7 +145,7 @@ export function createBackupSetProvider(host: SetHost) {
               passphrase: inputs.policy.encrypted ? inputs.keys.passphrase : undefined,
               owner,
             },
-            { secrets, signal: abort.signal, onProgress },
+            { secrets, signal, onProgress },
           );
           host.progress(`${source.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
           return { ...item, via: via ?? "local" };
@@ -159,14 +164,18 @@ export function createBackupSetProvider(host: SetHost) {
         await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
         if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
       };
-      if (failures.length > 0 || items.length !== inputs.sources.length) {
+      const engineGone = host.engineGone?.aborted ?? false;
+      if (failures.length > 0 || items.length !== inputs.sources.length || engineGone) {
         await discard();
-        const reasons = failures.map((f) => f.message).join("; ") || "stopped before every source was backed up";
-        throw new CofferError(failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : "IO_FAILED", `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
+        const stopped = engineGone ? ENGINE_GONE : "stopped before every source was backed up";
+        const reasons = failures.map((f) => f.message).join("; ") || stopped;
+        const onlyCause = failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : undefined;
+        const code = onlyCause ?? (engineGone ? "ABORTED" : "IO_FAILED");
+        throw new CofferError(code, `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
       }
       try {
         const agent = host.agent(manifestWhere);
-        const { qemu } = await agent.call<{ qemu: string }>("version", {});
+        const { qemu } = await agent.call<{ qemu: string }>("version", {}, { signal });
         const manifest: Manifest = {
           kind: MANIFEST_KIND,
           schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -186,7 +195,12 @@ export function createBackupSetProvider(host: SetHost) {
           createdAt: host.now().toISOString(),
           items: items.map(({ via: _via, ...item }) => item),
         };
-        const manifestPath = await agent.call<string>("write-manifest", { setDir, manifest, manifestSecret: manifestSecret(inputs) }, { secrets });
+        // The last moment to keep the set out of sight: a manifest makes it a set.
+        if (host.engineGone?.aborted) {
+          throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
+        }
+        const manifestRequest = { setDir, manifest, manifestSecret: manifestSecret(inputs) };
+        const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
         const outs: BackupSetOutputs = {
           ...inputs,
           escrow,

@@ -19,7 +19,7 @@ import { verifySet } from "../agent/backupSet";
 import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
 import { listSets, setIdsInStackExport } from "../agent/inventory";
 import { misplacement, openManifest, readManifest } from "../agent/manifest";
-import { withSecretFile } from "../agent/tools";
+import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
 
@@ -142,6 +142,8 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   process.umask(0o077);
   try {
+    // A killed restore or verify may have left a read-back server or a key folder.
+    await sweepTempLeftovers();
     if (command === "escrow") return await escrow(rest);
     if (command === "sets") return await sets(rest);
     const { values } = parseArgs({
@@ -204,8 +206,8 @@ export async function main(argv: string[]): Promise<number> {
       if (!values.force && (await exists(to))) throw new CofferError("IO_FAILED", `${to} already exists: restore to another path, or add --force to replace it`);
       const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
       try {
-        await withSecretFile(passphrase ?? "", async (keyFile) => {
-          await restoreImage(file, item.encrypted, keyFile, partial, format, `item ${item.name}`);
+        await withSecretFd(passphrase ?? "", async (key) => {
+          await restoreImage(file, item.encrypted, key, partial, format, `item ${item.name}`);
         });
         // What was written must be what was backed up, before it gets the name asked for.
         const written = sourceImageOpts({ disk: partial, format, backing: [] });

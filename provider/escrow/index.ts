@@ -3,7 +3,10 @@
  * `require("coffer/provider/escrow")`. Everything here runs in Pulumi's provider process.
  */
 import { localHost as policyHost } from "../backupPolicy";
+import { settlingBeforeExit, watchEngine } from "../common/engineWatch";
 import { EscrowHost, createSecretEscrowProvider } from "./provider";
+
+watchEngine();
 
 export const localHost: EscrowHost = {
   assertDirectory: policyHost.assertDirectory,
@@ -11,4 +14,4 @@ export const localHost: EscrowHost = {
 };
 
 /** The object the serialized shim delegates to (see sdk/delegatingProvider.ts). */
-export const provider = createSecretEscrowProvider(localHost);
+export const provider = settlingBeforeExit(createSecretEscrowProvider(localHost));

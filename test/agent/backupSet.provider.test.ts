@@ -2,12 +2,14 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { provider } from "../../provider/backupSet";
+import { localHost, provider } from "../../provider/backupSet";
+import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import { provider as escrowProvider } from "../../provider/escrow";
 import { readReferences } from "../../provider/escrow/references";
 import { recordVersions } from "../../provider/escrow/record";
 import { x25519Pair } from "../support/escrowKeys";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
+import { processesMentioning } from "../support/processes";
 import { startVm } from "../support/qemuVm";
 import { useTempDir } from "../support/tempDir";
 
@@ -144,6 +146,38 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     expect(read.props.verification).toMatchObject({ status: "missing", failures: [expect.stringMatching(/manifest: .* is missing/)] });
     expect((await provider.diff(id, read.props, inputs)).replaces).toEqual(["verification"]);
     await expect(provider.delete(id, read.props)).resolves.toBeUndefined();
+  });
+
+  test("a create in flight when the engine is gone stops, keeps nothing, and writes no manifest", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 64);
+    const engineGone = new AbortController();
+    // Gone as soon as the copy reports progress.
+    const progress = (message: string) => /: \d+%$/.test(message) && engineGone.abort();
+    const host = { ...localHost, engineGone: engineGone.signal, progress };
+    const base = declared(target, [{ name: "d", disk }]);
+    // Unencrypted and throttled: the copy lasts, and nothing else makes the test slow.
+    const policy = {
+      ...base.policy,
+      compression: "none",
+      encrypted: false,
+      integrityCheck: "none",
+      bandwidthLimitMiBps: 2,
+    };
+    const inputs = await checked({ ...base, policy, keys: { manifestKey: base.keys.manifestKey } });
+    const started = Date.now();
+    const error = await createBackupSetProvider(host).create(inputs).catch((e) => e);
+    expect(error).toMatchObject({
+      code: "ABORTED",
+      message: expect.stringMatching(/^backup set not taken, nothing of it was kept: .*Pulumi engine exited/),
+    });
+    // Stopped, not finished: the throttled copy alone takes about 24 s.
+    expect(Date.now() - started).toBeLessThan(20_000);
+    expect(engineGone.signal.aborted).toBe(true);
+    expect(await fs.readdir(target)).toEqual([]);
+    expect(processesMentioning(tempDir())).toEqual([]);
   });
 
   /** A target, an escrow store and a small disk, for the escrow tests. */

@@ -6,8 +6,9 @@ import { backupItem, deleteSet, qemuVersion, sweepLeftovers, verifySet, writeMan
 import { fileSha256, restoreImage } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, ManifestItem } from "../../provider/agent/manifest";
 import { QmpClient } from "../../provider/agent/qmp";
-import { withSecretFile } from "../../provider/agent/tools";
+import { withSecretFd } from "../../provider/agent/tempFiles";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
+import { pollFor, processesMentioning } from "../support/processes";
 import { startVm } from "../support/qemuVm";
 import { useTempDir } from "../support/tempDir";
 
@@ -67,7 +68,8 @@ describe("backup sets on the host agent", () => {
 
       // The running VM's disk restores byte for byte (it is paused, so it did not change).
       const restored = path.join(tempDir(), "db-restored.raw");
-      await withSecretFile(PASSPHRASE, (key) => restoreImage(path.join(setDir, db.file), true, key, restored, "raw", "test"));
+      const dbFile = path.join(setDir, db.file);
+      await withSecretFd(PASSPHRASE, (key) => restoreImage(dbFile, true, key, restored, "raw", "test"));
       expect(await fileSha256(restored)).toBe(await fileSha256(running));
 
       // A flipped byte in the middle of a backup file.
@@ -159,10 +161,10 @@ describe("backup sets on the host agent", () => {
     const left = await fs.readdir(setDir);
     expect(left.filter((f) => !f.includes(".partial-"))).toEqual([]);
     expect(left.some((f) => f.startsWith(".big.qcow2.luks.partial-" + os.hostname()))).toBe(true);
-    // The qemu-img the agent started may still be writing; it dies with its output gone.
-    await new Promise((r) => setTimeout(r, 500));
-    const { execFileSync } = await import("node:child_process");
-    execFileSync("pkill", ["-f", `partial-${os.hostname()}-${agent.pid}`], { stdio: "ignore" }) ;
+    // The qemu-img the agent started dies with it (pdeathsig): nothing writes on.
+    const writers = () => processesMentioning(`partial-${os.hostname()}-${agent.pid}`);
+    await pollFor(() => (writers().length === 0 ? true : undefined), 2000);
+    expect(writers()).toEqual([]);
     expect(await sweepLeftovers(zoneDir())).toHaveLength(1);
     expect(await fs.readdir(setDir)).toEqual([]);
   });

@@ -1,5 +1,7 @@
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import {
   StoredFormat,
@@ -12,9 +14,11 @@ import {
   sourceInfo,
   streamSha256,
 } from "../../provider/agent/image";
-import { withSecretFile } from "../../provider/agent/tools";
+import { SecretFd, withSecretFd } from "../../provider/agent/tempFiles";
+import { KEY_FD_PATH, run } from "../../provider/agent/tools";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
 import { killLeftovers, processesMentioning } from "../support/processes";
+import { filesContaining } from "../support/secretScan";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(120_000);
@@ -45,24 +49,25 @@ describe("the backup data path with Debian's qemu-img", () => {
     const info = await sourceInfo({ disk: source }, "test");
     expect(info).toEqual({ layout: { disk: source, format: "raw", backing: [] }, virtualSize: 16 * 1024 * 1024 });
     const target = path.join(tempDir(), "backup");
-    await withSecretFile(PASSPHRASE, async (keyFile) => {
+    await withSecretFd(PASSPHRASE, async (key) => {
       const progress: number[] = [];
+      const used = format.encrypted ? key : undefined;
       await convertDisk({
         sourceImageOpts: rawOpts(source),
         target,
         format,
         virtualSize: info.virtualSize,
         bandwidthLimitMiBps: 0,
-        keyFile: format.encrypted ? keyFile : undefined,
+        key: used,
         subject: "test",
         onProgress: (p) => progress.push(p),
       });
       expect(progress.at(-1)).toBe(100);
-      await checkImage(target, format.encrypted, keyFile, "test");
+      await checkImage(target, format.encrypted, key, "test");
       const expected = await streamSha256(rawOpts(source), undefined, "test");
-      expect(await streamSha256(backupImageOpts(target, format.encrypted), format.encrypted ? keyFile : undefined, "test")).toBe(expected);
+      expect(await streamSha256(backupImageOpts(target, format.encrypted), used, "test")).toBe(expected);
       const restored = path.join(tempDir(), "restored.raw");
-      await restoreImage(target, format.encrypted, keyFile, restored, "raw", "test");
+      await restoreImage(target, format.encrypted, key, restored, "raw", "test");
       expect(await fileSha256(restored)).toBe(await fileSha256(source));
     });
     const bytes = await fs.readFile(target);
@@ -86,17 +91,18 @@ describe("the backup data path with Debian's qemu-img", () => {
     await makeRawDisk(source, 4);
     const target = path.join(tempDir(), "backup");
     const format = { compression: "zstd", encrypted: true } as const;
-    await withSecretFile(PASSPHRASE, (keyFile) =>
-      convertDisk({ ...small(source, target), format, keyFile, subject: "src-1" }),
+    await withSecretFd(PASSPHRASE, (key) =>
+      convertDisk({ ...small(source, target), format, key, subject: "src-1" }),
     );
-    const error = await withSecretFile("not-the-passphrase!", (keyFile) => checkImage(target, true, keyFile, "src-1")).catch((e) => e);
+    const wrongKey = <T>(fn: (key: SecretFd) => Promise<T>) => withSecretFd("not-the-passphrase!", fn).catch((e) => e);
+    const error = await wrongKey((key) => checkImage(target, true, key, "src-1"));
     expect(error).toMatchObject({ code: "WRONG_PASSPHRASE" });
     expect(error.message).toMatch(/^src-1: /);
-    expect(error.message).not.toContain("coffer-key-");
+    expect(error.message).not.toContain("not-the-passphrase!");
 
-    const readBack = await withSecretFile("not-the-passphrase!", (keyFile) => streamSha256(backupImageOpts(target, true), keyFile, "item web-1-root")).catch((e) => e);
+    const readBack = await wrongKey((key) => streamSha256(backupImageOpts(target, true), key, "item web-1-root"));
     expect(readBack).toMatchObject({ code: "WRONG_PASSPHRASE", message: expect.stringMatching(/^item web-1-root: /) });
-    expect(readBack.message).not.toContain("coffer-key-");
+    expect(readBack.message).not.toContain("not-the-passphrase!");
     expect(processesMentioning(tempDir())).toEqual([]);
   });
 
@@ -155,12 +161,12 @@ describe("the backup data path with Debian's qemu-img", () => {
       const source = path.join(tempDir(), "disk.raw");
       await makeRawDisk(source, 4);
       const target = path.join(tempDir(), "backup");
-      await withSecretFile(PASSPHRASE, async (keyFile) => {
+      await withSecretFd(PASSPHRASE, async (key) => {
         const format = { compression: "none", encrypted: true } as const;
-        await convertDisk({ ...small(source, target), format, keyFile, subject: "test" });
+        await convertDisk({ ...small(source, target), format, key, subject: "test" });
         const abort = new AbortController();
         // Unlocking takes about 2 s of PBKDF: the signal comes while qemu-nbd is still starting.
-        const hashing = streamSha256(backupImageOpts(target, true), keyFile, "item web-1-root", abort.signal);
+        const hashing = streamSha256(backupImageOpts(target, true), key, "item web-1-root", abort.signal);
         setTimeout(() => abort.abort(), 200);
         await expect(hashing).rejects.toMatchObject({ code: "ABORTED", message: "item web-1-root: stopped before it finished" });
       });
@@ -191,15 +197,51 @@ describe("the backup data path with Debian's qemu-img", () => {
     expect(processesMentioning(tempDir())).toEqual([]);
   });
 
-  test("the key file is gone after use, and was 0600 while it existed", async () => {
-    let seen = "";
-    await withSecretFile(PASSPHRASE, async (keyFile) => {
-      seen = keyFile;
-      expect((await fs.stat(keyFile)).mode & 0o777).toBe(0o600);
-      expect(await fs.readFile(keyFile, "utf8")).toBe(PASSPHRASE);
+  describe("the passphrase on its way to a tool", () => {
+    // Unique per run: other runs share the temp folder, and the scan below looks for this value.
+    const secret = `fd-test-passphrase-${randomBytes(6).toString("hex")}`;
+    const linkOf = (fd: number) => fs.readlink(`/proc/self/fd/${fd}`).catch(() => "closed");
+
+    const oursInTmp = async () => (await fs.readdir(os.tmpdir())).filter((e) => e.includes(`-${process.pid}-`));
+
+    test("reaches the tool as /dev/fd/3 from a file that never has a name, closed after use", async () => {
+      let fd = -1;
+      await withSecretFd(secret, async (key) => {
+        fd = key.fd;
+        expect(key.value).toBe(secret);
+        const stat = await fs.stat(`/proc/self/fd/${fd}`);
+        expect({ mode: stat.mode & 0o777, links: stat.nlink }).toEqual({ mode: 0o600, links: 0 });
+        // The exact bytes, no newline: what the tool reads is the passphrase.
+        expect(await run("cat", [KEY_FD_PATH], { subject: "test", key })).toBe(secret);
+        // Not on disk under any name while in use; a tool's error never shows it.
+        expect(await filesContaining(os.tmpdir(), secret)).toEqual([]);
+        const echoing = ["-c", `cat ${KEY_FD_PATH} >&2; exit 1`];
+        const failure = await run("sh", echoing, { subject: "test", key }).catch((e) => e);
+        expect(failure.message).toMatch(/^test: sh failed: /);
+        expect(failure.message).not.toContain(secret);
+        expect(await linkOf(fd)).toMatch(/\(deleted\)$/);
+        expect(await oursInTmp()).toEqual([]);
+      });
+      expect(await linkOf(fd)).not.toMatch(/\(deleted\)$/);
+      const failing = withSecretFd(secret, async (key) => ((fd = key.fd), Promise.reject(new Error("boom"))));
+      await expect(failing).rejects.toThrow("boom");
+      expect(await linkOf(fd)).not.toMatch(/\(deleted\)$/);
     });
-    await expect(fs.access(seen)).rejects.toThrow();
-    await expect(withSecretFile(PASSPHRASE, async (keyFile) => ((seen = keyFile), Promise.reject(new Error("boom"))))).rejects.toThrow("boom");
-    await expect(fs.access(path.dirname(seen))).rejects.toThrow();
+
+    test("on a file system without O_TMPFILE, the file loses its name before the secret is written", async () => {
+      const refused = Object.assign(new Error("not supported"), { code: "EOPNOTSUPP" });
+      const open = jest.spyOn(fs, "open").mockRejectedValueOnce(refused);
+      try {
+        await withSecretFd(secret, async (key) => {
+          expect(open).toHaveBeenCalledTimes(2);
+          expect((await fs.stat(`/proc/self/fd/${key.fd}`)).nlink).toBe(0);
+          expect(await run("cat", [KEY_FD_PATH], { subject: "test", key })).toBe(secret);
+          expect(await filesContaining(os.tmpdir(), secret)).toEqual([]);
+          expect(await oursInTmp()).toEqual([]);
+        });
+      } finally {
+        open.mockRestore();
+      }
+    });
   });
 });

@@ -37,3 +37,34 @@ export function killLeftovers(text: string): ProcessInfo[] {
   }
   return left;
 }
+
+/** The fields of /proc/<pid>/stat after the command name ([state, ppid, ...]), or undefined once it is gone. */
+function statOf(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live children of `pid`, read from /proc. */
+export function childrenOf(pid: number): ProcessInfo[] {
+  return processesMentioning("").filter((child) => statOf(child.pid)?.[1] === String(pid));
+}
+
+/** Whether `pid` runs (an exited process that no one has reaped yet does not). */
+export function isRunning(pid: number): boolean {
+  const state = statOf(pid)?.[0];
+  return state !== undefined && state !== "Z";
+}
+
+/** Polls `check` every 10 ms until it returns a value other than undefined, or `timeoutMs` passes. */
+export async function pollFor<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined || Date.now() > deadline) return value;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -8,13 +8,15 @@ import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 /**
  * Pulumi's own dynamic-provider host (`@pulumi/pulumi/cmd/dynamic-provider`), the process the
  * CLI's `pulumi-resource-pulumi-nodejs` shim starts, run from `cwd` and driven over gRPC.
+ * `launch` starts it another way (it prints its port first on stdout); `process` is what was started.
  */
 export class ProviderHost {
-  private constructor(private readonly child: ChildProcess, private readonly client: any) {}
+  private constructor(readonly process: ChildProcess, private readonly client: any) {}
 
-  static async start(cwd: string): Promise<ProviderHost> {
+  static async start(cwd: string, launch?: { file: string; args: string[] }): Promise<ProviderHost> {
     const entry = require.resolve("@pulumi/pulumi/cmd/dynamic-provider", { paths: [cwd] });
-    const child = spawn(process.execPath, [entry, "127.0.0.1:0"], {
+    const { file, args } = launch ?? { file: process.execPath, args: [entry, "127.0.0.1:0"] };
+    const child = spawn(file, args, {
       cwd,
       env: { ...process.env, PULUMI_NODEJS_PROJECT: "coffer-grpc" },
       stdio: ["ignore", "pipe", "pipe"],
@@ -34,7 +36,7 @@ export class ProviderHost {
 
   stop(): void {
     this.client.close();
-    this.child.kill();
+    this.process.kill();
   }
 
   private call<T>(method: string, request: unknown): Promise<T> {

@@ -47,8 +47,9 @@ coffer_setup() {
 # The backup data path uses real qemu-img and QEMU; the remote-host tests use a real sshd.
 coffer_system_packages() {
   local missing=() tool package
+  # setpriv (util-linux, essential in Debian) makes the agent's tools die with it.
   for tool in qemu-img:qemu-utils qemu-nbd:qemu-utils qemu-io:qemu-utils qemu-system-x86_64:qemu-system-x86 \
-    nbdcopy:libnbd-bin ssh:openssh-client /usr/sbin/sshd:openssh-server; do
+    nbdcopy:libnbd-bin ssh:openssh-client /usr/sbin/sshd:openssh-server setpriv:util-linux; do
     package=${tool#*:}
     command -v "${tool%%:*}" >/dev/null || [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
   done

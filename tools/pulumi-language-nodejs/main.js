@@ -25,6 +25,16 @@ const engineAddress = process.argv[process.argv.length - 1];
 // Exit code of @pulumi/pulumi/cmd/run when it already reported the error to the engine.
 const BAIL_EXIT_CODE = 32;
 
+// Nothing stops this plugin, or the program it runs, when the engine is killed. The engine's
+// exit gives this process a new parent (init or a subreaper): then end the programs and exit.
+const programs = new Set();
+const engineParent = process.ppid;
+setInterval(() => {
+  if (process.ppid === engineParent) return;
+  for (const program of programs) program.kill("SIGKILL");
+  process.exit(1);
+}, 300).unref();
+
 function runProgram(req) {
   const info = req.getInfo();
   const programDirectory = (info && info.getProgramDirectory()) || req.getPwd();
@@ -59,8 +69,10 @@ function runProgram(req) {
       env,
       stdio: ["ignore", "inherit", "inherit"],
     });
+    programs.add(child);
     child.on("error", (error) => resolve({ error: `could not start node: ${error.message}` }));
     child.on("close", (code, signal) => {
+      programs.delete(child);
       if (code === 0) resolve({});
       else if (code === BAIL_EXIT_CODE) resolve({ bail: true });
       else resolve({ error: signal ? `Program was killed by ${signal}` : `Program exited with non-zero exit code: ${code}` });
