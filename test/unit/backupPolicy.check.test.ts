@@ -97,6 +97,11 @@ describe("BackupPolicy check", () => {
     },
   );
 
+  test("accepts the owner the resource class sets", async () => {
+    const result = await provider.check({}, { ...valid, owner: "coffer-demo/dev/gold" });
+    expect(result.inputs).toMatchObject({ owner: "coffer-demo/dev/gold" });
+  });
+
   test("accepts an escrow of the passphrase, required or not; requireEscrow does not apply without encryption", async () => {
     expect(await failuresFor({ ...valid, escrow, requireEscrow: true })).toEqual([]);
     expect(await failuresFor({ ...valid, escrow })).toEqual([]);
