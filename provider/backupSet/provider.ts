@@ -6,6 +6,7 @@ import type { Verification } from "../agent/backupSet";
 import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
 import { ensureReference, referenceCurrentVersion, releaseReference } from "../escrow/references";
 import type { EscrowLink } from "../escrow/schema";
+import type { TargetRef } from "../common/targetIdentity";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
 
@@ -21,6 +22,8 @@ export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
   /** Per source: what the agent made, and `via`, where it ran ("local" or an ssh destination). */
   items: (ManifestItem & { via: string })[];
   verification: Verification;
+  /** The target's identity when the set was taken; absent in state written before identities (schema 1). */
+  targetId?: string;
 }
 
 export interface SetHost {
@@ -34,6 +37,8 @@ export interface SetHost {
 type Outputs = BackupSetOutputs & { __provider?: string };
 
 const local = (where: string) => (where === "local" ? undefined : where);
+/** The target as agent requests name it: its path, and its identity when known. */
+const targetRef = (set: { policy: BackupSetInputs["policy"]; targetId?: string }): TargetRef => ({ path: set.policy.target.path, id: set.targetId });
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
 const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!);
 const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
@@ -66,16 +71,24 @@ export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
 
   /** Deletes the set on every host that has part of it; one unreachable host does not stop the others. */
-  async function removeSet(state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[] }, wheres: Iterable<string>) {
+  async function removeSet(
+    state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[]; targetId?: string },
+    wheres: Iterable<string>,
+  ) {
     const knownFiles = state.items.map((i) => i.file);
-    const failures: string[] = [];
+    const target = targetRef(state);
+    const failures: Error[] = [];
     for (const where of new Set(wheres)) {
       await host
         .agent(local(where))
-        .call("delete-set", { setDir: state.setDir, stopAt: state.policy.target.path, knownFiles })
-        .catch((error: Error) => failures.push(error.message));
+        .call("delete-set", { setDir: state.setDir, target, knownFiles })
+        .catch((error: Error) => failures.push(error));
     }
-    if (failures.length > 0) throw new CofferError("HOST_UNREACHABLE", `the set could not be deleted everywhere: ${failures.join("; ")}`);
+    if (failures.length > 0) {
+      const targetOnly = failures.every((f) => isCofferError(f) && f.code === "TARGET_UNREACHABLE");
+      const code = targetOnly ? "TARGET_UNREACHABLE" : "HOST_UNREACHABLE";
+      throw new CofferError(code, `the set could not be deleted everywhere: ${failures.map((f) => f.message).join("; ")}`);
+    }
   }
 
   return {
@@ -94,6 +107,9 @@ export function createBackupSetProvider(host: SetHost) {
       const setDir = path.join(zoneDir, setId);
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
+      // Before any work: an unmounted NAS's empty mount point must not receive a set.
+      const { targetId } = await host.agent(manifestWhere).call<{ targetId: string }>("check-target", { target: targetRef(inputs) });
+      const target = targetRef({ ...inputs, targetId });
       const abort = new AbortController();
       // Every 10% per source: enough to see it move, without flooding CI logs.
       const shown = new Map<string, number>();
@@ -121,6 +137,7 @@ export function createBackupSetProvider(host: SetHost) {
           const item = await host.agent(via).call<ManifestItem>(
             "backup-item",
             {
+              target,
               zoneDir,
               setId,
               name: source.name,
@@ -147,7 +164,7 @@ export function createBackupSetProvider(host: SetHost) {
       const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
       // A set not taken leaves nothing: no file on any host, no escrow reference.
       const discard = async () => {
-        await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
+        await removeSet({ setDir, policy: inputs.policy, items, targetId }, wheres).catch(() => undefined);
         if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
       };
       if (failures.length > 0 || items.length !== inputs.sources.length) {
@@ -177,7 +194,7 @@ export function createBackupSetProvider(host: SetHost) {
           createdAt: host.now().toISOString(),
           items: items.map(({ via: _via, ...item }) => item),
         };
-        const manifestPath = await agent.call<string>("write-manifest", { setDir, manifest, manifestSecret: manifestSecret(inputs) }, { secrets });
+        const manifestPath = await agent.call<string>("write-manifest", { target, setDir, manifest, manifestSecret: manifestSecret(inputs) }, { secrets });
         const outs: BackupSetOutputs = {
           ...inputs,
           escrow,
@@ -188,6 +205,7 @@ export function createBackupSetProvider(host: SetHost) {
           manifestHost: manifestWhere ?? "local",
           items,
           verification: { status: "ok", checkedAt: host.now().toISOString(), level: inputs.policy.integrityCheck, failures: [] },
+          targetId,
         };
         return { id: setId, outs: withoutUndefined(outs) };
       } catch (error) {
@@ -198,15 +216,17 @@ export function createBackupSetProvider(host: SetHost) {
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
+      // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
       const verification = await host
         .agent(local(state.manifestHost))
-        .call<Verification>("verify-set", {
+        .call<Verification & { targetId: string }>("verify-set", {
+          target: targetRef(state),
           setDir: state.setDir,
           level: state.policy.integrityCheck,
           manifestSecret: manifestSecret(state),
           passphrase: state.keys.passphrase,
         }, { secrets: secretsOf(state) });
-      const { manifest: _manifest, ...result } = verification as Verification & { manifest?: unknown };
+      const { manifest: _manifest, targetId, ...result } = verification as Verification & { manifest?: unknown; targetId: string };
       if (state.escrow && result.status !== "missing") {
         const { store, recordId, version } = state.escrow;
         await ensureReference(store, recordId, { setId: state.setId, version, manifestPath: state.manifestPath, manifestHost: state.manifestHost, createdAt: host.now().toISOString() }).then(
@@ -214,7 +234,8 @@ export function createBackupSetProvider(host: SetHost) {
           (error: Error) => host.progress(`escrow ${recordId}: could not check this set's reference (${error.message})`),
         );
       }
-      return { id, props: withoutUndefined({ ...state, verification: result }) };
+      // State from before identities adopts the target's (the agent checked it exists).
+      return { id, props: withoutUndefined({ ...state, targetId: state.targetId ?? targetId, verification: result }) };
     },
 
     async update(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
