@@ -28,7 +28,10 @@ type Handler = (request: any, events: { signal: AbortSignal; progress: (item: st
  */
 async function checkedTarget(req: { target?: TargetRef; setDir?: string; zoneDir?: string }): Promise<string> {
   if (typeof req.target?.path !== "string") {
-    throw new CofferError("INVALID_INPUT", "the request names no backup target: install the same coffer version where Pulumi runs and on every host");
+    throw new CofferError(
+      "INVALID_INPUT",
+      "the request names no backup target: install the same coffer version where Pulumi runs and on every host",
+    );
   }
   const workDir = req.setDir ?? req.zoneDir;
   if (workDir !== undefined && !path.resolve(workDir).startsWith(path.resolve(req.target.path) + path.sep)) {
@@ -49,7 +52,8 @@ const commands: Record<string, Handler> = {
   },
   "verify-set": async (req, events) => {
     const targetId = await checkedTarget(req);
-    return { ...(await verifySet(req.setDir, req.level, { manifestSecret: req.manifestSecret, passphrase: req.passphrase }, events)), targetId };
+    const secrets = { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
+    return { ...(await verifySet(req.setDir, req.level, secrets, events)), targetId };
   },
   "delete-set": async (req) => {
     await checkedTarget(req);

@@ -12,7 +12,7 @@ import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS } from "./schema";
  * the document expects.
  */
 export const DOCUMENT_KIND = "coffer.BackupPolicy";
-/** Bumped when the document's shape changes (not for optional fields readers may ignore); readers accept every older one. */
+/** Bumped when the document's shape changes (not for optional fields); readers accept every older one. */
 export const DOCUMENT_SCHEMA_VERSION = 1;
 
 export const policySettings = z.object({

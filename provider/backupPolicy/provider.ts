@@ -63,6 +63,8 @@ export interface PolicyHost {
 }
 
 type Outputs = BackupPolicyOutputs & { __provider?: string };
+/** What a write of the document records besides the inputs. */
+type Written = { revision: number; fingerprintKey: string | undefined; manifestKey: string; targetId: string };
 
 const DROP_FROM_STATE = "if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`";
 
@@ -82,7 +84,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
   async function refuseSystemFolder(targetPath: string): Promise<void> {
     const real = await host.realPath(targetPath);
     if (isSystemFolder(real)) {
-      throw new CofferError("INVALID_INPUT", `${systemFolderProblem("target", "/srv/backups")} (${targetPath} is ${real})`, { field: "target.path" });
+      const problem = systemFolderProblem("target", "/srv/backups");
+      throw new CofferError("INVALID_INPUT", `${problem} (${targetPath} is ${real})`, { field: "target.path" });
     }
   }
 
@@ -102,11 +105,19 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     return text === undefined ? undefined : parseDocument(text);
   }
 
-  /** Writes the document: replacing the one there, or (`exclusive`) only if there is none, else returns undefined. */
+  /** Writes the document, replacing the one there; `exclusive`: only if there is none (else undefined). */
+  async function write(id: string, inputs: BackupPolicyInputs, written: Written): Promise<BackupPolicyOutputs>;
   async function write(
     id: string,
     inputs: BackupPolicyInputs,
-    written: { revision: number; fingerprintKey: string | undefined; manifestKey: string; targetId: string; exclusive?: boolean },
+    written: Written,
+    exclusive: true,
+  ): Promise<BackupPolicyOutputs | undefined>;
+  async function write(
+    id: string,
+    inputs: BackupPolicyInputs,
+    written: Written,
+    exclusive = false,
   ): Promise<BackupPolicyOutputs | undefined> {
     const { revision, fingerprintKey, manifestKey, targetId } = written;
     const file = documentPath(inputs.target.path, inputs.zone);
@@ -123,7 +134,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       settings,
     };
     try {
-      if (written.exclusive) {
+      if (exclusive) {
         if (!(await host.writeFileExclusive(file, renderDocument(doc)))) return undefined;
       } else {
         await host.writeFileAtomic(file, renderDocument(doc));
@@ -166,13 +177,11 @@ export function createBackupPolicyProvider(host: PolicyHost) {
    */
   function takeOverRevision(file: string, existing: ParsedDocument, owner: string | undefined): number {
     if (!existing.ok) {
-      throw new CofferError(
-        "DOCUMENT_UNREADABLE",
-        `${file} exists but is not a policy document Coffer can read (${existing.problem}): move it away, then run again`,
-        { field: "zone" },
-      );
+      const problem = `${file} exists but is not a policy document Coffer can read (${existing.problem})`;
+      throw new CofferError("DOCUMENT_UNREADABLE", `${problem}: move it away, then run again`, { field: "zone" });
     }
-    if (owner === undefined || existing.document.owner !== owner) throw ownedElsewhere(file, existing.document.policyId);
+    const mine = owner !== undefined && existing.document.owner === owner;
+    if (!mine) throw ownedElsewhere(file, existing.document.policyId);
     return existing.document.revision + 1;
   }
 
@@ -192,17 +201,20 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       const targetId = await claimTargetIdentity(host, inputs.target.path, host.now());
       const id = host.newId(inputs.zone);
       const file = documentPath(inputs.target.path, inputs.zone);
-      const keys = { fingerprintKey: inputs.encryption ? host.randomKey() : undefined, manifestKey: host.randomKey(), targetId };
+      const fingerprintKey = inputs.encryption ? host.randomKey() : undefined;
+      const keys = { fingerprintKey, manifestKey: host.randomKey(), targetId };
       let existing = await readDocument(file);
       if (existing === undefined) {
         // Exclusive: of two policies created for one zone at once, exactly one gets it.
-        const outs = await write(id, inputs, { ...keys, revision: 1, exclusive: true });
+        const outs = await write(id, inputs, { ...keys, revision: 1 }, true);
         if (outs) return { id, outs };
         existing = await readDocument(file);
-        if (existing === undefined) throw new CofferError("IO_FAILED", `${file} appeared and went again while this policy was created: run again`);
+        if (existing === undefined) {
+          throw new CofferError("IO_FAILED", `${file} came and went while this policy was created: run again`);
+        }
       }
       const revision = takeOverRevision(file, existing, inputs.owner);
-      return { id, outs: (await write(id, inputs, { ...keys, revision }))! };
+      return { id, outs: await write(id, inputs, { ...keys, revision }) };
     },
 
     async update(id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
@@ -216,7 +228,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       const fingerprintKey = inputs.encryption ? previous.encryption?.fingerprintKey || host.randomKey() : undefined;
       // State written before manifest keys existed gets one on its next update.
       const manifestKey = previous.manifestKey || host.randomKey();
-      return { outs: (await write(id, inputs, { revision: lastRevision + 1, fingerprintKey, manifestKey, targetId }))! };
+      return { outs: await write(id, inputs, { revision: lastRevision + 1, fingerprintKey, manifestKey, targetId }) };
     },
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {

@@ -35,10 +35,16 @@ export interface SetHost {
 }
 
 type Outputs = BackupSetOutputs & { __provider?: string };
+/** What verify-set returns: the verification, and the id of the target it checked. */
+type Verified = Verification & { targetId: string };
 
 const local = (where: string) => (where === "local" ? undefined : where);
+type SetOnTarget = { setDir: string; policy: BackupSetInputs["policy"]; targetId?: string };
 /** The target as agent requests name it: its path, and its identity when known. */
-const targetRef = (set: { policy: BackupSetInputs["policy"]; targetId?: string }): TargetRef => ({ path: set.policy.target.path, id: set.targetId });
+const targetRef = (set: Omit<SetOnTarget, "setDir">): TargetRef => ({
+  path: set.policy.target.path,
+  id: set.targetId,
+});
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
 const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!);
 const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
@@ -71,10 +77,7 @@ export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
 
   /** Deletes the set on every host that has part of it; one unreachable host does not stop the others. */
-  async function removeSet(
-    state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[]; targetId?: string },
-    wheres: Iterable<string>,
-  ) {
+  async function removeSet(state: SetOnTarget & { items: { file: string; via: string }[] }, wheres: Iterable<string>) {
     const knownFiles = state.items.map((i) => i.file);
     const target = targetRef(state);
     const failures: Error[] = [];
@@ -87,7 +90,8 @@ export function createBackupSetProvider(host: SetHost) {
     if (failures.length > 0) {
       const targetOnly = failures.every((f) => isCofferError(f) && f.code === "TARGET_UNREACHABLE");
       const code = targetOnly ? "TARGET_UNREACHABLE" : "HOST_UNREACHABLE";
-      throw new CofferError(code, `the set could not be deleted everywhere: ${failures.map((f) => f.message).join("; ")}`);
+      const reasons = failures.map((f) => f.message).join("; ");
+      throw new CofferError(code, `the set could not be deleted everywhere: ${reasons}`);
     }
   }
 
@@ -108,7 +112,9 @@ export function createBackupSetProvider(host: SetHost) {
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
       // Before any work: an unmounted NAS's empty mount point must not receive a set.
-      const { targetId } = await host.agent(manifestWhere).call<{ targetId: string }>("check-target", { target: targetRef(inputs) });
+      const { targetId } = await host
+        .agent(manifestWhere)
+        .call<{ targetId: string }>("check-target", { target: targetRef(inputs) });
       const target = targetRef({ ...inputs, targetId });
       const abort = new AbortController();
       // Every 10% per source: enough to see it move, without flooding CI logs.
@@ -194,7 +200,8 @@ export function createBackupSetProvider(host: SetHost) {
           createdAt: host.now().toISOString(),
           items: items.map(({ via: _via, ...item }) => item),
         };
-        const manifestPath = await agent.call<string>("write-manifest", { target, setDir, manifest, manifestSecret: manifestSecret(inputs) }, { secrets });
+        const manifestRequest = { target, setDir, manifest, manifestSecret: manifestSecret(inputs) };
+        const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets });
         const outs: BackupSetOutputs = {
           ...inputs,
           escrow,
@@ -219,14 +226,14 @@ export function createBackupSetProvider(host: SetHost) {
       // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
       const verification = await host
         .agent(local(state.manifestHost))
-        .call<Verification & { targetId: string }>("verify-set", {
+        .call<Verified>("verify-set", {
           target: targetRef(state),
           setDir: state.setDir,
           level: state.policy.integrityCheck,
           manifestSecret: manifestSecret(state),
           passphrase: state.keys.passphrase,
         }, { secrets: secretsOf(state) });
-      const { manifest: _manifest, targetId, ...result } = verification as Verification & { manifest?: unknown; targetId: string };
+      const { manifest: _manifest, targetId, ...result } = verification as Verified & { manifest?: unknown };
       if (state.escrow && result.status !== "missing") {
         const { store, recordId, version } = state.escrow;
         await ensureReference(store, recordId, { setId: state.setId, version, manifestPath: state.manifestPath, manifestHost: state.manifestHost, createdAt: host.now().toISOString() }).then(

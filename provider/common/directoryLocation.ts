@@ -2,7 +2,9 @@ import * as path from "node:path";
 import { z } from "zod";
 
 /** System folders: refused with everything under them. */
-const SYSTEM_TREES = ["/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr"];
+const SYSTEM_TREES = [
+  "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin", "/sys", "/usr",
+];
 /** Folders that hold other things: refused themselves, while a folder of one's own under them is fine. */
 const SHARED_ROOTS = ["/", "/home", "/mnt", "/media", "/opt", "/root", "/srv", "/tmp", "/var"];
 

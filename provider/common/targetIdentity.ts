@@ -39,17 +39,16 @@ export function targetIdentityPath(targetPath: string): string {
 }
 
 const MOUNT_FIX = "is the NAS mounted? mount it and run again";
+type ReadFile = Pick<IdentityFiles, "readFile">;
 
-async function readIdentity(files: Pick<IdentityFiles, "readFile">, targetPath: string): Promise<TargetIdentity | undefined> {
+async function readIdentity(files: ReadFile, targetPath: string): Promise<TargetIdentity | undefined> {
   const file = targetIdentityPath(targetPath);
   let text: string | undefined;
   try {
     text = await files.readFile(file);
   } catch (cause) {
-    throw new CofferError("TARGET_UNREACHABLE", `backup target ${targetPath}: can't read its identity ${file} (${(cause as Error).message}): ${MOUNT_FIX}`, {
-      field: "target.path",
-      cause,
-    });
+    const problem = `backup target ${targetPath}: can't read its identity ${file} (${(cause as Error).message})`;
+    throw new CofferError("TARGET_UNREACHABLE", `${problem}: ${MOUNT_FIX}`, { field: "target.path", cause });
   }
   if (text === undefined) return undefined;
   let parsed: ReturnType<typeof targetIdentity.safeParse> | undefined;
@@ -61,7 +60,8 @@ async function readIdentity(files: Pick<IdentityFiles, "readFile">, targetPath: 
   if (!parsed?.success) {
     throw new CofferError(
       "TARGET_UNREACHABLE",
-      `${file} is not a Coffer target identity Coffer can read: put the original back (every BackupPolicy on this target has its targetId in its outputs), then run again`,
+      `${file} is not a Coffer target identity Coffer can read: put the original back ` +
+        "(every BackupPolicy on this target has its targetId in its outputs), then run again",
       { field: "target.path" },
     );
   }
@@ -82,10 +82,8 @@ export async function claimTargetIdentity(files: IdentityFiles, targetPath: stri
   try {
     if (await files.writeFileExclusive(file, JSON.stringify(identity, null, 2) + "\n")) return identity.targetId;
   } catch (cause) {
-    throw new CofferError("IO_FAILED", `could not write the identity of backup target ${targetPath} (${file}): ${(cause as Error).message}`, {
-      field: "target.path",
-      cause,
-    });
+    const problem = `could not write the identity of backup target ${targetPath} (${file})`;
+    throw new CofferError("IO_FAILED", `${problem}: ${(cause as Error).message}`, { field: "target.path", cause });
   }
   // Another first use wrote one meanwhile: that one is the target's.
   return checkTargetIdentity(files, { path: targetPath });
@@ -96,24 +94,25 @@ export async function claimTargetIdentity(files: IdentityFiles, targetPath: stri
  * known) any Coffer target; otherwise TARGET_UNREACHABLE, naming the path. `fix` is added to
  * what the message says to do.
  */
-export async function checkTargetIdentity(files: Pick<IdentityFiles, "readFile">, target: TargetRef, fix?: string): Promise<string> {
+export async function checkTargetIdentity(files: ReadFile, target: TargetRef, fix?: string): Promise<string> {
   const identity = await readIdentity(files, target.path);
   const file = targetIdentityPath(target.path);
   const also = fix ? `; ${fix}` : "";
   if (!identity) {
-    const howMade = target.id === undefined
-      ? "a target gets it when a BackupPolicy is created on it, or, first used by an older Coffer, when its BackupPolicy is refreshed"
-      : `if it is mounted and the file was removed, put it back (targetId ${target.id})`;
-    throw new CofferError("TARGET_UNREACHABLE", `backup target ${target.path} has no Coffer target identity (${file}): ${MOUNT_FIX}; ${howMade}${also}`, {
-      field: "target.path",
-    });
+    const howMade =
+      target.id === undefined
+        ? "a target gets it when a BackupPolicy is created on it, or, first used by an older Coffer, " +
+          "when its BackupPolicy is refreshed"
+        : `if it is mounted and the file was removed, put it back (targetId ${target.id})`;
+    const problem = `backup target ${target.path} has no Coffer target identity (${file})`;
+    const message = `${problem}: ${MOUNT_FIX}; ${howMade}${also}`;
+    throw new CofferError("TARGET_UNREACHABLE", message, { field: "target.path" });
   }
   if (target.id !== undefined && identity.targetId !== target.id) {
-    throw new CofferError(
-      "TARGET_UNREACHABLE",
-      `backup target ${target.path} is another target (${file} says ${identity.targetId}, this resource's is ${target.id}): another NAS or share is mounted there; mount the right one and run again${also}`,
-      { field: "target.path" },
-    );
+    const ids = `${file} says ${identity.targetId}, this resource's is ${target.id}`;
+    const problem = `backup target ${target.path} is another target (${ids})`;
+    const fixIt = "another NAS or share is mounted there; mount the right one and run again";
+    throw new CofferError("TARGET_UNREACHABLE", `${problem}: ${fixIt}${also}`, { field: "target.path" });
   }
   return identity.targetId;
 }

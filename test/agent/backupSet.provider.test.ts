@@ -181,23 +181,27 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 });
 
 describe("EncryptedBackupSet and its target's identity", () => {
+  const noCheck = (target: string) => ({ policy: { ...declared(target, []).policy, integrityCheck: "none" } });
+  const oneDiskSet = (target: string, disk: string) =>
+    checked(declared(target, [{ name: "d", disk }], noCheck(target)));
+  const noIdentity = (target: string) => expect.stringContaining(`backup target ${target} has no Coffer target id`);
+
   /** A set taken with the local agent on a target with an identity. */
   async function takenSet() {
     const target = path.join(tempDir(), "target");
     const targetId = await makeTarget(target);
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
-    const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }));
-    const { id, outs } = await provider.create(inputs);
+    const { id, outs } = await provider.create(await oneDiskSet(target, disk));
     expect(outs).toMatchObject({ targetId, schemaVersion: 2 });
     return { target, targetId, disk, id, outs };
   }
 
-  test("refresh on an empty mount point (an unmounted NAS) is an error naming the path, not 'missing', and writes nothing", async () => {
+  test("refresh on an empty mount point (unmounted NAS) is an error naming the path, not 'missing'", async () => {
     const { target, id, outs } = await takenSet();
     await emptyFolder(target);
     const error = await provider.read(id, outs).catch((e) => e);
-    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", message: expect.stringContaining(`backup target ${target} has no Coffer target identity`) });
+    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", message: noIdentity(target) });
     expect(error.message).toMatch(/is the NAS mounted\?/);
     expect(await fs.readdir(target)).toEqual([]);
   });
@@ -207,31 +211,32 @@ describe("EncryptedBackupSet and its target's identity", () => {
     await fs.mkdir(target);
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
-    const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }));
-    const error = await provider.create(inputs).catch((e) => e);
-    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", message: expect.stringContaining(`backup target ${target} has no Coffer target identity`) });
+    const error = await provider.create(await oneDiskSet(target, disk)).catch((e) => e);
+    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", message: noIdentity(target) });
     expect(await fs.readdir(target)).toEqual([]);
   });
 
   test("delete on an empty mount point fails as unreachable and writes nothing", async () => {
     const { target, id, outs } = await takenSet();
     await emptyFolder(target);
-    await expect(provider.delete(id, outs)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE", message: expect.stringContaining(target) });
+    const unreachable = { code: "TARGET_UNREACHABLE", message: noIdentity(target) };
+    await expect(provider.delete(id, outs)).rejects.toMatchObject(unreachable);
     expect(await fs.readdir(target)).toEqual([]);
   });
 
-  test("another target mounted at the path is refused by refresh and delete, and its files are left alone", async () => {
+  test("another target mounted at the path is refused by refresh and delete; its files stay", async () => {
     const { target, id, outs } = await takenSet();
     const identityFile = path.join(target, ".coffer", "target.json");
     const identity = JSON.parse(await fs.readFile(identityFile, "utf8"));
     await fs.writeFile(identityFile, JSON.stringify({ ...identity, targetId: "f".repeat(32) }));
     const setFiles = await fs.readdir(outs.setDir);
-    await expect(provider.read(id, outs)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE", message: expect.stringMatching(/is another target/) });
+    const another = { code: "TARGET_UNREACHABLE", message: expect.stringMatching(/is another target/) };
+    await expect(provider.read(id, outs)).rejects.toMatchObject(another);
     await expect(provider.delete(id, outs)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE" });
     expect(await fs.readdir(outs.setDir)).toEqual(setFiles);
   });
 
-  test("state from before identities (schema 1, no targetId) adopts the target's on refresh, and is unreachable without one", async () => {
+  test("state from before identities (schema 1) adopts the target's on refresh, else is unreachable", async () => {
     const { target, targetId, id, outs } = await takenSet();
     const { targetId: _none, ...old } = { ...outs, schemaVersion: 1 };
     const read = await provider.read(id, old);

@@ -151,9 +151,9 @@ describe("backup sets on the host agent", () => {
     const disk = path.join(tempDir(), "big.raw");
     await makeRawDisk(disk, 64);
     await makeTarget(targetDir());
-    const request = { target: { path: targetDir() }, zoneDir: zoneDir(), setId: "set-k", name: "big", source: { disk }, compression: "zstd", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "full" };
+    const request = { zoneDir: zoneDir(), setId: "set-k", name: "big", source: { disk }, compression: "zstd", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "full" };
     const agent: ChildProcess = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], { stdio: ["pipe", "pipe", "pipe"] });
-    agent.stdin!.end(JSON.stringify(request));
+    agent.stdin!.end(JSON.stringify({ ...request, target: { path: targetDir() } }));
     // Wait for the copy to be under way, then kill without warning.
     await new Promise<void>((resolve) => agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()));
     agent.kill("SIGKILL");
@@ -174,11 +174,11 @@ describe("backup sets on the host agent", () => {
     const disk = path.join(tempDir(), "big.raw");
     await makeRawDisk(disk, 64);
     await makeTarget(targetDir());
-    const request = { target: { path: targetDir() }, zoneDir: zoneDir(), setId: "set-s", name: "big", source: { disk }, compression: "none", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "none" };
+    const request = { zoneDir: zoneDir(), setId: "set-s", name: "big", source: { disk }, compression: "none", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "none" };
     const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     agent.stdout!.on("data", (c) => (out += c));
-    agent.stdin!.end(JSON.stringify(request));
+    agent.stdin!.end(JSON.stringify({ ...request, target: { path: targetDir() } }));
     await new Promise<void>((resolve) => agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()));
     agent.kill("SIGTERM");
     const code = await new Promise((r) => agent.once("exit", r));
@@ -188,12 +188,15 @@ describe("backup sets on the host agent", () => {
     expect(out).not.toContain(PASSPHRASE);
   });
 
-  test("the agent refuses to back up, verify or delete in a folder that is not the target, before writing anything", async () => {
+  test("the agent refuses to back up, verify or delete where the target is not, before writing anything", async () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
     const target = targetDir();
     await fs.mkdir(target);
-    const item = { zoneDir: zoneDir(), setId: "set-u", name: "d", source: { disk }, compression: "none", encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none" };
+    const item = {
+      zoneDir: zoneDir(), setId: "set-u", name: "d", source: { disk },
+      compression: "none", encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none",
+    };
     const setDir = path.join(zoneDir(), "set-u");
     const requests: [string, object][] = [
       ["check-target", {}],
@@ -206,7 +209,7 @@ describe("backup sets on the host agent", () => {
     for (const [command, request] of requests) {
       expect(await agentReply(command, { ...request, target: { path: target } })).toMatchObject({
         ok: false,
-        error: { code: "TARGET_UNREACHABLE", message: expect.stringContaining(`backup target ${target} has no Coffer target identity`) },
+        error: { code: "TARGET_UNREACHABLE", message: expect.stringContaining(`${target} has no Coffer target id`) },
       });
     }
     expect(await fs.readdir(target)).toEqual([]);
@@ -221,15 +224,17 @@ describe("backup sets on the host agent", () => {
     }
     expect(await fs.readdir(target)).toEqual([".coffer"]);
     // A request without a target, or working outside it, is refused too.
-    expect(await agentReply("backup-item", item)).toMatchObject({ ok: false, error: { code: "INVALID_INPUT" } });
-    expect(await agentReply("backup-item", { ...item, target: { path: path.join(tempDir(), "elsewhere") } })).toMatchObject({ ok: false, error: { code: "INVALID_INPUT" } });
+    const invalid = { ok: false, error: { code: "INVALID_INPUT" } };
+    expect(await agentReply("backup-item", item)).toMatchObject(invalid);
+    const elsewhere = { path: path.join(tempDir(), "elsewhere") };
+    expect(await agentReply("backup-item", { ...item, target: elsewhere })).toMatchObject(invalid);
     expect(await agentReply("check-target", { target: { path: target } })).toEqual({ ok: true, result: { targetId } });
   });
 });
 
 /** The reply of the real coffer-agent to one request. */
 async function agentReply(command: string, request: object): Promise<unknown> {
-  const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), command], { stdio: ["pipe", "pipe", "pipe"] });
+  const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), command], { stdio: "pipe" });
   let out = "";
   agent.stdout!.on("data", (c) => (out += c));
   agent.stdin!.end(JSON.stringify(request));

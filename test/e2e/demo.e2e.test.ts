@@ -27,7 +27,7 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     await fs.rm(demoDir, { recursive: true, force: true });
   });
 
-  test("up writes the policy, the passphrase's escrow and a verified backup of the generated disk; the escrow recovers the passphrase; destroy leaves the target only its identity and the store empty", async () => {
+  test("up writes the policy, the passphrase's escrow and a verified backup of the generated disk; the escrow recovers the passphrase; destroy leaves target and store empty", async () => {
     const up = await demo();
     expect(up.stdout).toMatch(/\+ 4 created/);
     expect(up.stdout).toMatch(/backupVerification: \{[^}]*status\s*: "ok"/s);

@@ -1,6 +1,11 @@
 import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
-import { readFileIfExists, removeEmptyDirs, writeFileAtomic, writeFileExclusive } from "../../provider/common/atomicFile";
+import {
+  readFileIfExists,
+  removeEmptyDirs,
+  writeFileAtomic,
+  writeFileExclusive,
+} from "../../provider/common/atomicFile";
 import { useTempDir } from "../support/tempDir";
 
 const tempDir = useTempDir();

@@ -13,7 +13,9 @@ const valid = {
   retention: { keepLast: 7, maxAgeDays: 30 },
 };
 
-const SYSTEM_FOLDER = /^target.path must be a dedicated backup folder such as \/srv\/backups \(a NAS mount\), not \/ or a system folder$/;
+const SYSTEM_FOLDER = new RegExp(
+  "^target.path must be a dedicated backup folder such as /srv/backups \\(a NAS mount\\), not / or a system folder$",
+);
 const escrow = { recordId: "gold-passphrase", store: "/srv/escrow", escrowsPassphrase: true };
 
 async function failuresFor(news: Record<string, unknown>) {
@@ -68,7 +70,7 @@ describe("BackupPolicy check", () => {
     ["another target kind", { target: { kind: "s3", path: "/x" } }, "target.kind", /must be "directory"/],
     ["/ as the target", { target: { kind: "directory", path: "/" } }, "target.path", SYSTEM_FOLDER],
     ["a target under /etc", { target: { kind: "directory", path: "/etc/x" } }, "target.path", SYSTEM_FOLDER],
-    ["a target of /usr written with a trailing slash", { target: { kind: "directory", path: "/usr//" } }, "target.path", SYSTEM_FOLDER],
+    ["/usr with trailing slashes", { target: { kind: "directory", path: "/usr//" } }, "target.path", SYSTEM_FOLDER],
     ["/var itself as the target", { target: { kind: "directory", path: "/var" } }, "target.path", SYSTEM_FOLDER],
     ["keepLast of 0", { retention: { keepLast: 0 } }, "retention.keepLast", /at least 1/],
     ["maxAgeDays of -3", { retention: { maxAgeDays: -3 } }, "retention.maxAgeDays", /at least 1/],
