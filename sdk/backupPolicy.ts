@@ -72,6 +72,10 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly settings: pulumi.Output<PolicySettings>;
   /** "ok", or why the document can't be taken as this policy's ("unreadable", "owned-elsewhere"). */
   declare readonly documentStatus: pulumi.Output<"ok" | "unreadable" | "owned-elsewhere">;
+  /** The id in `<target>/.coffer/target.json`: a folder without it (an unmounted NAS) is unreachable. */
+  declare readonly targetId: pulumi.Output<string>;
+  /** "<project>/<stack>/<name>": a policy document with this owner is this resource's own. */
+  declare readonly owner: pulumi.Output<string>;
   declare readonly schemaVersion: pulumi.Output<number>;
 
   constructor(name: string, args: BackupPolicyArgs, opts?: pulumi.CustomResourceOptions) {
@@ -90,11 +94,14 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         host: args.host,
         escrow: args.escrow && escrowLink(args.escrow, pulumi.output(args.encryption).apply((e) => e?.passphrase)),
         requireEscrow: args.requireEscrow,
+        // Stable across replacements, so a document an earlier incarnation wrote is recognized as its own.
+        owner: `${pulumi.getProject()}/${pulumi.getStack()}/${name}`,
         manifestKey: undefined,
         documentPath: undefined,
         revision: undefined,
         settings: undefined,
         documentStatus: undefined,
+        targetId: undefined,
         schemaVersion: undefined,
       },
       pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey"] }),

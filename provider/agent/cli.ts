@@ -3,13 +3,19 @@
  *   coffer-agent <command>      request: one JSON document on stdin (secrets travel only here)
  *                               result:  {"ok":true,"result":...} or {"ok":false,"error":{code,message}} on stdout
  *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
- * Commands: backup-item, write-manifest, verify-set, delete-set, version.
+ * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, version.
+ * Every command that touches a backup target first checks the target's identity (request field
+ * `target: { path, id? }`): an unmounted NAS's empty mount point is refused before anything is written.
  * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero; so
  * does the exit of the process that started the agent (the provider, ssh).
  * Every command first removes what killed agents of this host left in the temp folder.
  */
+import * as path from "node:path";
+import { readFileIfExists, writeFileExclusive } from "../common/atomicFile";
 import { CofferError, isCofferError } from "../common/errors";
 import { watchParent } from "../common/parentWatch";
+import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
+import { documentPath } from "../backupPolicy/document";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { sweepTempLeftovers } from "./tempFiles";
 
@@ -21,11 +27,49 @@ async function readStdin(): Promise<string> {
 
 type Handler = (request: any, events: { signal: AbortSignal; progress: (item: string, percent: number) => void }) => Promise<unknown>;
 
+/**
+ * The id of the request's target, which must be a Coffer target (the one `target.id` names, when
+ * given) and hold the folder the request works in.
+ */
+async function checkedTarget(req: { target?: TargetRef; setDir?: string; zoneDir?: string }): Promise<string> {
+  if (typeof req.target?.path !== "string") {
+    throw new CofferError(
+      "INVALID_INPUT",
+      "the request names no backup target: install the same coffer version where Pulumi runs and on every host",
+    );
+  }
+  const workDir = req.setDir ?? req.zoneDir;
+  if (workDir !== undefined && !path.resolve(workDir).startsWith(path.resolve(req.target.path) + path.sep)) {
+    throw new CofferError("INVALID_INPUT", `${workDir} is not inside the backup target ${req.target.path}`);
+  }
+  const { target } = req;
+  if (target.id === undefined && typeof target.zone === "string") {
+    const document = await readFileIfExists(documentPath(target.path, target.zone)).catch(() => undefined);
+    if (document !== undefined) return claimTargetIdentity({ readFile: readFileIfExists, writeFileExclusive }, target.path, new Date());
+  }
+  return checkTargetIdentity({ readFile: readFileIfExists }, target);
+}
+
 const commands: Record<string, Handler> = {
-  "backup-item": (req, events) => backupItem(req, events),
-  "write-manifest": (req) => writeManifest(req.setDir, req.manifest, req.manifestSecret),
-  "verify-set": (req, events) => verifySet(req.setDir, req.level, { manifestSecret: req.manifestSecret, passphrase: req.passphrase }, events),
-  "delete-set": (req) => deleteSet(req.setDir, req.stopAt, req.knownFiles).then(() => ({ deleted: req.setDir })),
+  "check-target": async (req) => ({ targetId: await checkedTarget(req) }),
+  "backup-item": async (req, events) => {
+    await checkedTarget(req);
+    return backupItem(req, events);
+  },
+  "write-manifest": async (req) => {
+    await checkedTarget(req);
+    return writeManifest(req.setDir, req.manifest, req.manifestSecret);
+  },
+  "verify-set": async (req, events) => {
+    const targetId = await checkedTarget(req);
+    const secrets = { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
+    return { ...(await verifySet(req.setDir, req.level, secrets, events)), targetId };
+  },
+  "delete-set": async (req) => {
+    await checkedTarget(req);
+    await deleteSet(req.setDir, req.target.path, req.knownFiles);
+    return { deleted: req.setDir };
+  },
   version: async () => ({ qemu: await qemuVersion(), node: process.version }),
 };
 

@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from "node:crypto";
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
-import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS, POLICY_SCHEMA_VERSION } from "./schema";
+import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS } from "./schema";
 
 /**
  * The zone's effective policy as host agents read it, at `<target>/.coffer/zones/<zone>/policy.json`.
@@ -12,6 +12,8 @@ import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS, POLICY_SCHEMA_VERSI
  * the document expects.
  */
 export const DOCUMENT_KIND = "coffer.BackupPolicy";
+/** Bumped when the document's shape changes (not for optional fields); readers accept every older one. */
+export const DOCUMENT_SCHEMA_VERSION = 1;
 
 export const policySettings = z.object({
   compression: z.enum(COMPRESSIONS),
@@ -29,8 +31,10 @@ export type PolicySettings = z.output<typeof policySettings>;
 
 export const policyDocument = z.object({
   kind: z.literal(DOCUMENT_KIND),
-  schemaVersion: z.number().int().min(1).max(POLICY_SCHEMA_VERSION),
+  schemaVersion: z.number().int().min(1).max(DOCUMENT_SCHEMA_VERSION),
   policyId: z.string(),
+  /** The resource that wrote it ("<project>/<stack>/<name>"); documents of older programs have none. */
+  owner: z.string().optional(),
   zone: z.string(),
   revision: z.number().int().min(1),
   writtenAt: z.string(),

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
-import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
+import { readFileIfExists, removeEmptyDirs, writeFileAtomic, writeFileExclusive } from "../common/atomicFile";
 import { settlingBeforeExit, watchEngine } from "../common/engineWatch";
 import { PolicyHost, createBackupPolicyProvider } from "./provider";
 
@@ -16,8 +16,10 @@ export const localHost: PolicyHost = {
     if (!stat.isDirectory()) throw new Error(`${dir} is not a directory`);
     await fs.access(dir, constants.W_OK);
   },
+  realPath: (dir) => fs.realpath(dir),
   readFile: readFileIfExists,
   writeFileAtomic,
+  writeFileExclusive,
   async removeFile(file) {
     await fs.rm(file, { force: true });
   },

@@ -2,8 +2,12 @@ import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
 import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { CofferError } from "../common/errors";
+import { isSystemFolder, systemFolderProblem } from "../common/directoryLocation";
+import { checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
 import {
   DOCUMENT_KIND,
+  DOCUMENT_SCHEMA_VERSION,
+  ParsedDocument,
   PolicyDocument,
   PolicySettings,
   documentPath,
@@ -37,14 +41,20 @@ export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryptio
   settings: PolicySettings;
   /** "ok", or why the document at `documentPath` can't be taken as this policy's. */
   documentStatus: "ok" | "unreadable" | "owned-elsewhere";
+  /** The id in the target's identity file; absent only in state written before identities (schema 1). */
+  targetId?: string;
 }
 
 /** The host operations the provider needs; tests pass their own. */
 export interface PolicyHost {
   /** Throws when `dir` is not an existing, accessible directory. */
   assertDirectory(dir: string): Promise<void>;
+  /** `dir` with every symlink resolved. */
+  realPath(dir: string): Promise<string>;
   readFile(file: string): Promise<string | undefined>;
   writeFileAtomic(file: string, content: string): Promise<void>;
+  /** Writes `file` whole unless it exists; false (nothing written) when it does. */
+  writeFileExclusive(file: string, content: string): Promise<boolean>;
   removeFile(file: string): Promise<void>;
   removeEmptyDirs(dir: string, stopAt: string): Promise<void>;
   randomKey(): string;
@@ -53,6 +63,10 @@ export interface PolicyHost {
 }
 
 type Outputs = BackupPolicyOutputs & { __provider?: string };
+/** What a write of the document records besides the inputs. */
+type Written = { revision: number; fingerprintKey: string | undefined; manifestKey: string; targetId: string };
+
+const DROP_FROM_STATE = "if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`";
 
 export function createBackupPolicyProvider(host: PolicyHost) {
   async function assertTargetReachable(targetPath: string, fix = "mount the backup target (or create the folder) and run again"): Promise<void> {
@@ -66,26 +80,65 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     }
   }
 
+  /** Check refuses system folders by name; a symlink to one is seen only here. */
+  async function refuseSystemFolder(targetPath: string): Promise<void> {
+    const real = await host.realPath(targetPath);
+    if (isSystemFolder(real)) {
+      const problem = systemFolderProblem("target", "/srv/backups");
+      throw new CofferError("INVALID_INPUT", `${problem} (${targetPath} is ${real})`, { field: "target.path" });
+    }
+  }
+
+  /**
+   * The target's id, checked against state. State from before identities has none: the identity
+   * found is adopted, or written when this policy's document shows the target is mounted.
+   */
+  async function checkedTargetId(state: BackupPolicyOutputs, fix?: string): Promise<string> {
+    if (state.targetId === undefined && (await host.readFile(state.documentPath)) !== undefined) {
+      return claimTargetIdentity(host, state.target.path, host.now());
+    }
+    return checkTargetIdentity(host, { path: state.target.path, id: state.targetId }, fix);
+  }
+
   async function readDocument(file: string) {
     const text = await host.readFile(file);
     return text === undefined ? undefined : parseDocument(text);
   }
 
-  async function write(id: string, inputs: BackupPolicyInputs, revision: number, fingerprintKey: string | undefined, manifestKey: string): Promise<BackupPolicyOutputs> {
+  /** Writes the document, replacing the one there; `exclusive`: only if there is none (else undefined). */
+  async function write(id: string, inputs: BackupPolicyInputs, written: Written): Promise<BackupPolicyOutputs>;
+  async function write(
+    id: string,
+    inputs: BackupPolicyInputs,
+    written: Written,
+    exclusive: true,
+  ): Promise<BackupPolicyOutputs | undefined>;
+  async function write(
+    id: string,
+    inputs: BackupPolicyInputs,
+    written: Written,
+    exclusive = false,
+  ): Promise<BackupPolicyOutputs | undefined> {
+    const { revision, fingerprintKey, manifestKey, targetId } = written;
     const file = documentPath(inputs.target.path, inputs.zone);
     const fingerprint = inputs.encryption && fingerprintKey ? passphraseFingerprint(inputs.encryption.passphrase, fingerprintKey) : undefined;
     const settings = settingsFor(inputs, fingerprint);
     const doc: PolicyDocument = {
       kind: DOCUMENT_KIND,
-      schemaVersion: POLICY_SCHEMA_VERSION,
+      schemaVersion: DOCUMENT_SCHEMA_VERSION,
       policyId: id,
+      owner: inputs.owner,
       zone: inputs.zone,
       revision,
       writtenAt: host.now().toISOString(),
       settings,
     };
     try {
-      await host.writeFileAtomic(file, renderDocument(doc));
+      if (exclusive) {
+        if (!(await host.writeFileExclusive(file, renderDocument(doc)))) return undefined;
+      } else {
+        await host.writeFileAtomic(file, renderDocument(doc));
+      }
     } catch (cause) {
       throw new CofferError("IO_FAILED", `could not write the policy document ${file}: ${(cause as Error).message}`, {
         cause,
@@ -104,6 +157,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       revision,
       settings,
       documentStatus: "ok",
+      targetId,
     });
   }
 
@@ -115,6 +169,20 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       `${file} already holds the policy of another BackupPolicy (id ${otherId}); a zone has one policy: remove that resource (or its document) first, or use another zone`,
       { field: "zone" },
     );
+  }
+
+  /**
+   * The revision to write over a document found where a new policy goes: it may be taken over only
+   * when this resource wrote it (an earlier incarnation, e.g. left by a failed replacement).
+   */
+  function takeOverRevision(file: string, existing: ParsedDocument, owner: string | undefined): number {
+    if (!existing.ok) {
+      const problem = `${file} exists but is not a policy document Coffer can read (${existing.problem})`;
+      throw new CofferError("DOCUMENT_UNREADABLE", `${problem}: move it away, then run again`, { field: "zone" });
+    }
+    const mine = owner !== undefined && existing.document.owner === owner;
+    if (!mine) throw ownedElsewhere(file, existing.document.policyId);
+    return existing.document.revision + 1;
   }
 
   return {
@@ -129,50 +197,56 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
       const inputs = parseChecked(news);
       await assertTargetReachable(inputs.target.path);
+      await refuseSystemFolder(inputs.target.path);
+      const targetId = await claimTargetIdentity(host, inputs.target.path, host.now());
       const id = host.newId(inputs.zone);
       const file = documentPath(inputs.target.path, inputs.zone);
-      const existing = await readDocument(file);
-      if (existing?.ok) throw ownedElsewhere(file, existing.document.policyId);
-      if (existing && !existing.ok) {
-        throw new CofferError(
-          "DOCUMENT_UNREADABLE",
-          `${file} exists but is not a policy document Coffer can read (${existing.problem}): move it away, then run again`,
-          { field: "zone" },
-        );
+      const fingerprintKey = inputs.encryption ? host.randomKey() : undefined;
+      const keys = { fingerprintKey, manifestKey: host.randomKey(), targetId };
+      let existing = await readDocument(file);
+      if (existing === undefined) {
+        // Exclusive: of two policies created for one zone at once, exactly one gets it.
+        const outs = await write(id, inputs, { ...keys, revision: 1 }, true);
+        if (outs) return { id, outs };
+        existing = await readDocument(file);
+        if (existing === undefined) {
+          throw new CofferError("IO_FAILED", `${file} came and went while this policy was created: run again`);
+        }
       }
-      const outs = await write(id, inputs, 1, inputs.encryption ? host.randomKey() : undefined, host.randomKey());
-      return { id, outs };
+      const revision = takeOverRevision(file, existing, inputs.owner);
+      return { id, outs: await write(id, inputs, { ...keys, revision }) };
     },
 
     async update(id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
       const previous = upgradeOutputs(olds);
       const inputs = parseChecked(news);
       await assertTargetReachable(inputs.target.path);
+      const targetId = await checkedTargetId(previous);
       const existing = await readDocument(documentPath(inputs.target.path, inputs.zone));
       if (existing?.ok && existing.document.policyId !== id) throw ownedElsewhere(documentPath(inputs.target.path, inputs.zone), existing.document.policyId);
       const lastRevision = Math.max(previous.revision, existing?.ok ? existing.document.revision : 0);
       const fingerprintKey = inputs.encryption ? previous.encryption?.fingerprintKey || host.randomKey() : undefined;
       // State written before manifest keys existed gets one on its next update.
-      return { outs: await write(id, inputs, lastRevision + 1, fingerprintKey, previous.manifestKey || host.randomKey()) };
+      const manifestKey = previous.manifestKey || host.randomKey();
+      return { outs: await write(id, inputs, { revision: lastRevision + 1, fingerprintKey, manifestKey, targetId }) };
     },
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
       await assertTargetReachable(state.target.path);
+      const targetId = await checkedTargetId(state);
       const found = await readDocument(state.documentPath);
       if (found === undefined) return {};
-      const observed = observeDocument(id, state, found.ok ? found.document : undefined);
+      const observed = observeDocument(id, { ...state, targetId }, found.ok ? found.document : undefined);
       return { id, props: withoutUndefined(observed), inputs: withoutUndefined(inputsOf(observed)) };
     },
 
     async delete(id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      await assertTargetReachable(
-        state.target.path,
-        "mount it and run again; if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`",
-      );
+      await assertTargetReachable(state.target.path, `mount it and run again; ${DROP_FROM_STATE}`);
+      await checkedTargetId(state, DROP_FROM_STATE);
       const found = await readDocument(state.documentPath);
-      // A document another policy wrote since is not ours to remove.
+      // A document another policy wrote since (or a later incarnation of this one) is not ours to remove.
       if (found?.ok && found.document.policyId !== id) return;
       if (found !== undefined) await host.removeFile(state.documentPath);
       await host.removeEmptyDirs(path.dirname(state.documentPath), state.target.path);
@@ -216,6 +290,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     host: outputs.host ?? null,
     escrow: outputs.escrow ?? null,
     requireEscrow: outputs.requireEscrow ?? false,
+    owner: outputs.owner,
   };
 }
 

@@ -2,8 +2,11 @@ import { z } from "zod";
 import { directoryLocation } from "../common/directoryLocation";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
 
-/** Bumped when the shape of state or of the policy document changes; readers accept every older one. */
-export const POLICY_SCHEMA_VERSION = 1;
+/**
+ * Bumped when the shape of state changes; readers accept every older one.
+ * 2: `targetId` (state written by 1 has none) and the optional `owner` input.
+ */
+export const POLICY_SCHEMA_VERSION = 2;
 
 export const COMPRESSIONS = ["none", "zstd", "zlib"] as const;
 export const INTEGRITY_CHECKS = ["none", "metadata", "full"] as const;
@@ -87,6 +90,14 @@ export const backupPolicyInputs = z
     escrow: escrowLink.nullable().default(null),
     /** An encrypted policy must name its escrow: a passphrase lost with nothing escrowed loses every backup. */
     requireEscrow: z.boolean({ error: "requireEscrow must be true or false" }).default(false),
+    /**
+     * "<project>/<stack>/<name>", set by the BackupPolicy class: a document with this owner is this
+     * resource's own (an earlier incarnation's), not another policy's. Absent in older programs.
+     */
+    owner: z
+      .string({ error: "owner must be text: the BackupPolicy class sets it to <project>/<stack>/<name>" })
+      .min(1, { message: "owner must not be empty: the BackupPolicy class sets it to <project>/<stack>/<name>" })
+      .optional(),
   })
   .strict()
   .superRefine(

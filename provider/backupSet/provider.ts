@@ -7,6 +7,7 @@ import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, Manife
 import { ensureReference, referenceCurrentVersion, releaseReference } from "../escrow/references";
 import type { EscrowLink } from "../escrow/schema";
 import { thisProcess } from "../agent/setOwner";
+import type { TargetRef } from "../common/targetIdentity";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
 
@@ -22,6 +23,8 @@ export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
   /** Per source: what the agent made, and `via`, where it ran ("local" or an ssh destination). */
   items: (ManifestItem & { via: string })[];
   verification: Verification;
+  /** The target's identity when the set was taken; absent in state written before identities (schema 1). */
+  targetId?: string;
 }
 
 export interface SetHost {
@@ -37,8 +40,17 @@ export interface SetHost {
 const ENGINE_GONE = "the Pulumi engine exited, so no state would record the set";
 
 type Outputs = BackupSetOutputs & { __provider?: string };
+/** What verify-set returns: the verification, and the id of the target it checked. */
+type Verified = Verification & { targetId: string };
 
 const local = (where: string) => (where === "local" ? undefined : where);
+type SetOnTarget = { setDir: string; policy: BackupSetInputs["policy"]; targetId?: string };
+/** The target as agent requests name it: its path, and its identity when known. */
+const targetRef = (set: Omit<SetOnTarget, "setDir">): TargetRef => ({
+  path: set.policy.target.path,
+  id: set.targetId,
+  zone: set.policy.zone,
+});
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
 const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!);
 const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
@@ -77,16 +89,22 @@ export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
 
   /** Deletes the set on every host that has part of it; one unreachable host does not stop the others. */
-  async function removeSet(state: { setDir: string; policy: BackupSetInputs["policy"]; items: { file: string; via: string }[] }, wheres: Iterable<string>) {
+  async function removeSet(state: SetOnTarget & { items: { file: string; via: string }[] }, wheres: Iterable<string>) {
     const knownFiles = state.items.map((i) => i.file);
-    const failures: string[] = [];
+    const target = targetRef(state);
+    const failures: Error[] = [];
     for (const where of new Set(wheres)) {
       await host
         .agent(local(where))
-        .call("delete-set", { setDir: state.setDir, stopAt: state.policy.target.path, knownFiles })
-        .catch((error: Error) => failures.push(error.message));
+        .call("delete-set", { setDir: state.setDir, target, knownFiles })
+        .catch((error: Error) => failures.push(error));
     }
-    if (failures.length > 0) throw new CofferError("HOST_UNREACHABLE", `the set could not be deleted everywhere: ${failures.join("; ")}`);
+    if (failures.length > 0) {
+      const targetOnly = failures.every((f) => isCofferError(f) && f.code === "TARGET_UNREACHABLE");
+      const code = targetOnly ? "TARGET_UNREACHABLE" : "HOST_UNREACHABLE";
+      const reasons = failures.map((f) => f.message).join("; ");
+      throw new CofferError(code, `the set could not be deleted everywhere: ${reasons}`);
+    }
   }
 
   return {
@@ -105,6 +123,11 @@ export function createBackupSetProvider(host: SetHost) {
       const setDir = path.join(zoneDir, setId);
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
+      // Before any work: an unmounted NAS's empty mount point must not receive a set.
+      const { targetId } = await host
+        .agent(manifestWhere)
+        .call<{ targetId: string }>("check-target", { target: targetRef(inputs) });
+      const target = targetRef({ ...inputs, targetId });
       const abort = new AbortController();
       const signal = host.engineGone ? AbortSignal.any([abort.signal, host.engineGone]) : abort.signal;
       // Every 10% per source: enough to see it move, without flooding CI logs.
@@ -134,6 +157,7 @@ export function createBackupSetProvider(host: SetHost) {
           const item = await host.agent(via).call<ManifestItem>(
             "backup-item",
             {
+              target,
               zoneDir,
               setId,
               name: source.name,
@@ -161,7 +185,7 @@ export function createBackupSetProvider(host: SetHost) {
       const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
       // A set not taken leaves nothing: no file on any host, no escrow reference.
       const discard = async () => {
-        await removeSet({ setDir, policy: inputs.policy, items }, wheres).catch(() => undefined);
+        await removeSet({ setDir, policy: inputs.policy, items, targetId }, wheres).catch(() => undefined);
         if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
       };
       const engineGone = host.engineGone?.aborted ?? false;
@@ -199,7 +223,7 @@ export function createBackupSetProvider(host: SetHost) {
         if (host.engineGone?.aborted) {
           throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
         }
-        const manifestRequest = { setDir, manifest, manifestSecret: manifestSecret(inputs) };
+        const manifestRequest = { target, setDir, manifest, manifestSecret: manifestSecret(inputs) };
         const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
         const outs: BackupSetOutputs = {
           ...inputs,
@@ -211,6 +235,7 @@ export function createBackupSetProvider(host: SetHost) {
           manifestHost: manifestWhere ?? "local",
           items,
           verification: { status: "ok", checkedAt: host.now().toISOString(), level: inputs.policy.integrityCheck, failures: [] },
+          targetId,
         };
         return { id: setId, outs: withoutUndefined(outs) };
       } catch (error) {
@@ -221,15 +246,17 @@ export function createBackupSetProvider(host: SetHost) {
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
+      // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
       const verification = await host
         .agent(local(state.manifestHost))
-        .call<Verification>("verify-set", {
+        .call<Verified>("verify-set", {
+          target: targetRef(state),
           setDir: state.setDir,
           level: state.policy.integrityCheck,
           manifestSecret: manifestSecret(state),
           passphrase: state.keys.passphrase,
         }, { secrets: secretsOf(state) });
-      const { manifest, ...verified } = verification as Verification & { manifest?: Manifest };
+      const { manifest, targetId, ...verified } = verification as Verified & { manifest?: Manifest };
       const result = verified.status === "ok" && manifest ? matchState(verified, state, manifest) : verified;
       if (state.escrow && result.status !== "missing") {
         const { store, recordId, version } = state.escrow;
@@ -238,7 +265,8 @@ export function createBackupSetProvider(host: SetHost) {
           (error: Error) => host.progress(`escrow ${recordId}: could not check this set's reference (${error.message})`),
         );
       }
-      return { id, props: withoutUndefined({ ...state, verification: result }) };
+      // State from before identities adopts the target's (the agent checked it exists).
+      return { id, props: withoutUndefined({ ...state, targetId: state.targetId ?? targetId, verification: result }) };
     },
 
     async update(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {

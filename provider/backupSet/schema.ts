@@ -3,7 +3,8 @@ import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
 
-export const SET_SCHEMA_VERSION = 1;
+/** Bumped when the shape of state changes; readers accept every older one. 2: `targetId`. */
+export const SET_SCHEMA_VERSION = 2;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 const absolutePath = (field: string) =>

@@ -2,35 +2,92 @@ import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 
+/** A 0600 temporary file next to `file`, holding `content` on disk (fsync); missing parents are made 0700. */
+async function writeTemporary(file: string, content: string): Promise<string> {
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  const handle = await fs.open(temp, "wx", 0o600);
+  try {
+    await handle.writeFile(content);
+    await handle.sync();
+  } catch (error) {
+    await fs.rm(temp, { force: true });
+    throw error;
+  } finally {
+    await handle.close();
+  }
+  return temp;
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const dirHandle = await fs.open(dir, "r");
+  try {
+    await dirHandle.sync();
+  } finally {
+    await dirHandle.close();
+  }
+}
+
 /**
  * Writes `content` to `file` so that readers see either the old file or the whole new one:
  * a 0600 temporary file in the same directory, fsync, rename, fsync of the directory.
  * The temporary file is removed if anything fails. Missing parent directories are made 0700.
  */
 export async function writeFileAtomic(file: string, content: string): Promise<void> {
-  const dir = path.dirname(file);
-  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-  const temp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  const temp = await writeTemporary(file, content);
   let renamed = false;
   try {
-    const handle = await fs.open(temp, "wx", 0o600);
-    try {
-      await handle.writeFile(content);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
     await fs.rename(temp, file);
     renamed = true;
-    const dirHandle = await fs.open(dir, "r");
-    try {
-      await dirHandle.sync();
-    } finally {
-      await dirHandle.close();
-    }
+    await syncDirectory(path.dirname(file));
   } finally {
     if (!renamed) await fs.rm(temp, { force: true });
   }
+}
+
+/**
+ * Writes `file` whole, only if it does not exist yet: as writeFileAtomic, but with link instead of
+ * rename, since link fails when the name exists (two writers at once: exactly one wins).
+ * Returns false, having written nothing, when `file` already exists.
+ */
+export async function writeFileExclusive(file: string, content: string): Promise<boolean> {
+  const temp = await writeTemporary(file, content);
+  let outcome: "linked" | "exists" | "no-links";
+  try {
+    outcome = await fs.link(temp, file).then(
+      () => "linked" as const,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === "EEXIST") return "exists" as const;
+        // A share without hard links (CIFS without unix extensions): an exclusive create instead.
+        if (error.code === "EPERM" || error.code === "ENOTSUP" || error.code === "EOPNOTSUPP") return "no-links" as const;
+        throw error;
+      },
+    );
+  } finally {
+    await fs.rm(temp, { force: true });
+  }
+  if (outcome === "exists") return false;
+  if (outcome === "no-links" && !(await createExclusive(file, content))) return false;
+  await syncDirectory(path.dirname(file));
+  return true;
+}
+
+/** Creates `file` with `content` unless it exists (O_EXCL); a reader may see it before it is whole. */
+async function createExclusive(file: string, content: string): Promise<boolean> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(file, "wx", 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw error;
+  }
+  try {
+    await handle.writeFile(content);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return true;
 }
 
 /** The file's text, or undefined when it does not exist. */

@@ -11,6 +11,7 @@ import { x25519Pair } from "../support/escrowKeys";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
 import { processesMentioning } from "../support/processes";
 import { startVm } from "../support/qemuVm";
+import { emptyFolder, makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(240_000);
@@ -36,7 +37,7 @@ async function checked(input: object) {
 describe("EncryptedBackupSet provider with the local agent", () => {
   test("create → read ok → drift on a flipped byte → replace planned → delete removes only the set", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     await fs.writeFile(path.join(target, "someone-elses.img"), "keep");
     const web = path.join(tempDir(), "web-1.raw");
     const db = path.join(tempDir(), "db-1.raw");
@@ -67,7 +68,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       expect(await provider.diff(id, drifted.props, inputs)).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
 
       await provider.delete(id, drifted.props);
-      expect(await fs.readdir(target)).toEqual(["someone-elses.img"]);
+      expect(await fs.readdir(target)).toEqual([".coffer", "someone-elses.img"]);
     } finally {
       await vm.stop();
     }
@@ -75,7 +76,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   test("an unencrypted set is signed with the policy's manifest key", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
     const base = declared(target, [{ name: "d", disk }]);
@@ -105,14 +106,14 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   test("a failing source fails the whole set, names the source, and leaves nothing behind", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const good = path.join(tempDir(), "good.raw");
     await makeRawDisk(good, 4);
     const inputs = await checked(declared(target, [{ name: "good", disk: good }, { name: "web-9-root", disk: path.join(tempDir(), "missing.qcow2") }], { concurrency: 1 }));
     const error = await provider.create(inputs).catch((e) => e);
     expect(error.message).toMatch(/^backup set not taken, nothing of it was kept: source web-9-root: .*does not exist/);
     expect(error.message).not.toContain(PASSPHRASE);
-    expect(await fs.readdir(target)).toEqual([]);
+    expect(await fs.readdir(target)).toEqual([".coffer"]);
   });
 
   test("a full target fails the set with DISK_FULL, names the source, and leaves the target empty", async () => {
@@ -121,13 +122,14 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     await fs.mkdir(target);
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=3m", "tmpfs", target]);
     try {
+      await makeTarget(target);
       const disk = path.join(tempDir(), "random.raw");
       await fs.writeFile(disk, randomBytes(16 << 20));
       const inputs = await checked(declared(target, [{ name: "web-1-root", disk }], { policy: { ...declared(target, []).policy, compression: "none", encrypted: false, integrityCheck: "none" }, keys: { manifestKey: "a2V5" } }));
       const error = await provider.create(inputs).catch((e) => e);
       expect(error).toMatchObject({ code: "DISK_FULL" });
       expect(error.message).toMatch(/source web-1-root: .*No space left on device/);
-      expect(await fs.readdir(target)).toEqual([]);
+      expect(await fs.readdir(target)).toEqual([".coffer"]);
     } finally {
       execFileSync("umount", [target]);
     }
@@ -135,7 +137,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   test("a deleted set reads as missing, which replaces it", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
     const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }));
@@ -183,7 +185,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
   /** A target, an escrow store and a small disk, for the escrow tests. */
   async function escrowFixture() {
     const dirs = { target: path.join(tempDir(), "target"), store: path.join(tempDir(), "escrow"), disk: path.join(tempDir(), "d.raw") };
-    await fs.mkdir(dirs.target);
+    await makeTarget(dirs.target);
     await fs.mkdir(dirs.store);
     await makeRawDisk(dirs.disk, 4);
     return dirs;
@@ -224,6 +226,90 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       escrow: { recordId: "never-written", store, escrowsPassphrase: true },
     }));
     await expect(provider.create(inputs)).rejects.toThrow(/escrow: escrow record never-written has no current version in .*pulumi refresh/);
+    expect(await fs.readdir(target)).toEqual([".coffer"]);
+  });
+});
+
+describe("EncryptedBackupSet and its target's identity", () => {
+  const noCheck = (target: string) => ({ policy: { ...declared(target, []).policy, integrityCheck: "none" } });
+  const oneDiskSet = (target: string, disk: string) =>
+    checked(declared(target, [{ name: "d", disk }], noCheck(target)));
+  const noIdentity = (target: string) => expect.stringContaining(`backup target ${target} has no Coffer target id`);
+
+  /** A set taken with the local agent on a target with an identity. */
+  async function takenSet() {
+    const target = path.join(tempDir(), "target");
+    const targetId = await makeTarget(target);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const { id, outs } = await provider.create(await oneDiskSet(target, disk));
+    expect(outs).toMatchObject({ targetId, schemaVersion: 2 });
+    return { target, targetId, disk, id, outs };
+  }
+
+  test("refresh on an empty mount point (unmounted NAS) is an error naming the path, not 'missing'", async () => {
+    const { target, id, outs } = await takenSet();
+    await emptyFolder(target);
+    const error = await provider.read(id, outs).catch((e) => e);
+    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", message: noIdentity(target) });
+    expect(error.message).toMatch(/is the NAS mounted\?/);
+    expect(await fs.readdir(target)).toEqual([]);
+  });
+
+  test("a set is not taken onto an empty mount point: refused before any folder or file is made", async () => {
+    const target = path.join(tempDir(), "target");
+    await fs.mkdir(target);
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const error = await provider.create(await oneDiskSet(target, disk)).catch((e) => e);
+    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", message: noIdentity(target) });
+    expect(await fs.readdir(target)).toEqual([]);
+  });
+
+  test("delete on an empty mount point fails as unreachable and writes nothing", async () => {
+    const { target, id, outs } = await takenSet();
+    await emptyFolder(target);
+    const unreachable = { code: "TARGET_UNREACHABLE", message: noIdentity(target) };
+    await expect(provider.delete(id, outs)).rejects.toMatchObject(unreachable);
+    expect(await fs.readdir(target)).toEqual([]);
+  });
+
+  test("another target mounted at the path is refused by refresh and delete; its files stay", async () => {
+    const { target, id, outs } = await takenSet();
+    const identityFile = path.join(target, ".coffer", "target.json");
+    const identity = JSON.parse(await fs.readFile(identityFile, "utf8"));
+    await fs.writeFile(identityFile, JSON.stringify({ ...identity, targetId: "f".repeat(32) }));
+    const setFiles = await fs.readdir(outs.setDir);
+    const another = { code: "TARGET_UNREACHABLE", message: expect.stringMatching(/is another target/) };
+    await expect(provider.read(id, outs)).rejects.toMatchObject(another);
+    await expect(provider.delete(id, outs)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE" });
+    expect(await fs.readdir(outs.setDir)).toEqual(setFiles);
+  });
+
+  test("a target an older Coffer used (its zone's policy document, no identity) gets one from a set, which goes on", async () => {
+    const { target, id, outs } = await takenSet();
+    const { targetId: _none, ...old } = { ...outs, schemaVersion: 1 };
+    // What an older Coffer left: the policy document, no identity.
+    await fs.rm(path.join(target, ".coffer", "target.json"));
+    const policyDocument = path.join(target, ".coffer", "zones", "zone-a", "policy.json");
+    await fs.mkdir(path.dirname(policyDocument), { recursive: true });
+    await fs.writeFile(policyDocument, "{}");
+    const read = await provider.read(id, old);
+    const identity = JSON.parse(await fs.readFile(path.join(target, ".coffer", "target.json"), "utf8"));
+    expect(read.props).toMatchObject({ targetId: identity.targetId, verification: { status: "ok" } });
+    // A new set on it is taken, and carries that identity.
+    const disk = path.join(tempDir(), "d2.raw");
+    await makeRawDisk(disk, 4);
+    expect((await provider.create(await oneDiskSet(target, disk))).outs.targetId).toBe(identity.targetId);
+  });
+
+  test("state from before identities (schema 1) adopts the target's on refresh, else is unreachable", async () => {
+    const { target, targetId, id, outs } = await takenSet();
+    const { targetId: _none, ...old } = { ...outs, schemaVersion: 1 };
+    const read = await provider.read(id, old);
+    expect(read.props).toMatchObject({ targetId, schemaVersion: 2, verification: { status: "ok" } });
+    await emptyFolder(target);
+    await expect(provider.read(id, old)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE" });
     expect(await fs.readdir(target)).toEqual([]);
   });
 });

@@ -10,12 +10,14 @@ import { withSecretFd } from "../../provider/agent/tempFiles";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
 import { pollFor, processesMentioning } from "../support/processes";
 import { startVm } from "../support/qemuVm";
+import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(180_000);
 const PASSPHRASE = "set-test-passphrase-5521";
 const tempDir = useTempDir();
-const zoneDir = () => path.join(tempDir(), "target", "sets", "zone-a");
+const targetDir = () => path.join(tempDir(), "target");
+const zoneDir = () => path.join(targetDir(), "sets", "zone-a");
 const repoRoot = path.resolve(__dirname, "../..");
 
 async function signedSet(items: ManifestItem[], setId: string, encrypted: boolean) {
@@ -150,9 +152,10 @@ describe("backup sets on the host agent", () => {
   test("a killed agent leaves only a partial file, never a finished-looking one; the next run removes it", async () => {
     const disk = path.join(tempDir(), "big.raw");
     await makeRawDisk(disk, 64);
+    await makeTarget(targetDir());
     const request = { zoneDir: zoneDir(), setId: "set-k", name: "big", source: { disk }, compression: "zstd", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "full" };
     const agent: ChildProcess = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], { stdio: ["pipe", "pipe", "pipe"] });
-    agent.stdin!.end(JSON.stringify(request));
+    agent.stdin!.end(JSON.stringify({ ...request, target: { path: targetDir() } }));
     // Wait for the copy to be under way, then kill without warning.
     await new Promise<void>((resolve) => agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()));
     agent.kill("SIGKILL");
@@ -172,11 +175,12 @@ describe("backup sets on the host agent", () => {
   test("SIGTERM stops a backup and cleans up before exiting", async () => {
     const disk = path.join(tempDir(), "big.raw");
     await makeRawDisk(disk, 64);
+    await makeTarget(targetDir());
     const request = { zoneDir: zoneDir(), setId: "set-s", name: "big", source: { disk }, compression: "none", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "none" };
     const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     agent.stdout!.on("data", (c) => (out += c));
-    agent.stdin!.end(JSON.stringify(request));
+    agent.stdin!.end(JSON.stringify({ ...request, target: { path: targetDir() } }));
     await new Promise<void>((resolve) => agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()));
     agent.kill("SIGTERM");
     const code = await new Promise((r) => agent.once("exit", r));
@@ -185,4 +189,57 @@ describe("backup sets on the host agent", () => {
     expect(await fs.readdir(path.join(zoneDir(), "set-s"))).toEqual([]);
     expect(out).not.toContain(PASSPHRASE);
   });
+
+  test("the agent refuses to back up, verify or delete where the target is not, before writing anything", async () => {
+    const disk = path.join(tempDir(), "d.raw");
+    await makeRawDisk(disk, 4);
+    const target = targetDir();
+    await fs.mkdir(target);
+    const item = {
+      zoneDir: zoneDir(), setId: "set-u", name: "d", source: { disk },
+      compression: "none", encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none",
+    };
+    const setDir = path.join(zoneDir(), "set-u");
+    const requests: [string, object][] = [
+      ["check-target", {}],
+      ["backup-item", item],
+      ["write-manifest", { setDir, manifest: {}, manifestSecret: "k" }],
+      ["verify-set", { setDir, level: "none", manifestSecret: "k" }],
+      ["delete-set", { setDir, knownFiles: [] }],
+    ];
+    // No identity: the empty mount point of an unmounted NAS.
+    for (const [command, request] of requests) {
+      expect(await agentReply(command, { ...request, target: { path: target } })).toMatchObject({
+        ok: false,
+        error: { code: "TARGET_UNREACHABLE", message: expect.stringContaining(`${target} has no Coffer target id`) },
+      });
+    }
+    expect(await fs.readdir(target)).toEqual([]);
+    // Another target's identity than the one the request expects.
+    const targetId = await makeTarget(target);
+    const other = "0".repeat(32);
+    for (const [command, request] of requests) {
+      expect(await agentReply(command, { ...request, target: { path: target, id: other } })).toMatchObject({
+        ok: false,
+        error: { code: "TARGET_UNREACHABLE", message: expect.stringMatching(/is another target/) },
+      });
+    }
+    expect(await fs.readdir(target)).toEqual([".coffer"]);
+    // A request without a target, or working outside it, is refused too.
+    const invalid = { ok: false, error: { code: "INVALID_INPUT" } };
+    expect(await agentReply("backup-item", item)).toMatchObject(invalid);
+    const elsewhere = { path: path.join(tempDir(), "elsewhere") };
+    expect(await agentReply("backup-item", { ...item, target: elsewhere })).toMatchObject(invalid);
+    expect(await agentReply("check-target", { target: { path: target } })).toEqual({ ok: true, result: { targetId } });
+  });
 });
+
+/** The reply of the real coffer-agent to one request. */
+async function agentReply(command: string, request: object): Promise<unknown> {
+  const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), command], { stdio: "pipe" });
+  let out = "";
+  agent.stdout!.on("data", (c) => (out += c));
+  agent.stdin!.end(JSON.stringify(request));
+  await new Promise((r) => agent.once("exit", r));
+  return JSON.parse(out);
+}

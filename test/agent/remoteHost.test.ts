@@ -4,6 +4,7 @@ import { provider } from "../../provider/backupSet";
 import { makeRawDisk } from "../support/disks";
 import { TestSshd, startSshd } from "../support/sshd";
 import { watchCommandLines } from "../support/stackProject";
+import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(180_000);
@@ -27,7 +28,7 @@ afterAll(async () => {
 describe("sources on another host, over ssh (a real sshd on 127.0.0.1)", () => {
   test("a set that spans this machine and kvm-07, with the passphrase on no command line", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const here = path.join(tempDir(), "here.raw");
     const there = path.join(tempDir(), "there.raw");
     await makeRawDisk(here, 4);
@@ -48,12 +49,12 @@ describe("sources on another host, over ssh (a real sshd on 127.0.0.1)", () => {
     expect(outs.items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([["here", "local"], ["there", sshd.alias]]);
     expect((await provider.read(result.id, outs)).props.verification.status).toBe("ok");
     await provider.delete(result.id, outs);
-    expect(await fs.readdir(target)).toEqual([]);
+    expect(await fs.readdir(target)).toEqual([".coffer"]);
   });
 
   test("an unreachable host is named, with what to check", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const input = {
       policy: { id: "p", zone: "zone-r", target: { kind: "directory", path: target }, compression: "none", integrityCheck: "none", bandwidthLimitMiBps: 0, encrypted: false },
       keys: { manifestKey: "a2V5" },

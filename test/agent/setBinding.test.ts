@@ -5,6 +5,7 @@ import { promisify } from "node:util";
 import { fileSha256 } from "../../provider/agent/image";
 import { provider } from "../../provider/backupSet";
 import { makeRawDisk } from "../support/disks";
+import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(300_000);
@@ -37,7 +38,7 @@ async function takeSet(target: string, disk: string, trigger: string) {
 describe("a set's manifest is bound to its folder and to what Pulumi recorded", () => {
   test("set A's manifest and backup copied into set B's folder: refresh, verify and restore of B all refuse", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const diskA = path.join(tempDir(), "a.raw");
     const diskB = path.join(tempDir(), "b.raw");
     await makeRawDisk(diskA, 4);
@@ -66,7 +67,7 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
 
   test("refresh compares the manifest's hashes with the state's: a set that is not the one recorded failed", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const disk = path.join(tempDir(), "a.raw");
     await makeRawDisk(disk, 4);
     const { id, outs } = await takeSet(target, disk, "monday");
@@ -83,7 +84,7 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
 describe("files a backup and a restore write", () => {
   test("backups and restored disks are 0600; restore refuses an existing file without --force; of two restores to one path one fails", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const disk = path.join(tempDir(), "a.raw");
     await makeRawDisk(disk, 4);
     const { outs } = await takeSet(target, disk, "monday");

@@ -109,7 +109,9 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
 
     const { commandLines: destroyLines } = await watchCommandLines(() => stack.destroy(record));
     expect([...destroyLines].filter((line) => line.includes(PASSPHRASE))).toEqual([]);
-    expect(await fs.readdir(target)).toEqual(["vm-1"]);
+    // The target's identity stays with the target.
+    expect(await fs.readdir(target)).toEqual([".coffer", "vm-1"]);
+    expect(await fs.readdir(path.join(target, ".coffer"))).toEqual(["target.json"]);
     expect(await fs.readFile(path.join(target, "vm-1", "disk.qcow2"), "utf8")).toBe("backup bytes");
     expect(output).not.toContain(PASSPHRASE);
   });

@@ -205,7 +205,7 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
 
   test("destroy deletes every set's files and nothing else", async () => {
     await env.stack.destroy(record);
-    expect(await fs.readdir(path.join(work, "target"))).toEqual(["not-coffers.img"]);
+    expect(await fs.readdir(path.join(work, "target"))).toEqual([".coffer", "not-coffers.img"]);
     expect(log.output).not.toContain(PASSPHRASE);
   });
 

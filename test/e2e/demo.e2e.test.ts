@@ -55,7 +55,8 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     expect(JSON.parse(await fs.readFile(manifest, "utf8")).manifest.escrow).toMatchObject({ recordId: "demo-passphrase", version: 1 });
 
     await demo("destroy", "--yes");
-    expect(await fs.readdir(path.join(demoDir, "target"))).toEqual([]);
+    // Only the target's identity stays (it is the target's, not the policy's).
+    expect(await fs.readdir(path.join(demoDir, "target"))).toEqual([".coffer"]);
     expect(await fs.readdir(path.join(demoDir, "escrow"))).toEqual([]);
     // The demo writes nothing into the repository's root.
     await expect(fs.access(path.join(repoRoot, "Pulumi.e2e-demo.yaml"))).rejects.toThrow();

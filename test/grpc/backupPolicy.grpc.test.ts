@@ -56,7 +56,9 @@ describe("BackupPolicy through Pulumi's dynamic-provider host over gRPC", () => 
     expect(updated.properties).toMatchObject({ compression: "zlib", revision: 2 });
 
     await host.delete(URN, created.id, updated.properties);
-    expect(await fs.readdir(tempDir())).toEqual([]);
+    // Only the target's identity stays (it is the target's, not the policy's).
+    expect(await fs.readdir(tempDir())).toEqual([".coffer"]);
+    expect(await fs.readdir(path.join(tempDir(), ".coffer"))).toEqual(["target.json"]);
   });
 
   test("bad input comes back as check failures naming the field", async () => {
@@ -77,7 +79,7 @@ describe("BackupPolicy through Pulumi's dynamic-provider host over gRPC", () => 
   test("a deleted document reads back with no id, so refresh drops it", async () => {
     const checked = await host.check(URN, {}, news());
     const created = await host.create(URN, checked.inputs!);
-    await fs.rm(path.join(tempDir(), ".coffer"), { recursive: true });
+    await fs.rm(path.join(tempDir(), ".coffer", "zones"), { recursive: true });
     expect((await host.read(URN, created.id, created.properties)).id).toBe("");
   });
 

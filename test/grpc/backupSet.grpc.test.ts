@@ -4,6 +4,7 @@ import { backupSetProvider } from "../../sdk/encryptedBackupSet";
 import { makeRawDisk } from "../support/disks";
 import { ProviderHost, repoRoot } from "../support/providerHost";
 import { serializeProvider } from "../support/serializedProvider";
+import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(120_000);
@@ -21,7 +22,7 @@ afterAll(() => host?.stop());
 
 test("EncryptedBackupSet through Pulumi's dynamic-provider host: check → create → read → diff → delete", async () => {
   const target = path.join(tempDir(), "target");
-  await fs.mkdir(target);
+  await makeTarget(target);
   const disk = path.join(tempDir(), "d.raw");
   await makeRawDisk(disk, 4);
   const news = {
@@ -40,5 +41,5 @@ test("EncryptedBackupSet through Pulumi's dynamic-provider host: check → creat
   expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({ changes: "DIFF_NONE", replaces: [] });
   expect(await host.diff(URN, created.id, read.properties, { ...checked.inputs!, trigger: "t2" })).toEqual({ changes: "DIFF_SOME", replaces: ["trigger"] });
   await host.delete(URN, created.id, read.properties);
-  expect(await fs.readdir(target)).toEqual([]);
+  expect(await fs.readdir(target)).toEqual([".coffer"]);
 });

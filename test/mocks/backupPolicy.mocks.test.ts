@@ -36,6 +36,8 @@ describe("BackupPolicy resource class", () => {
     // A plain-string passphrase still reaches the engine marked secret.
     expect(request.object.encryption).toEqual({ [SECRET_SIG]: SECRET_VALUE, value: { passphrase: "a plain string passphrase" } });
     expect(request.object).toMatchObject({ zone: "zone-a", compression: "zstd", bandwidthLimitMiBps: 50, integrityCheck: "full" });
+    // Project, stack and name: what makes a document written by an earlier incarnation this resource's own.
+    expect(request.object.owner).toBe("coffer-test/unit/gold");
     // Every resource carries the one shared shim.
     expect(request.object.__provider).toBe((await serializeProvider(backupPolicyProvider)).text);
   });

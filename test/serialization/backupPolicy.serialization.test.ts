@@ -38,6 +38,7 @@ describe("the serialized BackupPolicy provider (__provider)", () => {
     expect(doc).toMatchObject({ policyId: id, settings: { compression: "zlib" } });
     expect((await provider.read!(id, outs)).props).toEqual(outs);
     await provider.delete!(id, outs);
-    expect(await fs.readdir(tempDir())).toEqual([]);
+    // Only the target's identity stays.
+    expect(await fs.readdir(tempDir())).toEqual([".coffer"]);
   });
 });

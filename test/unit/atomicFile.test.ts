@@ -1,6 +1,11 @@
 import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
-import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../../provider/common/atomicFile";
+import {
+  readFileIfExists,
+  removeEmptyDirs,
+  writeFileAtomic,
+  writeFileExclusive,
+} from "../../provider/common/atomicFile";
 import { useTempDir } from "../support/tempDir";
 
 const tempDir = useTempDir();
@@ -22,6 +27,24 @@ describe("atomic file writes", () => {
     await expect(writeFileAtomic(destination, "new")).rejects.toThrow();
     expect(await fs.readdir(tempDir())).toEqual(["doc.json"]);
     expect(await fs.readdir(destination)).toEqual(["occupied"]);
+  });
+
+  test("writeFileExclusive writes a new file whole, 0600, and never replaces an existing one", async () => {
+    const file = path.join(tempDir(), "a", "claim.json");
+    expect(await writeFileExclusive(file, "first")).toBe(true);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    expect(await writeFileExclusive(file, "second")).toBe(false);
+    expect(await fs.readFile(file, "utf8")).toBe("first");
+    expect(await fs.readdir(path.dirname(file))).toEqual(["claim.json"]);
+  });
+
+  test("of two exclusive writes at once, exactly one wins", async () => {
+    const file = path.join(tempDir(), "claim.json");
+    const results = await Promise.all([writeFileExclusive(file, "one"), writeFileExclusive(file, "two")]);
+    expect(results.sort()).toEqual([false, true]);
+    expect(["one", "two"]).toContain(await fs.readFile(file, "utf8"));
+    expect(await fs.readdir(tempDir())).toEqual(["claim.json"]);
   });
 
   test("readFileIfExists tells a missing file from other errors", async () => {

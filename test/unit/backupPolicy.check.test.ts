@@ -13,6 +13,9 @@ const valid = {
   retention: { keepLast: 7, maxAgeDays: 30 },
 };
 
+const SYSTEM_FOLDER = new RegExp(
+  "^target.path must be a dedicated backup folder such as /srv/backups \\(a NAS mount\\), not / or a system folder$",
+);
 const escrow = { recordId: "gold-passphrase", store: "/srv/escrow", escrowsPassphrase: true };
 
 async function failuresFor(news: Record<string, unknown>) {
@@ -65,6 +68,10 @@ describe("BackupPolicy check", () => {
     ["a missing target", { target: undefined }, "target", /target is required/],
     ["a target path with ..", { target: { kind: "directory", path: "/srv/../etc" } }, "target.path", /must not contain/],
     ["another target kind", { target: { kind: "s3", path: "/x" } }, "target.kind", /must be "directory"/],
+    ["/ as the target", { target: { kind: "directory", path: "/" } }, "target.path", SYSTEM_FOLDER],
+    ["a target under /etc", { target: { kind: "directory", path: "/etc/x" } }, "target.path", SYSTEM_FOLDER],
+    ["/usr with trailing slashes", { target: { kind: "directory", path: "/usr//" } }, "target.path", SYSTEM_FOLDER],
+    ["/var itself as the target", { target: { kind: "directory", path: "/var" } }, "target.path", SYSTEM_FOLDER],
     ["keepLast of 0", { retention: { keepLast: 0 } }, "retention.keepLast", /at least 1/],
     ["maxAgeDays of -3", { retention: { maxAgeDays: -3 } }, "retention.maxAgeDays", /at least 1/],
     ["a fractional keepLast", { retention: { keepLast: 1.5 } }, "retention.keepLast", /whole number/],
@@ -83,6 +90,18 @@ describe("BackupPolicy check", () => {
   ])("rejects %s, naming the field and the fix", async (_what, change, property, reason) => {
     const failures = await failuresFor({ ...valid, ...change });
     expect(failures).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
+  });
+
+  test.each(["/srv/backups", "/mnt/nas/coffer", "/var/backups", "/tmp/coffer-x", "/home/backup/nas", "/etcetera"])(
+    "accepts a folder of one's own such as %s",
+    async (dir) => {
+      expect(await failuresFor({ ...valid, target: { kind: "directory", path: dir } })).toEqual([]);
+    },
+  );
+
+  test("accepts the owner the resource class sets", async () => {
+    const result = await provider.check({}, { ...valid, owner: "coffer-demo/dev/gold" });
+    expect(result.inputs).toMatchObject({ owner: "coffer-demo/dev/gold" });
   });
 
   test("accepts an escrow of the passphrase, required or not; requireEscrow does not apply without encryption", async () => {

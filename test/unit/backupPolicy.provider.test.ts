@@ -54,7 +54,7 @@ describe("BackupPolicy provider on a real directory", () => {
         retention: { keepLast: 7, maxAgeDays: 30 },
       },
     });
-    expect(outs).toMatchObject({ schemaVersion: 1, revision: 1, documentStatus: "ok", settings: doc.settings });
+    expect(outs).toMatchObject({ schemaVersion: 2, revision: 1, documentStatus: "ok", settings: doc.settings });
     expect(outs.encryption.passphrase).toBe(PASSPHRASE);
     // Nothing but the document is left in its folder (no temporary files).
     expect(await fs.readdir(path.dirname(docFile()))).toEqual(["policy.json"]);
@@ -223,7 +223,9 @@ describe("BackupPolicy provider on a real directory", () => {
     await fs.writeFile(backupData, "backup bytes");
     const { id, outs } = await provider.create(await checked());
     await provider.delete(id, { ...outs, __provider: "ignored" });
-    expect(await fs.readdir(tempDir())).toEqual(["vm-1"]);
+    // The target's identity stays: it is the target's, not the policy's.
+    expect(await fs.readdir(tempDir())).toEqual([".coffer", "vm-1"]);
+    expect(await fs.readdir(path.join(tempDir(), ".coffer"))).toEqual(["target.json"]);
     expect(await fs.readFile(backupData, "utf8")).toBe("backup bytes");
   });
 
@@ -238,7 +240,7 @@ describe("BackupPolicy provider on a real directory", () => {
 
   test("delete of an already removed document succeeds", async () => {
     const { id, outs } = await provider.create(await checked());
-    await fs.rm(path.join(tempDir(), ".coffer"), { recursive: true });
+    await fs.rm(path.join(tempDir(), ".coffer", "zones"), { recursive: true });
     await expect(provider.delete(id, outs)).resolves.toBeUndefined();
   });
 
@@ -266,6 +268,228 @@ describe("BackupPolicy provider on a real directory", () => {
     expect(error.message).not.toContain(PASSPHRASE);
     expect(String(error.cause?.stack)).not.toContain(PASSPHRASE);
     expect(await fs.readFile(docFile(), "utf8")).toBe(before);
+    expect(await fs.readdir(path.dirname(docFile()))).toEqual(["policy.json"]);
+  });
+});
+
+const identityFile = (target = tempDir()) => path.join(target, ".coffer", "target.json");
+
+/** Empties a folder but keeps it: what an unmounted NAS leaves, its mount point. */
+async function emptyFolder(dir: string) {
+  for (const entry of await fs.readdir(dir)) await fs.rm(path.join(dir, entry), { recursive: true });
+}
+
+describe("the target's identity", () => {
+  test("create writes it once, 0600 in a 0700 folder, and records its id; other policies share it", async () => {
+    const { outs } = await provider.create(await checked());
+    const identity = JSON.parse(await fs.readFile(identityFile(), "utf8"));
+    expect(identity).toEqual({
+      kind: "coffer.Target",
+      schemaVersion: 1,
+      targetId: expect.stringMatching(/^[0-9a-f]{32}$/),
+      createdAt: expect.any(String),
+    });
+    expect(statSync(identityFile()).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(identityFile())).mode & 0o777).toBe(0o700);
+    expect(outs.targetId).toBe(identity.targetId);
+    const before = await fs.readFile(identityFile(), "utf8");
+    const { outs: other } = await provider.create(await checked({ zone: "zone-b" }));
+    expect(other.targetId).toBe(identity.targetId);
+    expect(await fs.readFile(identityFile(), "utf8")).toBe(before);
+  });
+
+  test("refresh of an empty mount point (unmounted NAS) fails naming the path, never 'gone'", async () => {
+    const { id, outs } = await provider.create(await checked());
+    await emptyFolder(tempDir());
+    const error = await provider.read(id, outs).catch((e) => e);
+    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", field: "target.path" });
+    const problem = `backup target ${tempDir()} has no Coffer target identity (${identityFile()})`;
+    expect(error.message).toContain(`${problem}: is the NAS mounted?`);
+    expect(await fs.readdir(tempDir())).toEqual([]);
+  });
+
+  test("update and delete on an empty mount point fail the same way and write nothing to the local disk", async () => {
+    const { id, outs } = await provider.create(await checked());
+    await emptyFolder(tempDir());
+    const updateError = await provider.update(id, outs, await checked({ integrityCheck: "metadata" })).catch((e) => e);
+    expect(updateError).toMatchObject({ code: "TARGET_UNREACHABLE", message: expect.stringContaining(identityFile()) });
+    const deleteError = await provider.delete(id, outs).catch((e) => e);
+    expect(deleteError).toMatchObject({
+      code: "TARGET_UNREACHABLE",
+      message: expect.stringMatching(/is the NAS mounted\?.*pulumi state delete/),
+    });
+    expect(await fs.readdir(tempDir())).toEqual([]);
+  });
+
+  test("another target mounted at the path (another identity) is refused by read, update and delete", async () => {
+    const { id, outs } = await provider.create(await checked());
+    const identity = JSON.parse(await fs.readFile(identityFile(), "utf8"));
+    await fs.writeFile(identityFile(), JSON.stringify({ ...identity, targetId: "0".repeat(32) }));
+    const before = await fs.readFile(docFile(), "utf8");
+    const another = { code: "TARGET_UNREACHABLE", message: expect.stringMatching(/is another target .*another NAS/) };
+    await expect(provider.read(id, outs)).rejects.toMatchObject(another);
+    const metadata = await checked({ integrityCheck: "metadata" });
+    await expect(provider.update(id, outs, metadata)).rejects.toMatchObject(another);
+    await expect(provider.delete(id, outs)).rejects.toMatchObject(another);
+    expect(await fs.readFile(docFile(), "utf8")).toBe(before);
+  });
+
+  test("a garbled identity is refused, naming the file and how to repair it", async () => {
+    const { id, outs } = await provider.create(await checked());
+    await fs.writeFile(identityFile(), "{ not json");
+    await expect(provider.read(id, outs)).rejects.toMatchObject({
+      code: "TARGET_UNREACHABLE",
+      message: expect.stringContaining(`${identityFile()} is not a Coffer target identity Coffer can read: put`),
+    });
+  });
+
+  test("a target that is a symlink to / is refused at create, writing nothing there", async () => {
+    const link = path.join(tempDir(), "nas");
+    await fs.symlink("/", link);
+    const rootBefore = await fs.readdir("/");
+    const error = await provider.create(await checked({ target: { kind: "directory", path: link } })).catch((e) => e);
+    expect(error).toMatchObject({ code: "INVALID_INPUT", field: "target.path" });
+    expect(error.message).toContain("target.path must be a dedicated backup folder such as /srv/backups (a NAS mount)");
+    expect(error.message).toContain(`not / or a system folder (${link} is /)`);
+    expect(await fs.readdir("/")).toEqual(rootBefore);
+  });
+});
+
+describe("state written by the previous release (schema 1, no targetId)", () => {
+  /** Outputs and document exactly as Coffer wrote them before target identities and owners. */
+  async function previousRelease() {
+    const target = tempDir();
+    const settings = {
+      compression: "zstd",
+      encryption: { enabled: false },
+      bandwidthLimitMiBps: 50,
+      integrityCheck: "full",
+      retention: { keepLast: 7, maxAgeDays: 30 },
+      escrow: null,
+    };
+    const outs = {
+      zone: "zone-a",
+      target: { kind: "directory", path: target },
+      compression: "zstd",
+      bandwidthLimitMiBps: 50,
+      integrityCheck: "full",
+      retention: { keepLast: 7, maxAgeDays: 30 },
+      host: null,
+      escrow: null,
+      requireEscrow: false,
+      schemaVersion: 1,
+      encryption: null,
+      manifestKey: "bWFuaWZlc3Qta2V5LW9mLXRoZS1wb2xpY3ktMDAwMDA=",
+      documentPath: docFile(),
+      revision: 1,
+      settings,
+      documentStatus: "ok",
+      __provider: "exports.handler = ...",
+    };
+    const doc = {
+      kind: "coffer.BackupPolicy",
+      schemaVersion: 1,
+      policyId: "zone-a-0123456789ab",
+      zone: "zone-a",
+      revision: 1,
+      writtenAt: "2026-01-01T00:00:00.000Z",
+      settings,
+    };
+    await fs.mkdir(path.dirname(docFile()), { recursive: true });
+    await fs.writeFile(docFile(), JSON.stringify(doc, null, 2));
+    // Typed as the provider receives state: whatever the engine stored.
+    return { id: doc.policyId, outs: outs as never, declared: await checked({ encryption: undefined }) };
+  }
+
+  test("refresh writes the identity its document shows is mounted, records it, and plans no change", async () => {
+    const { id, outs, declared: inputs } = await previousRelease();
+    expect(await provider.diff(id, outs, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    const read = await provider.read(id, outs);
+    const identity = JSON.parse(await fs.readFile(identityFile(), "utf8"));
+    const { targetId } = identity;
+    expect(read.props).toMatchObject({ schemaVersion: 2, targetId, documentStatus: "ok", revision: 1 });
+    expect(read.inputs).toEqual(inputs);
+    expect(await provider.diff(id, read.props, inputs)).toMatchObject({ changes: false, replaces: [] });
+  });
+
+  test("an identity already there is adopted; update and delete work on the old state", async () => {
+    const { id, outs, declared: inputs } = await previousRelease();
+    const { outs: neighbour } = await provider.create(await checked({ zone: "zone-b" }));
+    const { outs: updated } = await provider.update(id, outs, { ...inputs, integrityCheck: "metadata" });
+    const { targetId } = neighbour;
+    expect(updated).toMatchObject({ schemaVersion: 2, targetId, revision: 2, integrityCheck: "metadata" });
+    await provider.delete(id, outs);
+    await expect(fs.access(docFile())).rejects.toMatchObject({ code: "ENOENT" });
+  });
+
+  test("with neither identity nor document (an empty mount point) it is unreachable, never gone", async () => {
+    const { id, outs } = await previousRelease();
+    await emptyFolder(tempDir());
+    const unreachable = { code: "TARGET_UNREACHABLE", message: expect.stringContaining(identityFile()) };
+    await expect(provider.read(id, outs)).rejects.toMatchObject(unreachable);
+    await expect(provider.delete(id, outs)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE" });
+    expect(await fs.readdir(tempDir())).toEqual([]);
+  });
+});
+
+describe("who a zone's document belongs to", () => {
+  test("a document this resource wrote before is its own: switching back after a failed change works", async () => {
+    const [a, b] = [path.join(tempDir(), "a"), path.join(tempDir(), "b")];
+    await fs.mkdir(a);
+    await fs.mkdir(b);
+    const at = (target: string, owner: string) => checked({ target: { kind: "directory", path: target }, owner });
+    const first = await provider.create(await at(a, "coffer-demo/dev/gold"));
+    // The target moved to b, then back to a, while the first incarnation still waits to be deleted.
+    await provider.create(await at(b, "coffer-demo/dev/gold"));
+    const back = await provider.create(await at(a, "coffer-demo/dev/gold"));
+    const docAt = (target: string) => path.join(target, ".coffer", "zones", "zone-a", "policy.json");
+    const taken = { policyId: back.id, owner: "coffer-demo/dev/gold", revision: 2 };
+    expect(JSON.parse(await fs.readFile(docAt(a), "utf8"))).toMatchObject(taken);
+    expect(back.outs).toMatchObject({ revision: 2, documentStatus: "ok", targetId: first.outs.targetId });
+    // Deleting the first incarnation leaves the document of the one that took it over.
+    await provider.delete(first.id, first.outs);
+    expect(JSON.parse(await fs.readFile(docAt(a), "utf8")).policyId).toBe(back.id);
+    // Another resource, or one of a program that sets no owner, is still refused.
+    const refused = { code: "ZONE_OWNED_ELSEWHERE", message: expect.stringContaining(back.id) };
+    await expect(provider.create(await at(a, "coffer-demo/dev/silver"))).rejects.toMatchObject(refused);
+    const noOwner = await checked({ target: { kind: "directory", path: a } });
+    await expect(provider.create(noOwner)).rejects.toMatchObject(refused);
+  });
+
+  test("owner is recorded in the document and changes no plan, old state without one included", async () => {
+    const { id, outs } = await provider.create(await checked({ owner: "coffer-demo/dev/gold" }));
+    expect((await readDoc()).owner).toBe("coffer-demo/dev/gold");
+    const { owner: _none, ...withoutOwner } = outs;
+    const declaredOwner = await checked({ owner: "coffer-demo/dev/gold" });
+    expect(await provider.diff(id, withoutOwner, declaredOwner)).toMatchObject({ changes: false, replaces: [] });
+    expect(await provider.diff(id, outs, await checked())).toMatchObject({ changes: false, replaces: [] });
+  });
+
+  test("of two policies created for one zone at once, exactly one gets it; the other is refused", async () => {
+    // Both creates read the (absent) document before either writes: the race, made certain.
+    let waiting = 0;
+    let release: () => void = () => undefined;
+    const bothRead = new Promise<void>((resolve) => (release = resolve));
+    const racing: PolicyHost = {
+      ...localHost,
+      async readFile(file) {
+        const text = await localHost.readFile(file);
+        if (file === docFile() && waiting < 2) {
+          if (++waiting === 2) release();
+          await bothRead;
+        }
+        return text;
+      },
+    };
+    const racer = createBackupPolicyProvider(racing);
+    const results = await Promise.allSettled([racer.create(await checked()), racer.create(await checked())]);
+    const won = results.filter((r) => r.status === "fulfilled") as PromiseFulfilledResult<{ id: string }>[];
+    const lost = results.filter((r) => r.status === "rejected") as PromiseRejectedResult[];
+    expect(won).toHaveLength(1);
+    expect(lost).toHaveLength(1);
+    const refused = { code: "ZONE_OWNED_ELSEWHERE", message: expect.stringContaining(won[0].value.id) };
+    expect(lost[0].reason).toMatchObject(refused);
+    expect((await readDoc()).policyId).toBe(won[0].value.id);
     expect(await fs.readdir(path.dirname(docFile()))).toEqual(["policy.json"]);
   });
 });

@@ -46,6 +46,7 @@ describe("SecretEscrow check", () => {
     ["a threshold above the recipients", { threshold: 3 }, "threshold", /threshold 3 is more than the 2 recipient\(s\).*use 1 to 2/],
     ["a fractional threshold", { threshold: 1.5 }, "threshold", /whole number/],
     ["a relative store", { store: { kind: "directory", path: "escrow" } }, "store.path", /store.path must be absolute/],
+    ["/ as the store", { store: { kind: "directory", path: "/" } }, "store.path", /dedicated .*\/srv\/escrow.*not \//],
     ["another store kind", { store: { kind: "barbican", path: "/x" } }, "store.kind", /store.kind must be "directory"/],
     ["a record id that leaves the store", { recordId: "../etc" }, "recordId", /recordId must be 1-128 letters/],
     ["forceDelete given as text", { forceDelete: "yes" }, "forceDelete", /true or false/],
