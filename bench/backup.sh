@@ -29,6 +29,12 @@ node -e '
   for (let i = 0; i < mib; i++) { const k = Math.floor(i / 4) % 4; fs.writeSync(fd, k === 1 ? text : k === 3 ? Buffer.alloc(mb) : crypto.randomBytes(mb)); }
   fs.closeSync(fd);' "$src" "$mib"
 printf '%s' "bench-passphrase-not-secret" > "$dir/key"
+# The scratch folder is the backup target: it gets the identity a BackupPolicy would give it.
+node -e '
+  const { claimTargetIdentity } = require(process.argv[1] + "/dist/provider/common/targetIdentity.js");
+  const { readFileIfExists, writeFileExclusive } = require(process.argv[1] + "/dist/provider/common/atomicFile.js");
+  claimTargetIdentity({ readFile: readFileIfExists, writeFileExclusive }, process.argv[2], new Date());
+' "$repo" "$dir"
 chmod 600 "$dir/key"
 
 now() { date +%s.%N; }
@@ -48,13 +54,14 @@ cleanup=clean_out
 
 agent_backup() { # compression encrypted; the agent's answer (the item) is kept for the verify case
   node "$repo/bin/coffer-agent.js" backup-item >"$dir/item.json" 2>/dev/null <<JSON
-{"zoneDir":"$dir/sets/bench","setId":"s","name":"disk","source":{"disk":"$src","format":"raw"},"compression":"$1","encrypted":$2,
+{"target":{"path":"$dir"},"zoneDir":"$dir/sets/bench","setId":"s","name":"disk","source":{"disk":"$src","format":"raw"},"compression":"$1","encrypted":$2,
  "bandwidthLimitMiBps":0,"integrityCheck":"none","passphrase":"bench-passphrase-not-secret"}
 JSON
+  grep -q '"ok":true' "$dir/item.json" || { echo "bench: the backup failed: $(cat "$dir/item.json")" >&2; return 1; }
 }
 verify_full() {
   node "$repo/bin/coffer-agent.js" verify-set >"$dir/verify.json" 2>/dev/null <<JSON
-{"setDir":"$dir/sets/bench/s","level":"full","manifestSecret":"bench-passphrase-not-secret","passphrase":"bench-passphrase-not-secret"}
+{"target":{"path":"$dir"},"setDir":"$dir/sets/bench/s","level":"full","manifestSecret":"bench-passphrase-not-secret","passphrase":"bench-passphrase-not-secret"}
 JSON
 }
 two_pass() {
@@ -79,11 +86,11 @@ done
 # Full verify of the last (zstd+LUKS) set through the agent, with a manifest holding its item.
 node -e '
   const item = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).result;
-  console.log(JSON.stringify({ setDir: process.argv[2], manifestSecret: "bench-passphrase-not-secret", manifest: {
+  console.log(JSON.stringify({ target: { path: process.argv[3] }, setDir: process.argv[2], manifestSecret: "bench-passphrase-not-secret", manifest: {
     kind: "coffer.BackupSet", schemaVersion: 1, setId: "s", name: "bench", trigger: "bench", zone: "bench",
     policy: { compression: "zstd", encrypted: true, bandwidthLimitMiBps: 0, integrityCheck: "full" },
     keySource: "passphrase", qemuVersion: "bench", createdAt: new Date().toISOString(), items: [item] } }));
-' "$dir/item.json" "$dir/sets/bench/s" | node "$repo/bin/coffer-agent.js" write-manifest >/dev/null
+' "$dir/item.json" "$dir/sets/bench/s" "$dir" | node "$repo/bin/coffer-agent.js" write-manifest >/dev/null
 cleanup=true
 t=$(best verify_full)
 grep -q '"status":"ok"' "$dir/verify.json" || { echo "bench: the full verify did not pass: $(cat "$dir/verify.json")" >&2; exit 1; }

@@ -90,7 +90,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   test("a disk's declared format and backing chain reach the agent and the manifest", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const base = path.join(tempDir(), "base.raw");
     const overlay = path.join(tempDir(), "overlay.qcow2");
     await makeRawDisk(base, 4);
@@ -152,7 +152,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   test("a create in flight when the engine is gone stops, keeps nothing, and writes no manifest", async () => {
     const target = path.join(tempDir(), "target");
-    await fs.mkdir(target);
+    await makeTarget(target);
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 64);
     const engineGone = new AbortController();
@@ -178,7 +178,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     // Stopped, not finished: the throttled copy alone takes about 24 s.
     expect(Date.now() - started).toBeLessThan(20_000);
     expect(engineGone.signal.aborted).toBe(true);
-    expect(await fs.readdir(target)).toEqual([]);
+    expect(await fs.readdir(target)).toEqual([".coffer"]);
     expect(processesMentioning(tempDir())).toEqual([]);
   });
 

@@ -7,6 +7,7 @@ import { MANIFEST_KIND } from "../../provider/agent/manifest";
 import { makeRawDisk } from "../support/disks";
 import { childrenOf, isRunning, killLeftovers, pollFor, processesMentioning } from "../support/processes";
 import { filesContaining } from "../support/secretScan";
+import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 /**
@@ -20,6 +21,12 @@ const PASSPHRASE = `killed-agent-passphrase-${randomBytes(6).toString("hex")}`;
 const tempDir = useTempDir();
 const agentTmp = () => path.join(tempDir(), "agent-tmp");
 const zoneDir = () => path.join(tempDir(), "target", "sets", "zone-k");
+/** The test's backup target, with the identity a BackupPolicy gives it. */
+const targetDir = async () => {
+  const target = path.join(tempDir(), "target");
+  await makeTarget(target);
+  return target;
+};
 const agentBin = path.resolve(__dirname, "../../bin/coffer-agent.js");
 
 beforeEach(() => fs.mkdir(agentTmp()));
@@ -104,6 +111,7 @@ async function backupRequest(setId: string, overrides: object) {
   const disk = path.join(tempDir(), `${setId}.raw`);
   await makeRawDisk(disk, 32);
   return {
+    target: { path: await targetDir() },
     zoneDir: zoneDir(),
     setId,
     name: "web-1-root",
@@ -150,8 +158,9 @@ describe("an agent killed with SIGKILL leaves no key, server or process", () => 
       createdAt: new Date().toISOString(),
       items: [item],
     };
-    await callAgent("write-manifest", { setDir, manifest, manifestSecret: PASSPHRASE });
-    const request = { setDir, level: "full", manifestSecret: PASSPHRASE, passphrase: PASSPHRASE };
+    const target = { path: await targetDir() };
+    await callAgent("write-manifest", { target, setDir, manifest, manifestSecret: PASSPHRASE });
+    const request = { target, setDir, level: "full", manifestSecret: PASSPHRASE, passphrase: PASSPHRASE };
     const agent = startAgent("verify-set", request);
     await untilServing(agent);
     await killAgent(agent);

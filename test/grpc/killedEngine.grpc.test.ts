@@ -11,6 +11,7 @@ import { makeRawDisk } from "../support/disks";
 import { childrenOf, isRunning, killLeftovers, pollFor, processesMentioning } from "../support/processes";
 import { ProviderHost, repoRoot } from "../support/providerHost";
 import { serializeProvider } from "../support/serializedProvider";
+import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
 /**
@@ -42,7 +43,7 @@ async function descendant(pid: number, depth: number): Promise<number> {
 
 test("the provider process stops a create in flight, keeps nothing of the set, and exits with its engine", async () => {
   const target = path.join(tempDir(), "target");
-  await fs.mkdir(target);
+  await makeTarget(target);
   const disk = path.join(tempDir(), "d.raw");
   await makeRawDisk(disk, 64);
   // Pulumi starts the provider through this script, which runs node as its child (no exec).
@@ -79,7 +80,9 @@ test("the provider process stops a create in flight, keeps nothing of the set, a
   await pollFor(() => (isRunning(providerPid) ? undefined : true), 20_000);
   const left = { providerRunning: isRunning(providerPid), tools: processesMentioning(tempDir()) };
   expect(left).toEqual({ providerRunning: false, tools: [] });
-  expect(await fs.readdir(target)).toEqual([]);
+  // Nothing of the set: only the target's identity, which was there before.
+  expect(await fs.readdir(target)).toEqual([".coffer"]);
+  expect(await fs.readdir(path.join(target, ".coffer"))).toEqual(["target.json"]);
   host.stop();
 });
 
