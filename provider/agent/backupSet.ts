@@ -17,7 +17,15 @@ import {
   sourceInfo,
   streamSha256,
 } from "./image";
-import { MANIFEST_FILE, Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
+import {
+  MANIFEST_FILE,
+  Manifest,
+  ManifestItem,
+  misplacement,
+  openManifest,
+  readManifest,
+  renderSignedManifest,
+} from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
 import { OWNER_PATTERN, SetOwner, clearOwners, markOwner, ownerGone } from "./setOwner";
 import { withSecretFd } from "./tempFiles";
@@ -177,7 +185,8 @@ export async function sweepLeftovers(zoneDir: string, working?: string): Promise
       continue;
     }
     for (const entry of await fs.readdir(setDir)) {
-      if (BACKUP_FILE.test(entry) || OWNER_PATTERN.test(entry) || PARTIAL_PATTERN.test(entry)) await remove(path.join(setDir, entry));
+      const coffers = BACKUP_FILE.test(entry) || OWNER_PATTERN.test(entry) || PARTIAL_PATTERN.test(entry);
+      if (coffers) await remove(path.join(setDir, entry));
     }
     await fs.rmdir(setDir).catch(() => undefined);
   }
@@ -268,7 +277,8 @@ export async function deleteSet(setDir: string, stopAt: string, knownFiles: read
   const named = [...knownFiles.map((f) => path.basename(f)), ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : [])];
   const entries = await fs.readdir(setDir).catch(() => [] as string[]);
   for (const entry of entries) {
-    if (named.includes(entry) || PARTIAL_PATTERN.test(entry) || OWNER_PATTERN.test(entry)) await fs.rm(path.join(setDir, entry), { force: true });
+    const coffers = named.includes(entry) || PARTIAL_PATTERN.test(entry) || OWNER_PATTERN.test(entry);
+    if (coffers) await fs.rm(path.join(setDir, entry), { force: true });
   }
   await fs.rm(path.join(setDir, MANIFEST_FILE), { force: true });
   await removeEmptyDirs(setDir, stopAt);

@@ -45,7 +45,8 @@ async function checkedTarget(req: { target?: TargetRef; setDir?: string; zoneDir
   const { target } = req;
   if (target.id === undefined && typeof target.zone === "string") {
     const document = await readFileIfExists(documentPath(target.path, target.zone)).catch(() => undefined);
-    if (document !== undefined) return claimTargetIdentity({ readFile: readFileIfExists, writeFileExclusive }, target.path, new Date());
+    const files = { readFile: readFileIfExists, writeFileExclusive };
+    if (document !== undefined) return claimTargetIdentity(files, target.path, new Date());
   }
   return checkTargetIdentity({ readFile: readFileIfExists }, target);
 }

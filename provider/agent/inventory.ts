@@ -31,18 +31,22 @@ export async function listSets(targetPath: string, zone?: string): Promise<SetFo
       const entries = await fs.readdir(setDir).catch(() => undefined);
       if (!entries) continue;
       let sizeBytes = 0;
-      for (const entry of entries) sizeBytes += (await fs.stat(path.join(setDir, entry)).catch(() => undefined))?.size ?? 0;
+      for (const entry of entries) {
+        sizeBytes += (await fs.stat(path.join(setDir, entry)).catch(() => undefined))?.size ?? 0;
+      }
       const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
       const manifest = text === undefined ? undefined : readManifest(text);
       if (text !== undefined) {
         const m = manifest?.ok ? manifest.manifest : undefined;
-        found.push({ zone: z, setId, setDir, status: "complete", createdAt: m?.createdAt, items: m?.items.map((i) => i.name) ?? [], sizeBytes });
+        const items = m?.items.map((i) => i.name) ?? [];
+        found.push({ zone: z, setId, setDir, status: "complete", createdAt: m?.createdAt, items, sizeBytes });
         continue;
       }
       const owners = entries.filter((e) => OWNER_PATTERN.test(e));
       const gone = await Promise.all(owners.map((o) => ownerGone(setDir, o)));
       const status = owners.length === 0 ? "unknown" : gone.includes(false) ? "in-progress" : "crashed";
-      found.push({ zone: z, setId, setDir, status, items: entries.filter((e) => /\.qcow2(\.luks)?$/.test(e)), sizeBytes });
+      const items = entries.filter((e) => /\.qcow2(\.luks)?$/.test(e));
+      found.push({ zone: z, setId, setDir, status, items, sizeBytes });
     }
   }
   return found;
@@ -51,7 +55,8 @@ export async function listSets(targetPath: string, zone?: string): Promise<SetFo
 /** The set ids a `pulumi stack export` records (any resource whose outputs name a setId and setDir). */
 export function setIdsInStackExport(exported: unknown): Set<string> {
   const ids = new Set<string>();
-  const resources = (exported as { deployment?: { resources?: { outputs?: Record<string, unknown> }[] } })?.deployment?.resources;
+  type StackExport = { deployment?: { resources?: { outputs?: Record<string, unknown> }[] } };
+  const resources = (exported as StackExport)?.deployment?.resources;
   if (!Array.isArray(resources)) throw new Error("not a `pulumi stack export` (no deployment.resources)");
   for (const resource of resources) {
     const { setId, setDir } = resource.outputs ?? {};

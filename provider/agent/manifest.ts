@@ -144,7 +144,9 @@ export function readManifest(text: string): ReadManifest {
   return parsed.ok ? { ok: true, manifest: parsed.manifest } : parsed;
 }
 
-function parseEnvelope(text: string): { ok: true; manifest: Manifest; raw: unknown; hmac: string } | { ok: false; problem: string } {
+type Envelope = { ok: true; manifest: Manifest; raw: unknown; hmac: string } | { ok: false; problem: string };
+
+function parseEnvelope(text: string): Envelope {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -180,12 +182,14 @@ export async function openManifest(text: string, secret: string): Promise<Opened
 export function misplacement(manifest: Manifest, setDir: string): string | undefined {
   const folder = path.basename(path.resolve(setDir));
   if (manifest.setId !== folder) {
-    return `manifest: it belongs to set ${manifest.setId}, not to this folder's set ${folder} (copied from another set?)`;
+    const copied = "(copied from another set?)";
+    return `manifest: it belongs to set ${manifest.setId}, not to this folder's set ${folder} ${copied}`;
   }
   const zoneDir = path.dirname(path.resolve(setDir));
   const zone = path.basename(zoneDir);
   if (path.basename(path.dirname(zoneDir)) === "sets" && manifest.zone !== zone) {
-    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} (copied from another zone?)`;
+    const copied = "(copied from another zone?)";
+    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} ${copied}`;
   }
   return undefined;
 }

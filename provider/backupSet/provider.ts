@@ -295,12 +295,17 @@ export function createBackupSetProvider(host: SetHost) {
  */
 export function matchState(verification: Verification, state: BackupSetOutputs, manifest: Manifest): Verification {
   const failures: string[] = [];
-  if (manifest.setId !== state.setId) failures.push(`manifest: it is set ${manifest.setId}'s, but Pulumi recorded set ${state.setId}`);
+  if (manifest.setId !== state.setId) {
+    failures.push(`manifest: it is set ${manifest.setId}'s, but Pulumi recorded set ${state.setId}`);
+  }
   for (const recorded of state.items) {
     const found = manifest.items.find((i) => i.name === recorded.name);
-    const differs = (["file", "sizeBytes", "fileSha256", "streamSha256"] as const).filter((key) => found?.[key] !== recorded[key]);
+    const compared = ["file", "sizeBytes", "fileSha256", "streamSha256"] as const;
+    const differs = compared.filter((key) => found?.[key] !== recorded[key]);
     if (!found) failures.push(`item ${recorded.name}: the manifest does not name it, but Pulumi recorded it`);
-    else if (differs.length > 0) failures.push(`item ${recorded.name}: the manifest's ${differs.join(", ")} differ from what Pulumi recorded`);
+    else if (differs.length > 0) {
+      failures.push(`item ${recorded.name}: the manifest's ${differs.join(", ")} differ from what Pulumi recorded`);
+    }
   }
   for (const extra of manifest.items.filter((i) => !state.items.some((r) => r.name === i.name))) {
     failures.push(`item ${extra.name}: the manifest names it, but Pulumi did not record it`);

@@ -89,13 +89,16 @@ async function sets(argv: string[]): Promise<number> {
   const untracked = found.filter((set) => set.tracked === false && set.status === "complete");
   if (untracked.length > 0) {
     process.stderr.write(
-      `coffer: ${untracked.length} complete set(s) that no given stack tracks: ${untracked.map((s) => s.setDir).join(", ")}\n` +
-        "coffer: verify them with `coffer verify`; delete a folder by hand once you are sure no stack or person needs it\n",
+      `coffer: ${untracked.length} complete set(s) that no given stack tracks: ` +
+        `${untracked.map((s) => s.setDir).join(", ")}\n` +
+        "coffer: verify them with `coffer verify`; delete a folder by hand once you are sure no stack or person " +
+        "needs it\n",
     );
   }
   const crashed = found.filter((set) => set.status === "crashed");
   if (crashed.length > 0) {
-    process.stderr.write(`coffer: ${crashed.length} unfinished set folder(s) left by a crash; the next backup on their host removes them\n`);
+    const next = "the next backup on their host removes them";
+    process.stderr.write(`coffer: ${crashed.length} unfinished set folder(s) left by a crash; ${next}\n`);
   }
   return 0;
 }
@@ -114,7 +117,8 @@ async function place(partial: string, to: string, force: boolean): Promise<void>
     () => true,
     (error: NodeJS.ErrnoException) => {
       if (error.code === "EEXIST") {
-        throw new CofferError("IO_FAILED", `${to} appeared while restoring (another restore?): nothing was replaced; restore to another path, or add --force`);
+        const fix = "nothing was replaced; restore to another path, or add --force";
+        throw new CofferError("IO_FAILED", `${to} appeared while restoring (another restore?): ${fix}`);
       }
       // A filesystem without hard links (vfat, some FUSE mounts): check, then rename.
       if (error.code === "EPERM" || error.code === "ENOTSUP" || error.code === "EOPNOTSUPP") return false;
@@ -122,7 +126,10 @@ async function place(partial: string, to: string, force: boolean): Promise<void>
     },
   );
   if (linked) return;
-  if (await exists(to)) throw new CofferError("IO_FAILED", `${to} appeared while restoring (another restore?): restore to another path, or add --force`);
+  if (await exists(to)) {
+    const fix = "restore to another path, or add --force";
+    throw new CofferError("IO_FAILED", `${to} appeared while restoring (another restore?): ${fix}`);
+  }
   await fs.rename(partial, to);
 }
 
@@ -203,8 +210,12 @@ export async function main(argv: string[]): Promise<number> {
       const file = path.join(setDir, item.file);
       if ((await fileSha256(file)) !== item.fileSha256) throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
       const to = path.resolve(values.to);
-      if (!values.force && (await exists(to))) throw new CofferError("IO_FAILED", `${to} already exists: restore to another path, or add --force to replace it`);
-      const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${process.pid}-${randomBytes(4).toString("hex")}`);
+      if (!values.force && (await exists(to))) {
+        const fix = "restore to another path, or add --force to replace it";
+        throw new CofferError("IO_FAILED", `${to} already exists: ${fix}`);
+      }
+      const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
+      const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${unique}`);
       try {
         await withSecretFd(passphrase ?? "", async (key) => {
           await restoreImage(file, item.encrypted, key, partial, format, `item ${item.name}`);

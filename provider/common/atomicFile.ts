@@ -59,7 +59,7 @@ export async function writeFileExclusive(file: string, content: string): Promise
       (error: NodeJS.ErrnoException) => {
         if (error.code === "EEXIST") return "exists" as const;
         // A share without hard links (CIFS without unix extensions): an exclusive create instead.
-        if (error.code === "EPERM" || error.code === "ENOTSUP" || error.code === "EOPNOTSUPP") return "no-links" as const;
+        if (["EPERM", "ENOTSUP", "EOPNOTSUPP"].includes(error.code ?? "")) return "no-links" as const;
         throw error;
       },
     );
