@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
 import { CofferError, isCofferError } from "../common/errors";
 import {
+  BACKUP_FILE,
   Compression,
   DiskSource,
   StoredFormat,
@@ -27,7 +28,7 @@ import {
   renderSignedManifest,
 } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
-import { OWNER_PATTERN, SetOwner, clearOwners, markOwner, ownerGone } from "./setOwner";
+import { OWNER_PATTERN, SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
 import { withSecretFd } from "./tempFiles";
 import { PARTIAL_PATTERN, partialName, pidAlive, run } from "./tools";
 
@@ -150,9 +151,6 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   }
 }
 
-/** A finished backup file's name (see image.ts backupFileName). */
-const BACKUP_FILE = /\.qcow2(\.luks)?$/;
-
 /**
  * Removes what killed runs on this host left under the zone's sets: partial files whose process
  * is gone; and folders without a manifest whose owner (the provider that was taking the set) is
@@ -176,12 +174,10 @@ export async function sweepLeftovers(zoneDir: string, working?: string): Promise
       const match = PARTIAL_PATTERN.exec(entry);
       if (match && match[2] === host && !pidAlive(Number(match[3]))) await remove(path.join(setDir, entry));
     }
-    const owners = set === working ? [] : entries.filter((e) => OWNER_PATTERN.test(e));
-    const gone = await Promise.all(owners.map((owner) => ownerGone(setDir, owner)));
-    if (owners.length === 0 || gone.includes(false)) continue;
+    if (set === working || (await folderOwners(setDir, entries)) !== "gone") continue;
     if (entries.includes(MANIFEST_FILE)) {
       // A crash between writing the manifest and clearing the marker: the set is whole.
-      for (const owner of owners) await remove(path.join(setDir, owner));
+      for (const owner of entries.filter((e) => OWNER_PATTERN.test(e))) await remove(path.join(setDir, owner));
       continue;
     }
     for (const entry of await fs.readdir(setDir)) {

@@ -20,6 +20,9 @@ export interface StoredFormat {
 
 export const SECRET_ID = "coffer-key";
 
+/** The names `backupFileName` gives: a finished backup file. */
+export const BACKUP_FILE = /\.qcow2(\.luks)?$/;
+
 export function backupFileName(item: string, format: StoredFormat): string {
   return format.encrypted ? `${item}.qcow2.luks` : `${item}.qcow2`;
 }

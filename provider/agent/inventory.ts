@@ -2,7 +2,8 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { readFileIfExists } from "../common/atomicFile";
 import { MANIFEST_FILE, readManifest } from "./manifest";
-import { OWNER_PATTERN, ownerGone } from "./setOwner";
+import { BACKUP_FILE } from "./image";
+import { folderOwners } from "./setOwner";
 
 /**
  * What is in a target's set folders (`<target>/sets/<zone>/<setId>`), read without any key:
@@ -42,10 +43,9 @@ export async function listSets(targetPath: string, zone?: string): Promise<SetFo
         found.push({ zone: z, setId, setDir, status: "complete", createdAt: m?.createdAt, items, sizeBytes });
         continue;
       }
-      const owners = entries.filter((e) => OWNER_PATTERN.test(e));
-      const gone = await Promise.all(owners.map((o) => ownerGone(setDir, o)));
-      const status = owners.length === 0 ? "unknown" : gone.includes(false) ? "in-progress" : "crashed";
-      const items = entries.filter((e) => /\.qcow2(\.luks)?$/.test(e));
+      const byOwners = { none: "unknown", alive: "in-progress", gone: "crashed" } as const;
+      const status = byOwners[await folderOwners(setDir, entries)];
+      const items = entries.filter((e) => BACKUP_FILE.test(e));
       found.push({ zone: z, setId, setDir, status, items, sizeBytes });
     }
   }

@@ -60,3 +60,14 @@ export async function ownerGone(setDir: string, entry: string): Promise<boolean>
   if (owner.host !== os.hostname()) return false;
   return owner.bootId !== bootId() || !pidAlive(owner.pid);
 }
+
+/**
+ * Who a set folder's markers say is taking it: "none" (no marker: an older Coffer, or not ours),
+ * "alive" (an owner is alive or can't be checked from here), or "gone" (every owner is).
+ */
+export async function folderOwners(setDir: string, entries: readonly string[]): Promise<"none" | "alive" | "gone"> {
+  const owners = entries.filter((e) => OWNER_PATTERN.test(e));
+  if (owners.length === 0) return "none";
+  const gone = await Promise.all(owners.map((owner) => ownerGone(setDir, owner)));
+  return gone.includes(false) ? "alive" : "gone";
+}
