@@ -92,7 +92,12 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         integrityCheck: args.integrityCheck,
         retention: args.retention,
         host: args.host,
-        escrow: args.escrow && escrowLink(args.escrow, pulumi.output(args.encryption).apply((e) => e?.passphrase)),
+        escrow:
+          args.escrow &&
+          escrowLink(
+            args.escrow,
+            pulumi.output(args.encryption).apply((e) => e?.passphrase),
+          ),
         requireEscrow: args.requireEscrow,
         // Stable across replacements, so a document an earlier incarnation wrote is recognized as its own.
         owner: `${pulumi.getProject()}/${pulumi.getStack()}/${name}`,

@@ -68,7 +68,9 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
     const policy = args.policy;
-    const encrypted = pulumi.unsecret(policy.encryption.apply((encryption) => encryption !== null && encryption !== undefined));
+    const encrypted = pulumi.unsecret(
+      policy.encryption.apply((encryption) => encryption !== null && encryption !== undefined),
+    );
     super(
       backupSetProvider,
       name,
@@ -77,14 +79,32 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         // while a policy update is previewed its computed outputs are unknown, and a set built on
         // them would show as about to be replaced when it is not.
         policy: pulumi
-          .all([policy.id, policy.zone, policy.target, policy.compression, policy.integrityCheck, policy.bandwidthLimitMiBps, encrypted, policy.host])
+          .all([
+            policy.id,
+            policy.zone,
+            policy.target,
+            policy.compression,
+            policy.integrityCheck,
+            policy.bandwidthLimitMiBps,
+            encrypted,
+            policy.host,
+          ])
           .apply(([id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, isEncrypted, host]) => ({
-            id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, encrypted: isEncrypted, host: host ?? undefined,
+            id,
+            zone,
+            target,
+            compression,
+            integrityCheck,
+            bandwidthLimitMiBps,
+            encrypted: isEncrypted,
+            host: host ?? undefined,
           })),
         // The one key the set needs: the passphrase, or for unencrypted sets the manifest key.
         keys: pulumi.secret(
           policy.encryption.apply((encryption) =>
-            encryption ? pulumi.output({ passphrase: encryption.passphrase }) : policy.manifestKey.apply((manifestKey) => ({ manifestKey })),
+            encryption
+              ? pulumi.output({ passphrase: encryption.passphrase })
+              : policy.manifestKey.apply((manifestKey) => ({ manifestKey })),
           ),
         ),
         sources: args.sources,
@@ -92,7 +112,10 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         host: args.host,
         concurrency: args.concurrency,
         escrow: args.escrow
-          ? escrowLink(args.escrow, policy.encryption.apply((e) => e?.passphrase))
+          ? escrowLink(
+              args.escrow,
+              policy.encryption.apply((e) => e?.passphrase),
+            )
           : policy.escrow.apply((e) => e ?? undefined),
         setId: undefined,
         setDir: undefined,

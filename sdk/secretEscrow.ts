@@ -95,10 +95,15 @@ export class SecretEscrow extends pulumi.dynamic.Resource {
  * reviews see it). Only inputs of the escrow: they stay known while its update is previewed.
  * @internal
  */
-export function escrowLink(escrow: SecretEscrow, passphrase: pulumi.Input<string | undefined>): pulumi.Inputs & { [K in keyof EscrowLink]: pulumi.Input<EscrowLink[K]> } {
+export function escrowLink(
+  escrow: SecretEscrow,
+  passphrase: pulumi.Input<string | undefined>,
+): pulumi.Inputs & { [K in keyof EscrowLink]: pulumi.Input<EscrowLink[K]> } {
   return {
     recordId: escrow.recordId,
     store: escrow.store.apply((store) => store.path),
-    escrowsPassphrase: pulumi.unsecret(pulumi.all([escrow.secret, passphrase]).apply(([secret, pass]) => pass !== undefined && secret === pass)),
+    escrowsPassphrase: pulumi.unsecret(
+      pulumi.all([escrow.secret, passphrase]).apply(([secret, pass]) => pass !== undefined && secret === pass),
+    ),
   };
 }

@@ -21,7 +21,10 @@ const escrow = new coffer.SecretEscrow("demo-passphrase", {
   recipients: [
     {
       name: "demo-dr-team",
-      publicKey: readFileSync(config.get("escrowPublicKeyPath") ?? path.join(work, "escrow-keys/demo-dr-team.pub.pem"), "utf8"),
+      publicKey: readFileSync(
+        config.get("escrowPublicKeyPath") ?? path.join(work, "escrow-keys/demo-dr-team.pub.pem"),
+        "utf8",
+      ),
     },
   ],
   threshold: 1,

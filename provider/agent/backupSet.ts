@@ -62,14 +62,20 @@ export interface Events {
  */
 export async function backupItem(req: ItemRequest, events: Events = {}): Promise<ManifestItem> {
   const subject = `source ${req.name}`;
-  if (req.encrypted && !req.passphrase) throw new CofferError("INVALID_INPUT", `${subject}: encryption is on but no passphrase reached the agent`);
+  if (req.encrypted && !req.passphrase)
+    throw new CofferError("INVALID_INPUT", `${subject}: encryption is on but no passphrase reached the agent`);
   const setDir = path.join(req.zoneDir, req.setId);
   await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
   if (req.owner) await markOwner(setDir, req.owner);
   await sweepLeftovers(req.zoneDir, req.setId);
   const format: StoredFormat = { compression: req.compression, encrypted: req.encrypted };
   const finalFile = path.join(setDir, backupFileName(req.name, format));
-  if (await fs.access(finalFile).then(() => true, (e: NodeJS.ErrnoException) => e.code !== "ENOENT")) {
+  if (
+    await fs.access(finalFile).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => e.code !== "ENOENT",
+    )
+  ) {
     throw new CofferError("IO_FAILED", `${subject}: ${finalFile} already exists; a set never overwrites a backup`);
   }
   const partial = path.join(setDir, partialName(path.basename(finalFile)));
@@ -108,7 +114,18 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
           virtualSize = source.virtualSize;
           manifestSource = { kind: "qmp", socket: req.source.qmpSocket, device: req.source.device };
           await createEmptyBackup(partial, virtualSize, req.compression, key, subject);
-          await backupRunningVm({ qmp, sourceNode: source.node, target: partial, encrypted: req.encrypted, passphrase: req.passphrase, compression: req.compression, bandwidthLimitMiBps: req.bandwidthLimitMiBps, subject, signal: events.signal, onProgress });
+          await backupRunningVm({
+            qmp,
+            sourceNode: source.node,
+            target: partial,
+            encrypted: req.encrypted,
+            passphrase: req.passphrase,
+            compression: req.compression,
+            bandwidthLimitMiBps: req.bandwidthLimitMiBps,
+            subject,
+            signal: events.signal,
+            onProgress,
+          });
         } finally {
           qmp.close();
         }
@@ -119,7 +136,10 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
       if (req.integrityCheck === "full" && sourceStream) {
         const expected = await sourceStream();
         if (expected !== streamHash) {
-          throw new CofferError("VERIFY_FAILED", `${subject}: the backup's data differs from the disk's (sha256 ${streamHash.slice(0, 12)} vs ${expected.slice(0, 12)}); the disk may have changed during the backup`);
+          throw new CofferError(
+            "VERIFY_FAILED",
+            `${subject}: the backup's data differs from the disk's (sha256 ${streamHash.slice(0, 12)} vs ${expected.slice(0, 12)}); the disk may have changed during the backup`,
+          );
         }
       }
       const sizeBytes = (await fs.stat(partial)).size;
@@ -145,7 +165,12 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
       };
     });
   } catch (error) {
-    throw isCofferError(error) ? error : new CofferError("IO_FAILED", `${subject}: ${(error as Error).message}`, { cause: error, secrets: req.passphrase ? [req.passphrase] : [] });
+    throw isCofferError(error)
+      ? error
+      : new CofferError("IO_FAILED", `${subject}: ${(error as Error).message}`, {
+          cause: error,
+          secrets: req.passphrase ? [req.passphrase] : [],
+        });
   } finally {
     await fs.rm(partial, { force: true });
   }
@@ -222,10 +247,23 @@ export async function verifySet(
 ): Promise<Verification & { manifest?: Manifest }> {
   const checkedAt = new Date().toISOString();
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
-  if (text === undefined) return { status: "missing", checkedAt, level, failures: [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`] };
+  if (text === undefined)
+    return {
+      status: "missing",
+      checkedAt,
+      level,
+      failures: [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`],
+    };
   const opened = await openManifest(text, secrets.manifestSecret);
   if (!opened.ok) return { status: "failed", checkedAt, level, failures: [opened.problem] };
-  if (!opened.authentic) return { status: "failed", checkedAt, level, failures: ["manifest: its HMAC does not match: it was changed, or the key is not this set's"], manifest: opened.manifest };
+  if (!opened.authentic)
+    return {
+      status: "failed",
+      checkedAt,
+      level,
+      failures: ["manifest: its HMAC does not match: it was changed, or the key is not this set's"],
+      manifest: opened.manifest,
+    };
   const misplaced = misplacement(opened.manifest, setDir);
   if (misplaced) return { status: "failed", checkedAt, level, failures: [misplaced], manifest: opened.manifest };
   const missing: string[] = [];
@@ -239,7 +277,9 @@ export async function verifySet(
         continue;
       }
       if (stat.size !== item.sizeBytes) {
-        failed.push(`item ${item.name}: ${item.file} is ${stat.size} bytes, the manifest says ${item.sizeBytes} (truncated or changed)`);
+        failed.push(
+          `item ${item.name}: ${item.file} is ${stat.size} bytes, the manifest says ${item.sizeBytes} (truncated or changed)`,
+        );
         continue;
       }
       if ((await fileSha256(file)) !== item.fileSha256) {
@@ -250,8 +290,14 @@ export async function verifySet(
       try {
         if (level !== "none") await checkImage(file, item.encrypted, key, `item ${item.name}`);
         if (level === "full") {
-          const stream = await streamSha256(backupImageOpts(file, item.encrypted), key, `item ${item.name}`, events.signal);
-          if (stream !== item.streamSha256) failed.push(`item ${item.name}: the guest data differs from what was backed up`);
+          const stream = await streamSha256(
+            backupImageOpts(file, item.encrypted),
+            key,
+            `item ${item.name}`,
+            events.signal,
+          );
+          if (stream !== item.streamSha256)
+            failed.push(`item ${item.name}: the guest data differs from what was backed up`);
         }
       } catch (error) {
         failed.push(isCofferError(error) ? error.shortMessage : `item ${item.name}: ${(error as Error).message}`);
@@ -270,7 +316,10 @@ export async function verifySet(
 export async function deleteSet(setDir: string, stopAt: string, knownFiles: readonly string[] = []): Promise<void> {
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
   const opened = text === undefined ? undefined : readManifest(text);
-  const named = [...knownFiles.map((f) => path.basename(f)), ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : [])];
+  const named = [
+    ...knownFiles.map((f) => path.basename(f)),
+    ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : []),
+  ];
   const entries = await fs.readdir(setDir).catch(() => [] as string[]);
   for (const entry of entries) {
     const coffers = named.includes(entry) || PARTIAL_PATTERN.test(entry) || OWNER_PATTERN.test(entry);

@@ -25,7 +25,10 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-type Handler = (request: any, events: { signal: AbortSignal; progress: (item: string, percent: number) => void }) => Promise<unknown>;
+type Handler = (
+  request: any,
+  events: { signal: AbortSignal; progress: (item: string, percent: number) => void },
+) => Promise<unknown>;
 
 /**
  * The id of the request's target, which must be a Coffer target (the one `target.id` names, when
@@ -81,7 +84,13 @@ export async function main(argv: string[]): Promise<void> {
   const handler = commands[command ?? ""];
   const reply = (body: unknown) => process.stdout.write(JSON.stringify(body) + "\n");
   if (!handler) {
-    reply({ ok: false, error: { code: "INVALID_INPUT", message: `unknown command "${command ?? ""}": use one of ${Object.keys(commands).join(", ")}` } });
+    reply({
+      ok: false,
+      error: {
+        code: "INVALID_INPUT",
+        message: `unknown command "${command ?? ""}": use one of ${Object.keys(commands).join(", ")}`,
+      },
+    });
     process.exitCode = 2;
     return;
   }

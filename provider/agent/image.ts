@@ -209,7 +209,10 @@ async function imageInfo(image: { file: string; format: SourceFormat }, subject:
   }
   const info = JSON.parse(text) as QemuImageInfo;
   if (info.encrypted) {
-    throw new CofferError("QEMU_FAILED", `${subject}: ${file} is an encrypted qcow2: Coffer can't read it without its key`);
+    throw new CofferError(
+      "QEMU_FAILED",
+      `${subject}: ${file} is an encrypted qcow2: Coffer can't read it without its key`,
+    );
   }
   return info;
 }
@@ -320,14 +323,22 @@ export async function createEmptyBackup(
 ) {
   const compressionType = compression === "zlib" ? "zlib" : "zstd";
   if (!key) {
-    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, file, String(virtualSize)], { subject });
+    await run(
+      "qemu-img",
+      ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, file, String(virtualSize)],
+      { subject },
+    );
     return;
   }
   // The bytes of an empty qcow2 become the payload of a LUKS container; qcow2 then grows inside it.
   // A partial name: if this process is killed here, sweeps and deletes still find the file.
   const inner = path.join(path.dirname(file), partialName(`${path.basename(file)}-inner`));
   try {
-    await run("qemu-img", ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, inner, String(virtualSize)], { subject });
+    await run(
+      "qemu-img",
+      ["create", "-q", "-f", "qcow2", "-o", `compression_type=${compressionType}`, inner, String(virtualSize)],
+      { subject },
+    );
     const toLuks = ["convert", "-f", "raw", "-O", "luks", ...keyArgs(key), "-o", `key-secret=${SECRET_ID}`];
     await retryLuksCreation(() =>
       run("qemu-img", [...toLuks, inner, file], {
@@ -422,15 +433,17 @@ export async function streamSha256(
     try {
       await untilServing(server, pidFile, subject);
       const hash = createHash("sha256");
-      await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], { subject, signal, onStdoutChunk: (chunk) => hash.update(chunk) }).catch(
-        async (error) => {
-          if ((error as CofferError).code === "ABORTED") throw error;
-          // nbdcopy only sees the connection drop; qemu-nbd says why (e.g. an unreadable cluster).
-          server.stop();
-          const reason = await server.stderr;
-          throw reason ? toolFailure("qemu-nbd", reason, { subject, secrets }, error) : error;
-        },
-      );
+      await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], {
+        subject,
+        signal,
+        onStdoutChunk: (chunk) => hash.update(chunk),
+      }).catch(async (error) => {
+        if ((error as CofferError).code === "ABORTED") throw error;
+        // nbdcopy only sees the connection drop; qemu-nbd says why (e.g. an unreadable cluster).
+        server.stop();
+        const reason = await server.stderr;
+        throw reason ? toolFailure("qemu-nbd", reason, { subject, secrets }, error) : error;
+      });
       return hash.digest("hex");
     } finally {
       server.stop();
@@ -448,7 +461,13 @@ async function untilServing(server: RunningTool, pidFile: string, subject: strin
   let waiting = true;
   const listening = (async () => {
     while (waiting) {
-      if (await fs.access(pidFile).then(() => true, () => false)) return;
+      if (
+        await fs.access(pidFile).then(
+          () => true,
+          () => false,
+        )
+      )
+        return;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   })();

@@ -63,13 +63,15 @@ const within = (name: keyof typeof SCRYPT_LIMITS) =>
 
 /** How the HMAC key is derived; absent in schema 1 (HKDF). */
 const macSchema = z.discriminatedUnion("kdf", [
-  z.object({
-    kdf: z.literal("scrypt"),
-    N: within("N").refine((n) => (n & (n - 1)) === 0, { message: "must be a power of two" }),
-    r: within("r"),
-    p: within("p"),
-    salt: z.string().regex(/^[A-Za-z0-9+/]{22}==$/, { message: "must be 16 bytes in base64" }),
-  }).refine((m) => 128 * m.N * m.r <= SCRYPT_MAX_MEMORY, { message: "asks for more than 1 GiB of memory" }),
+  z
+    .object({
+      kdf: z.literal("scrypt"),
+      N: within("N").refine((n) => (n & (n - 1)) === 0, { message: "must be a power of two" }),
+      r: within("r"),
+      p: within("p"),
+      salt: z.string().regex(/^[A-Za-z0-9+/]{22}==$/, { message: "must be 16 bytes in base64" }),
+    })
+    .refine((m) => 128 * m.N * m.r <= SCRYPT_MAX_MEMORY, { message: "asks for more than 1 GiB of memory" }),
   z.object({ kdf: z.literal("hkdf-sha256") }),
 ]);
 export type ManifestMac = z.output<typeof macSchema>;
@@ -123,7 +125,9 @@ export function newMac(keySource: Manifest["keySource"]): ManifestMac {
 }
 
 async function mac(manifest: unknown, parsed: Pick<Manifest, "setId" | "mac">, secret: string): Promise<Buffer> {
-  return createHmac("sha256", await macKey(secret, parsed)).update(canonicalJson(manifest)).digest();
+  return createHmac("sha256", await macKey(secret, parsed))
+    .update(canonicalJson(manifest))
+    .digest();
 }
 
 /** Signs `manifest` as given; a manifest without `mac` gets one for its key source (and schema 2). */

@@ -14,13 +14,21 @@ export class QmpClient {
   private readonly pending = new Map<string, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   private closedError: Error | undefined;
 
-  private constructor(private readonly socket: net.Socket, private readonly subject: string) {
+  private constructor(
+    private readonly socket: net.Socket,
+    private readonly subject: string,
+  ) {
     socket.on("data", (chunk) => this.receive(chunk.toString()));
-    const gone = () => new CofferError("QEMU_FAILED", `${subject}: QEMU closed its QMP socket (did the VM stop or crash?)`);
+    const gone = () =>
+      new CofferError("QEMU_FAILED", `${subject}: QEMU closed its QMP socket (did the VM stop or crash?)`);
     socket.on("close", () => this.fail(gone()));
     // A QEMU killed while commands are in flight resets the socket before closing it: same cause.
     socket.on("error", (error: NodeJS.ErrnoException) =>
-      this.fail(error.code === "ECONNRESET" || error.code === "EPIPE" ? gone() : new CofferError("QEMU_FAILED", `${subject}: QMP socket error: ${error.message}`)),
+      this.fail(
+        error.code === "ECONNRESET" || error.code === "EPIPE"
+          ? gone()
+          : new CofferError("QEMU_FAILED", `${subject}: QMP socket error: ${error.message}`),
+      ),
     );
   }
 
@@ -79,7 +87,9 @@ export class QmpClient {
     const id = `coffer-${this.nextId++}`;
     return new Promise<T>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.socket.write(JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id }) + "\n");
+      this.socket.write(
+        JSON.stringify(args ? { execute: command, arguments: args, id } : { execute: command, id }) + "\n",
+      );
     });
   }
 
@@ -107,7 +117,12 @@ export async function sweepStale(qmp: QmpClient): Promise<string[]> {
   const jobs = await qmp.execute<{ id: string; status: string }[]>("query-jobs");
   for (const job of jobs.filter((j) => isStale(j.id))) {
     if (job.status !== "concluded") await qmp.execute("job-cancel", { id: job.id }).catch(() => undefined);
-    await waitFor(async () => (await qmp.execute<{ id: string; status: string }[]>("query-jobs")).find((j) => j.id === job.id)?.status === "concluded", 10_000);
+    await waitFor(
+      async () =>
+        (await qmp.execute<{ id: string; status: string }[]>("query-jobs")).find((j) => j.id === job.id)?.status ===
+        "concluded",
+      10_000,
+    );
     await qmp.execute("job-dismiss", { id: job.id }).catch(() => undefined);
     removed.push(job.id);
   }
@@ -139,16 +154,28 @@ interface BlockInfo {
 }
 
 /** The node behind `device`: a qdev id ("vda"), a BlockBackend name, or a node name. */
-export async function findSourceNode(qmp: QmpClient, device: string, subject: string): Promise<{ node: string; virtualSize: number }> {
+export async function findSourceNode(
+  qmp: QmpClient,
+  device: string,
+  subject: string,
+): Promise<{ node: string; virtualSize: number }> {
   const blocks = await qmp.execute<BlockInfo[]>("query-block");
   const match = blocks.find(
     (b) =>
       b.inserted &&
-      (b.device === device || b.qdev === device || b.qdev?.split("/").includes(device) || b.inserted["node-name"] === device),
+      (b.device === device ||
+        b.qdev === device ||
+        b.qdev?.split("/").includes(device) ||
+        b.inserted["node-name"] === device),
   );
   if (!match?.inserted) {
-    const known = blocks.map((b) => b.qdev?.split("/").find((p, i, all) => all[i - 1] === "peripheral") ?? b.device).filter(Boolean);
-    throw new CofferError("SOURCE_MISSING", `${subject}: the VM has no disk "${device}" (it has: ${known.join(", ") || "none"})`);
+    const known = blocks
+      .map((b) => b.qdev?.split("/").find((p, i, all) => all[i - 1] === "peripheral") ?? b.device)
+      .filter(Boolean);
+    throw new CofferError(
+      "SOURCE_MISSING",
+      `${subject}: the VM has no disk "${device}" (it has: ${known.join(", ") || "none"})`,
+    );
   }
   return { node: match.inserted["node-name"], virtualSize: match.inserted.image["virtual-size"] };
 }
@@ -213,13 +240,19 @@ export async function backupRunningVm(req: RunningBackupRequest): Promise<void> 
         await qmp.execute("job-cancel", { id: jobId }).catch(() => undefined);
         throw new CofferError("ABORTED", `${req.subject}: stopped before it finished`);
       }
-      const job = (await qmp.execute<{ id: string; status: string; "current-progress": number; "total-progress": number; error?: string }[]>("query-jobs")).find(
-        (j) => j.id === jobId,
-      );
+      const job = (
+        await qmp.execute<
+          { id: string; status: string; "current-progress": number; "total-progress": number; error?: string }[]
+        >("query-jobs")
+      ).find((j) => j.id === jobId);
       if (!job) throw new CofferError("QEMU_FAILED", `${req.subject}: the backup job disappeared from QEMU`);
       if (job["total-progress"] > 0) req.onProgress?.((100 * job["current-progress"]) / job["total-progress"]);
       if (job.status === "concluded") {
-        if (job.error) throw new CofferError(job.error.includes("No space") ? "DISK_FULL" : "QEMU_FAILED", `${req.subject}: the backup job failed: ${job.error}`);
+        if (job.error)
+          throw new CofferError(
+            job.error.includes("No space") ? "DISK_FULL" : "QEMU_FAILED",
+            `${req.subject}: the backup job failed: ${job.error}`,
+          );
         break;
       }
       await new Promise((r) => setTimeout(r, 250));
@@ -227,7 +260,13 @@ export async function backupRunningVm(req: RunningBackupRequest): Promise<void> 
   } finally {
     if (added.job) {
       await qmp.execute("job-cancel", { id: jobId }).catch(() => undefined);
-      await waitFor(async () => (await qmp.execute<{ id: string; status: string }[]>("query-jobs").catch(() => [])).every((j) => j.id !== jobId || j.status === "concluded"), 10_000).catch(() => undefined);
+      await waitFor(
+        async () =>
+          (await qmp.execute<{ id: string; status: string }[]>("query-jobs").catch(() => [])).every(
+            (j) => j.id !== jobId || j.status === "concluded",
+          ),
+        10_000,
+      ).catch(() => undefined);
       await qmp.execute("job-dismiss", { id: jobId }).catch(() => undefined);
     }
     if (added.node) await qmp.execute("blockdev-del", { "node-name": nodeName }).catch(() => undefined);

@@ -13,7 +13,11 @@ import { pidAlive } from "./tools";
 type PrivateDirKind = "nbd" | "key";
 
 /** This host in folder names: letters and digits only, short enough for a unix socket path. */
-const hostTag = () => os.hostname().replace(/[^A-Za-z0-9]/g, "").slice(0, 32);
+const hostTag = () =>
+  os
+    .hostname()
+    .replace(/[^A-Za-z0-9]/g, "")
+    .slice(0, 32);
 
 const PRIVATE_DIR = /^coffer-(nbd|key)-([A-Za-z0-9]*)-(\d+)-[0-9a-f]{8}$/;
 /** A key folder of earlier Coffer versions (`mkdtemp("coffer-key-")`): no host, no pid. */
@@ -95,7 +99,10 @@ export async function sweepTempLeftovers(now = Date.now()): Promise<string[]> {
     if (ownerMayRun) continue;
     if (match?.[1] === "nbd") await stopOrphanedServer(dir);
     // One folder that can't be removed does not stop the command that swept.
-    await fs.rm(dir, { recursive: true, force: true }).then(() => removed.push(dir), () => undefined);
+    await fs.rm(dir, { recursive: true, force: true }).then(
+      () => removed.push(dir),
+      () => undefined,
+    );
   }
   return removed;
 }

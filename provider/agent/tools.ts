@@ -75,8 +75,13 @@ export async function start(command: string, args: readonly string[], runOptions
   const stderr = child.then((result) => redact(String(result.stderr ?? "").trim(), secrets));
   const finished = child.then(async (result) => {
     if (result.exitCode === 0 && !result.failed) return String(result.stdout ?? "");
-    if (result.isCanceled) throw new CofferError("ABORTED", `${options.subject}: stopped before it finished`, { secrets });
-    throw toolFailure(command, (await stderr) || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`), options);
+    if (result.isCanceled)
+      throw new CofferError("ABORTED", `${options.subject}: stopped before it finished`, { secrets });
+    throw toolFailure(
+      command,
+      (await stderr) || (result.signal ? `killed by ${result.signal}` : `exit code ${result.exitCode}`),
+      options,
+    );
   });
   return { finished, stderr, stop: () => child.kill() };
 }
@@ -91,7 +96,10 @@ export function toolFailure(command: string, detail: string, options: RunOptions
     .filter((line) => !EMPTY_BACKING_WARNING.test(line))
     .slice(-3)
     .join(" / ");
-  return new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines}`, { secrets: options.secrets ?? [], cause });
+  return new CofferError(classify(detail), `${options.subject}: ${path.basename(command)} failed: ${lastLines}`, {
+    secrets: options.secrets ?? [],
+    cause,
+  });
 }
 
 /** Maps a tool's error text to the cause users act on. */

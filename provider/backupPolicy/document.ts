@@ -46,9 +46,11 @@ export function documentPath(targetPath: string, zone: string): string {
   return path.join(targetPath, ".coffer", "zones", zone, "policy.json");
 }
 
-
 export function passphraseFingerprint(passphrase: string, fingerprintKey: string): string {
-  return "hmac-sha256:" + createHmac("sha256", Buffer.from(fingerprintKey, "base64")).update(passphrase, "utf8").digest("hex");
+  return (
+    "hmac-sha256:" +
+    createHmac("sha256", Buffer.from(fingerprintKey, "base64")).update(passphrase, "utf8").digest("hex")
+  );
 }
 
 export function fingerprintMatches(passphrase: string, fingerprintKey: string, fingerprint: string): boolean {
@@ -61,9 +63,10 @@ export function fingerprintMatches(passphrase: string, fingerprintKey: string, f
 export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | undefined): PolicySettings {
   return {
     compression: inputs.compression,
-    encryption: inputs.encryption && fingerprint !== undefined
-      ? { enabled: true, format: "luks", passphraseFingerprint: fingerprint }
-      : { enabled: false },
+    encryption:
+      inputs.encryption && fingerprint !== undefined
+        ? { enabled: true, format: "luks", passphraseFingerprint: fingerprint }
+        : { enabled: false },
     bandwidthLimitMiBps: inputs.bandwidthLimitMiBps,
     integrityCheck: inputs.integrityCheck,
     retention: { ...inputs.retention },

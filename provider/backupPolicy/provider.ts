@@ -1,6 +1,13 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { checkInputs, currentState, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
+import {
+  checkInputs,
+  currentState,
+  parseCheckedInputs,
+  unknownPaths,
+  userInputs,
+  withoutUndefined,
+} from "../common/check";
 import { CofferError } from "../common/errors";
 import { isSystemFolder, systemFolderProblem } from "../common/directoryLocation";
 import { checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
@@ -69,14 +76,21 @@ type Written = { revision: number; fingerprintKey: string | undefined; manifestK
 const DROP_FROM_STATE = "if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`";
 
 export function createBackupPolicyProvider(host: PolicyHost) {
-  async function assertTargetReachable(targetPath: string, fix = "mount the backup target (or create the folder) and run again"): Promise<void> {
+  async function assertTargetReachable(
+    targetPath: string,
+    fix = "mount the backup target (or create the folder) and run again",
+  ): Promise<void> {
     try {
       await host.assertDirectory(targetPath);
     } catch (cause) {
-      throw new CofferError("TARGET_UNREACHABLE", `backup target ${targetPath} is not an accessible directory: ${fix}`, {
-        field: "target.path",
-        cause,
-      });
+      throw new CofferError(
+        "TARGET_UNREACHABLE",
+        `backup target ${targetPath} is not an accessible directory: ${fix}`,
+        {
+          field: "target.path",
+          cause,
+        },
+      );
     }
   }
 
@@ -121,7 +135,10 @@ export function createBackupPolicyProvider(host: PolicyHost) {
   ): Promise<BackupPolicyOutputs | undefined> {
     const { revision, fingerprintKey, manifestKey, targetId } = written;
     const file = documentPath(inputs.target.path, inputs.zone);
-    const fingerprint = inputs.encryption && fingerprintKey ? passphraseFingerprint(inputs.encryption.passphrase, fingerprintKey) : undefined;
+    const fingerprint =
+      inputs.encryption && fingerprintKey
+        ? passphraseFingerprint(inputs.encryption.passphrase, fingerprintKey)
+        : undefined;
     const settings = settingsFor(inputs, fingerprint);
     const doc: PolicyDocument = {
       kind: DOCUMENT_KIND,
@@ -148,7 +165,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     return withoutUndefined({
       ...inputs,
       schemaVersion: POLICY_SCHEMA_VERSION,
-      encryption: inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : null,
+      encryption:
+        inputs.encryption && fingerprintKey ? { passphrase: inputs.encryption.passphrase, fingerprintKey } : null,
       retention: inputs.retention ?? null,
       host: inputs.host ?? null,
       escrow: inputs.escrow ?? null,
@@ -223,7 +241,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       await assertTargetReachable(inputs.target.path);
       const targetId = await checkedTargetId(previous);
       const existing = await readDocument(documentPath(inputs.target.path, inputs.zone));
-      if (existing?.ok && existing.document.policyId !== id) throw ownedElsewhere(documentPath(inputs.target.path, inputs.zone), existing.document.policyId);
+      if (existing?.ok && existing.document.policyId !== id)
+        throw ownedElsewhere(documentPath(inputs.target.path, inputs.zone), existing.document.policyId);
       const lastRevision = Math.max(previous.revision, existing?.ok ? existing.document.revision : 0);
       const fingerprintKey = inputs.encryption ? previous.encryption?.fingerprintKey || host.randomKey() : undefined;
       // State written before manifest keys existed gets one on its next update.
@@ -260,7 +279,11 @@ export function upgradeOutputs(olds: Outputs): BackupPolicyOutputs {
 }
 
 /** Outputs as the document on disk says they are; fields the document does not hold stay as they were. */
-export function observeDocument(id: string, state: BackupPolicyOutputs, doc: PolicyDocument | undefined): BackupPolicyOutputs {
+export function observeDocument(
+  id: string,
+  state: BackupPolicyOutputs,
+  doc: PolicyDocument | undefined,
+): BackupPolicyOutputs {
   if (doc === undefined) return { ...state, documentStatus: "unreadable" };
   if (doc.policyId !== id) return { ...state, documentStatus: "owned-elsewhere" };
   const s = doc.settings;
@@ -300,7 +323,9 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
  * including a passphrase the document's fingerprint no longer matches.
  */
 export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
-  const replaces = ["zone", "target"].filter((key) => JSON.stringify(olds[key as "zone"]) !== JSON.stringify(news[key]));
+  const replaces = ["zone", "target"].filter(
+    (key) => JSON.stringify(olds[key as "zone"]) !== JSON.stringify(news[key]),
+  );
   if (unknownPaths(news).length > 0) return { changes: true, replaces, deleteBeforeReplace: false };
   if (replaces.length > 0) return { changes: true, replaces, deleteBeforeReplace: false };
   const declared = news as unknown as BackupPolicyInputs;
@@ -309,10 +334,17 @@ export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string,
   const key = olds.encryption?.fingerprintKey;
   const passphraseKept =
     declared.encryption == null ||
-    (seen.encryption.enabled && key !== undefined && fingerprintMatches(declared.encryption.passphrase, key, seen.encryption.passphraseFingerprint));
+    (seen.encryption.enabled &&
+      key !== undefined &&
+      fingerprintMatches(declared.encryption.passphrase, key, seen.encryption.passphraseFingerprint));
   const wanted = settingsFor(declared, seen.encryption.enabled ? seen.encryption.passphraseFingerprint : undefined);
   const hostChanged = (olds.host ?? null) !== ((declared.host as string | undefined) ?? null);
   const keyMissing = !olds.manifestKey;
-  const requireEscrowChanged = (olds.requireEscrow ?? false) !== ((declared.requireEscrow as boolean | undefined) ?? false);
-  return { changes: !passphraseKept || hostChanged || keyMissing || requireEscrowChanged || !sameSettings(wanted, seen), replaces: [], deleteBeforeReplace: false };
+  const requireEscrowChanged =
+    (olds.requireEscrow ?? false) !== ((declared.requireEscrow as boolean | undefined) ?? false);
+  return {
+    changes: !passphraseKept || hostChanged || keyMissing || requireEscrowChanged || !sameSettings(wanted, seen),
+    replaces: [],
+    deleteBeforeReplace: false,
+  };
 }

@@ -20,26 +20,30 @@ const ZONE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
  */
 export const sshHost = (field: string) =>
   z
-    .string({ error: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07", or absent to run on this machine` })
+    .string({
+      error: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07", or absent to run on this machine`,
+    })
     .regex(/^[A-Za-z0-9_][A-Za-z0-9_.@:[\]-]{0,252}$/, {
       message: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07": letters, digits and . _ - @ : [ ] only, not starting with "-"`,
     });
 
 const target = directoryLocation("target", "/srv/backups");
 
-const encryption = z.object(
-  {
-    passphrase: z
-      .string({
-        error:
-          "encryption.passphrase is required when encryption is set: give it a pulumi.secret(...) value, or remove `encryption` to take unencrypted backups (Coffer never falls back to unencrypted silently)",
-      })
-      .min(MIN_PASSPHRASE_LENGTH, {
-        message: `encryption.passphrase must be at least ${MIN_PASSPHRASE_LENGTH} characters: backups on a shared target can be attacked offline`,
-      }),
-  },
-  { error: 'encryption must be an object like { passphrase: pulumi.secret("...") }, or absent for no encryption' },
-).strict();
+const encryption = z
+  .object(
+    {
+      passphrase: z
+        .string({
+          error:
+            "encryption.passphrase is required when encryption is set: give it a pulumi.secret(...) value, or remove `encryption` to take unencrypted backups (Coffer never falls back to unencrypted silently)",
+        })
+        .min(MIN_PASSPHRASE_LENGTH, {
+          message: `encryption.passphrase must be at least ${MIN_PASSPHRASE_LENGTH} characters: backups on a shared target can be attacked offline`,
+        }),
+    },
+    { error: 'encryption must be an object like { passphrase: pulumi.secret("...") }, or absent for no encryption' },
+  )
+  .strict();
 
 const positiveInteger = (field: string) =>
   z
@@ -47,13 +51,15 @@ const positiveInteger = (field: string) =>
     .int({ message: `${field} must be a whole number of at least 1` })
     .min(1, { message: `${field} must be at least 1: leave it out to keep backups without this limit` });
 
-const retention = z.object(
-  {
-    keepLast: positiveInteger("retention.keepLast").optional(),
-    maxAgeDays: positiveInteger("retention.maxAgeDays").optional(),
-  },
-  { error: "retention must be an object like { keepLast: 7, maxAgeDays: 30 }, or absent to keep every backup" },
-).strict();
+const retention = z
+  .object(
+    {
+      keepLast: positiveInteger("retention.keepLast").optional(),
+      maxAgeDays: positiveInteger("retention.maxAgeDays").optional(),
+    },
+    { error: "retention must be an object like { keepLast: 7, maxAgeDays: 30 }, or absent to keep every backup" },
+  )
+  .strict();
 
 /**
  * The inputs of a BackupPolicy, validated and normalized: defaults filled in, so that an explicit
@@ -61,11 +67,10 @@ const retention = z.object(
  */
 export const backupPolicyInputs = z
   .object({
-    zone: z
-      .string({ error: 'zone is required: set it to the zone\'s name, e.g. "zone-a"' })
-      .regex(ZONE_PATTERN, {
-        message: "zone must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder under the target)",
-      }),
+    zone: z.string({ error: 'zone is required: set it to the zone\'s name, e.g. "zone-a"' }).regex(ZONE_PATTERN, {
+      message:
+        "zone must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder under the target)",
+    }),
     target,
     compression: z
       .enum(COMPRESSIONS, { error: `compression must be one of ${COMPRESSIONS.map((c) => `"${c}"`).join(", ")}` })
@@ -73,11 +78,15 @@ export const backupPolicyInputs = z
     encryption: encryption.optional(),
     bandwidthLimitMiBps: z
       .number({ error: "bandwidthLimitMiBps must be a whole number of MiB/s: 0 or absent means unlimited" })
-      .int({ message: "bandwidthLimitMiBps must be a whole number of MiB/s (no fractions): 0 or absent means unlimited" })
+      .int({
+        message: "bandwidthLimitMiBps must be a whole number of MiB/s (no fractions): 0 or absent means unlimited",
+      })
       .min(0, { message: "bandwidthLimitMiBps must not be negative: use 0 or leave it out for unlimited" })
       .default(0),
     integrityCheck: z
-      .enum(INTEGRITY_CHECKS, { error: `integrityCheck must be one of ${INTEGRITY_CHECKS.map((c) => `"${c}"`).join(", ")}` })
+      .enum(INTEGRITY_CHECKS, {
+        error: `integrityCheck must be one of ${INTEGRITY_CHECKS.map((c) => `"${c}"`).join(", ")}`,
+      })
       .default("none"),
     retention: retention.optional(),
     /** Where the host agent runs, over ssh; absent: on the machine that runs Pulumi. */
@@ -102,12 +111,18 @@ export const backupPolicyInputs = z
   .strict()
   .superRefine(
     (inputs, ctx) => {
-      checkEscrowLink(inputs.escrow, !!inputs.encryption, ctx, "escrow is set but encryption is not: there is no passphrase to escrow; add encryption or remove escrow");
+      checkEscrowLink(
+        inputs.escrow,
+        !!inputs.encryption,
+        ctx,
+        "escrow is set but encryption is not: there is no passphrase to escrow; add encryption or remove escrow",
+      );
       if (inputs.requireEscrow === true && inputs.encryption && !inputs.escrow) {
         ctx.addIssue({
           code: "custom",
           path: ["escrow"],
-          message: "escrow is required (requireEscrow: true) for an encrypted policy: create a coffer.SecretEscrow of the passphrase and pass it as escrow, or set requireEscrow: false",
+          message:
+            "escrow is required (requireEscrow: true) for an encrypted policy: create a coffer.SecretEscrow of the passphrase and pass it as escrow, or set requireEscrow: false",
         });
       }
     },

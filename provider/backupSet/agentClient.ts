@@ -5,7 +5,11 @@ import { loadExeca } from "../agent/tools";
 export interface AgentClient {
   /** Where it runs: "local", or the ssh destination. */
   readonly where: string;
-  call<T>(command: string, request: object, options?: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void }): Promise<T>;
+  call<T>(
+    command: string,
+    request: object,
+    options?: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void },
+  ): Promise<T>;
 }
 
 /**
@@ -18,22 +22,34 @@ export function agentClient(host: string | undefined): AgentClient {
   const where = host ?? "local";
   return {
     where,
-    async call<T>(command: string, request: object, options: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void } = {}) {
+    async call<T>(
+      command: string,
+      request: object,
+      options: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void } = {},
+    ) {
       const { execa } = await loadExeca();
       const secrets = options.secrets ?? [];
       const [file, args] = host
         ? [
             "ssh",
             [
-              "-o", "BatchMode=yes",
-              "-o", "ConnectTimeout=15",
+              "-o",
+              "BatchMode=yes",
+              "-o",
+              "ConnectTimeout=15",
               ...(process.env.COFFER_SSH_CONFIG ? ["-F", process.env.COFFER_SSH_CONFIG] : []),
-              "--", host,
+              "--",
+              host,
               `${process.env.COFFER_REMOTE_AGENT ?? "coffer-agent"} ${command}`,
             ],
           ]
         : [process.execPath, [localAgentPath(), command]];
-      const child = execa(file, args, { input: JSON.stringify(request), reject: false, cancelSignal: options.signal, forceKillAfterDelay: 30_000 });
+      const child = execa(file, args, {
+        input: JSON.stringify(request),
+        reject: false,
+        cancelSignal: options.signal,
+        forceKillAfterDelay: 30_000,
+      });
       let pending = "";
       child.stderr?.on("data", (chunk: Buffer) => {
         pending += chunk.toString();
@@ -58,12 +74,27 @@ export function agentClient(host: string | undefined): AgentClient {
       }
       if (reply?.ok) return reply.result as T;
       if (reply?.error) throw new CofferError(reply.error.code, redact(reply.error.message, secrets), { secrets });
-      const stderr = redact(String(result.stderr ?? "").split("\n").filter((l) => !l.startsWith('{"progress"')).join("\n").trim(), secrets);
+      const stderr = redact(
+        String(result.stderr ?? "")
+          .split("\n")
+          .filter((l) => !l.startsWith('{"progress"'))
+          .join("\n")
+          .trim(),
+        secrets,
+      );
       if (host && result.exitCode === 255) {
-        throw new CofferError("HOST_UNREACHABLE", `host ${host} can't be reached over ssh: ${stderr || "ssh failed"}: check the host name, ssh keys and ~/.ssh/config`, { secrets });
+        throw new CofferError(
+          "HOST_UNREACHABLE",
+          `host ${host} can't be reached over ssh: ${stderr || "ssh failed"}: check the host name, ssh keys and ~/.ssh/config`,
+          { secrets },
+        );
       }
       if (result.isCanceled) throw new CofferError("ABORTED", `coffer-agent ${command} on ${where} was stopped`);
-      throw new CofferError("IO_FAILED", `coffer-agent ${command} on ${where} failed (exit ${result.exitCode ?? result.signal}): ${stderr || "no output"}`, { secrets });
+      throw new CofferError(
+        "IO_FAILED",
+        `coffer-agent ${command} on ${where} failed (exit ${result.exitCode ?? result.signal}): ${stderr || "no output"}`,
+        { secrets },
+      );
     },
   };
 }

@@ -12,7 +12,13 @@ watchEngine();
 
 export const localHost: SetHost = {
   agent: agentClient,
-  newSetId: (trigger) => `${trigger.replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[-.]+/, "").slice(0, 40) || "set"}-${randomBytes(4).toString("hex")}`,
+  newSetId: (trigger) =>
+    `${
+      trigger
+        .replace(/[^A-Za-z0-9._-]+/g, "-")
+        .replace(/^[-.]+/, "")
+        .slice(0, 40) || "set"
+    }-${randomBytes(4).toString("hex")}`,
   now: () => new Date(),
   progress: (message) => engineLog(message),
   engineGone,

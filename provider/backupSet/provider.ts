@@ -1,6 +1,13 @@
 import type * as pulumi from "@pulumi/pulumi";
 import * as path from "node:path";
-import { changedKeys, checkInputs, currentState, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
+import {
+  changedKeys,
+  checkInputs,
+  currentState,
+  parseCheckedInputs,
+  userInputs,
+  withoutUndefined,
+} from "../common/check";
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
 import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
@@ -52,8 +59,10 @@ const targetRef = (set: Omit<SetOnTarget, "setDir">): TargetRef => ({
   zone: set.policy.zone,
 });
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
-const manifestSecret = (inputs: BackupSetInputs) => (inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!);
-const secretsOf = (inputs: BackupSetInputs) => [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
+const manifestSecret = (inputs: BackupSetInputs) =>
+  inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!;
+const secretsOf = (inputs: BackupSetInputs) =>
+  [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
 
 /** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
 function agentSource(source: SourceInput) {
@@ -62,7 +71,11 @@ function agentSource(source: SourceInput) {
 }
 
 /** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
-export async function boundedAll<T, R>(items: readonly T[], limit: number, work: (item: T) => Promise<R>): Promise<PromiseSettledResult<R>[]> {
+export async function boundedAll<T, R>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
   const results: PromiseSettledResult<R>[] = new Array(items.length);
   let next = 0;
   let failed = false;
@@ -177,10 +190,14 @@ export function createBackupSetProvider(host: SetHost) {
           abort.abort();
           // Name the source, whatever failed: qemu, the agent process, ssh.
           const e = isCofferError(error) ? error : new CofferError("IO_FAILED", (error as Error).message);
-          throw e.message.startsWith(`source ${source.name}`) ? e : new CofferError(e.code, `source ${source.name}: ${e.message}`, { secrets });
+          throw e.message.startsWith(`source ${source.name}`)
+            ? e
+            : new CofferError(e.code, `source ${source.name}: ${e.message}`, { secrets });
         }
       });
-      const failures = results.flatMap((r) => (r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : []));
+      const failures = results.flatMap((r) =>
+        r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : [],
+      );
       const items = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
       // A set not taken leaves nothing: no file on any host, no escrow reference.
@@ -234,7 +251,12 @@ export function createBackupSetProvider(host: SetHost) {
           manifestPath,
           manifestHost: manifestWhere ?? "local",
           items,
-          verification: { status: "ok", checkedAt: host.now().toISOString(), level: inputs.policy.integrityCheck, failures: [] },
+          verification: {
+            status: "ok",
+            checkedAt: host.now().toISOString(),
+            level: inputs.policy.integrityCheck,
+            failures: [],
+          },
           targetId,
         };
         return { id: setId, outs: withoutUndefined(outs) };
@@ -247,22 +269,35 @@ export function createBackupSetProvider(host: SetHost) {
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
       // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
-      const verification = await host
-        .agent(local(state.manifestHost))
-        .call<Verified>("verify-set", {
+      const verification = await host.agent(local(state.manifestHost)).call<Verified>(
+        "verify-set",
+        {
           target: targetRef(state),
           setDir: state.setDir,
           level: state.policy.integrityCheck,
           manifestSecret: manifestSecret(state),
           passphrase: state.keys.passphrase,
-        }, { secrets: secretsOf(state) });
+        },
+        { secrets: secretsOf(state) },
+      );
       const { manifest, targetId, ...verified } = verification as Verified & { manifest?: Manifest };
       const result = verified.status === "ok" && manifest ? matchState(verified, state, manifest) : verified;
       if (state.escrow && result.status !== "missing") {
         const { store, recordId, version } = state.escrow;
-        await ensureReference(store, recordId, { setId: state.setId, version, manifestPath: state.manifestPath, manifestHost: state.manifestHost, createdAt: host.now().toISOString() }).then(
-          (healed) => healed && host.progress(`escrow ${recordId}: wrote back this set's reference to v${version}, which was missing from ${store}`),
-          (error: Error) => host.progress(`escrow ${recordId}: could not check this set's reference (${error.message})`),
+        await ensureReference(store, recordId, {
+          setId: state.setId,
+          version,
+          manifestPath: state.manifestPath,
+          manifestHost: state.manifestHost,
+          createdAt: host.now().toISOString(),
+        }).then(
+          (healed) =>
+            healed &&
+            host.progress(
+              `escrow ${recordId}: wrote back this set's reference to v${version}, which was missing from ${store}`,
+            ),
+          (error: Error) =>
+            host.progress(`escrow ${recordId}: could not check this set's reference (${error.message})`),
         );
       }
       // State from before identities adopts the target's (the agent checked it exists).
@@ -281,8 +316,15 @@ export function createBackupSetProvider(host: SetHost) {
       if (state.escrow) {
         // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
         await releaseReference(state.escrow.store, state.escrow.recordId, state.setId).then(
-          (released) => released.length > 0 && host.progress(`escrow ${state.escrow!.recordId}: removed version(s) ${released.join(", ")}, which no backup set needs any more`),
-          (error: Error) => host.progress(`escrow ${state.escrow!.recordId}: could not remove this set's reference (${error.message}); it is ignored once the set is gone`),
+          (released) =>
+            released.length > 0 &&
+            host.progress(
+              `escrow ${state.escrow!.recordId}: removed version(s) ${released.join(", ")}, which no backup set needs any more`,
+            ),
+          (error: Error) =>
+            host.progress(
+              `escrow ${state.escrow!.recordId}: could not remove this set's reference (${error.message}); it is ignored once the set is gone`,
+            ),
         );
       }
     },
@@ -321,7 +363,10 @@ const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;
 
 /** The key a set is made with: the passphrase, or for an unencrypted set the manifest key. Other keys in `keys` don't matter. */
 function usedKey(inputs: object): unknown {
-  const { policy, keys } = inputs as { policy?: { encrypted?: unknown }; keys?: { passphrase?: unknown; manifestKey?: unknown } };
+  const { policy, keys } = inputs as {
+    policy?: { encrypted?: unknown };
+    keys?: { passphrase?: unknown; manifestKey?: unknown };
+  };
   return policy?.encrypted === false ? keys?.manifestKey : keys?.passphrase;
 }
 

@@ -18,7 +18,8 @@ const BACKING_FILES_MESSAGE = "backingFiles must be a list of absolute paths: th
 const source = z
   .object({
     name: z.string({ error: "name is required: it names the backup file" }).regex(NAME, {
-      message: "name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names the backup file)",
+      message:
+        "name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names the backup file)",
     }),
     disk: absolutePath("disk").optional(),
     // No default: sources are compared as canonical JSON, and a new default would replace every set.
@@ -26,18 +27,30 @@ const source = z
     backingFiles: z.array(absolutePath("each of backingFiles"), { error: BACKING_FILES_MESSAGE }).optional(),
     dataFile: absolutePath("dataFile").optional(),
     qmpSocket: absolutePath("qmpSocket").optional(),
-    device: z.string().min(1, { message: "device names the VM's disk, e.g. \"vda\"" }).optional(),
+    device: z.string().min(1, { message: 'device names the VM\'s disk, e.g. "vda"' }).optional(),
     host: sshHost("host").optional(),
   })
   .strict()
   .superRefine((s, ctx) => {
     const running = s.qmpSocket !== undefined || s.device !== undefined;
     if (s.disk !== undefined && running) {
-      ctx.addIssue({ code: "custom", path: ["disk"], message: "give either disk (a stopped VM's disk file) or qmpSocket and device (a running VM), not both" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["disk"],
+        message: "give either disk (a stopped VM's disk file) or qmpSocket and device (a running VM), not both",
+      });
     } else if (s.disk === undefined && !running) {
-      ctx.addIssue({ code: "custom", path: ["disk"], message: "give disk (a stopped VM's disk file) or qmpSocket and device (a running VM)" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["disk"],
+        message: "give disk (a stopped VM's disk file) or qmpSocket and device (a running VM)",
+      });
     } else if (running && (s.qmpSocket === undefined || s.device === undefined)) {
-      ctx.addIssue({ code: "custom", path: [s.qmpSocket === undefined ? "qmpSocket" : "device"], message: "a running VM's source needs both qmpSocket and device" });
+      ctx.addIssue({
+        code: "custom",
+        path: [s.qmpSocket === undefined ? "qmpSocket" : "device"],
+        message: "a running VM's source needs both qmpSocket and device",
+      });
     }
     const qcow2Only = { backingFiles: "backing files", dataFile: "an external data file" };
     for (const field of ["format", "backingFiles", "dataFile"] as const) {
@@ -78,9 +91,11 @@ export const backupSetInputs = z
     sources: z.array(source, { error: "sources must be a list of disks and running VMs to back up" }).min(1, {
       message: "sources must name at least one disk or running VM",
     }),
-    trigger: z.string({ error: 'trigger is required: a value whose change takes a new set, e.g. "2026-11-24"' }).min(1, {
-      message: 'trigger must not be empty: a value whose change takes a new set, e.g. "2026-11-24"',
-    }),
+    trigger: z
+      .string({ error: 'trigger is required: a value whose change takes a new set, e.g. "2026-11-24"' })
+      .min(1, {
+        message: 'trigger must not be empty: a value whose change takes a new set, e.g. "2026-11-24"',
+      }),
     host: sshHost("host").optional(),
     concurrency: z
       .number({ error: "concurrency must be a whole number from 1 to 16" })
@@ -98,16 +113,34 @@ export const backupSetInputs = z
   .superRefine((inputs, ctx) => {
     const seen = new Map<string, number>();
     inputs.sources.forEach((s, i) => {
-      if (seen.has(s.name)) ctx.addIssue({ code: "custom", path: ["sources", i, "name"], message: `name "${s.name}" is used twice (also sources[${seen.get(s.name)}]): each source needs its own` });
+      if (seen.has(s.name))
+        ctx.addIssue({
+          code: "custom",
+          path: ["sources", i, "name"],
+          message: `name "${s.name}" is used twice (also sources[${seen.get(s.name)}]): each source needs its own`,
+        });
       seen.set(s.name, i);
     });
     if (inputs.policy.encrypted && !inputs.keys.passphrase) {
-      ctx.addIssue({ code: "custom", path: ["keys", "passphrase"], message: "the policy encrypts backups but no passphrase reached the backup set" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["keys", "passphrase"],
+        message: "the policy encrypts backups but no passphrase reached the backup set",
+      });
     }
     if (!inputs.policy.encrypted && !inputs.keys.manifestKey) {
-      ctx.addIssue({ code: "custom", path: ["keys", "manifestKey"], message: "the policy's manifest key did not reach the backup set: pass the BackupPolicy resource as policy" });
+      ctx.addIssue({
+        code: "custom",
+        path: ["keys", "manifestKey"],
+        message: "the policy's manifest key did not reach the backup set: pass the BackupPolicy resource as policy",
+      });
     }
-    checkEscrowLink(inputs.escrow, inputs.policy.encrypted, ctx, "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow");
+    checkEscrowLink(
+      inputs.escrow,
+      inputs.policy.encrypted,
+      ctx,
+      "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow",
+    );
   });
 
 export type BackupSetInputs = z.output<typeof backupSetInputs>;

@@ -28,14 +28,26 @@ async function escrow(argv: string[]): Promise<number> {
   if (sub !== "recover") throw new UsageError(`unknown escrow command "${sub ?? ""}"`);
   const { values } = parseArgs({
     args: rest,
-    options: { store: { type: "string" }, id: { type: "string" }, key: { type: "string", multiple: true }, version: { type: "string" }, out: { type: "string" } },
+    options: {
+      store: { type: "string" },
+      id: { type: "string" },
+      key: { type: "string", multiple: true },
+      version: { type: "string" },
+      out: { type: "string" },
+    },
   });
-  if (!values.store || !values.id || !values.key?.length) throw new UsageError("escrow recover needs --store, --id and at least one --key");
+  if (!values.store || !values.id || !values.key?.length)
+    throw new UsageError("escrow recover needs --store, --id and at least one --key");
   const version = values.version === undefined ? undefined : Number(values.version);
-  if (version !== undefined && !(Number.isInteger(version) && version >= 1)) throw new UsageError("--version is a whole number from 1");
-  const keys = await Promise.all(values.key.map((file) => fs.readFile(file, "utf8").catch(() => {
-    throw new UsageError(`--key ${file} can't be read`);
-  })));
+  if (version !== undefined && !(Number.isInteger(version) && version >= 1))
+    throw new UsageError("--version is a whole number from 1");
+  const keys = await Promise.all(
+    values.key.map((file) =>
+      fs.readFile(file, "utf8").catch(() => {
+        throw new UsageError(`--key ${file} can't be read`);
+      }),
+    ),
+  );
   const secret = await recoverSecret(path.resolve(values.store), values.id, keys, version);
   if (values.out) {
     await writeFileAtomic(path.resolve(values.out), secret);
@@ -70,9 +82,12 @@ async function sets(argv: string[]): Promise<number> {
   if (!values.target) throw new UsageError("sets needs --target");
   let tracked: Set<string> | undefined;
   for (const file of values.state ?? []) {
-    const text = file === "-" ? await readStdin() : await fs.readFile(file, "utf8").catch(() => {
-      throw new UsageError(`--state ${file} can't be read`);
-    });
+    const text =
+      file === "-"
+        ? await readStdin()
+        : await fs.readFile(file, "utf8").catch(() => {
+            throw new UsageError(`--state ${file} can't be read`);
+          });
     let ids: Set<string>;
     try {
       ids = setIdsInStackExport(JSON.parse(text));
@@ -104,7 +119,10 @@ async function sets(argv: string[]): Promise<number> {
 }
 
 async function exists(file: string): Promise<boolean> {
-  return fs.lstat(file).then(() => true, (e: NodeJS.ErrnoException) => e.code !== "ENOENT");
+  return fs.lstat(file).then(
+    () => true,
+    (e: NodeJS.ErrnoException) => e.code !== "ENOENT",
+  );
 }
 
 /**
@@ -136,7 +154,9 @@ async function place(partial: string, to: string, force: boolean): Promise<void>
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString("utf8").replace(/\r?\n$/, "");
+  return Buffer.concat(chunks)
+    .toString("utf8")
+    .replace(/\r?\n$/, "");
 }
 
 async function secretFrom(file: string | undefined, stdin: boolean, envName: string): Promise<string | undefined> {
@@ -202,13 +222,21 @@ export async function main(argv: string[]): Promise<number> {
       if (values.format !== "raw" && values.format !== "qcow2") throw new UsageError('--format is "raw" or "qcow2"');
       const format = values.format;
       const opened = await openManifest(text, manifestSecret);
-      if (!opened.ok || !opened.authentic) throw new CofferError("MANIFEST_TAMPERED", "the manifest's HMAC does not match: it was changed, or this is not the set's key");
+      if (!opened.ok || !opened.authentic)
+        throw new CofferError(
+          "MANIFEST_TAMPERED",
+          "the manifest's HMAC does not match: it was changed, or this is not the set's key",
+        );
       const misplaced = misplacement(opened.manifest, setDir);
       if (misplaced) throw new CofferError("MANIFEST_TAMPERED", `${misplaced}: restore from the set's own folder`);
       const item = opened.manifest.items.find((i) => i.name === values.item);
-      if (!item) throw new UsageError(`no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`);
+      if (!item)
+        throw new UsageError(
+          `no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`,
+        );
       const file = path.join(setDir, item.file);
-      if ((await fileSha256(file)) !== item.fileSha256) throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
+      if ((await fileSha256(file)) !== item.fileSha256)
+        throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
       const to = path.resolve(values.to);
       if (!values.force && (await exists(to))) {
         const fix = "restore to another path, or add --force to replace it";
@@ -223,7 +251,8 @@ export async function main(argv: string[]): Promise<number> {
         // What was written must be what was backed up, before it gets the name asked for.
         const written = sourceImageOpts({ disk: partial, format, backing: [] });
         const restored = await streamSha256(written, undefined, `restored ${item.name}`);
-        if (restored !== item.streamSha256) throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
+        if (restored !== item.streamSha256)
+          throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
         await fs.chmod(partial, 0o600);
         await place(partial, to, values.force);
       } finally {

@@ -65,7 +65,10 @@ export function checkInputs<Schema extends z.ZodType>(
   if (parsed.success) return { inputs: parsed.data };
   const failures = parsed.error.issues
     .flatMap(issueToFailures)
-    .filter((failure) => !unknowns.some((unknown) => isUnder(failure.property, unknown) || isUnder(unknown, failure.property)));
+    .filter(
+      (failure) =>
+        !unknowns.some((unknown) => isUnder(failure.property, unknown) || isUnder(unknown, failure.property)),
+    );
   if (failures.length > 0) return { failures };
   return { inputs: raw as z.output<Schema> };
 }
@@ -89,7 +92,9 @@ export function withoutUndefined<T>(value: T): T {
   if (Array.isArray(value)) return value.map(withoutUndefined) as T;
   if (typeof value === "object" && value !== null) {
     return Object.fromEntries(
-      Object.entries(value).filter(([, v]) => v !== undefined).map(([k, v]) => [k, withoutUndefined(v)]),
+      Object.entries(value)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => [k, withoutUndefined(v)]),
     ) as T;
   }
   return value;
@@ -99,7 +104,10 @@ export function withoutUndefined<T>(value: T): T {
  * The inputs of create and update, which `check` has already accepted; anything else is a bug
  * or tampered state, reported with the first problem's field.
  */
-export function parseCheckedInputs<Schema extends z.ZodType>(schema: Schema, news: Record<string, unknown>): z.output<Schema> {
+export function parseCheckedInputs<Schema extends z.ZodType>(
+  schema: Schema,
+  news: Record<string, unknown>,
+): z.output<Schema> {
   const parsed = schema.safeParse(userInputs(news));
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
@@ -112,7 +120,11 @@ export function parseCheckedInputs<Schema extends z.ZodType>(schema: Schema, new
  * State as the current code reads it: without `__provider`, and refused (with the fix) when a
  * newer Coffer wrote it. Every older version is accepted; a resource upgrades fields itself.
  */
-export function currentState<T extends { schemaVersion?: number }>(resource: string, current: number, olds: T & { __provider?: unknown }): T & { schemaVersion: number } {
+export function currentState<T extends { schemaVersion?: number }>(
+  resource: string,
+  current: number,
+  olds: T & { __provider?: unknown },
+): T & { schemaVersion: number } {
   const version = olds.schemaVersion ?? 1;
   if (version > current) {
     throw new CofferError(

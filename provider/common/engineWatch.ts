@@ -23,7 +23,10 @@ export function settleBeforeExit<T>(work: Promise<T>): Promise<T> {
 /** A provider object whose every method's work is held by `settleBeforeExit`. */
 export function settlingBeforeExit<P extends object>(provider: P): P {
   type Method = (...args: unknown[]) => Promise<unknown>;
-  const wrap = (method: Method) => (...args: unknown[]) => settleBeforeExit(method(...args));
+  const wrap =
+    (method: Method) =>
+    (...args: unknown[]) =>
+      settleBeforeExit(method(...args));
   const wrapped = Object.entries(provider).map(([name, v]) => [name, typeof v === "function" ? wrap(v) : v]);
   return Object.fromEntries(wrapped) as P;
 }

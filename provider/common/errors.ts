@@ -34,10 +34,17 @@ export class CofferError extends Error {
   readonly field?: string;
   readonly shortMessage: string;
 
-  constructor(code: CofferErrorCode, shortMessage: string, options: { field?: string; cause?: unknown; secrets?: readonly string[] } = {}) {
+  constructor(
+    code: CofferErrorCode,
+    shortMessage: string,
+    options: { field?: string; cause?: unknown; secrets?: readonly string[] } = {},
+  ) {
     const secrets = options.secrets ?? [];
     const short = redact(shortMessage, secrets);
-    super(options.field ? `${options.field}: ${short}` : short, options.cause === undefined ? undefined : { cause: redactError(options.cause, secrets) });
+    super(
+      options.field ? `${options.field}: ${short}` : short,
+      options.cause === undefined ? undefined : { cause: redactError(options.cause, secrets) },
+    );
     this.code = code;
     this.field = options.field;
     this.shortMessage = short;

@@ -37,16 +37,24 @@ export function parseRecipientKey(pem: string): { ok: true; key: RecipientKey } 
   try {
     key = createPublicKey(pem);
   } catch {
-    return { ok: false, reason: "is not a PEM public key: give the recipient's public key (-----BEGIN PUBLIC KEY-----)" };
+    return {
+      ok: false,
+      reason: "is not a PEM public key: give the recipient's public key (-----BEGIN PUBLIC KEY-----)",
+    };
   }
   const type = key.asymmetricKeyType;
   if (type === "rsa") {
     const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
-    if (bits < MIN_RSA_BITS) return { ok: false, reason: `is an RSA key of ${bits} bits: use ${MIN_RSA_BITS} bits or more, or X25519` };
+    if (bits < MIN_RSA_BITS)
+      return { ok: false, reason: `is an RSA key of ${bits} bits: use ${MIN_RSA_BITS} bits or more, or X25519` };
   } else if (type !== "x25519") {
     return { ok: false, reason: `is a ${type} key: use RSA (${MIN_RSA_BITS} bits or more) or X25519` };
   }
-  const fingerprint = "sha256:" + createHash("sha256").update(key.export({ type: "spki", format: "der" })).digest("hex");
+  const fingerprint =
+    "sha256:" +
+    createHash("sha256")
+      .update(key.export({ type: "spki", format: "der" }))
+      .digest("hex");
   return { ok: true, key: { type, fingerprint, key } };
 }
 
@@ -94,22 +102,46 @@ function x25519Kek(shared: Buffer, ephemeral: Buffer, fingerprint: string): Buff
 
 function wrap(recipient: RecipientKey, keyMaterial: Buffer, aad: Buffer): WrappedKey {
   if (recipient.type === "rsa") {
-    return { alg: "RSA-OAEP-SHA256", data: b64(publicEncrypt({ key: recipient.key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" }, keyMaterial)) };
+    return {
+      alg: "RSA-OAEP-SHA256",
+      data: b64(
+        publicEncrypt(
+          { key: recipient.key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
+          keyMaterial,
+        ),
+      ),
+    };
   }
   const ephemeral = generateKeyPairSync("x25519");
   const ephemeralDer = ephemeral.publicKey.export({ type: "spki", format: "der" });
-  const kek = x25519Kek(diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient.key }), ephemeralDer, recipient.fingerprint);
+  const kek = x25519Kek(
+    diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient.key }),
+    ephemeralDer,
+    recipient.fingerprint,
+  );
   const sealed = gcmSeal(kek, keyMaterial, aad);
-  return { alg: "X25519-HKDF-SHA256-A256GCM", ephemeralPublicKey: b64(ephemeralDer), nonce: b64(sealed.nonce), data: b64(sealed.data), tag: b64(sealed.tag) };
+  return {
+    alg: "X25519-HKDF-SHA256-A256GCM",
+    ephemeralPublicKey: b64(ephemeralDer),
+    nonce: b64(sealed.nonce),
+    data: b64(sealed.data),
+    tag: b64(sealed.tag),
+  };
 }
 
 function unwrap(recipient: SealedRecipient, privateKey: KeyObject, aad: Buffer): Buffer {
   const w = recipient.wrapped;
   if (w.alg === "RSA-OAEP-SHA256") {
-    return privateDecrypt({ key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" }, unb64(w.data));
+    return privateDecrypt(
+      { key: privateKey, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: "sha256" },
+      unb64(w.data),
+    );
   }
   const ephemeral = unb64(w.ephemeralPublicKey);
-  const shared = diffieHellman({ privateKey, publicKey: createPublicKey({ key: ephemeral, format: "der", type: "spki" }) });
+  const shared = diffieHellman({
+    privateKey,
+    publicKey: createPublicKey({ key: ephemeral, format: "der", type: "spki" }),
+  });
   return gcmOpen(x25519Kek(shared, ephemeral, recipient.fingerprint), unb64(w.nonce), unb64(w.data), unb64(w.tag), aad);
 }
 
@@ -117,12 +149,18 @@ function unwrap(recipient: SealedRecipient, privateKey: KeyObject, aad: Buffer):
  * Seals `secret` for `recipients`; any `threshold` of them recover it. `aad` binds the result to
  * its context (the record's id and version): a sealed body moved elsewhere does not open.
  */
-export async function seal(secret: string, recipients: { name: string; key: RecipientKey }[], threshold: number, aad: string): Promise<Sealed> {
+export async function seal(
+  secret: string,
+  recipients: { name: string; key: RecipientKey }[],
+  threshold: number,
+  aad: string,
+): Promise<Sealed> {
   const dataKey = randomBytes(32);
   const context = Buffer.from(aad);
   const body = gcmSeal(dataKey, Buffer.from(secret, "utf8"), context);
   // Each recipient gets the data key itself (threshold 1) or one share of it.
-  const material = threshold > 1 ? await splitKey(dataKey, recipients.length, threshold) : recipients.map(() => dataKey);
+  const material =
+    threshold > 1 ? await splitKey(dataKey, recipients.length, threshold) : recipients.map(() => dataKey);
   return {
     alg: "AES-256-GCM",
     threshold,
@@ -152,10 +190,17 @@ export async function open(sealed: Sealed, privateKeysPem: string[], aad: string
     } catch {
       throw new CofferError("WRONG_KEY", "a --key file is not a PEM private key");
     }
-    const fingerprint = "sha256:" + createHash("sha256").update(createPublicKey(privateKey).export({ type: "spki", format: "der" })).digest("hex");
+    const fingerprint =
+      "sha256:" +
+      createHash("sha256")
+        .update(createPublicKey(privateKey).export({ type: "spki", format: "der" }))
+        .digest("hex");
     const recipient = sealed.recipients.find((r) => r.fingerprint === fingerprint);
     if (!recipient) {
-      throw new CofferError("WRONG_KEY", `a --key (public key ${fingerprint.slice(0, 19)}…) is not one of this record's recipients (${sealed.recipients.map((r) => r.name).join(", ")})`);
+      throw new CofferError(
+        "WRONG_KEY",
+        `a --key (public key ${fingerprint.slice(0, 19)}…) is not one of this record's recipients (${sealed.recipients.map((r) => r.name).join(", ")})`,
+      );
     }
     if (opened.some((o) => o.recipient === recipient)) continue;
     try {
@@ -165,12 +210,18 @@ export async function open(sealed: Sealed, privateKeysPem: string[], aad: string
     }
   }
   if (opened.length < sealed.threshold) {
-    throw new CofferError("WRONG_KEY", `this record needs keys of ${sealed.threshold} recipients; got ${opened.length}`);
+    throw new CofferError(
+      "WRONG_KEY",
+      `this record needs keys of ${sealed.threshold} recipients; got ${opened.length}`,
+    );
   }
   const dataKey = sealed.threshold > 1 ? await combineKey(opened.map((o) => o.material)) : opened[0].material;
   try {
     return gcmOpen(dataKey, unb64(sealed.nonce), unb64(sealed.ciphertext), unb64(sealed.tag), context).toString("utf8");
   } catch {
-    throw new CofferError("VERIFY_FAILED", "the record's ciphertext does not open with these keys: it was changed, or the shares do not belong together");
+    throw new CofferError(
+      "VERIFY_FAILED",
+      "the record's ciphertext does not open with these keys: it was changed, or the shares do not belong together",
+    );
   }
 }

@@ -2,10 +2,27 @@ import type * as pulumi from "@pulumi/pulumi";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { canonicalJson } from "../common/canonicalJson";
-import { changedKeys, checkInputs, currentState, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
+import {
+  changedKeys,
+  checkInputs,
+  currentState,
+  parseCheckedInputs,
+  userInputs,
+  withoutUndefined,
+} from "../common/check";
 import { CofferError } from "../common/errors";
 import { RecipientKey, parseRecipientKey } from "./envelope";
-import { readCurrentVersion, readRecord, recordDir, recordPath, recordVersions, removeCurrentVersion, writeCurrentVersion, writeRecord, type EscrowRecord } from "./record";
+import {
+  readCurrentVersion,
+  readRecord,
+  recordDir,
+  recordPath,
+  recordVersions,
+  removeCurrentVersion,
+  writeCurrentVersion,
+  writeRecord,
+  type EscrowRecord,
+} from "./record";
 import { liveReferences, pruneVersions, removeReferences } from "./references";
 import { ESCROW_SCHEMA_VERSION, SecretEscrowInputs, secretEscrowInputs } from "./schema";
 
@@ -46,7 +63,10 @@ type Outputs = SecretEscrowOutputs & { __provider?: string };
 function recipientKeysOf(inputs: SecretEscrowInputs): { name: string; key: RecipientKey }[] {
   return inputs.recipients.map((r) => {
     const parsed = parseRecipientKey(r.publicKey);
-    if (!parsed.ok) throw new CofferError("INVALID_INPUT", `recipients: ${r.name}'s publicKey ${parsed.reason}`, { field: "recipients" });
+    if (!parsed.ok)
+      throw new CofferError("INVALID_INPUT", `recipients: ${r.name}'s publicKey ${parsed.reason}`, {
+        field: "recipients",
+      });
     return { name: r.name, key: parsed.key };
   });
 }
@@ -59,29 +79,47 @@ export function observeRecord(
 ): { status: RecordStatus; problems: string[] } {
   const file = recordPath(state.store.path, state.recordId, state.version);
   if (found === undefined) return { status: "missing", problems: [`${file} is missing`] };
-  if (found === "unreadable") return { status: "unreadable", problems: [`${file} is not a Coffer escrow record for ${state.recordId} v${state.version}`] };
+  if (found === "unreadable")
+    return {
+      status: "unreadable",
+      problems: [`${file} is not a Coffer escrow record for ${state.recordId} v${state.version}`],
+    };
   const sealed = found.record.sealed;
   const stored = sealed.recipients.map((r) => ({ name: r.name, type: r.type, fingerprint: r.fingerprint }));
   if (canonicalJson(stored) !== canonicalJson(state.recipientKeys) || sealed.threshold !== state.threshold) {
     const names = (list: RecipientKeyInfo[]) => list.map((r) => `${r.name} (${r.fingerprint.slice(7, 19)})`).join(", ");
     return {
       status: "recipients-differ",
-      problems: [`${file} is sealed for ${names(stored)} with threshold ${sealed.threshold}; declared: ${names(state.recipientKeys)} with threshold ${state.threshold}`],
+      problems: [
+        `${file} is sealed for ${names(stored)} with threshold ${sealed.threshold}; declared: ${names(state.recipientKeys)} with threshold ${state.threshold}`,
+      ],
     };
   }
-  if (found.digest !== state.recordDigest) return { status: "altered", problems: [`${file} has changed since it was written (its digest differs)`] };
+  if (found.digest !== state.recordDigest)
+    return { status: "altered", problems: [`${file} has changed since it was written (its digest differs)`] };
   if (currentVersion !== state.version) {
-    return { status: "altered", problems: [`${path.join(path.dirname(file), "current.json")} names ${currentVersion === undefined ? "no version" : `v${currentVersion}`}, not v${state.version}: new backup sets would not link to the current version`] };
+    return {
+      status: "altered",
+      problems: [
+        `${path.join(path.dirname(file), "current.json")} names ${currentVersion === undefined ? "no version" : `v${currentVersion}`}, not v${state.version}: new backup sets would not link to the current version`,
+      ],
+    };
   }
   return { status: "ok", problems: [] };
 }
 
 export function createSecretEscrowProvider(host: EscrowHost) {
-  async function assertStore(store: string, fix = "mount the escrow store (or create the folder) and run again"): Promise<void> {
+  async function assertStore(
+    store: string,
+    fix = "mount the escrow store (or create the folder) and run again",
+  ): Promise<void> {
     try {
       await host.assertDirectory(store);
     } catch (cause) {
-      throw new CofferError("TARGET_UNREACHABLE", `escrow store ${store} is not an accessible directory: ${fix}`, { field: "store.path", cause });
+      throw new CofferError("TARGET_UNREACHABLE", `escrow store ${store} is not an accessible directory: ${fix}`, {
+        field: "store.path",
+        cause,
+      });
     }
   }
 
@@ -89,10 +127,22 @@ export function createSecretEscrowProvider(host: EscrowHost) {
     const keys = recipientKeysOf(inputs);
     let written: { path: string; digest: string };
     try {
-      written = await writeRecord(inputs.store.path, inputs.recordId, version, inputs.secret, keys, inputs.threshold, host.now());
+      written = await writeRecord(
+        inputs.store.path,
+        inputs.recordId,
+        version,
+        inputs.secret,
+        keys,
+        inputs.threshold,
+        host.now(),
+      );
       await writeCurrentVersion(inputs.store.path, inputs.recordId, version);
     } catch (cause) {
-      throw new CofferError("IO_FAILED", `could not write escrow record ${inputs.recordId} v${version}: ${(cause as Error).message}`, { cause, secrets: [inputs.secret] });
+      throw new CofferError(
+        "IO_FAILED",
+        `could not write escrow record ${inputs.recordId} v${version}: ${(cause as Error).message}`,
+        { cause, secrets: [inputs.secret] },
+      );
     }
     return {
       ...inputs,
@@ -145,7 +195,12 @@ export function createSecretEscrowProvider(host: EscrowHost) {
         // The new version is written and current: a failed clean-up must not fail the update
         // (the next rotation or set deletion tries again).
         await pruneVersions(inputs.store.path, inputs.recordId).catch(() => undefined);
-        return { outs: withoutUndefined({ ...outs, retainedVersions: await recordVersions(inputs.store.path, inputs.recordId) }) };
+        return {
+          outs: withoutUndefined({
+            ...outs,
+            retainedVersions: await recordVersions(inputs.store.path, inputs.recordId),
+          }),
+        };
       }
       if (previous.recordStatus !== "ok") {
         // Repair: the same version again, so manifests that name it still find it.
@@ -157,7 +212,9 @@ export function createSecretEscrowProvider(host: EscrowHost) {
     async read(id: string, olds: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(olds);
       await assertStore(state.store.path);
-      const found = await readRecord(state.store.path, state.recordId, state.version).catch(() => "unreadable" as const);
+      const found = await readRecord(state.store.path, state.recordId, state.version).catch(
+        () => "unreadable" as const,
+      );
       const observed = observeRecord(state, found, await readCurrentVersion(state.store.path, state.recordId));
       const props: SecretEscrowOutputs = {
         ...state,
@@ -171,10 +228,16 @@ export function createSecretEscrowProvider(host: EscrowHost) {
     async delete(_id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
       const store = state.store.path;
-      await assertStore(store, "mount it and run again; if the store is gone for good, drop the escrow from state with `pulumi state delete <urn>`");
+      await assertStore(
+        store,
+        "mount it and run again; if the store is gone for good, drop the escrow from state with `pulumi state delete <urn>`",
+      );
       const live = await liveReferences(store, state.recordId);
       if (live.length > 0 && !state.forceDelete) {
-        const sets = live.map((r) => `${r.setId} (v${r.version}, ${r.manifestHost === "local" ? r.manifestPath : `${r.manifestHost}:${r.manifestPath}`})`);
+        const sets = live.map(
+          (r) =>
+            `${r.setId} (v${r.version}, ${r.manifestHost === "local" ? r.manifestPath : `${r.manifestHost}:${r.manifestPath}`})`,
+        );
         throw new CofferError(
           "ESCROW_IN_USE",
           `escrow record ${state.recordId} is the way to recover the key of ${live.length} backup set(s) still in the store: ${sets.join("; ")}. Delete those sets first, or set forceDelete: true on this SecretEscrow (run pulumi up) to delete it anyway`,
@@ -202,15 +265,22 @@ export function upgradeOutputs(olds: Outputs): SecretEscrowOutputs {
  * What refresh hands back to Pulumi as the resource's inputs: the declared ones, with the status
  * found, so that the next preview's diff shows it against the declared "ok".
  */
-export function inputsOf(outputs: SecretEscrowOutputs): Omit<SecretEscrowInputs, "recordStatus"> & { recordStatus: RecordStatus } {
+export function inputsOf(
+  outputs: SecretEscrowOutputs,
+): Omit<SecretEscrowInputs, "recordStatus"> & { recordStatus: RecordStatus } {
   const { secret, recipients, threshold, store, recordId, forceDelete, recordStatus } = outputs;
   return { secret, recipients, threshold, store, recordId, forceDelete, recordStatus };
 }
 
 /** Whether the sealed content must change: another secret, other recipients' keys, another threshold. */
 export function sealedContentChanged(olds: SecretEscrowOutputs, news: SecretEscrowInputs): boolean {
-  const recipients = (list: SecretEscrowInputs["recipients"]) => canonicalJson(list.map((r) => ({ name: r.name, publicKey: r.publicKey.trim() })));
-  return olds.secret !== news.secret || olds.threshold !== news.threshold || recipients(olds.recipients) !== recipients(news.recipients);
+  const recipients = (list: SecretEscrowInputs["recipients"]) =>
+    canonicalJson(list.map((r) => ({ name: r.name, publicKey: r.publicKey.trim() })));
+  return (
+    olds.secret !== news.secret ||
+    olds.threshold !== news.threshold ||
+    recipients(olds.recipients) !== recipients(news.recipients)
+  );
 }
 
 /**

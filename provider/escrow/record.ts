@@ -17,7 +17,13 @@ export const RECORD_SCHEMA_VERSION = 1;
 
 const wrapped = z.union([
   z.object({ alg: z.literal("RSA-OAEP-SHA256"), data: z.string() }),
-  z.object({ alg: z.literal("X25519-HKDF-SHA256-A256GCM"), ephemeralPublicKey: z.string(), nonce: z.string(), data: z.string(), tag: z.string() }),
+  z.object({
+    alg: z.literal("X25519-HKDF-SHA256-A256GCM"),
+    ephemeralPublicKey: z.string(),
+    nonce: z.string(),
+    data: z.string(),
+    tag: z.string(),
+  }),
 ]);
 
 export const recordSchema = z.object({
@@ -32,14 +38,17 @@ export const recordSchema = z.object({
     nonce: z.string(),
     ciphertext: z.string(),
     tag: z.string(),
-    recipients: z.array(z.object({ name: z.string(), type: z.enum(["rsa", "x25519"]), fingerprint: z.string(), wrapped })).min(1),
+    recipients: z
+      .array(z.object({ name: z.string(), type: z.enum(["rsa", "x25519"]), fingerprint: z.string(), wrapped }))
+      .min(1),
   }),
 });
 export type EscrowRecord = z.output<typeof recordSchema>;
 
 /** `<store>/<id>`: the folder of every version of a record, its current.json and its refs. */
 export function recordDir(store: string, id: string): string {
-  if (!ID.test(id)) throw new CofferError("INVALID_INPUT", `escrow id "${id}" must be 1-128 letters, digits, '.', '_' or '-'`);
+  if (!ID.test(id))
+    throw new CofferError("INVALID_INPUT", `escrow id "${id}" must be 1-128 letters, digits, '.', '_' or '-'`);
   return path.join(store, id);
 }
 
@@ -106,27 +115,47 @@ export async function removeCurrentVersion(store: string, id: string): Promise<v
 /** The versions of a record in the store, oldest first. */
 export async function recordVersions(store: string, id: string): Promise<number[]> {
   const entries = await fs.readdir(recordDir(store, id)).catch(() => [] as string[]);
-  return entries.flatMap((e) => /^v(\d+)\.json$/.exec(e)?.[1] ?? []).map(Number).sort((a, b) => a - b);
+  return entries
+    .flatMap((e) => /^v(\d+)\.json$/.exec(e)?.[1] ?? [])
+    .map(Number)
+    .sort((a, b) => a - b);
 }
 
-export async function readRecord(store: string, id: string, version: number): Promise<{ record: EscrowRecord; digest: string } | undefined> {
+export async function readRecord(
+  store: string,
+  id: string,
+  version: number,
+): Promise<{ record: EscrowRecord; digest: string } | undefined> {
   const text = await readFileIfExists(recordPath(store, id, version));
   if (text === undefined) return undefined;
   const json = jsonOrUndefined(text);
   if (json === undefined) throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not valid JSON`);
   const parsed = recordSchema.safeParse(json);
   if (!parsed.success || parsed.data.id !== id || parsed.data.version !== version) {
-    throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not a Coffer escrow record for that id and version`);
+    throw new CofferError(
+      "VERIFY_FAILED",
+      `escrow record ${id} v${version} is not a Coffer escrow record for that id and version`,
+    );
   }
   return { record: parsed.data, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
 }
 
 /** The secret of a record (its current version unless one is named), opened with recipients' private keys. */
-export async function recoverSecret(store: string, id: string, privateKeysPem: string[], version?: number): Promise<string> {
+export async function recoverSecret(
+  store: string,
+  id: string,
+  privateKeysPem: string[],
+  version?: number,
+): Promise<string> {
   const versions = await recordVersions(store, id);
   const wanted = version ?? (await readCurrentVersion(store, id)) ?? versions.at(-1);
-  if (wanted === undefined) throw new CofferError("SOURCE_MISSING", `no escrow record "${id}" in ${store}: check --store and --id`);
+  if (wanted === undefined)
+    throw new CofferError("SOURCE_MISSING", `no escrow record "${id}" in ${store}: check --store and --id`);
   const found = await readRecord(store, id, wanted);
-  if (!found) throw new CofferError("SOURCE_MISSING", `escrow record ${id} has no version ${wanted} (it has: ${versions.join(", ") || "none"})`);
+  if (!found)
+    throw new CofferError(
+      "SOURCE_MISSING",
+      `escrow record ${id} has no version ${wanted} (it has: ${versions.join(", ") || "none"})`,
+    );
   return open(found.record.sealed as Sealed, privateKeysPem, context(id, wanted));
 }

@@ -23,18 +23,27 @@ const referenceSchema = z.object({
 export type Reference = z.output<typeof referenceSchema>;
 
 const refsDir = (store: string, id: string) => path.join(recordDir(store, id), "refs");
-const refFile = (store: string, id: string, setId: string) => path.join(refsDir(store, id), `${setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`);
+const refFile = (store: string, id: string, setId: string) =>
+  path.join(refsDir(store, id), `${setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`);
 
 /** Throws unless `store` is an existing folder: a reference is never written onto an empty mount point. */
 async function assertStore(store: string): Promise<void> {
   const stat = await fs.stat(store).catch(() => undefined);
   if (!stat?.isDirectory()) {
-    throw new CofferError("TARGET_UNREACHABLE", `escrow store ${store} is not an accessible directory: mount it (or create the folder) and run again`, { field: "escrow" });
+    throw new CofferError(
+      "TARGET_UNREACHABLE",
+      `escrow store ${store} is not an accessible directory: mount it (or create the folder) and run again`,
+      { field: "escrow" },
+    );
   }
 }
 
 /** Records that `ref.setId` depends on the record's current version, which must be readable; returns that version. */
-export async function referenceCurrentVersion(store: string, id: string, ref: Omit<Reference, "version">): Promise<number> {
+export async function referenceCurrentVersion(
+  store: string,
+  id: string,
+  ref: Omit<Reference, "version">,
+): Promise<number> {
   await assertStore(store);
   const version = await readCurrentVersion(store, id).catch(() => undefined);
   const found = version === undefined ? undefined : await readRecord(store, id, version).catch(() => undefined);
@@ -72,7 +81,11 @@ export async function readReferences(store: string, id: string): Promise<Referen
     const text = await readFileIfExists(path.join(dir, entry));
     const parsed = text === undefined ? undefined : referenceSchema.safeParse(jsonOrUndefined(text));
     // An unreadable reference can't be proved stale: keep everything it might protect.
-    refs.push(parsed?.success ? parsed.data : { setId: entry.replace(/\.json$/, ""), version: 0, manifestPath: "", manifestHost: "unknown", createdAt: "" });
+    refs.push(
+      parsed?.success
+        ? parsed.data
+        : { setId: entry.replace(/\.json$/, ""), version: 0, manifestPath: "", manifestHost: "unknown", createdAt: "" },
+    );
   }
   return refs;
 }

@@ -9,10 +9,13 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._ -]{0,62}$/;
 
 const recipient = z
   .object({
-    name: z
-      .string({ error: 'name is required: who holds this key, e.g. "dr-team"' })
-      .regex(NAME, { message: "name must be 1-63 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit" }),
-    publicKey: z.string({ error: "publicKey is required: the recipient's PEM public key (-----BEGIN PUBLIC KEY-----), RSA of 3072 bits or more, or X25519" }),
+    name: z.string({ error: 'name is required: who holds this key, e.g. "dr-team"' }).regex(NAME, {
+      message: "name must be 1-63 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit",
+    }),
+    publicKey: z.string({
+      error:
+        "publicKey is required: the recipient's PEM public key (-----BEGIN PUBLIC KEY-----), RSA of 3072 bits or more, or X25519",
+    }),
   })
   .strict();
 
@@ -24,27 +27,37 @@ export const secretEscrowInputs = z
   .object({
     secret: z
       .string({ error: "secret is required: the value to escrow, e.g. the policy's passphrase as a pulumi secret" })
-      .min(1, { message: "secret must not be empty: escrow the value backups depend on, e.g. the policy's passphrase" }),
+      .min(1, {
+        message: "secret must not be empty: escrow the value backups depend on, e.g. the policy's passphrase",
+      }),
     recipients: z
       .array(recipient, { error: "recipients must be a list of { name, publicKey }" })
-      .min(1, { message: "recipients must name at least one holder of a private key, or nobody can recover the secret" })
+      .min(1, {
+        message: "recipients must name at least one holder of a private key, or nobody can recover the secret",
+      })
       .max(255, { message: "recipients can be at most 255 (Shamir's sharing over GF(256))" }),
     threshold: z
-      .number({ error: "threshold must be a whole number: how many recipients are needed to recover (1 to the number of recipients)" })
+      .number({
+        error:
+          "threshold must be a whole number: how many recipients are needed to recover (1 to the number of recipients)",
+      })
       .int({ message: "threshold must be a whole number: how many recipients are needed to recover" })
       .min(1, { message: "threshold must be at least 1: how many recipients are needed to recover" })
       .default(1),
     store: directoryLocation("store", "/srv/escrow"),
     /** The record's stable name in the store; the resource class defaults it to the resource's name. */
-    recordId: z
-      .string({ error: "recordId is required: the record's name in the store" })
-      .regex(RECORD_ID_PATTERN, { message: "recordId must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder in the store)" }),
+    recordId: z.string({ error: "recordId is required: the record's name in the store" }).regex(RECORD_ID_PATTERN, {
+      message:
+        "recordId must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder in the store)",
+    }),
     forceDelete: z.boolean({ error: "forceDelete must be true or false" }).default(false),
     /**
      * Declared "ok" by the resource class; refresh hands back what it found, so that
      * `pulumi preview --diff` shows drift as `recordStatus: "missing" => "ok"`.
      */
-    recordStatus: z.literal("ok", { error: 'recordStatus is set by Coffer (always "ok" as declared): leave it out' }).default("ok"),
+    recordStatus: z
+      .literal("ok", { error: 'recordStatus is set by Coffer (always "ok" as declared): leave it out' })
+      .default("ok"),
   })
   .strict()
   .superRefine((inputs, ctx) => {
@@ -52,17 +65,29 @@ export const secretEscrowInputs = z
     const fingerprints = new Map<string, number>();
     inputs.recipients.forEach((r, i) => {
       if (names.has(r.name)) {
-        ctx.addIssue({ code: "custom", path: ["recipients", i, "name"], message: `recipients[${i}].name "${r.name}" is used twice (also recipients[${names.get(r.name)}]): give each recipient its own name` });
+        ctx.addIssue({
+          code: "custom",
+          path: ["recipients", i, "name"],
+          message: `recipients[${i}].name "${r.name}" is used twice (also recipients[${names.get(r.name)}]): give each recipient its own name`,
+        });
       }
       names.set(r.name, i);
       const parsed = parseRecipientKey(r.publicKey);
       if (!parsed.ok) {
-        ctx.addIssue({ code: "custom", path: ["recipients", i, "publicKey"], message: `recipients[${i}].publicKey (${r.name}) ${parsed.reason}` });
+        ctx.addIssue({
+          code: "custom",
+          path: ["recipients", i, "publicKey"],
+          message: `recipients[${i}].publicKey (${r.name}) ${parsed.reason}`,
+        });
         return;
       }
       const twin = fingerprints.get(parsed.key.fingerprint);
       if (twin !== undefined) {
-        ctx.addIssue({ code: "custom", path: ["recipients", i, "publicKey"], message: `recipients[${i}].publicKey is the same key as recipients[${twin}]: each recipient needs its own key pair` });
+        ctx.addIssue({
+          code: "custom",
+          path: ["recipients", i, "publicKey"],
+          message: `recipients[${i}].publicKey is the same key as recipients[${twin}]: each recipient needs its own key pair`,
+        });
       }
       fingerprints.set(parsed.key.fingerprint, i);
     });
@@ -96,7 +121,6 @@ export const escrowLink = z
   .strict();
 export type EscrowLink = z.output<typeof escrowLink>;
 
-
 /**
  * The rules of an `escrow` input, for a policy or a set: it needs a passphrase to escrow, and
  * must escrow exactly that. Run with `when: () => true`, so that a field not known yet during
@@ -110,7 +134,8 @@ export function checkEscrowLink(escrow: unknown, encrypted: boolean, ctx: z.Refi
     ctx.addIssue({
       code: "custom",
       path: ["escrow", "escrowsPassphrase"],
-      message: "escrow holds another secret than the policy's passphrase (encryption.passphrase): give the SecretEscrow the passphrase as its secret, or backups can't be recovered from it",
+      message:
+        "escrow holds another secret than the policy's passphrase (encryption.passphrase): give the SecretEscrow the passphrase as its secret, or backups can't be recovered from it",
     });
   }
 }

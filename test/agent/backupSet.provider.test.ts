@@ -20,7 +20,15 @@ const tempDir = useTempDir();
 
 function declared(target: string, sources: object[], overrides: Record<string, unknown> = {}) {
   return {
-    policy: { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: target }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 0, encrypted: true },
+    policy: {
+      id: "zone-a-1",
+      zone: "zone-a",
+      target: { kind: "directory", path: target },
+      compression: "zstd",
+      integrityCheck: "full",
+      bandwidthLimitMiBps: 0,
+      encrypted: true,
+    },
     keys: { passphrase: PASSPHRASE, manifestKey: "bWFuaWZlc3Qta2V5LW9mLXRoZS1wb2xpY3ktMDAwMDA=" },
     sources,
     trigger: "2026-11-24",
@@ -45,27 +53,56 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     await makeRawDisk(db, 8);
     const vm = await startVm(tempDir(), db);
     try {
-      const inputs = await checked(declared(target, [{ name: "web-1-root", disk: web }, { name: "db-1-vda", qmpSocket: vm.qmpSocket, device: "vda" }]));
+      const inputs = await checked(
+        declared(target, [
+          { name: "web-1-root", disk: web },
+          { name: "db-1-vda", qmpSocket: vm.qmpSocket, device: "vda" },
+        ]),
+      );
       const { id, outs } = await provider.create(inputs);
-      expect(outs).toMatchObject({ setId: id, manifestHost: "local", verification: { status: "ok", level: "full", failures: [] } });
-      expect(outs.items.map((i: { name: string; via: string; encrypted: boolean }) => [i.name, i.via, i.encrypted])).toEqual([["web-1-root", "local", true], ["db-1-vda", "local", true]]);
+      expect(outs).toMatchObject({
+        setId: id,
+        manifestHost: "local",
+        verification: { status: "ok", level: "full", failures: [] },
+      });
+      expect(
+        outs.items.map((i: { name: string; via: string; encrypted: boolean }) => [i.name, i.via, i.encrypted]),
+      ).toEqual([
+        ["web-1-root", "local", true],
+        ["db-1-vda", "local", true],
+      ]);
       expect(outs.setDir).toBe(path.join(target, "sets", "zone-a", id));
-      expect((await fs.readdir(outs.setDir)).sort()).toEqual(["db-1-vda.qcow2.luks", "manifest.json", "web-1-root.qcow2.luks"]);
+      expect((await fs.readdir(outs.setDir)).sort()).toEqual([
+        "db-1-vda.qcow2.luks",
+        "manifest.json",
+        "web-1-root.qcow2.luks",
+      ]);
       const manifest = await fs.readFile(outs.manifestPath, "utf8");
       expect(manifest).not.toContain(PASSPHRASE);
       expect(manifest).not.toContain(PLAINTEXT_MARKER);
 
       const read = await provider.read(id, outs);
       expect(read.props.verification).toMatchObject({ status: "ok", failures: [] });
-      expect(await provider.diff(id, read.props, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+      expect(await provider.diff(id, read.props, inputs)).toEqual({
+        changes: false,
+        replaces: [],
+        deleteBeforeReplace: false,
+      });
 
       const file = path.join(outs.setDir, "web-1-root.qcow2.luks");
       const bytes = await fs.readFile(file);
       bytes[bytes.length >> 1] ^= 0x01;
       await fs.writeFile(file, bytes);
       const drifted = await provider.read(id, outs);
-      expect(drifted.props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)] });
-      expect(await provider.diff(id, drifted.props, inputs)).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
+      expect(drifted.props.verification).toMatchObject({
+        status: "failed",
+        failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)],
+      });
+      expect(await provider.diff(id, drifted.props, inputs)).toEqual({
+        changes: true,
+        replaces: ["verification"],
+        deleteBeforeReplace: false,
+      });
 
       await provider.delete(id, drifted.props);
       expect(await fs.readdir(target)).toEqual([".coffer", "someone-elses.img"]);
@@ -80,12 +117,19 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
     const base = declared(target, [{ name: "d", disk }]);
-    const inputs = await checked({ ...base, policy: { ...base.policy, encrypted: false, integrityCheck: "metadata" }, keys: { manifestKey: base.keys.manifestKey } });
+    const inputs = await checked({
+      ...base,
+      policy: { ...base.policy, encrypted: false, integrityCheck: "metadata" },
+      keys: { manifestKey: base.keys.manifestKey },
+    });
     const { id, outs } = await provider.create(inputs);
     expect(JSON.parse(await fs.readFile(outs.manifestPath, "utf8")).manifest.keySource).toBe("manifest-key");
     expect((await provider.read(id, outs)).props.verification.status).toBe("ok");
     const wrongKey = { ...outs, keys: { manifestKey: "c29tZW9uZSBlbHNlJ3Mga2V5" } };
-    expect((await provider.read(id, wrongKey)).props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(/HMAC/)] });
+    expect((await provider.read(id, wrongKey)).props.verification).toMatchObject({
+      status: "failed",
+      failures: [expect.stringMatching(/HMAC/)],
+    });
   });
 
   test("a disk's declared format and backing chain reach the agent and the manifest", async () => {
@@ -109,7 +153,16 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     await makeTarget(target);
     const good = path.join(tempDir(), "good.raw");
     await makeRawDisk(good, 4);
-    const inputs = await checked(declared(target, [{ name: "good", disk: good }, { name: "web-9-root", disk: path.join(tempDir(), "missing.qcow2") }], { concurrency: 1 }));
+    const inputs = await checked(
+      declared(
+        target,
+        [
+          { name: "good", disk: good },
+          { name: "web-9-root", disk: path.join(tempDir(), "missing.qcow2") },
+        ],
+        { concurrency: 1 },
+      ),
+    );
     const error = await provider.create(inputs).catch((e) => e);
     expect(error.message).toMatch(/^backup set not taken, nothing of it was kept: source web-9-root: .*does not exist/);
     expect(error.message).not.toContain(PASSPHRASE);
@@ -125,7 +178,12 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       await makeTarget(target);
       const disk = path.join(tempDir(), "random.raw");
       await fs.writeFile(disk, randomBytes(16 << 20));
-      const inputs = await checked(declared(target, [{ name: "web-1-root", disk }], { policy: { ...declared(target, []).policy, compression: "none", encrypted: false, integrityCheck: "none" }, keys: { manifestKey: "a2V5" } }));
+      const inputs = await checked(
+        declared(target, [{ name: "web-1-root", disk }], {
+          policy: { ...declared(target, []).policy, compression: "none", encrypted: false, integrityCheck: "none" },
+          keys: { manifestKey: "a2V5" },
+        }),
+      );
       const error = await provider.create(inputs).catch((e) => e);
       expect(error).toMatchObject({ code: "DISK_FULL" });
       expect(error.message).toMatch(/source web-1-root: .*No space left on device/);
@@ -140,12 +198,17 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     await makeTarget(target);
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
-    const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }));
+    const inputs = await checked(
+      declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }),
+    );
     const { id, outs } = await provider.create(inputs);
     await fs.rm(outs.setDir, { recursive: true });
     const read = await provider.read(id, outs);
     expect(read.id).toBe(id);
-    expect(read.props.verification).toMatchObject({ status: "missing", failures: [expect.stringMatching(/manifest: .* is missing/)] });
+    expect(read.props.verification).toMatchObject({
+      status: "missing",
+      failures: [expect.stringMatching(/manifest: .* is missing/)],
+    });
     expect((await provider.diff(id, read.props, inputs)).replaces).toEqual(["verification"]);
     await expect(provider.delete(id, read.props)).resolves.toBeUndefined();
   });
@@ -170,7 +233,9 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     };
     const inputs = await checked({ ...base, policy, keys: { manifestKey: base.keys.manifestKey } });
     const started = Date.now();
-    const error = await createBackupSetProvider(host).create(inputs).catch((e) => e);
+    const error = await createBackupSetProvider(host)
+      .create(inputs)
+      .catch((e) => e);
     expect(error).toMatchObject({
       code: "ABORTED",
       message: expect.stringMatching(/^backup set not taken, nothing of it was kept: .*Pulumi engine exited/),
@@ -184,7 +249,11 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   /** A target, an escrow store and a small disk, for the escrow tests. */
   async function escrowFixture() {
-    const dirs = { target: path.join(tempDir(), "target"), store: path.join(tempDir(), "escrow"), disk: path.join(tempDir(), "d.raw") };
+    const dirs = {
+      target: path.join(tempDir(), "target"),
+      store: path.join(tempDir(), "escrow"),
+      disk: path.join(tempDir(), "d.raw"),
+    };
     await makeTarget(dirs.target);
     await fs.mkdir(dirs.store);
     await makeRawDisk(dirs.disk, 4);
@@ -194,22 +263,41 @@ describe("EncryptedBackupSet provider with the local agent", () => {
   test("with an escrow: the manifest names the record's version, a reference keeps it through a rotation, and delete releases it", async () => {
     const { target, store, disk } = await escrowFixture();
     const key = x25519Pair();
-    const escrowInputs = { secret: PASSPHRASE, recipients: [{ name: "dr-team", publicKey: key.publicKey }], threshold: 1, store: { kind: "directory", path: store }, recordId: "zone-a-passphrase", forceDelete: false };
+    const escrowInputs = {
+      secret: PASSPHRASE,
+      recipients: [{ name: "dr-team", publicKey: key.publicKey }],
+      threshold: 1,
+      store: { kind: "directory", path: store },
+      recordId: "zone-a-passphrase",
+      forceDelete: false,
+    };
     const { outs: escrow } = await escrowProvider.create(escrowInputs);
     const link = { recordId: "zone-a-passphrase", store, escrowsPassphrase: true };
-    const inputs = await checked(declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" }, escrow: link }));
+    const inputs = await checked(
+      declared(target, [{ name: "d", disk }], {
+        policy: { ...declared(target, []).policy, integrityCheck: "none" },
+        escrow: link,
+      }),
+    );
     const { id, outs } = await provider.create(inputs);
     const manifest = JSON.parse(await fs.readFile(outs.manifestPath, "utf8")).manifest;
     expect(manifest.escrow).toEqual({ recordId: "zone-a-passphrase", store, version: 1 });
-    expect(await readReferences(store, "zone-a-passphrase")).toEqual([expect.objectContaining({ setId: id, version: 1, manifestPath: outs.manifestPath, manifestHost: "local" })]);
+    expect(await readReferences(store, "zone-a-passphrase")).toEqual([
+      expect.objectContaining({ setId: id, version: 1, manifestPath: outs.manifestPath, manifestHost: "local" }),
+    ]);
 
     // Someone empties the store: refresh of the set writes its reference back.
     await fs.rm(path.join(store, "zone-a-passphrase", "refs"), { recursive: true });
     await provider.read(id, outs);
-    expect(await readReferences(store, "zone-a-passphrase")).toEqual([expect.objectContaining({ setId: id, version: 1 })]);
+    expect(await readReferences(store, "zone-a-passphrase")).toEqual([
+      expect.objectContaining({ setId: id, version: 1 }),
+    ]);
 
     // Rotation while the set exists keeps v1; the set's own outputs still name v1.
-    const { outs: rotated } = await escrowProvider.update("zone-a-passphrase", escrow, { ...escrowInputs, secret: "a rotated passphrase!" });
+    const { outs: rotated } = await escrowProvider.update("zone-a-passphrase", escrow, {
+      ...escrowInputs,
+      secret: "a rotated passphrase!",
+    });
     expect(rotated.retainedVersions).toEqual([1, 2]);
     expect(outs.escrow).toEqual({ ...link, version: 1 });
     expect(await provider.diff(id, outs, inputs)).toMatchObject({ changes: false });
@@ -221,11 +309,15 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 
   test("a set whose escrow version is gone from the store is refused before any work, and leaves nothing", async () => {
     const { target, store, disk } = await escrowFixture();
-    const inputs = await checked(declared(target, [{ name: "d", disk }], {
-      policy: { ...declared(target, []).policy, integrityCheck: "none" },
-      escrow: { recordId: "never-written", store, escrowsPassphrase: true },
-    }));
-    await expect(provider.create(inputs)).rejects.toThrow(/escrow: escrow record never-written has no current version in .*pulumi refresh/);
+    const inputs = await checked(
+      declared(target, [{ name: "d", disk }], {
+        policy: { ...declared(target, []).policy, integrityCheck: "none" },
+        escrow: { recordId: "never-written", store, escrowsPassphrase: true },
+      }),
+    );
+    await expect(provider.create(inputs)).rejects.toThrow(
+      /escrow: escrow record never-written has no current version in .*pulumi refresh/,
+    );
     expect(await fs.readdir(target)).toEqual([".coffer"]);
   });
 });

@@ -2,7 +2,14 @@ import { ChildProcess, spawn } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { backupItem, deleteSet, qemuVersion, sweepLeftovers, verifySet, writeManifest } from "../../provider/agent/backupSet";
+import {
+  backupItem,
+  deleteSet,
+  qemuVersion,
+  sweepLeftovers,
+  verifySet,
+  writeManifest,
+} from "../../provider/agent/backupSet";
 import { fileSha256, restoreImage } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, ManifestItem } from "../../provider/agent/manifest";
 import { QmpClient } from "../../provider/agent/qmp";
@@ -46,22 +53,51 @@ describe("backup sets on the host agent", () => {
     const vm = await startVm(tempDir(), running);
     const progress: number[] = [];
     try {
-      const common = { zoneDir: zoneDir(), setId: "set-1", compression: "zstd" as const, encrypted: true, bandwidthLimitMiBps: 0, integrityCheck: "full" as const, passphrase: PASSPHRASE };
+      const common = {
+        zoneDir: zoneDir(),
+        setId: "set-1",
+        compression: "zstd" as const,
+        encrypted: true,
+        bandwidthLimitMiBps: 0,
+        integrityCheck: "full" as const,
+        passphrase: PASSPHRASE,
+      };
       const web = await backupItem({ ...common, name: "web-1-root", source: { disk: stopped } });
-      const db = await backupItem({ ...common, name: "db-1-vda", source: { qmpSocket: vm.qmpSocket, device: "vda" }, bandwidthLimitMiBps: 4 }, { progress: (_i, p) => progress.push(p) });
-      expect(web).toMatchObject({ file: "web-1-root.qcow2.luks", format: "qcow2-in-luks", encrypted: true, verifiedAtBackup: "full", source: { kind: "disk", format: "raw" } });
-      expect(db).toMatchObject({ file: "db-1-vda.qcow2.luks", source: { kind: "qmp", device: "vda" }, virtualSize: 8 << 20 });
+      const db = await backupItem(
+        { ...common, name: "db-1-vda", source: { qmpSocket: vm.qmpSocket, device: "vda" }, bandwidthLimitMiBps: 4 },
+        { progress: (_i, p) => progress.push(p) },
+      );
+      expect(web).toMatchObject({
+        file: "web-1-root.qcow2.luks",
+        format: "qcow2-in-luks",
+        encrypted: true,
+        verifiedAtBackup: "full",
+        source: { kind: "disk", format: "raw" },
+      });
+      expect(db).toMatchObject({
+        file: "db-1-vda.qcow2.luks",
+        source: { kind: "qmp", device: "vda" },
+        virtualSize: 8 << 20,
+      });
       // The throttled job reported its way up, not just its end.
       expect(progress.filter((p) => p > 0 && p < 100).length).toBeGreaterThan(0);
       // Nothing Coffer added stays in the VM.
       const qmp = await QmpClient.connect(vm.qmpSocket, "check");
       expect(await qmp.execute("query-jobs")).toEqual([]);
-      expect((await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes")).map((n) => n["node-name"]).filter((n) => n.startsWith("coffer-"))).toEqual([]);
+      expect(
+        (await qmp.execute<{ "node-name": string }[]>("query-named-block-nodes"))
+          .map((n) => n["node-name"])
+          .filter((n) => n.startsWith("coffer-")),
+      ).toEqual([]);
       qmp.close();
 
       const manifestPath = await signedSet([web, db], "set-1", true);
       const setDir = path.dirname(manifestPath);
-      expect((await fs.readdir(setDir)).sort()).toEqual(["db-1-vda.qcow2.luks", "manifest.json", "web-1-root.qcow2.luks"]);
+      expect((await fs.readdir(setDir)).sort()).toEqual([
+        "db-1-vda.qcow2.luks",
+        "manifest.json",
+        "web-1-root.qcow2.luks",
+      ]);
       for (const file of ["db-1-vda.qcow2.luks", "web-1-root.qcow2.luks", "manifest.json"]) {
         expect((await fs.readFile(path.join(setDir, file))).includes(PLAINTEXT_MARKER)).toBe(false);
       }
@@ -82,7 +118,10 @@ describe("backup sets on the host agent", () => {
       await handle.read(byte, 0, 1, at);
       await handle.write(Buffer.from([byte[0] ^ 0xff]), 0, 1, at);
       await handle.close();
-      expect(await verifySet(setDir, "none", secrets)).toMatchObject({ status: "failed", failures: [expect.stringMatching(/item web-1-root: .* has changed since the backup/)] });
+      expect(await verifySet(setDir, "none", secrets)).toMatchObject({
+        status: "failed",
+        failures: [expect.stringMatching(/item web-1-root: .* has changed since the backup/)],
+      });
 
       await fs.rm(path.join(setDir, db.file));
       const both = await verifySet(setDir, "full", secrets);
@@ -91,8 +130,13 @@ describe("backup sets on the host agent", () => {
 
       const manifestText = await fs.readFile(manifestPath, "utf8");
       await fs.writeFile(manifestPath, manifestText.replace('"zone": "zone-a"', '"zone": "zone-b"'));
-      expect(await verifySet(setDir, "none", secrets)).toMatchObject({ status: "failed", failures: [expect.stringMatching(/HMAC does not match/)] });
-      expect(await verifySet(setDir, "none", { ...secrets, manifestSecret: "a wrong key entirely" })).toMatchObject({ status: "failed" });
+      expect(await verifySet(setDir, "none", secrets)).toMatchObject({
+        status: "failed",
+        failures: [expect.stringMatching(/HMAC does not match/)],
+      });
+      expect(await verifySet(setDir, "none", { ...secrets, manifestSecret: "a wrong key entirely" })).toMatchObject({
+        status: "failed",
+      });
 
       await fs.rm(manifestPath);
       expect(await verifySet(setDir, "full", secrets)).toMatchObject({ status: "missing" });
@@ -108,7 +152,16 @@ describe("backup sets on the host agent", () => {
   test("a backup never overwrites an existing one", async () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
-    const request = { zoneDir: zoneDir(), setId: "set-o", name: "d", source: { disk }, compression: "none" as const, encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none" as const };
+    const request = {
+      zoneDir: zoneDir(),
+      setId: "set-o",
+      name: "d",
+      source: { disk },
+      compression: "none" as const,
+      encrypted: false,
+      bandwidthLimitMiBps: 0,
+      integrityCheck: "none" as const,
+    };
     const first = await backupItem(request);
     const file = path.join(zoneDir(), "set-o", first.file);
     const before = await fileSha256(file);
@@ -120,27 +173,62 @@ describe("backup sets on the host agent", () => {
   test("truncation of a backup file is named", async () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
-    const item = await backupItem({ zoneDir: zoneDir(), setId: "set-t", name: "d", source: { disk }, compression: "none", encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "metadata" });
+    const item = await backupItem({
+      zoneDir: zoneDir(),
+      setId: "set-t",
+      name: "d",
+      source: { disk },
+      compression: "none",
+      encrypted: false,
+      bandwidthLimitMiBps: 0,
+      integrityCheck: "metadata",
+    });
     const manifest = await signedSet([item], "set-t", false);
     await fs.truncate(path.join(path.dirname(manifest), item.file), 1000);
     expect(await verifySet(path.dirname(manifest), "metadata", { manifestSecret: PASSPHRASE })).toMatchObject({
       status: "failed",
-      failures: [expect.stringMatching(/item d: d.qcow2 is 1000 bytes, the manifest says \d+ \(truncated or changed\)/)],
+      failures: [
+        expect.stringMatching(/item d: d.qcow2 is 1000 bytes, the manifest says \d+ \(truncated or changed\)/),
+      ],
     });
   });
 
   test("errors name the source and the cause: missing disk, missing VM, unknown device, QEMU dying mid-job", async () => {
-    const base = { zoneDir: zoneDir(), setId: "set-e", compression: "none" as const, encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none" as const };
-    await expect(backupItem({ ...base, name: "gone", source: { disk: path.join(tempDir(), "nope.raw") } })).rejects.toMatchObject({ code: "SOURCE_MISSING", message: expect.stringMatching(/^source gone: /) });
-    await expect(backupItem({ ...base, name: "novm", source: { qmpSocket: path.join(tempDir(), "none.sock"), device: "vda" } })).rejects.toMatchObject({ code: "SOURCE_MISSING", message: expect.stringMatching(/^source novm: no QEMU answers/) });
+    const base = {
+      zoneDir: zoneDir(),
+      setId: "set-e",
+      compression: "none" as const,
+      encrypted: false,
+      bandwidthLimitMiBps: 0,
+      integrityCheck: "none" as const,
+    };
+    await expect(
+      backupItem({ ...base, name: "gone", source: { disk: path.join(tempDir(), "nope.raw") } }),
+    ).rejects.toMatchObject({ code: "SOURCE_MISSING", message: expect.stringMatching(/^source gone: /) });
+    await expect(
+      backupItem({ ...base, name: "novm", source: { qmpSocket: path.join(tempDir(), "none.sock"), device: "vda" } }),
+    ).rejects.toMatchObject({
+      code: "SOURCE_MISSING",
+      message: expect.stringMatching(/^source novm: no QEMU answers/),
+    });
     const disk = path.join(tempDir(), "vm.raw");
     await makeRawDisk(disk, 16);
     const vm = await startVm(tempDir(), disk);
     try {
-      await expect(backupItem({ ...base, name: "wrongdev", source: { qmpSocket: vm.qmpSocket, device: "vdb" } })).rejects.toMatchObject({ message: expect.stringMatching(/has no disk "vdb" \(it has: vda\)/) });
-      const dying = backupItem({ ...base, name: "dies", bandwidthLimitMiBps: 1, source: { qmpSocket: vm.qmpSocket, device: "vda" } });
+      await expect(
+        backupItem({ ...base, name: "wrongdev", source: { qmpSocket: vm.qmpSocket, device: "vdb" } }),
+      ).rejects.toMatchObject({ message: expect.stringMatching(/has no disk "vdb" \(it has: vda\)/) });
+      const dying = backupItem({
+        ...base,
+        name: "dies",
+        bandwidthLimitMiBps: 1,
+        source: { qmpSocket: vm.qmpSocket, device: "vda" },
+      });
       setTimeout(() => vm.process.kill("SIGKILL"), 1500);
-      await expect(dying).rejects.toMatchObject({ code: "QEMU_FAILED", message: expect.stringMatching(/^source dies: QEMU closed its QMP socket/) });
+      await expect(dying).rejects.toMatchObject({
+        code: "QEMU_FAILED",
+        message: expect.stringMatching(/^source dies: QEMU closed its QMP socket/),
+      });
     } finally {
       await vm.stop();
     }
@@ -153,11 +241,25 @@ describe("backup sets on the host agent", () => {
     const disk = path.join(tempDir(), "big.raw");
     await makeRawDisk(disk, 64);
     await makeTarget(targetDir());
-    const request = { zoneDir: zoneDir(), setId: "set-k", name: "big", source: { disk }, compression: "zstd", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "full" };
-    const agent: ChildProcess = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], { stdio: ["pipe", "pipe", "pipe"] });
+    const request = {
+      zoneDir: zoneDir(),
+      setId: "set-k",
+      name: "big",
+      source: { disk },
+      compression: "zstd",
+      encrypted: true,
+      passphrase: PASSPHRASE,
+      bandwidthLimitMiBps: 4,
+      integrityCheck: "full",
+    };
+    const agent: ChildProcess = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     agent.stdin!.end(JSON.stringify({ ...request, target: { path: targetDir() } }));
     // Wait for the copy to be under way, then kill without warning.
-    await new Promise<void>((resolve) => agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()));
+    await new Promise<void>((resolve) =>
+      agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()),
+    );
     agent.kill("SIGKILL");
     await new Promise((r) => agent.once("exit", r));
     const setDir = path.join(zoneDir(), "set-k");
@@ -176,12 +278,26 @@ describe("backup sets on the host agent", () => {
     const disk = path.join(tempDir(), "big.raw");
     await makeRawDisk(disk, 64);
     await makeTarget(targetDir());
-    const request = { zoneDir: zoneDir(), setId: "set-s", name: "big", source: { disk }, compression: "none", encrypted: true, passphrase: PASSPHRASE, bandwidthLimitMiBps: 4, integrityCheck: "none" };
-    const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], { stdio: ["pipe", "pipe", "pipe"] });
+    const request = {
+      zoneDir: zoneDir(),
+      setId: "set-s",
+      name: "big",
+      source: { disk },
+      compression: "none",
+      encrypted: true,
+      passphrase: PASSPHRASE,
+      bandwidthLimitMiBps: 4,
+      integrityCheck: "none",
+    };
+    const agent = spawn(process.execPath, [path.join(repoRoot, "bin/coffer-agent.js"), "backup-item"], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     let out = "";
     agent.stdout!.on("data", (c) => (out += c));
     agent.stdin!.end(JSON.stringify({ ...request, target: { path: targetDir() } }));
-    await new Promise<void>((resolve) => agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()));
+    await new Promise<void>((resolve) =>
+      agent.stderr!.on("data", (c) => String(c).includes('"progress"') && resolve()),
+    );
     agent.kill("SIGTERM");
     const code = await new Promise((r) => agent.once("exit", r));
     expect(code).toBe(1);
@@ -196,8 +312,14 @@ describe("backup sets on the host agent", () => {
     const target = targetDir();
     await fs.mkdir(target);
     const item = {
-      zoneDir: zoneDir(), setId: "set-u", name: "d", source: { disk },
-      compression: "none", encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "none",
+      zoneDir: zoneDir(),
+      setId: "set-u",
+      name: "d",
+      source: { disk },
+      compression: "none",
+      encrypted: false,
+      bandwidthLimitMiBps: 0,
+      integrityCheck: "none",
     };
     const setDir = path.join(zoneDir(), "set-u");
     const requests: [string, object][] = [

@@ -33,10 +33,34 @@ describe("coffer escrow recover, with nothing but the store and the private keys
     const store = path.join(tempDir(), "escrow");
     const { files, recipients } = await keyFiles(3);
     await writeRecord(store, "gold-passphrase", 1, SECRET, recipients, 2);
-    const { stdout } = await coffer(["escrow", "recover", "--store", store, "--id", "gold-passphrase", "--key", files[0], "--key", files[2]]);
+    const { stdout } = await coffer([
+      "escrow",
+      "recover",
+      "--store",
+      store,
+      "--id",
+      "gold-passphrase",
+      "--key",
+      files[0],
+      "--key",
+      files[2],
+    ]);
     expect(stdout).toBe(SECRET + "\n");
     const out = path.join(tempDir(), "recovered");
-    await coffer(["escrow", "recover", "--store", store, "--id", "gold-passphrase", "--key", files[1], "--key", files[2], "--out", out]);
+    await coffer([
+      "escrow",
+      "recover",
+      "--store",
+      store,
+      "--id",
+      "gold-passphrase",
+      "--key",
+      files[1],
+      "--key",
+      files[2],
+      "--out",
+      out,
+    ]);
     expect(await fs.readFile(out, "utf8")).toBe(SECRET);
     expect(statSync(out).mode & 0o777).toBe(0o600);
   });
@@ -47,7 +71,16 @@ describe("coffer escrow recover, with nothing but the store and the private keys
     await writeRecord(store, "p", 1, SECRET, recipients, 1);
     const stranger = generateKeyPairSync("x25519").privateKey.export({ type: "pkcs8", format: "pem" }) as string;
     await fs.writeFile(path.join(tempDir(), "stranger.pem"), stranger);
-    const error = await coffer(["escrow", "recover", "--store", store, "--id", "p", "--key", path.join(tempDir(), "stranger.pem")]).catch((e) => e);
+    const error = await coffer([
+      "escrow",
+      "recover",
+      "--store",
+      store,
+      "--id",
+      "p",
+      "--key",
+      path.join(tempDir(), "stranger.pem"),
+    ]).catch((e) => e);
     expect(error.code).toBe(1);
     expect(error.stderr).toMatch(/not one of this record's recipients \(r0\)/);
     expect(error.stdout).toBe("");

@@ -91,9 +91,7 @@ describe("the backup data path with Debian's qemu-img", () => {
     await makeRawDisk(source, 4);
     const target = path.join(tempDir(), "backup");
     const format = { compression: "zstd", encrypted: true } as const;
-    await withSecretFd(PASSPHRASE, (key) =>
-      convertDisk({ ...small(source, target), format, key, subject: "src-1" }),
-    );
+    await withSecretFd(PASSPHRASE, (key) => convertDisk({ ...small(source, target), format, key, subject: "src-1" }));
     const wrongKey = <T>(fn: (key: SecretFd) => Promise<T>) => withSecretFd("not-the-passphrase!", fn).catch((e) => e);
     const error = await wrongKey((key) => checkImage(target, true, key, "src-1"));
     expect(error).toMatchObject({ code: "WRONG_PASSPHRASE" });
@@ -146,7 +144,10 @@ describe("the backup data path with Debian's qemu-img", () => {
       if (delayMs < 0) abort.abort();
       const hashing = streamSha256(rawOpts(source), undefined, "source web-1-root", abort.signal);
       if (delayMs >= 0) setTimeout(() => abort.abort(), delayMs);
-      const outcome = await hashing.then((hash) => ({ hash }), (error) => ({ code: error.code, message: error.message }));
+      const outcome = await hashing.then(
+        (hash) => ({ hash }),
+        (error) => ({ code: error.code, message: error.message }),
+      );
       if ("hash" in outcome) {
         // Finished before the signal came: then it must be the right hash.
         expect(delayMs).toBeGreaterThan(0);
@@ -168,7 +169,10 @@ describe("the backup data path with Debian's qemu-img", () => {
         // Unlocking takes about 2 s of PBKDF: the signal comes while qemu-nbd is still starting.
         const hashing = streamSha256(backupImageOpts(target, true), key, "item web-1-root", abort.signal);
         setTimeout(() => abort.abort(), 200);
-        await expect(hashing).rejects.toMatchObject({ code: "ABORTED", message: "item web-1-root: stopped before it finished" });
+        await expect(hashing).rejects.toMatchObject({
+          code: "ABORTED",
+          message: "item web-1-root: stopped before it finished",
+        });
       });
       expect(processesMentioning(tempDir())).toEqual([]);
     });
@@ -190,7 +194,10 @@ describe("the backup data path with Debian's qemu-img", () => {
     await handle.write(Buffer.alloc(512, 0xaa), 0, 512, l2Offset);
     await handle.close();
     const error = await streamSha256(backupImageOpts(target, false), undefined, "item web-1-root").catch((e) => e);
-    expect(error).toMatchObject({ code: "QEMU_FAILED", message: expect.stringMatching(/^item web-1-root: qemu-nbd failed: .*Image is corrupt/) });
+    expect(error).toMatchObject({
+      code: "QEMU_FAILED",
+      message: expect.stringMatching(/^item web-1-root: qemu-nbd failed: .*Image is corrupt/),
+    });
     // The `backing=` that keeps a backup's header from naming a file is on purpose: its warning is not the reason.
     expect(error.message).not.toContain("deprecated");
     expect(error.message).not.toContain("coffer-nbd-");

@@ -68,10 +68,11 @@ async function untilServing(agent: ChildProcess): Promise<void> {
   const socket = / -k (\S+)/.exec(server.command)![1];
   const pidFile = path.join(path.dirname(socket), "qemu-nbd.pid");
   // Undefined (go on waiting) while the server starts; false once it has ended without serving.
-  const serving = () => fs.access(pidFile).then(
-    () => true,
-    () => (processesMentioning(socket).length ? undefined : false),
-  );
+  const serving = () =>
+    fs.access(pidFile).then(
+      () => true,
+      () => (processesMentioning(socket).length ? undefined : false),
+    );
   const listening = await pollFor(serving, 60_000);
   if (!listening) throw new Error("qemu-nbd ended before it served the backup");
 }
@@ -192,7 +193,10 @@ test("an agent whose parent is killed stops its work, cleans up, and exits", asy
 });
 
 describe("every agent command first sweeps what dead agents of this host left in its temp folder", () => {
-  const host = os.hostname().replace(/[^A-Za-z0-9]/g, "").slice(0, 32);
+  const host = os
+    .hostname()
+    .replace(/[^A-Za-z0-9]/g, "")
+    .slice(0, 32);
   /** A pid that no process has: one that just exited. */
   const deadPid = async () => {
     const child = spawn("true");
@@ -210,7 +214,14 @@ describe("every agent command first sweeps what dead agents of this host left in
     const socket = path.join(orphanDir, "nbd.sock");
     const pidFile = `--pid-file=${path.join(orphanDir, "qemu-nbd.pid")}`;
     const server = spawn("qemu-nbd", ["-r", "-k", socket, pidFile, "-f", "raw", disk], { stdio: "ignore" });
-    await pollFor(() => fs.access(path.join(orphanDir, "qemu-nbd.pid")).then(() => true, () => undefined), 30_000);
+    await pollFor(
+      () =>
+        fs.access(path.join(orphanDir, "qemu-nbd.pid")).then(
+          () => true,
+          () => undefined,
+        ),
+      30_000,
+    );
     // A pid file that names a process which is not that server is not acted on.
     const bystander = spawn("sleep", ["60"]);
     const misnamedDir = path.join(agentTmp(), `coffer-nbd-${host}-${await deadPid()}-4567cdef`);

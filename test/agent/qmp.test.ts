@@ -17,6 +17,9 @@ test("a QEMU killed while commands are in flight is reported as gone, however th
     for (;;) await qmp.execute("query-status");
   })();
   setTimeout(() => vm.process.kill("SIGKILL"), 200);
-  await expect(flood).rejects.toMatchObject({ code: "QEMU_FAILED", message: "source db-1-vda: QEMU closed its QMP socket (did the VM stop or crash?)" });
+  await expect(flood).rejects.toMatchObject({
+    code: "QEMU_FAILED",
+    message: "source db-1-vda: QEMU closed its QMP socket (did the VM stop or crash?)",
+  });
   await vm.stop();
 });

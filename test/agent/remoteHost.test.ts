@@ -34,9 +34,20 @@ describe("sources on another host, over ssh (a real sshd on 127.0.0.1)", () => {
     await makeRawDisk(here, 4);
     await makeRawDisk(there, 4);
     const input = {
-      policy: { id: "p", zone: "zone-r", target: { kind: "directory", path: target }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 0, encrypted: true },
+      policy: {
+        id: "p",
+        zone: "zone-r",
+        target: { kind: "directory", path: target },
+        compression: "zstd",
+        integrityCheck: "full",
+        bandwidthLimitMiBps: 0,
+        encrypted: true,
+      },
       keys: { passphrase: PASSPHRASE, manifestKey: "a2V5" },
-      sources: [{ name: "here", disk: here }, { name: "there", disk: there, host: sshd.alias }],
+      sources: [
+        { name: "here", disk: here },
+        { name: "there", disk: there, host: sshd.alias },
+      ],
       trigger: "t1",
       concurrency: 2,
     };
@@ -46,7 +57,10 @@ describe("sources on another host, over ssh (a real sshd on 127.0.0.1)", () => {
     expect([...commandLines].some((l) => l.includes(`-- ${sshd.alias}`))).toBe(true);
     expect([...commandLines].filter((l) => l.includes(PASSPHRASE))).toEqual([]);
     const outs = result.outs;
-    expect(outs.items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([["here", "local"], ["there", sshd.alias]]);
+    expect(outs.items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([
+      ["here", "local"],
+      ["there", sshd.alias],
+    ]);
     expect((await provider.read(result.id, outs)).props.verification.status).toBe("ok");
     await provider.delete(result.id, outs);
     expect(await fs.readdir(target)).toEqual([".coffer"]);
@@ -56,13 +70,23 @@ describe("sources on another host, over ssh (a real sshd on 127.0.0.1)", () => {
     const target = path.join(tempDir(), "target");
     await makeTarget(target);
     const input = {
-      policy: { id: "p", zone: "zone-r", target: { kind: "directory", path: target }, compression: "none", integrityCheck: "none", bandwidthLimitMiBps: 0, encrypted: false },
+      policy: {
+        id: "p",
+        zone: "zone-r",
+        target: { kind: "directory", path: target },
+        compression: "none",
+        integrityCheck: "none",
+        bandwidthLimitMiBps: 0,
+        encrypted: false,
+      },
       keys: { manifestKey: "a2V5" },
       sources: [{ name: "far", disk: "/x.raw", host: "no-such-host.invalid" }],
       trigger: "t1",
     };
     const error = await provider.create((await provider.check({}, input)).inputs).catch((e) => e);
     expect(error).toMatchObject({ code: "HOST_UNREACHABLE" });
-    expect(error.message).toMatch(/host no-such-host.invalid can't be reached over ssh: .*check the host name, ssh keys/);
+    expect(error.message).toMatch(
+      /host no-such-host.invalid can't be reached over ssh: .*check the host name, ssh keys/,
+    );
   });
 });

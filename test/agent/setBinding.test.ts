@@ -16,7 +16,9 @@ const tempDir = useTempDir();
 
 /** `coffer <args>` with the passphrase in the environment; resolves to its exit code and output. */
 async function coffer(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return execFileAsync(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], { env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE } }).then(
+  return execFileAsync(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], {
+    env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE },
+  }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (error) => ({ code: error.code as number, stdout: error.stdout as string, stderr: error.stderr as string }),
   );
@@ -25,7 +27,15 @@ async function coffer(args: string[]): Promise<{ code: number; stdout: string; s
 /** One encrypted set of one source named "vm-root" under a shared policy, as the provider makes it. */
 async function takeSet(target: string, disk: string, trigger: string) {
   const news = {
-    policy: { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: target }, compression: "zstd", integrityCheck: "none", bandwidthLimitMiBps: 0, encrypted: true },
+    policy: {
+      id: "zone-a-1",
+      zone: "zone-a",
+      target: { kind: "directory", path: target },
+      compression: "zstd",
+      integrityCheck: "none",
+      bandwidthLimitMiBps: 0,
+      encrypted: true,
+    },
     keys: { passphrase: PASSPHRASE },
     sources: [{ name: "vm-root", disk }],
     trigger,
@@ -45,10 +55,14 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
     await makeRawDisk(diskB, 4);
     const a = await takeSet(target, diskA, "monday");
     const b = await takeSet(target, diskB, "tuesday");
-    for (const file of ["manifest.json", "vm-root.qcow2.luks"]) await fs.copyFile(path.join(a.outs.setDir, file), path.join(b.outs.setDir, file));
+    for (const file of ["manifest.json", "vm-root.qcow2.luks"])
+      await fs.copyFile(path.join(a.outs.setDir, file), path.join(b.outs.setDir, file));
 
     const refreshed = await provider.read(b.id, b.outs);
-    expect(refreshed.props.verification).toMatchObject({ status: "failed", failures: [expect.stringMatching(new RegExp(`belongs to set ${a.id}, not to this folder's set ${b.id}`))] });
+    expect(refreshed.props.verification).toMatchObject({
+      status: "failed",
+      failures: [expect.stringMatching(new RegExp(`belongs to set ${a.id}, not to this folder's set ${b.id}`))],
+    });
     expect((await provider.diff(b.id, refreshed.props, b.outs)).replaces).toContain("verification");
 
     const verify = await coffer(["verify", "--manifest", b.outs.manifestPath]);
@@ -61,7 +75,9 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
     expect(restore.stderr).toMatch(/belongs to set .*restore from the set's own folder/);
     await expect(fs.access(to)).rejects.toThrow();
     // A's own set still restores, to A's disk.
-    expect((await coffer(["restore", "--manifest", a.outs.manifestPath, "--item", "vm-root", "--to", to])).code).toBe(0);
+    expect((await coffer(["restore", "--manifest", a.outs.manifestPath, "--item", "vm-root", "--to", to])).code).toBe(
+      0,
+    );
     expect(await fileSha256(to)).toBe(await fileSha256(diskA));
   });
 
@@ -73,7 +89,10 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
     const { id, outs } = await takeSet(target, disk, "monday");
     expect((await provider.read(id, outs)).props.verification).toMatchObject({ status: "ok" });
     // State that recorded other content for the same set id (as if the set had been re-signed since).
-    const recorded = { ...outs, items: outs.items.map((item: { streamSha256: string }) => ({ ...item, streamSha256: "f".repeat(64) })) };
+    const recorded = {
+      ...outs,
+      items: outs.items.map((item: { streamSha256: string }) => ({ ...item, streamSha256: "f".repeat(64) })),
+    };
     expect((await provider.read(id, recorded)).props.verification).toMatchObject({
       status: "failed",
       failures: ["item vm-root: the manifest's streamSha256 differ from what Pulumi recorded"],
@@ -88,10 +107,12 @@ describe("files a backup and a restore write", () => {
     const disk = path.join(tempDir(), "a.raw");
     await makeRawDisk(disk, 4);
     const { outs } = await takeSet(target, disk, "monday");
-    for (const file of await fs.readdir(outs.setDir)) expect([file, (await fs.stat(path.join(outs.setDir, file))).mode & 0o777]).toEqual([file, 0o600]);
+    for (const file of await fs.readdir(outs.setDir))
+      expect([file, (await fs.stat(path.join(outs.setDir, file))).mode & 0o777]).toEqual([file, 0o600]);
 
     const to = path.join(tempDir(), "restored.raw");
-    const restore = (extra: string[] = []) => coffer(["restore", "--manifest", outs.manifestPath, "--item", "vm-root", "--to", to, ...extra]);
+    const restore = (extra: string[] = []) =>
+      coffer(["restore", "--manifest", outs.manifestPath, "--item", "vm-root", "--to", to, ...extra]);
     expect((await restore()).code).toBe(0);
     expect((await fs.stat(to)).mode & 0o777).toBe(0o600);
 

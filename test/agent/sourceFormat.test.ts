@@ -15,7 +15,10 @@ const MANIFEST_SECRET = "source-format-test-manifest-key";
 const HOST_MARKER = "HOST-FILE-NOT-A-GUEST-DISK-7c2e91";
 const MiB = 1024 * 1024;
 
-const sha256 = async (file: string) => createHash("sha256").update(await fs.readFile(file)).digest("hex");
+const sha256 = async (file: string) =>
+  createHash("sha256")
+    .update(await fs.readFile(file))
+    .digest("hex");
 const qemuImg = (...args: string[]) => execFileSync("qemu-img", args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
 const setDir = () => path.join(tempDir(), "target", "set-1");
 
@@ -195,9 +198,17 @@ describe("a qcow2 reads no file its header names unless that file is declared", 
     expect(item.source).toEqual({ kind: "disk", path: top, format: "qcow2", backingFiles: [middle, base] });
     expect(await sha256(await restored(item))).toBe(await sha256(expected));
     const manifest: Manifest = {
-      kind: MANIFEST_KIND, schemaVersion: 1, setId: "set-1", name: "t", trigger: "t", zone: "z",
+      kind: MANIFEST_KIND,
+      schemaVersion: 1,
+      setId: "set-1",
+      name: "t",
+      trigger: "t",
+      zone: "z",
       policy: { compression: "none", encrypted: false, bandwidthLimitMiBps: 0, integrityCheck: "full" },
-      keySource: "manifest-key", qemuVersion: "7.2", createdAt: "t", items: [item],
+      keySource: "manifest-key",
+      qemuVersion: "7.2",
+      createdAt: "t",
+      items: [item],
     };
     await writeManifest(setDir(), manifest, MANIFEST_SECRET);
     const verified = await verifySet(setDir(), "full", { manifestSecret: MANIFEST_SECRET });

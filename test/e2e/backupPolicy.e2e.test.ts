@@ -71,7 +71,11 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
     expect(up.summary.result).toBe("succeeded");
     expect(up.outputs.documentPath.value).toBe(docFile());
     expect(statSync(docFile()).mode & 0o777).toBe(0o600);
-    expect(await readDoc()).toMatchObject({ zone: "zone-a", revision: 1, settings: { compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 50 } });
+    expect(await readDoc()).toMatchObject({
+      zone: "zone-a",
+      revision: 1,
+      settings: { compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 50 },
+    });
     expect(samples).toBeGreaterThan(5);
     expect([...commandLines].filter((line) => line.includes("pulumi"))).not.toHaveLength(0);
     expect([...commandLines].filter((line) => line.includes(PASSPHRASE))).toEqual([]);
@@ -87,7 +91,9 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
     const refresh = await stack.refresh({ onOutput: (out) => ((refreshOutput += out), (output += out)) });
     expect(refresh.summary.resourceChanges).toMatchObject({ update: 1 });
     expect(refreshOutput).toContain("[diff: -encryption~compression]");
-    const refreshed = (await stack.exportStack()).deployment.resources.find((r: { urn: string }) => r.urn.endsWith("::gold"));
+    const refreshed = (await stack.exportStack()).deployment.resources.find((r: { urn: string }) =>
+      r.urn.endsWith("::gold"),
+    );
     expect(refreshed.outputs).toMatchObject({ compression: "none", settings: { encryption: { enabled: false } } });
 
     let previewOutput = "";
@@ -97,14 +103,19 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
 
     const repair = await stack.up(record);
     expect(repair.summary.resourceChanges).toMatchObject({ update: 1 });
-    expect((await readDoc()).settings).toMatchObject({ compression: "zstd", encryption: { enabled: true, format: "luks" } });
+    expect((await readDoc()).settings).toMatchObject({
+      compression: "zstd",
+      encryption: { enabled: true, format: "luks" },
+    });
     expect((await stack.preview(record)).changeSummary).toEqual({ same: 2 });
 
     // The state as stored (Automation API's exportStack would decrypt it: it runs --show-secrets).
     expect(await filesContaining(env.root, PASSPHRASE)).toEqual([]);
     const stored = env.exportedState();
     expect(JSON.stringify(stored)).not.toContain(PASSPHRASE);
-    expect(stored.deployment.resources.find((r: { urn: string }) => r.urn.endsWith("::gold")).outputs.encryption).toHaveProperty("ciphertext");
+    expect(
+      stored.deployment.resources.find((r: { urn: string }) => r.urn.endsWith("::gold")).outputs.encryption,
+    ).toHaveProperty("ciphertext");
     expect(await fs.readFile(docFile(), "utf8")).not.toContain(PASSPHRASE);
 
     const { commandLines: destroyLines } = await watchCommandLines(() => stack.destroy(record));
@@ -141,7 +152,12 @@ describeE2e("BackupPolicy end to end with the real Pulumi CLI", () => {
 
   test.each([
     ["encryption without a passphrase", { encryption: {} }, "encryption.passphrase", "required when encryption is set"],
-    ["a too-short passphrase", { encryption: { passphrase: "short-pw" } }, "encryption.passphrase", "at least 12 characters"],
+    [
+      "a too-short passphrase",
+      { encryption: { passphrase: "short-pw" } },
+      "encryption.passphrase",
+      "at least 12 characters",
+    ],
     ["a negative bandwidth", { bandwidthLimitMiBps: -1 }, "bandwidthLimitMiBps", "must not be negative"],
     ["a fractional bandwidth", { bandwidthLimitMiBps: 1.5 }, "bandwidthLimitMiBps", "whole number"],
     ["an unknown compression", { compression: "lz4" }, "compression", 'one of "none", "zstd", "zlib"'],

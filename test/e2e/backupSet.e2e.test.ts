@@ -71,9 +71,12 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
       ...overrides[m.zone],
     })),
   });
-  const outputs = async () => Object.fromEntries(Object.entries(await env.stack.outputs()).map(([k, v]) => [k, v.value]));
+  const outputs = async () =>
+    Object.fromEntries(Object.entries(await env.stack.outputs()).map(([k, v]) => [k, v.value]));
   const coffer = (args: string[]) =>
-    run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], { env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE } });
+    run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], {
+      env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE },
+    });
 
   beforeAll(async () => {
     work = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-set-e2e-"));
@@ -114,21 +117,34 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
       const set = out[mode.zone];
       expect(set.verification).toMatchObject({ status: "ok", level: "full", failures: [] });
       for (const item of set.items) {
-        expect(item).toMatchObject({ encrypted: mode.encrypted, compression: mode.compression, verifiedAtBackup: "full" });
+        expect(item).toMatchObject({
+          encrypted: mode.encrypted,
+          compression: mode.compression,
+          verifiedAtBackup: "full",
+        });
         const file = path.join(path.dirname(set.manifestPath), item.file);
         // Encrypted: no guest byte in plaintext. (Compression alone keeps literals, so it proves nothing.)
         if (mode.encrypted) expect((await fs.readFile(file)).includes(PLAINTEXT_MARKER)).toBe(false);
-        if (!mode.encrypted && mode.compression === "none") expect((await fs.readFile(file)).includes(PLAINTEXT_MARKER)).toBe(true);
+        if (!mode.encrypted && mode.compression === "none")
+          expect((await fs.readFile(file)).includes(PLAINTEXT_MARKER)).toBe(true);
         const restored = path.join(work, `restored-${mode.zone}-${item.name}.raw`);
         const args = ["restore", "--manifest", set.manifestPath, "--item", item.name, "--to", restored];
-        const { stdout } = mode.encrypted ? await coffer(args) : await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], { env: { ...process.env, COFFER_MANIFEST_KEY: await manifestKeyOf(mode.zone) } });
+        const { stdout } = mode.encrypted
+          ? await coffer(args)
+          : await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], {
+              env: { ...process.env, COFFER_MANIFEST_KEY: await manifestKeyOf(mode.zone) },
+            });
         expect(JSON.parse(stdout)).toMatchObject({ restored: item.name });
         const original = item.name === "db-1-vda" ? disks.vm : disks.raw;
         expect(await sha256(restored)).toBe(await sha256(original));
         await fs.rm(restored);
       }
     }
-    expect(out["zstd-luks"].items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([["web-1-root", "local"], ["db-1-vda", "local"], ["app-2-root", sshd.alias]]);
+    expect(out["zstd-luks"].items.map((i: { name: string; via: string }) => [i.name, i.via])).toEqual([
+      ["web-1-root", "local"],
+      ["db-1-vda", "local"],
+      ["app-2-root", sshd.alias],
+    ]);
     expect(await filesContaining(env.root, PASSPHRASE)).toEqual([]);
     // The policy's manifest key is a secret too: encrypted wherever state holds it.
     const manifestKey = await manifestKeyOf("plain");
@@ -156,9 +172,16 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     const refresh = await env.stack.refresh({ onOutput: (o) => ((refreshOutput += o), (log.output += o)) });
     expect(refresh.summary.resourceChanges).toMatchObject({ update: 2 });
     const state = env.exportedState();
-    const verificationOf = (zone: string) => state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`::${zone}-set`)).outputs.verification;
-    expect(verificationOf("zstd")).toMatchObject({ status: "failed", failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)] });
-    expect(verificationOf("zlib-luks")).toMatchObject({ status: "missing", failures: [expect.stringMatching(/item web-1-root: .* is missing/)] });
+    const verificationOf = (zone: string) =>
+      state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`::${zone}-set`)).outputs.verification;
+    expect(verificationOf("zstd")).toMatchObject({
+      status: "failed",
+      failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)],
+    });
+    expect(verificationOf("zlib-luks")).toMatchObject({
+      status: "missing",
+      failures: [expect.stringMatching(/item web-1-root: .* is missing/)],
+    });
 
     const preview = await env.stack.preview(record);
     expect(preview.changeSummary).toMatchObject({ replace: 2 });
@@ -175,8 +198,15 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
 
   test("a kill during a backup leaves no good-looking file and the previous set intact; the next up cleans up and succeeds", async () => {
     const before = await outputs();
-    await env.stack.setConfig("spec", { value: JSON.stringify(spec({ plain: { trigger: "2026-11-25", bandwidthLimitMiBps: 2, sources: [{ name: "big", disk: disks.big }] } })) });
-    const up = env.stack.up(record).then(() => undefined, (e: Error) => e);
+    await env.stack.setConfig("spec", {
+      value: JSON.stringify(
+        spec({ plain: { trigger: "2026-11-25", bandwidthLimitMiBps: 2, sources: [{ name: "big", disk: disks.big }] } }),
+      ),
+    });
+    const up = env.stack.up(record).then(
+      () => undefined,
+      (e: Error) => e,
+    );
     // Kill the agent once its copy is under way (its partial file exists).
     for (let i = 0; i < 1200 && (await partialFiles(path.join(work, "target", "sets", "plain"))).length === 0; i++) {
       await new Promise((r) => setTimeout(r, 50));
@@ -192,9 +222,19 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
       const entries = await fs.readdir(path.join(target, "sets", "plain", dir));
       expect(entries.filter((e) => !e.includes(".partial-"))).toEqual([]);
     }
-    expect((await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), "verify", "--manifest", before["plain"].manifestPath], { env: { ...process.env, COFFER_MANIFEST_KEY: await manifestKeyOf("plain") } })).stdout).toMatch(/"status": "ok"/);
+    expect(
+      (
+        await run(
+          process.execPath,
+          [path.join(repoRoot, "bin/coffer.js"), "verify", "--manifest", before["plain"].manifestPath],
+          { env: { ...process.env, COFFER_MANIFEST_KEY: await manifestKeyOf("plain") } },
+        )
+      ).stdout,
+    ).toMatch(/"status": "ok"/);
 
-    await env.stack.setConfig("spec", { value: JSON.stringify(spec({ plain: { trigger: "2026-11-25", sources: [{ name: "big", disk: disks.big }] } })) });
+    await env.stack.setConfig("spec", {
+      value: JSON.stringify(spec({ plain: { trigger: "2026-11-25", sources: [{ name: "big", disk: disks.big }] } })),
+    });
     const again = await env.stack.up(record);
     expect(again.summary.result).toBe("succeeded");
     expect(await partialFiles(target)).toEqual([]);
@@ -212,14 +252,18 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
   async function manifestKeyOf(zone: string): Promise<string> {
     const state = JSON.parse(env.cli(["stack", "export", "--show-secrets"]));
     // A decrypted secret output is stored as { <sig>, plaintext: <JSON of the value> }.
-    return JSON.parse(state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`BackupPolicy::${zone}`)).outputs.manifestKey.plaintext);
+    return JSON.parse(
+      state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`BackupPolicy::${zone}`)).outputs
+        .manifestKey.plaintext,
+    );
   }
-
 });
 
 async function sha256(file: string): Promise<string> {
   const { createHash } = await import("node:crypto");
-  return createHash("sha256").update(await fs.readFile(file)).digest("hex");
+  return createHash("sha256")
+    .update(await fs.readFile(file))
+    .digest("hex");
 }
 
 async function partialFiles(dir: string): Promise<string[]> {

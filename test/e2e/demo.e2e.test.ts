@@ -41,18 +41,33 @@ describeE2e("the README's demo command (tools/demo.sh) with plain pulumi command
     expect(await filesContaining(path.join(demoDir, "state"), passphrase)).toEqual([]);
 
     const manifest = (await demo("stack", "output", "backupManifest")).stdout.trim();
-    const verify = await promisify(execFile)(process.execPath, [path.join(repoRoot, "bin/coffer.js"), "verify", "--manifest", manifest, "--full"], {
-      env: { ...process.env, COFFER_PASSPHRASE: passphrase },
-    });
+    const verify = await promisify(execFile)(
+      process.execPath,
+      [path.join(repoRoot, "bin/coffer.js"), "verify", "--manifest", manifest, "--full"],
+      {
+        env: { ...process.env, COFFER_PASSPHRASE: passphrase },
+      },
+    );
     expect(JSON.parse(verify.stdout)).toMatchObject({ status: "ok", level: "full" });
 
     // The comment in the demo program, followed: the generated private key recovers the passphrase.
     const recovered = await promisify(execFile)(process.execPath, [
-      path.join(repoRoot, "bin/coffer.js"), "escrow", "recover", "--store", path.join(demoDir, "escrow"), "--id", "demo-passphrase", "--key", path.join(demoDir, "escrow-keys/demo-dr-team.pem"),
+      path.join(repoRoot, "bin/coffer.js"),
+      "escrow",
+      "recover",
+      "--store",
+      path.join(demoDir, "escrow"),
+      "--id",
+      "demo-passphrase",
+      "--key",
+      path.join(demoDir, "escrow-keys/demo-dr-team.pem"),
     ]);
     expect(recovered.stdout).toBe(passphrase + "\n");
     expect(await filesContaining(path.join(demoDir, "escrow"), passphrase)).toEqual([]);
-    expect(JSON.parse(await fs.readFile(manifest, "utf8")).manifest.escrow).toMatchObject({ recordId: "demo-passphrase", version: 1 });
+    expect(JSON.parse(await fs.readFile(manifest, "utf8")).manifest.escrow).toMatchObject({
+      recordId: "demo-passphrase",
+      version: 1,
+    });
 
     await demo("destroy", "--yes");
     // Only the target's identity stays (it is the target's, not the policy's).

@@ -32,8 +32,10 @@ describeE2e("hardening end to end: an unmounted NAS, and a failed target change 
   let disk: string;
   const log = { output: "" };
   const record = { onOutput: (out: string) => (log.output += out) };
-  const declare = (spec: { zone: string; target: string; disk: string }) => env.stack.setConfig("spec", { value: JSON.stringify(spec) });
-  const resourcesInState = async () => (await env.stack.exportStack()).deployment.resources.map((r: { type: string }) => r.type);
+  const declare = (spec: { zone: string; target: string; disk: string }) =>
+    env.stack.setConfig("spec", { value: JSON.stringify(spec) });
+  const resourcesInState = async () =>
+    (await env.stack.exportStack()).deployment.resources.map((r: { type: string }) => r.type);
 
   beforeAll(async () => {
     work = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-hardening-e2e-"));
@@ -60,7 +62,9 @@ describeE2e("hardening end to end: an unmounted NAS, and a failed target change 
     await fs.mkdir(nas);
     let refreshOutput = "";
     await expect(env.stack.refresh({ onOutput: (out) => (refreshOutput += out) })).rejects.toThrow();
-    expect(refreshOutput).toMatch(new RegExp(`backup target ${nas} has no Coffer target identity .*is the NAS mounted\\?`));
+    expect(refreshOutput).toMatch(
+      new RegExp(`backup target ${nas} has no Coffer target identity .*is the NAS mounted\\?`),
+    );
     expect(await resourcesInState()).toEqual(before);
     // A plain up has nothing to do (the state still holds both); with a refresh first it stops there.
     expect((await env.stack.up(record)).summary.resourceChanges).toEqual({ same: 3 });
@@ -93,7 +97,9 @@ describeE2e("hardening end to end: an unmounted NAS, and a failed target change 
     const documentPath = path.join(first, ".coffer", "zones", "zone-b", "policy.json");
     expect(reverted.outputs.documentPath.value).toBe(documentPath);
     const document = JSON.parse(await fs.readFile(documentPath, "utf8"));
-    const policy = (await env.stack.exportStack()).deployment.resources.find((r: { urn: string }) => r.urn.endsWith("::gold"));
+    const policy = (await env.stack.exportStack()).deployment.resources.find((r: { urn: string }) =>
+      r.urn.endsWith("::gold"),
+    );
     expect(document).toMatchObject({ policyId: policy.id, owner: "coffer-e2e/e2e/gold" });
     expect((await env.stack.preview({ diff: true, ...record })).changeSummary).toEqual({ same: 3 });
   });

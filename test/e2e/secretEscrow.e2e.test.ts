@@ -43,12 +43,17 @@ exports.set = { setId: set.setId, manifestPath: set.manifestPath, escrow: set.es
 `;
 
 const run = promisify(execFile);
-const sha256 = async (file: string) => createHash("sha256").update(await fs.readFile(file)).digest("hex");
+const sha256 = async (file: string) =>
+  createHash("sha256")
+    .update(await fs.readFile(file))
+    .digest("hex");
 
 /** The coffer CLI as a person runs it on a machine without Pulumi: only PATH in its environment. */
 async function cofferCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], { env: { PATH: process.env.PATH! } });
+    const { stdout, stderr } = await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], {
+      env: { PATH: process.env.PATH! },
+    });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const e = error as { code: number; stdout: string; stderr: string };
@@ -68,7 +73,12 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
   beforeAll(async () => {
     work = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-escrow-e2e-"));
     await makeRawDisk(disk(), 8);
-    const pairs: Record<string, PemPair> = { "dr-team": x25519Pair(), security: rsaPair(3072), cto: x25519Pair(), stranger: x25519Pair() };
+    const pairs: Record<string, PemPair> = {
+      "dr-team": x25519Pair(),
+      security: rsaPair(3072),
+      cto: x25519Pair(),
+      stranger: x25519Pair(),
+    };
     await fs.mkdir(path.join(work, "keys"), { mode: 0o700 });
     for (const [name, pair] of Object.entries(pairs)) {
       const privateFile = path.join(work, "keys", `${name}.pem`);
@@ -94,9 +104,12 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       trigger: "2026-11-24",
       ...overrides,
     });
-    const declare = (overrides: Record<string, unknown> = {}) => env.stack.setConfig("spec", { value: JSON.stringify(spec(overrides)) });
-    const outputs = async () => Object.fromEntries(Object.entries(await env.stack.outputs()).map(([k, v]) => [k, v.value]));
-    const escrowState = () => env.exportedState().deployment.resources.find((r: { type: string }) => r.type.endsWith(":SecretEscrow")).outputs;
+    const declare = (overrides: Record<string, unknown> = {}) =>
+      env.stack.setConfig("spec", { value: JSON.stringify(spec(overrides)) });
+    const outputs = async () =>
+      Object.fromEntries(Object.entries(await env.stack.outputs()).map(([k, v]) => [k, v.value]));
+    const escrowState = () =>
+      env.exportedState().deployment.resources.find((r: { type: string }) => r.type.endsWith(":SecretEscrow")).outputs;
 
     beforeAll(async () => {
       dirs.store = path.join(work, "lifecycle-escrow");
@@ -115,15 +128,39 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
 
     // Functions: the keys are made in beforeAll, after test.each has read its table.
     test.each<[string, () => Record<string, unknown>, string]>([
-      ["a 2048-bit RSA key", () => ({ recipients: [{ name: "dr-team", publicKey: rsaPair(2048).publicKey }] }), "recipients[0].publicKey (dr-team) is an RSA key of 2048 bits: use 3072 bits or more, or X25519"],
-      ["an Ed25519 key", () => ({ recipients: [{ name: "dr-team", publicKey: ed25519Pair().publicKey }] }), "is a ed25519 key: use RSA (3072 bits or more) or X25519"],
-      ["a malformed key", () => ({ recipients: [{ name: "dr-team", publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5" }] }), "recipients[0].publicKey (dr-team) is not a PEM public key"],
-      ["duplicate recipient names", () => ({ recipients: [...recipients("dr-team"), { name: "dr-team", publicKey: keys.security.publicKey }] }), 'recipients[1].name "dr-team" is used twice'],
+      [
+        "a 2048-bit RSA key",
+        () => ({ recipients: [{ name: "dr-team", publicKey: rsaPair(2048).publicKey }] }),
+        "recipients[0].publicKey (dr-team) is an RSA key of 2048 bits: use 3072 bits or more, or X25519",
+      ],
+      [
+        "an Ed25519 key",
+        () => ({ recipients: [{ name: "dr-team", publicKey: ed25519Pair().publicKey }] }),
+        "is a ed25519 key: use RSA (3072 bits or more) or X25519",
+      ],
+      [
+        "a malformed key",
+        () => ({ recipients: [{ name: "dr-team", publicKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5" }] }),
+        "recipients[0].publicKey (dr-team) is not a PEM public key",
+      ],
+      [
+        "duplicate recipient names",
+        () => ({ recipients: [...recipients("dr-team"), { name: "dr-team", publicKey: keys.security.publicKey }] }),
+        'recipients[1].name "dr-team" is used twice',
+      ],
       ["a threshold of 0", () => ({ threshold: 0 }), "threshold must be at least 1"],
       ["a threshold above the recipients", () => ({ threshold: 3 }), "threshold 3 is more than the 2 recipient(s)"],
       ["an empty secret", () => ({ escrowSecret: "" }), "secret must not be empty"],
-      ["an encrypted policy without escrow under requireEscrow", () => ({ linkEscrow: false }), "escrow is required (requireEscrow: true)"],
-      ["an escrow of another secret", () => ({ escrowSecret: "not the policy passphrase" }), "escrow holds another secret than the policy's passphrase (encryption.passphrase)"],
+      [
+        "an encrypted policy without escrow under requireEscrow",
+        () => ({ linkEscrow: false }),
+        "escrow is required (requireEscrow: true)",
+      ],
+      [
+        "an escrow of another secret",
+        () => ({ escrowSecret: "not the policy passphrase" }),
+        "escrow holds another secret than the policy's passphrase (encryption.passphrase)",
+      ],
     ])("%s fails at preview, naming the field, before anything is written", async (_what, change, reason) => {
       await declare(change());
       let seen = "";
@@ -142,8 +179,16 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(up.summary.result).toBe("succeeded");
       const out = await outputs();
       const recordFile = path.join(dirs.store, "zone-passphrase", "v1.json");
-      expect(out.escrow).toMatchObject({ version: 1, recordPath: recordFile, retainedVersions: [1], recordStatus: "ok" });
-      expect(out.escrow.recipientKeys.map((k: { name: string; type: string }) => [k.name, k.type])).toEqual([["dr-team", "x25519"], ["security", "rsa"]]);
+      expect(out.escrow).toMatchObject({
+        version: 1,
+        recordPath: recordFile,
+        retainedVersions: [1],
+        recordStatus: "ok",
+      });
+      expect(out.escrow.recipientKeys.map((k: { name: string; type: string }) => [k.name, k.type])).toEqual([
+        ["dr-team", "x25519"],
+        ["security", "rsa"],
+      ]);
       expect(statSync(recordFile).mode & 0o777).toBe(0o600);
       const manifest = JSON.parse(await fs.readFile(out.set.manifestPath, "utf8")).manifest;
       expect(manifest.escrow).toEqual({ recordId: "zone-passphrase", store: dirs.store, version: 1 });
@@ -152,7 +197,17 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(await filesContaining(dirs.store, PASSPHRASE)).toEqual([]);
       expect(await filesContaining(env.root, PASSPHRASE)).toEqual([]);
       expect(log).not.toContain(PASSPHRASE);
-      const { stdout } = await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), "escrow", "recover", "--store", dirs.store, "--id", "zone-passphrase", "--key", keys.security.privateFile]);
+      const { stdout } = await run(process.execPath, [
+        path.join(repoRoot, "bin/coffer.js"),
+        "escrow",
+        "recover",
+        "--store",
+        dirs.store,
+        "--id",
+        "zone-passphrase",
+        "--key",
+        keys.security.privateFile,
+      ]);
       expect(stdout).toBe(PASSPHRASE + "\n");
       expect((await env.stack.preview(record)).changeSummary).toEqual({ same: 4 });
     });
@@ -174,7 +229,10 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       const text = await fs.readFile(recordFile, "utf8");
       await fs.writeFile(recordFile, text.replace(/"createdAt": "/, '"createdAt": "tampered '));
       await env.stack.refresh(record);
-      expect(escrowState()).toMatchObject({ recordStatus: "altered", recordProblems: [expect.stringMatching(/has changed since it was written/)] });
+      expect(escrowState()).toMatchObject({
+        recordStatus: "altered",
+        recordProblems: [expect.stringMatching(/has changed since it was written/)],
+      });
       // Only the escrow: its repair keeps the version, so the policy and the set stay as they are.
       const preview = await env.stack.preview({ ...record, diff: true });
       expect(preview.changeSummary).toEqual({ same: 3, update: 1 });
@@ -185,13 +243,26 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       // The whole record folder goes, references included: refresh of the set writes its reference back.
       await fs.rm(path.join(dirs.store, "zone-passphrase"), { recursive: true });
       await env.stack.refresh(record);
-      expect(escrowState()).toMatchObject({ recordStatus: "missing", recordProblems: [expect.stringMatching(/v1.json is missing/)] });
+      expect(escrowState()).toMatchObject({
+        recordStatus: "missing",
+        recordProblems: [expect.stringMatching(/v1.json is missing/)],
+      });
       const setId = (await outputs()).set.setId;
       expect(await fs.readdir(path.join(dirs.store, "zone-passphrase", "refs"))).toEqual([`${setId}.json`]);
       const up = await env.stack.up(record);
       expect(up.summary.resourceChanges).toEqual({ same: 3, update: 1 });
       expect(escrowState()).toMatchObject({ recordStatus: "ok", version: 1 });
-      const { stdout } = await run(process.execPath, [path.join(repoRoot, "bin/coffer.js"), "escrow", "recover", "--store", dirs.store, "--id", "zone-passphrase", "--key", keys["dr-team"].privateFile]);
+      const { stdout } = await run(process.execPath, [
+        path.join(repoRoot, "bin/coffer.js"),
+        "escrow",
+        "recover",
+        "--store",
+        dirs.store,
+        "--id",
+        "zone-passphrase",
+        "--key",
+        keys["dr-team"].privateFile,
+      ]);
       expect(stdout).toBe(PASSPHRASE + "\n");
     });
 
@@ -205,9 +276,23 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(out.escrow).toMatchObject({ version: 2, retainedVersions: [1, 2] });
       expect(out.set).toEqual(before.set);
       const recover = (version: number, key: string) =>
-        cofferCli(["escrow", "recover", "--store", dirs.store, "--id", "zone-passphrase", "--version", String(version), "--key", keys[key].privateFile]);
+        cofferCli([
+          "escrow",
+          "recover",
+          "--store",
+          dirs.store,
+          "--id",
+          "zone-passphrase",
+          "--version",
+          String(version),
+          "--key",
+          keys[key].privateFile,
+        ]);
       expect(await recover(1, "security")).toMatchObject({ code: 0, stdout: PASSPHRASE + "\n" });
-      expect(await recover(2, "security")).toMatchObject({ code: 1, stderr: expect.stringContaining("is not one of this record's recipients (dr-team, cto)") });
+      expect(await recover(2, "security")).toMatchObject({
+        code: 1,
+        stderr: expect.stringContaining("is not one of this record's recipients (dr-team, cto)"),
+      });
       expect(await recover(2, "cto")).toMatchObject({ code: 0, stdout: PASSPHRASE + "\n" });
 
       env.setSecretConfig("passphrase", ROTATED);
@@ -221,7 +306,11 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(manifest.escrow).toEqual({ recordId: "zone-passphrase", store: dirs.store, version: 3 });
       // Then the old set was deleted, and v1 with it.
       await expect(fs.access(before.set.manifestPath)).rejects.toThrow();
-      expect((await fs.readdir(path.join(dirs.store, "zone-passphrase"))).sort()).toEqual(["current.json", "refs", "v3.json"]);
+      expect((await fs.readdir(path.join(dirs.store, "zone-passphrase"))).sort()).toEqual([
+        "current.json",
+        "refs",
+        "v3.json",
+      ]);
       await env.stack.refresh(record);
       expect(escrowState()).toMatchObject({ retainedVersions: [3], recordStatus: "ok" });
       expect(await recover(3, "cto")).toMatchObject({ code: 0, stdout: ROTATED + "\n" });
@@ -232,7 +321,9 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
     test("destroy refuses while sets outside Pulumi's state (dropped from it, or kept with retainOnDelete) are in the store, naming them; forceDelete lets it go", async () => {
       const { set: dropped } = await outputs();
       // The set leaves the state, its files stay: as a set of another stack's would.
-      const urn = env.exportedState().deployment.resources.find((r: { type: string }) => r.type.endsWith(":EncryptedBackupSet")).urn;
+      const urn = env
+        .exportedState()
+        .deployment.resources.find((r: { type: string }) => r.type.endsWith(":EncryptedBackupSet")).urn;
       env.cli(["state", "delete", urn, "--yes"]);
       const refusal = async () => {
         let seen = "";
@@ -241,7 +332,9 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
         return `${seen}\n${error.message}`;
       };
       let text = await refusal();
-      expect(text).toContain("escrow record zone-passphrase is the way to recover the key of 1 backup set(s) still in the store");
+      expect(text).toContain(
+        "escrow record zone-passphrase is the way to recover the key of 1 backup set(s) still in the store",
+      );
       expect(text).toContain(`${dropped.setId} (v3, ${dropped.manifestPath})`);
       expect(text).toContain("set forceDelete: true");
       expect(await fs.readdir(path.join(dirs.store, "zone-passphrase"))).toContain("v3.json");
@@ -261,7 +354,10 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(await fs.readdir(dirs.store)).toEqual([]);
       // The sets' files are not the escrow's to delete.
       for (const set of [dropped, retained]) {
-        expect((await fs.readdir(path.dirname(set.manifestPath))).sort()).toEqual(["manifest.json", "vm-1-root.qcow2.luks"]);
+        expect((await fs.readdir(path.dirname(set.manifestPath))).sort()).toEqual([
+          "manifest.json",
+          "vm-1-root.qcow2.luks",
+        ]);
       }
     });
   });
@@ -274,7 +370,16 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
     const env = await stackProject(PROGRAM);
     try {
       env.setSecretConfig("passphrase", PASSPHRASE);
-      await env.stack.setConfig("spec", { value: JSON.stringify({ store, target, disk: disk(), recipients: recipients("dr-team", "security", "cto"), threshold: 2, trigger: "drill" }) });
+      await env.stack.setConfig("spec", {
+        value: JSON.stringify({
+          store,
+          target,
+          disk: disk(),
+          recipients: recipients("dr-team", "security", "cto"),
+          threshold: 2,
+          trigger: "drill",
+        }),
+      });
       expect((await env.stack.up()).summary.result).toBe("succeeded");
     } finally {
       // Pulumi's state, the stack config (the passphrase's only other copy) and PULUMI_HOME: gone.
@@ -288,20 +393,48 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
     const restored = path.join(work, "drill-restored.raw");
     const noKey = await cofferCli(["restore", "--manifest", manifestPath, "--item", "vm-1-root", "--to", restored]);
     expect(noKey.code).toBe(2);
-    expect(noKey.stderr).toContain(`its passphrase is escrowed: coffer escrow recover --store ${store} --id zone-passphrase --version 1`);
+    expect(noKey.stderr).toContain(
+      `its passphrase is escrowed: coffer escrow recover --store ${store} --id zone-passphrase --version 1`,
+    );
 
-    const recover = (...names: string[]) => cofferCli(["escrow", "recover", "--store", store, "--id", "zone-passphrase", "--version", "1", ...names.flatMap((n) => ["--key", keys[n].privateFile]), "--out", path.join(work, "recovered-passphrase")]);
+    const recover = (...names: string[]) =>
+      cofferCli([
+        "escrow",
+        "recover",
+        "--store",
+        store,
+        "--id",
+        "zone-passphrase",
+        "--version",
+        "1",
+        ...names.flatMap((n) => ["--key", keys[n].privateFile]),
+        "--out",
+        path.join(work, "recovered-passphrase"),
+      ]);
     const oneKey = await recover("cto");
     expect(oneKey).toMatchObject({ code: 1, stderr: expect.stringContaining("needs keys of 2 recipients; got 1") });
     const wrongKey = await recover("cto", "stranger");
-    expect(wrongKey).toMatchObject({ code: 1, stderr: expect.stringContaining("is not one of this record's recipients (dr-team, security, cto)") });
+    expect(wrongKey).toMatchObject({
+      code: 1,
+      stderr: expect.stringContaining("is not one of this record's recipients (dr-team, security, cto)"),
+    });
     await expect(fs.access(path.join(work, "recovered-passphrase"))).rejects.toThrow();
 
     const recovered = await recover("security", "cto");
     expect(recovered.code).toBe(0);
     const passphraseFile = path.join(work, "recovered-passphrase");
     expect(statSync(passphraseFile).mode & 0o777).toBe(0o600);
-    const restore = await cofferCli(["restore", "--manifest", manifestPath, "--item", "vm-1-root", "--to", restored, "--passphrase-file", passphraseFile]);
+    const restore = await cofferCli([
+      "restore",
+      "--manifest",
+      manifestPath,
+      "--item",
+      "vm-1-root",
+      "--to",
+      restored,
+      "--passphrase-file",
+      passphraseFile,
+    ]);
     expect(restore).toMatchObject({ code: 0 });
     expect(JSON.parse(restore.stdout)).toMatchObject({ restored: "vm-1-root", to: restored });
     expect(await sha256(restored)).toBe(await sha256(disk()));

@@ -33,7 +33,12 @@ describe("BackupPolicy through Pulumi's dynamic-provider host over gRPC", () => 
   test("check → create → read → diff → update → delete, with __provider carried through", async () => {
     const checked = await host.check(URN, {}, news());
     expect(checked.failures).toEqual([]);
-    expect(checked.inputs).toMatchObject({ __provider: shim, compression: "zstd", integrityCheck: "none", bandwidthLimitMiBps: 0 });
+    expect(checked.inputs).toMatchObject({
+      __provider: shim,
+      compression: "zstd",
+      integrityCheck: "none",
+      bandwidthLimitMiBps: 0,
+    });
 
     const created = await host.create(URN, checked.inputs!);
     expect(created.properties.__provider).toBe(shim);
@@ -45,10 +50,16 @@ describe("BackupPolicy through Pulumi's dynamic-provider host over gRPC", () => 
     expect(read.properties).toEqual(created.properties);
     expect(read.inputs).toMatchObject({ __provider: shim, compression: "zstd" });
 
-    expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({ changes: "DIFF_NONE", replaces: [] });
+    expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({
+      changes: "DIFF_NONE",
+      replaces: [],
+    });
     const changed = (await host.check(URN, checked.inputs!, news({ compression: "zlib" }))).inputs!;
     expect(await host.diff(URN, created.id, read.properties, changed)).toEqual({ changes: "DIFF_SOME", replaces: [] });
-    expect(await host.diff(URN, created.id, read.properties, { ...changed, zone: "zone-h" })).toEqual({ changes: "DIFF_SOME", replaces: ["zone"] });
+    expect(await host.diff(URN, created.id, read.properties, { ...changed, zone: "zone-h" })).toEqual({
+      changes: "DIFF_SOME",
+      replaces: ["zone"],
+    });
 
     const updated = await host.update(URN, created.id, read.properties, changed);
     // The host keeps only what update returns: every output must be there.
@@ -65,8 +76,14 @@ describe("BackupPolicy through Pulumi's dynamic-provider host over gRPC", () => 
     const checked = await host.check(URN, {}, news({ encryption: {}, bandwidthLimitMiBps: -1 }));
     expect(checked.failures).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ property: "encryption.passphrase", reason: expect.stringMatching(/required when encryption is set/) }),
-        expect.objectContaining({ property: "bandwidthLimitMiBps", reason: expect.stringMatching(/must not be negative/) }),
+        expect.objectContaining({
+          property: "encryption.passphrase",
+          reason: expect.stringMatching(/required when encryption is set/),
+        }),
+        expect.objectContaining({
+          property: "bandwidthLimitMiBps",
+          reason: expect.stringMatching(/must not be negative/),
+        }),
       ]),
     );
   });

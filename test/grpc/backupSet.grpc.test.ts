@@ -27,7 +27,15 @@ test("EncryptedBackupSet through Pulumi's dynamic-provider host: check → creat
   await makeRawDisk(disk, 4);
   const news = {
     __provider: shim,
-    policy: { id: "p", zone: "zone-g", target: { kind: "directory", path: target }, compression: "zstd", integrityCheck: "metadata", bandwidthLimitMiBps: 0, encrypted: false },
+    policy: {
+      id: "p",
+      zone: "zone-g",
+      target: { kind: "directory", path: target },
+      compression: "zstd",
+      integrityCheck: "metadata",
+      bandwidthLimitMiBps: 0,
+      encrypted: false,
+    },
     keys: { manifestKey: "bWFuaWZlc3Qta2V5" },
     sources: [{ name: "d", disk }],
     trigger: "t1",
@@ -38,8 +46,14 @@ test("EncryptedBackupSet through Pulumi's dynamic-provider host: check → creat
   expect(created.properties).toMatchObject({ __provider: shim, setId: created.id, verification: { status: "ok" } });
   const read = await host.read(URN, created.id, created.properties);
   expect(read.properties.verification.status).toBe("ok");
-  expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({ changes: "DIFF_NONE", replaces: [] });
-  expect(await host.diff(URN, created.id, read.properties, { ...checked.inputs!, trigger: "t2" })).toEqual({ changes: "DIFF_SOME", replaces: ["trigger"] });
+  expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({
+    changes: "DIFF_NONE",
+    replaces: [],
+  });
+  expect(await host.diff(URN, created.id, read.properties, { ...checked.inputs!, trigger: "t2" })).toEqual({
+    changes: "DIFF_SOME",
+    replaces: ["trigger"],
+  });
   await host.delete(URN, created.id, read.properties);
   expect(await fs.readdir(target)).toEqual([".coffer"]);
 });

@@ -37,12 +37,24 @@ test("SecretEscrow through Pulumi's dynamic-provider host: check → create → 
   expect(checked.failures).toEqual([]);
   const created = await host.create(URN, checked.inputs!);
   expect(created.id).toBe("gold-passphrase");
-  expect(created.properties).toMatchObject({ __provider: shim, version: 1, recordStatus: "ok", threshold: 1, forceDelete: false });
+  expect(created.properties).toMatchObject({
+    __provider: shim,
+    version: 1,
+    recordStatus: "ok",
+    threshold: 1,
+    forceDelete: false,
+  });
   const read = await host.read(URN, created.id, created.properties);
   expect(read.properties.recordStatus).toBe("ok");
-  expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({ changes: "DIFF_NONE", replaces: [] });
+  expect(await host.diff(URN, created.id, read.properties, checked.inputs!)).toEqual({
+    changes: "DIFF_NONE",
+    replaces: [],
+  });
 
-  const rotated = { ...checked.inputs!, recipients: [...news.recipients, { name: "security", publicKey: security.publicKey }] };
+  const rotated = {
+    ...checked.inputs!,
+    recipients: [...news.recipients, { name: "security", publicKey: security.publicKey }],
+  };
   expect(await host.diff(URN, created.id, read.properties, rotated)).toEqual({ changes: "DIFF_SOME", replaces: [] });
   const updated = await host.update(URN, created.id, read.properties, rotated);
   // The host keeps only what update returns: every output must be there.

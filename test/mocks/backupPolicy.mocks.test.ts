@@ -2,7 +2,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { RecordingMonitor, SECRET_SIG, SECRET_VALUE } from "../support/recordingMonitor";
 
 const monitor = new RecordingMonitor({
-  newResource: (args) => ({ id: `${args.name}-id`, state: { ...args.inputs, documentPath: `/srv/b/.coffer/zones/${args.inputs.zone}/policy.json`, revision: 1 } }),
+  newResource: (args) => ({
+    id: `${args.name}-id`,
+    state: { ...args.inputs, documentPath: `/srv/b/.coffer/zones/${args.inputs.zone}/policy.json`, revision: 1 },
+  }),
   call: (args) => args.inputs,
 });
 pulumi.runtime.setMockOptions(monitor, "coffer-test", "unit", false);
@@ -34,8 +37,16 @@ describe("BackupPolicy resource class", () => {
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:BackupPolicy");
     expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey"]);
     // A plain-string passphrase still reaches the engine marked secret.
-    expect(request.object.encryption).toEqual({ [SECRET_SIG]: SECRET_VALUE, value: { passphrase: "a plain string passphrase" } });
-    expect(request.object).toMatchObject({ zone: "zone-a", compression: "zstd", bandwidthLimitMiBps: 50, integrityCheck: "full" });
+    expect(request.object.encryption).toEqual({
+      [SECRET_SIG]: SECRET_VALUE,
+      value: { passphrase: "a plain string passphrase" },
+    });
+    expect(request.object).toMatchObject({
+      zone: "zone-a",
+      compression: "zstd",
+      bandwidthLimitMiBps: 50,
+      integrityCheck: "full",
+    });
     // Project, stack and name: what makes a document written by an earlier incarnation this resource's own.
     expect(request.object.owner).toBe("coffer-test/unit/gold");
     // Every resource carries the one shared shim.
@@ -43,7 +54,11 @@ describe("BackupPolicy resource class", () => {
   });
 
   test("caller options are kept alongside the forced secret output", async () => {
-    new coffer.BackupPolicy("silver", { zone: "zone-b", target: { kind: "directory", path: "/srv/b" } }, { additionalSecretOutputs: ["settings"], protect: true });
+    new coffer.BackupPolicy(
+      "silver",
+      { zone: "zone-b", target: { kind: "directory", path: "/srv/b" } },
+      { additionalSecretOutputs: ["settings"], protect: true },
+    );
     await new Promise((r) => setTimeout(r, 100));
     const request = monitor.requests.find((r) => r.name === "silver")!;
     expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "manifestKey", "settings"]);

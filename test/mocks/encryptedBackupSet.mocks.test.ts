@@ -12,11 +12,24 @@ const monitor = new RecordingMonitor({
           integrityCheck: "full",
           bandwidthLimitMiBps: 50,
           manifestKey: "bWs=",
-          settings: { compression: "zstd", encryption: { enabled: true, format: "luks", passphraseFingerprint: "hmac-sha256:00" }, bandwidthLimitMiBps: 50, integrityCheck: "full", retention: {} },
+          settings: {
+            compression: "zstd",
+            encryption: { enabled: true, format: "luks", passphraseFingerprint: "hmac-sha256:00" },
+            bandwidthLimitMiBps: 50,
+            integrityCheck: "full",
+            retention: {},
+          },
         },
       };
     }
-    return { id: "set-1", state: { ...args.inputs, setId: "set-1", verification: { status: "ok", checkedAt: "t", level: "full", failures: [] } } };
+    return {
+      id: "set-1",
+      state: {
+        ...args.inputs,
+        setId: "set-1",
+        verification: { status: "ok", checkedAt: "t", level: "full", failures: [] },
+      },
+    };
   },
   call: (args) => args.inputs,
 });
@@ -27,17 +40,33 @@ import * as coffer from "../../sdk";
 
 describe("EncryptedBackupSet resource class", () => {
   test("its own type token; the policy's settings in the clear, its keys as one secret input", async () => {
-    const policy = new coffer.BackupPolicy("gold", { zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", encryption: { passphrase: "a long passphrase here" } });
+    const policy = new coffer.BackupPolicy("gold", {
+      zone: "zone-a",
+      target: { kind: "directory", path: "/srv/b" },
+      compression: "zstd",
+      encryption: { passphrase: "a long passphrase here" },
+    });
     const set = new coffer.EncryptedBackupSet("nightly", {
       policy,
-      sources: [{ name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" }, { name: "db-1-vda", qmpSocket: "/run/qemu/db-1.qmp", device: "vda" }],
+      sources: [
+        { name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" },
+        { name: "db-1-vda", qmpSocket: "/run/qemu/db-1.qmp", device: "vda" },
+      ],
       trigger: "2026-11-24",
     });
     await new Promise<void>((resolve) => set.verification.apply(() => resolve()));
     const request = monitor.requests.find((r) => r.name === "nightly")!;
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:EncryptedBackupSet");
     expect(request.additionalSecretOutputs).toEqual(["keys"]);
-    expect(request.object.policy).toEqual({ id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 50, encrypted: true });
+    expect(request.object.policy).toEqual({
+      id: "zone-a-1",
+      zone: "zone-a",
+      target: { kind: "directory", path: "/srv/b" },
+      compression: "zstd",
+      integrityCheck: "full",
+      bandwidthLimitMiBps: 50,
+      encrypted: true,
+    });
     expect(request.object.keys[SECRET_SIG]).toBe(SECRET_VALUE);
     // Only the key the set uses: an encrypted set's manifest is signed with the passphrase.
     expect(request.object.keys.value).toEqual({ passphrase: "a long passphrase here" });

@@ -3,9 +3,24 @@ import { RecordingMonitor, SECRET_SIG, SECRET_VALUE } from "../support/recording
 const PASSPHRASE = "a long passphrase here";
 const monitor = new RecordingMonitor({
   newResource: (args) => {
-    if (args.type.endsWith(":SecretEscrow")) return { id: args.inputs.recordId, state: { ...args.inputs, version: 3, recordStatus: "ok" } };
+    if (args.type.endsWith(":SecretEscrow"))
+      return { id: args.inputs.recordId, state: { ...args.inputs, version: 3, recordStatus: "ok" } };
     if (args.type.endsWith(":BackupPolicy")) {
-      return { id: "zone-a-1", state: { ...args.inputs, manifestKey: "bWs=", settings: { compression: "none", encryption: { enabled: true, format: "luks", passphraseFingerprint: "x" }, bandwidthLimitMiBps: 0, integrityCheck: "none", retention: {}, escrow: null } } };
+      return {
+        id: "zone-a-1",
+        state: {
+          ...args.inputs,
+          manifestKey: "bWs=",
+          settings: {
+            compression: "none",
+            encryption: { enabled: true, format: "luks", passphraseFingerprint: "x" },
+            bandwidthLimitMiBps: 0,
+            integrityCheck: "none",
+            retention: {},
+            escrow: null,
+          },
+        },
+      };
     }
     return { id: "set-1", state: { ...args.inputs, setId: "set-1" } };
   },
@@ -35,11 +50,31 @@ describe("SecretEscrow resource class", () => {
   });
 
   test("a policy and its sets are told which record holds the passphrase, in the clear, and whether it is the passphrase", async () => {
-    const escrow = new coffer.SecretEscrow("zone-a-escrow", { secret: PASSPHRASE, recipients, store, recordId: "zone-a-passphrase" });
+    const escrow = new coffer.SecretEscrow("zone-a-escrow", {
+      secret: PASSPHRASE,
+      recipients,
+      store,
+      recordId: "zone-a-passphrase",
+    });
     const other = new coffer.SecretEscrow("other-escrow", { secret: "not the passphrase at all", recipients, store });
-    const policy = new coffer.BackupPolicy("zone-a", { zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, encryption: { passphrase: PASSPHRASE }, escrow, requireEscrow: true });
-    const set = new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "d", disk: "/d.raw" }], trigger: "t" });
-    const overridden = new coffer.EncryptedBackupSet("other", { policy, sources: [{ name: "d", disk: "/d.raw" }], trigger: "t", escrow: other });
+    const policy = new coffer.BackupPolicy("zone-a", {
+      zone: "zone-a",
+      target: { kind: "directory", path: "/srv/b" },
+      encryption: { passphrase: PASSPHRASE },
+      escrow,
+      requireEscrow: true,
+    });
+    const set = new coffer.EncryptedBackupSet("nightly", {
+      policy,
+      sources: [{ name: "d", disk: "/d.raw" }],
+      trigger: "t",
+    });
+    const overridden = new coffer.EncryptedBackupSet("other", {
+      policy,
+      sources: [{ name: "d", disk: "/d.raw" }],
+      trigger: "t",
+      escrow: other,
+    });
     await Promise.all([settled(set.setId), settled(overridden.setId)]);
     const sent = (name: string) => monitor.requests.find((r) => r.name === name)!.object;
     const link = { recordId: "zone-a-passphrase", store: "/srv/escrow", escrowsPassphrase: true };

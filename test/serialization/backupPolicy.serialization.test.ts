@@ -16,7 +16,16 @@ describe("the serialized BackupPolicy provider (__provider)", () => {
     expect(text).not.toContain(repoRoot);
     // No string literal that starts an absolute path.
     expect(text).not.toMatch(/["'`]\/[A-Za-z.]/);
-    for (const implementationDetail of ["safeParse", "zod", "writeFileAtomic", "createHmac", "policy.json", "node:fs", "execa", "process.env"]) {
+    for (const implementationDetail of [
+      "safeParse",
+      "zod",
+      "writeFileAtomic",
+      "createHmac",
+      "policy.json",
+      "node:fs",
+      "execa",
+      "process.env",
+    ]) {
       expect(text).not.toContain(implementationDetail);
     }
   });
@@ -31,7 +40,10 @@ describe("the serialized BackupPolicy provider (__provider)", () => {
     const { load } = await serializeProvider(backupPolicyProvider);
     const provider = load();
     await provider.configure!({ config: { get: () => undefined, require: () => "" } as never });
-    const checked = await provider.check!({}, { zone: "zone-s", target: { kind: "directory", path: tempDir() }, compression: "zlib" });
+    const checked = await provider.check!(
+      {},
+      { zone: "zone-s", target: { kind: "directory", path: tempDir() }, compression: "zlib" },
+    );
     expect(checked.failures).toBeUndefined();
     const { id, outs } = await provider.create(checked.inputs);
     const doc = JSON.parse(await fs.readFile(path.join(tempDir(), ".coffer/zones/zone-s/policy.json"), "utf8"));

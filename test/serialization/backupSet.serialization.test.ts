@@ -17,6 +17,11 @@ describe("the serialized EncryptedBackupSet provider (__provider)", () => {
   test("loads back and validates through the installed implementation", async () => {
     const { load } = await serializeProvider(backupSetProvider);
     const result = await load().check!({}, { sources: [], trigger: "" });
-    expect(result.failures).toEqual(expect.arrayContaining([expect.objectContaining({ property: "sources" }), expect.objectContaining({ property: "trigger" })]));
+    expect(result.failures).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ property: "sources" }),
+        expect.objectContaining({ property: "trigger" }),
+      ]),
+    );
   });
 });

@@ -11,7 +11,10 @@ import { Struct } from "google-protobuf/google/protobuf/struct_pb";
  * `launch` starts it another way (it prints its port first on stdout); `process` is what was started.
  */
 export class ProviderHost {
-  private constructor(readonly process: ChildProcess, private readonly client: any) {}
+  private constructor(
+    readonly process: ChildProcess,
+    private readonly client: any,
+  ) {}
 
   static async start(cwd: string, launch?: { file: string; args: string[] }): Promise<ProviderHost> {
     const entry = require.resolve("@pulumi/pulumi/cmd/dynamic-provider", { paths: [cwd] });
@@ -40,7 +43,9 @@ export class ProviderHost {
   }
 
   private call<T>(method: string, request: unknown): Promise<T> {
-    return new Promise((resolve, reject) => this.client[method](request, (err: Error | null, res: T) => (err ? reject(err) : resolve(res))));
+    return new Promise((resolve, reject) =>
+      this.client[method](request, (err: Error | null, res: T) => (err ? reject(err) : resolve(res))),
+    );
   }
 
   async configure(config: Record<string, string>): Promise<void> {

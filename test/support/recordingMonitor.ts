@@ -6,7 +6,8 @@ export const SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270";
 
 /** Captures what the SDK really sends the engine: options and the secret-marked wire values. */
 export class RecordingMonitor extends MockMonitor {
-  readonly requests: { type: string; name: string; additionalSecretOutputs: string[]; object: Record<string, any> }[] = [];
+  readonly requests: { type: string; name: string; additionalSecretOutputs: string[]; object: Record<string, any> }[] =
+    [];
   async registerResource(req: any, callback: (err: any, res: any) => void) {
     this.requests.push({
       type: req.getType(),

@@ -4,6 +4,12 @@ import * as pulumi from "@pulumi/pulumi";
 export async function serializeProvider(provider: pulumi.dynamic.ResourceProvider) {
   const serialized = await pulumi.runtime.serializeFunction(() => provider, { allowSecrets: true });
   // The same loader Pulumi's provider host uses.
-  const requireFromString: (code: string) => { handler: () => pulumi.dynamic.ResourceProvider } = require("require-from-string");
-  return { text: serialized.text, containsSecrets: serialized.containsSecrets, load: () => requireFromString(serialized.text).handler() };
+  const requireFromString: (code: string) => {
+    handler: () => pulumi.dynamic.ResourceProvider;
+  } = require("require-from-string");
+  return {
+    text: serialized.text,
+    containsSecrets: serialized.containsSecrets,
+    load: () => requireFromString(serialized.text).handler(),
+  };
 }

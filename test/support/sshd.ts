@@ -54,9 +54,21 @@ export async function startSshd(dir: string, alias = "kvm-07"): Promise<TestSshd
   const configFile = path.join(dir, "ssh_config");
   await fs.writeFile(
     configFile,
-    [`Host ${alias}`, "  HostName 127.0.0.1", `  Port ${port}`, `  User ${user}`, `  IdentityFile ${clientKey}`, "  IdentitiesOnly yes", `  UserKnownHostsFile ${knownHosts}`, "  StrictHostKeyChecking yes", ""].join("\n"),
+    [
+      `Host ${alias}`,
+      "  HostName 127.0.0.1",
+      `  Port ${port}`,
+      `  User ${user}`,
+      `  IdentityFile ${clientKey}`,
+      "  IdentitiesOnly yes",
+      `  UserKnownHostsFile ${knownHosts}`,
+      "  StrictHostKeyChecking yes",
+      "",
+    ].join("\n"),
   );
-  const sshd: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", sshdConfig], { stdio: ["ignore", "ignore", "pipe"] });
+  const sshd: ChildProcess = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", sshdConfig], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let log = "";
   sshd.stderr!.on("data", (c) => (log += c));
   const until = Date.now() + 10_000;
@@ -65,7 +77,8 @@ export async function startSshd(dir: string, alias = "kvm-07"): Promise<TestSshd
       execFileSync("ssh", ["-F", configFile, "-o", "BatchMode=yes", alias, "true"], { stdio: "pipe" });
       break;
     } catch (error) {
-      if (sshd.exitCode !== null || Date.now() > until) throw new Error(`sshd did not accept the test key: ${log} ${(error as Error).message}`);
+      if (sshd.exitCode !== null || Date.now() > until)
+        throw new Error(`sshd did not accept the test key: ${log} ${(error as Error).message}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }

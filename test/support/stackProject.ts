@@ -17,7 +17,10 @@ export async function stackProject(program: string, extraEnv: Record<string, str
   await fs.mkdir(path.join(root, "state"), { recursive: true });
   await fs.mkdir(project);
   await fs.symlink(path.join(repoRoot, "node_modules"), path.join(project, "node_modules"));
-  await fs.writeFile(path.join(project, "package.json"), JSON.stringify({ name: "coffer-e2e", private: true, main: "index.js" }));
+  await fs.writeFile(
+    path.join(project, "package.json"),
+    JSON.stringify({ name: "coffer-e2e", private: true, main: "index.js" }),
+  );
   await fs.writeFile(
     path.join(project, "Pulumi.yaml"),
     "name: coffer-e2e\nruntime:\n  name: nodejs\n  options:\n    typescript: false\nmain: index.js\n",
@@ -38,7 +41,8 @@ export async function stackProject(program: string, extraEnv: Record<string, str
   );
   const cliEnv = { ...process.env, ...stack.workspace.envVars, PULUMI_HOME: path.join(root, "home") };
   /** Runs the pulumi CLI on this stack's project, as a user would; returns stdout. */
-  const cli = (args: string[], input?: string) => execFileSync("pulumi", [...args, "--stack", "e2e"], { cwd: project, input, env: cliEnv }).toString();
+  const cli = (args: string[], input?: string) =>
+    execFileSync("pulumi", [...args, "--stack", "e2e"], { cwd: project, input, env: cliEnv }).toString();
   return {
     root,
     project,
@@ -53,7 +57,9 @@ export async function stackProject(program: string, extraEnv: Record<string, str
 }
 
 /** Records every command line on this machine while `work` runs, so a test can prove a secret never was on one. */
-export async function watchCommandLines<T>(work: () => Promise<T>): Promise<{ result: T; commandLines: Set<string>; samples: number }> {
+export async function watchCommandLines<T>(
+  work: () => Promise<T>,
+): Promise<{ result: T; commandLines: Set<string>; samples: number }> {
   const commandLines = new Set<string>();
   let samples = 0;
   let running = true;

@@ -21,8 +21,12 @@ export function declaredPolicies(passphrase: pulumi.Output<string>) {
   holds<Equal<typeof policy.documentStatus, pulumi.Output<"ok" | "unreadable" | "owned-elsewhere">>>();
   holds<Equal<coffer.IntegrityCheck, "none" | "metadata" | "full">>();
 
-  // @ts-expect-error compression is one of "none" | "zstd" | "zlib"
-  new coffer.BackupPolicy("bad-compression", { zone: "z", target: { kind: "directory", path: "/x" }, compression: "lz4" });
+  new coffer.BackupPolicy("bad-compression", {
+    zone: "z",
+    target: { kind: "directory", path: "/x" },
+    // @ts-expect-error compression is one of "none" | "zstd" | "zlib"
+    compression: "lz4",
+  });
   // @ts-expect-error target is required
   new coffer.BackupPolicy("no-target", { zone: "z" });
   // @ts-expect-error target kind is "directory"
@@ -42,18 +46,38 @@ export function declaredEscrow(passphrase: pulumi.Output<string>, publicKey: pul
   holds<Equal<typeof escrow.version, pulumi.Output<number>>>();
   holds<Equal<typeof escrow.recordStatus, pulumi.Output<coffer.RecordStatus>>>();
   holds<Equal<coffer.RecordStatus, "ok" | "missing" | "unreadable" | "recipients-differ" | "altered">>();
-  const policy = new coffer.BackupPolicy("gold", { zone: "z", target: { kind: "directory", path: "/x" }, encryption: { passphrase }, escrow, requireEscrow: true });
+  const policy = new coffer.BackupPolicy("gold", {
+    zone: "z",
+    target: { kind: "directory", path: "/x" },
+    encryption: { passphrase },
+    escrow,
+    requireEscrow: true,
+  });
   new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "d", disk: "/d" }], trigger: "t", escrow });
-  const chain = { name: "c", disk: "/c.qcow2", format: "qcow2" as const, backingFiles: ["/b.qcow2"], dataFile: "/c.data" };
+  const chain = {
+    name: "c",
+    disk: "/c.qcow2",
+    format: "qcow2" as const,
+    backingFiles: ["/b.qcow2"],
+    dataFile: "/c.data",
+  };
   new coffer.EncryptedBackupSet("chain", { policy, sources: [chain], trigger: "t" });
   // @ts-expect-error format is "raw" or "qcow2"
   new coffer.EncryptedBackupSet("vmdk", { policy, sources: [{ name: "v", disk: "/v", format: "vmdk" }], trigger: "t" });
 
   // @ts-expect-error recipients are required
   new coffer.SecretEscrow("no-recipients", { secret: passphrase, store: { kind: "directory", path: "/x" } });
-  // @ts-expect-error a recipient needs a publicKey
-  new coffer.SecretEscrow("no-key", { secret: passphrase, recipients: [{ name: "a" }], store: { kind: "directory", path: "/x" } });
-  // @ts-expect-error escrow is a SecretEscrow, not a record id
-  new coffer.BackupPolicy("string-escrow", { zone: "z", target: { kind: "directory", path: "/x" }, escrow: "gold-passphrase" });
+  new coffer.SecretEscrow("no-key", {
+    secret: passphrase,
+    // @ts-expect-error a recipient needs a publicKey
+    recipients: [{ name: "a" }],
+    store: { kind: "directory", path: "/x" },
+  });
+  new coffer.BackupPolicy("string-escrow", {
+    zone: "z",
+    target: { kind: "directory", path: "/x" },
+    // @ts-expect-error escrow is a SecretEscrow, not a record id
+    escrow: "gold-passphrase",
+  });
   return escrow;
 }

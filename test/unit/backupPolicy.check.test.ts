@@ -56,9 +56,19 @@ describe("BackupPolicy check", () => {
   });
 
   test.each([
-    ["encryption without a passphrase", { encryption: {} }, "encryption.passphrase", /required when encryption is set.*remove `encryption`/],
+    [
+      "encryption without a passphrase",
+      { encryption: {} },
+      "encryption.passphrase",
+      /required when encryption is set.*remove `encryption`/,
+    ],
     ["an empty passphrase", { encryption: { passphrase: "" } }, "encryption.passphrase", /at least 12 characters/],
-    ["a negative bandwidth", { bandwidthLimitMiBps: -5 }, "bandwidthLimitMiBps", /must not be negative: use 0 or leave it out/],
+    [
+      "a negative bandwidth",
+      { bandwidthLimitMiBps: -5 },
+      "bandwidthLimitMiBps",
+      /must not be negative: use 0 or leave it out/,
+    ],
     ["a fractional bandwidth", { bandwidthLimitMiBps: 2.5 }, "bandwidthLimitMiBps", /whole number/],
     ["a bandwidth given as text", { bandwidthLimitMiBps: "50" }, "bandwidthLimitMiBps", /whole number of MiB\/s/],
     ["an unknown compression", { compression: "lz4" }, "compression", /one of "none", "zstd", "zlib"/],
@@ -66,7 +76,12 @@ describe("BackupPolicy check", () => {
     ["a relative target path", { target: { kind: "directory", path: "backups" } }, "target.path", /must be absolute/],
     ["a missing target path", { target: { kind: "directory" } }, "target.path", /target.path is required/],
     ["a missing target", { target: undefined }, "target", /target is required/],
-    ["a target path with ..", { target: { kind: "directory", path: "/srv/../etc" } }, "target.path", /must not contain/],
+    [
+      "a target path with ..",
+      { target: { kind: "directory", path: "/srv/../etc" } },
+      "target.path",
+      /must not contain/,
+    ],
     ["another target kind", { target: { kind: "s3", path: "/x" } }, "target.kind", /must be "directory"/],
     ["/ as the target", { target: { kind: "directory", path: "/" } }, "target.path", SYSTEM_FOLDER],
     ["a target under /etc", { target: { kind: "directory", path: "/etc/x" } }, "target.path", SYSTEM_FOLDER],
@@ -81,12 +96,32 @@ describe("BackupPolicy check", () => {
     ["an ssh host with a space", { host: "kvm-07 rm" }, "host", /ssh destination/],
     ["a misspelt field", { compresion: "zstd" }, "compresion", /not a known field: check its spelling/],
     ["a misspelt retention field", { retention: { keep: 3 } }, "retention.keep", /not a known field/],
-    ["a misspelt target field", { target: { kind: "directory", path: "/srv/b", host: "kvm-7" } }, "target.host", /not a known field/],
-    ["requireEscrow on an encrypted policy without escrow", { requireEscrow: true }, "escrow", /escrow is required \(requireEscrow: true\).*coffer.SecretEscrow/],
-    ["an escrow of another secret", { escrow: { ...escrow, escrowsPassphrase: false } }, "escrow.escrowsPassphrase", /another secret than the policy's passphrase \(encryption.passphrase\)/],
+    [
+      "a misspelt target field",
+      { target: { kind: "directory", path: "/srv/b", host: "kvm-7" } },
+      "target.host",
+      /not a known field/,
+    ],
+    [
+      "requireEscrow on an encrypted policy without escrow",
+      { requireEscrow: true },
+      "escrow",
+      /escrow is required \(requireEscrow: true\).*coffer.SecretEscrow/,
+    ],
+    [
+      "an escrow of another secret",
+      { escrow: { ...escrow, escrowsPassphrase: false } },
+      "escrow.escrowsPassphrase",
+      /another secret than the policy's passphrase \(encryption.passphrase\)/,
+    ],
     ["an escrow without encryption", { encryption: undefined, escrow }, "escrow", /no passphrase to escrow/],
     ["a requireEscrow given as text", { requireEscrow: "yes" }, "requireEscrow", /true or false/],
-    ["a misspelt encryption field", { encryption: { passphrase: "long enough passphrase", cipher: "aes" } }, "encryption.cipher", /not a known field/],
+    [
+      "a misspelt encryption field",
+      { encryption: { passphrase: "long enough passphrase", cipher: "aes" } },
+      "encryption.cipher",
+      /not a known field/,
+    ],
   ])("rejects %s, naming the field and the fix", async (_what, change, property, reason) => {
     const failures = await failuresFor({ ...valid, ...change });
     expect(failures).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
@@ -112,12 +147,19 @@ describe("BackupPolicy check", () => {
 
   test("lets an escrow that is unknown during preview satisfy requireEscrow", async () => {
     expect(await failuresFor({ ...valid, escrow: UNKNOWN, requireEscrow: true })).toEqual([]);
-    expect(await failuresFor({ ...valid, escrow: { ...escrow, escrowsPassphrase: UNKNOWN }, requireEscrow: true })).toEqual([]);
+    expect(
+      await failuresFor({ ...valid, escrow: { ...escrow, escrowsPassphrase: UNKNOWN }, requireEscrow: true }),
+    ).toEqual([]);
   });
 
   test("reports an escrow of another secret even while its store is unknown at preview", async () => {
     const failures = await failuresFor({ ...valid, escrow: { ...escrow, store: UNKNOWN, escrowsPassphrase: false } });
-    expect(failures).toEqual([expect.objectContaining({ property: "escrow.escrowsPassphrase", reason: expect.stringMatching(/another secret/) })]);
+    expect(failures).toEqual([
+      expect.objectContaining({
+        property: "escrow.escrowsPassphrase",
+        reason: expect.stringMatching(/another secret/),
+      }),
+    ]);
   });
 
   test("never puts the passphrase in a failure", async () => {

@@ -48,7 +48,11 @@ describe("BackupPolicy provider on a real directory", () => {
       revision: 1,
       settings: {
         compression: "zstd",
-        encryption: { enabled: true, format: "luks", passphraseFingerprint: expect.stringMatching(/^hmac-sha256:[0-9a-f]{64}$/) },
+        encryption: {
+          enabled: true,
+          format: "luks",
+          passphraseFingerprint: expect.stringMatching(/^hmac-sha256:[0-9a-f]{64}$/),
+        },
         bandwidthLimitMiBps: 50,
         integrityCheck: "full",
         retention: { keepLast: 7, maxAgeDays: 30 },
@@ -72,7 +76,11 @@ describe("BackupPolicy provider on a real directory", () => {
     expect(read.id).toBe(id);
     expect(read.props).toEqual(outs);
     expect(read.inputs).toEqual(await checked());
-    expect(await provider.diff(id, read.props, await checked())).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    expect(await provider.diff(id, read.props, await checked())).toEqual({
+      changes: false,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
   });
 
   test("an out-of-band edit shows as drift in read, and update writes the declared policy back", async () => {
@@ -83,7 +91,11 @@ describe("BackupPolicy provider on a real directory", () => {
     await fs.writeFile(docFile(), JSON.stringify(edited));
 
     const read = await provider.read(id, outs);
-    expect(read.props).toMatchObject({ compression: "none", bandwidthLimitMiBps: 0, settings: { compression: "none" } });
+    expect(read.props).toMatchObject({
+      compression: "none",
+      bandwidthLimitMiBps: 0,
+      settings: { compression: "none" },
+    });
     expect(read.inputs).toMatchObject({ compression: "none", bandwidthLimitMiBps: 0 });
     expect(await provider.diff(id, read.props, await checked())).toMatchObject({ changes: true, replaces: [] });
 
@@ -114,8 +126,14 @@ describe("BackupPolicy provider on a real directory", () => {
 
   test("a changed passphrase updates the fingerprint; the same one does not", async () => {
     const { id, outs } = await provider.create(await checked());
-    expect(await provider.diff(id, outs, await checked({ encryption: { passphrase: "another long passphrase" } }))).toMatchObject({ changes: true });
-    const { outs: next } = await provider.update(id, outs, await checked({ encryption: { passphrase: "another long passphrase" } }));
+    expect(
+      await provider.diff(id, outs, await checked({ encryption: { passphrase: "another long passphrase" } })),
+    ).toMatchObject({ changes: true });
+    const { outs: next } = await provider.update(
+      id,
+      outs,
+      await checked({ encryption: { passphrase: "another long passphrase" } }),
+    );
     expect(next.settings.encryption.passphraseFingerprint).not.toBe(outs.settings.encryption.passphraseFingerprint);
   });
 
@@ -154,10 +172,22 @@ describe("BackupPolicy provider on a real directory", () => {
 
   test("zone or target changes replace, new document first; other changes update in place", async () => {
     const { id, outs } = await provider.create(await checked());
-    expect(await provider.diff(id, outs, await checked({ zone: "zone-b" }))).toEqual({ changes: true, replaces: ["zone"], deleteBeforeReplace: false });
-    expect(await provider.diff(id, outs, await checked({ target: { kind: "directory", path: "/elsewhere" } }))).toMatchObject({ replaces: ["target"] });
-    expect(await provider.diff(id, outs, await checked({ integrityCheck: "metadata" }))).toMatchObject({ changes: true, replaces: [] });
-    expect(await provider.diff(id, outs, await checked({ retention: undefined }))).toMatchObject({ changes: true, replaces: [] });
+    expect(await provider.diff(id, outs, await checked({ zone: "zone-b" }))).toEqual({
+      changes: true,
+      replaces: ["zone"],
+      deleteBeforeReplace: false,
+    });
+    expect(
+      await provider.diff(id, outs, await checked({ target: { kind: "directory", path: "/elsewhere" } })),
+    ).toMatchObject({ replaces: ["target"] });
+    expect(await provider.diff(id, outs, await checked({ integrityCheck: "metadata" }))).toMatchObject({
+      changes: true,
+      replaces: [],
+    });
+    expect(await provider.diff(id, outs, await checked({ retention: undefined }))).toMatchObject({
+      changes: true,
+      replaces: [],
+    });
   });
 
   test("no result carries an undefined value (the host's protobuf conversion rejects them)", async () => {
@@ -181,12 +211,17 @@ describe("BackupPolicy provider on a real directory", () => {
     // State from before manifest keys: the diff asks for an update, which makes one.
     const { manifestKey: _dropped, ...old } = outs;
     expect(await provider.diff(id, old, await checked({ encryption: undefined }))).toMatchObject({ changes: true });
-    expect((await provider.update(id, old, await checked({ encryption: undefined }))).outs.manifestKey).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+    expect((await provider.update(id, old, await checked({ encryption: undefined }))).outs.manifestKey).toMatch(
+      /^[A-Za-z0-9+/]{43}=$/,
+    );
   });
 
   test("changing the host is an update", async () => {
     const { id, outs } = await provider.create(await checked());
-    expect(await provider.diff(id, outs, await checked({ host: "kvm-07" }))).toMatchObject({ changes: true, replaces: [] });
+    expect(await provider.diff(id, outs, await checked({ host: "kvm-07" }))).toMatchObject({
+      changes: true,
+      replaces: [],
+    });
     const { outs: next } = await provider.update(id, outs, await checked({ host: "kvm-07" }));
     expect(next.host).toBe("kvm-07");
     expect(await provider.diff(id, next, await checked({ host: "kvm-07" }))).toMatchObject({ changes: false });
@@ -262,7 +297,9 @@ describe("BackupPolicy provider on a real directory", () => {
         throw new Error(`ENOSPC: no space left on device, while writing for ${PASSPHRASE}`);
       },
     };
-    const error = await createBackupPolicyProvider(failing).update(id, outs, await checked({ integrityCheck: "metadata" })).catch((e) => e);
+    const error = await createBackupPolicyProvider(failing)
+      .update(id, outs, await checked({ integrityCheck: "metadata" }))
+      .catch((e) => e);
     expect(error).toMatchObject({ code: "IO_FAILED" });
     expect(error.message).toMatch(/no space left/);
     expect(error.message).not.toContain(PASSPHRASE);

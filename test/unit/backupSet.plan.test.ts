@@ -1,12 +1,28 @@
 import { UNKNOWN } from "../../provider/common/check";
 import { provider } from "../../provider/backupSet";
-import { BackupSetOutputs, boundedAll, createBackupSetProvider, planSetChange } from "../../provider/backupSet/provider";
+import {
+  BackupSetOutputs,
+  boundedAll,
+  createBackupSetProvider,
+  planSetChange,
+} from "../../provider/backupSet/provider";
 
-const policy = { id: "zone-a-1", zone: "zone-a", target: { kind: "directory", path: "/srv/b" }, compression: "zstd", integrityCheck: "full", bandwidthLimitMiBps: 0, encrypted: true };
+const policy = {
+  id: "zone-a-1",
+  zone: "zone-a",
+  target: { kind: "directory", path: "/srv/b" },
+  compression: "zstd",
+  integrityCheck: "full",
+  bandwidthLimitMiBps: 0,
+  encrypted: true,
+};
 const declared = {
   policy,
   keys: { passphrase: "correct horse battery staple", manifestKey: "k".repeat(44) },
-  sources: [{ name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" }, { name: "db-1-vda", qmpSocket: "/run/qemu/db-1.qmp", device: "vda" }],
+  sources: [
+    { name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" },
+    { name: "db-1-vda", qmpSocket: "/run/qemu/db-1.qmp", device: "vda" },
+  ],
   trigger: "2026-11-24",
 };
 
@@ -22,12 +38,37 @@ describe("EncryptedBackupSet check", () => {
   });
 
   test.each([
-    ["a source with disk and qmpSocket", { sources: [{ name: "a", disk: "/d", qmpSocket: "/s", device: "vda" }] }, "sources.0.disk", /either disk .* or qmpSocket and device .*, not both/],
+    [
+      "a source with disk and qmpSocket",
+      { sources: [{ name: "a", disk: "/d", qmpSocket: "/s", device: "vda" }] },
+      "sources.0.disk",
+      /either disk .* or qmpSocket and device .*, not both/,
+    ],
     ["a source with neither", { sources: [{ name: "a" }] }, "sources.0.disk", /give disk .* or qmpSocket and device/],
-    ["a running VM without device", { sources: [{ name: "a", qmpSocket: "/s" }] }, "sources.0.device", /needs both qmpSocket and device/],
+    [
+      "a running VM without device",
+      { sources: [{ name: "a", qmpSocket: "/s" }] },
+      "sources.0.device",
+      /needs both qmpSocket and device/,
+    ],
     ["a relative disk path", { sources: [{ name: "a", disk: "images/a.qcow2" }] }, "sources.0.disk", /absolute path/],
-    ["a duplicate name", { sources: [{ name: "a", disk: "/a" }, { name: "a", disk: "/b" }] }, "sources.1.name", /used twice/],
-    ["a name that is not a file name", { sources: [{ name: "../a", disk: "/a" }] }, "sources.0.name", /letters, digits/],
+    [
+      "a duplicate name",
+      {
+        sources: [
+          { name: "a", disk: "/a" },
+          { name: "a", disk: "/b" },
+        ],
+      },
+      "sources.1.name",
+      /used twice/,
+    ],
+    [
+      "a name that is not a file name",
+      { sources: [{ name: "../a", disk: "/a" }] },
+      "sources.0.name",
+      /letters, digits/,
+    ],
     [
       "a format other than raw or qcow2",
       { sources: [{ name: "a", disk: "/d", format: "vmdk" }] },
@@ -74,12 +115,37 @@ describe("EncryptedBackupSet check", () => {
     ["an empty trigger", { trigger: "" }, "trigger", /must not be empty/],
     ["a concurrency of 0", { concurrency: 0 }, "concurrency", /from 1 to 16/],
     ["a host that would be an ssh option", { host: "-oProxyCommand=x" }, "host", /not starting with "-"/],
-    ["an escrow of another secret", { escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: false } }, "escrow.escrowsPassphrase", /another secret than the policy's passphrase/],
-    ["an escrow under an unencrypted policy", { policy: { ...policy, encrypted: false }, escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true } }, "escrow", /does not encrypt: there is no passphrase to escrow/],
-    ["an unencrypted policy without its manifest key", { policy: { ...policy, encrypted: false }, keys: { passphrase: "x" } }, "keys.manifestKey", /manifest key did not reach/],
-    ["an encrypted policy without its passphrase", { keys: { manifestKey: "k" } }, "keys.passphrase", /no passphrase reached/],
+    [
+      "an escrow of another secret",
+      { escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: false } },
+      "escrow.escrowsPassphrase",
+      /another secret than the policy's passphrase/,
+    ],
+    [
+      "an escrow under an unencrypted policy",
+      {
+        policy: { ...policy, encrypted: false },
+        escrow: { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true },
+      },
+      "escrow",
+      /does not encrypt: there is no passphrase to escrow/,
+    ],
+    [
+      "an unencrypted policy without its manifest key",
+      { policy: { ...policy, encrypted: false }, keys: { passphrase: "x" } },
+      "keys.manifestKey",
+      /manifest key did not reach/,
+    ],
+    [
+      "an encrypted policy without its passphrase",
+      { keys: { manifestKey: "k" } },
+      "keys.passphrase",
+      /no passphrase reached/,
+    ],
   ])("rejects %s, naming the field", async (_what, change, property, reason) => {
-    expect(await failuresFor(change)).toEqual([expect.objectContaining({ property, reason: expect.stringMatching(reason) })]);
+    expect(await failuresFor(change)).toEqual([
+      expect.objectContaining({ property, reason: expect.stringMatching(reason) }),
+    ]);
   });
 
   test("lets unknown values through during preview", async () => {
@@ -88,7 +154,11 @@ describe("EncryptedBackupSet check", () => {
 });
 
 describe("planSetChange", () => {
-  const olds = { ...declared, concurrency: 2, verification: { status: "ok", checkedAt: "t", level: "full", failures: [] } } as unknown as BackupSetOutputs;
+  const olds = {
+    ...declared,
+    concurrency: 2,
+    verification: { status: "ok", checkedAt: "t", level: "full", failures: [] },
+  } as unknown as BackupSetOutputs;
   const news = { ...declared, concurrency: 2 };
 
   test("nothing changed: no changes", () => {
@@ -96,10 +166,16 @@ describe("planSetChange", () => {
   });
 
   test("a new trigger, sources, policy setting or key takes a new set, made before the old one goes", () => {
-    expect(planSetChange(olds, { ...news, trigger: "2026-11-25" })).toEqual({ changes: true, replaces: ["trigger"], deleteBeforeReplace: false });
+    expect(planSetChange(olds, { ...news, trigger: "2026-11-25" })).toEqual({
+      changes: true,
+      replaces: ["trigger"],
+      deleteBeforeReplace: false,
+    });
     expect(planSetChange(olds, { ...news, sources: declared.sources.slice(1) }).replaces).toEqual(["sources"]);
     expect(planSetChange(olds, { ...news, policy: { ...policy, compression: "zlib" } }).replaces).toEqual(["policy"]);
-    expect(planSetChange(olds, { ...news, keys: { ...declared.keys, passphrase: "rotated passphrase!!" } }).replaces).toEqual(["keys"]);
+    expect(
+      planSetChange(olds, { ...news, keys: { ...declared.keys, passphrase: "rotated passphrase!!" } }).replaces,
+    ).toEqual(["keys"]);
   });
 
   test("check adds no format to a source without one: sets taken before format existed stay", async () => {
@@ -113,29 +189,57 @@ describe("planSetChange", () => {
 
   test("a set that failed or went missing on refresh is replaced", () => {
     for (const status of ["failed", "missing"]) {
-      expect(planSetChange({ ...olds, verification: { ...olds.verification, status } } as BackupSetOutputs, news)).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
+      expect(
+        planSetChange({ ...olds, verification: { ...olds.verification, status } } as BackupSetOutputs, news),
+      ).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
     }
   });
 
   test("a rotated or newly linked escrow leaves the set as it is: its manifest keeps naming the version it was taken with", () => {
     const escrow = { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true };
     const linked = { ...olds, escrow: { ...escrow, version: 1 } } as BackupSetOutputs;
-    expect(planSetChange(linked, { ...news, escrow })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
-    expect(planSetChange(linked, { ...news, escrow: { ...escrow, recordId: "another" } })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
-    expect(planSetChange(olds, { ...news, escrow })).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
+    expect(planSetChange(linked, { ...news, escrow })).toEqual({
+      changes: false,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
+    expect(planSetChange(linked, { ...news, escrow: { ...escrow, recordId: "another" } })).toEqual({
+      changes: false,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
+    expect(planSetChange(olds, { ...news, escrow })).toEqual({
+      changes: false,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
   });
 
   test("only the key the set uses counts: the passphrase when encrypted, else the manifest key", () => {
-    expect(planSetChange(olds, { ...news, keys: { passphrase: declared.keys.passphrase } })).toMatchObject({ changes: false, replaces: [] });
-    expect(planSetChange(olds, { ...news, keys: { ...declared.keys, manifestKey: "another" } })).toMatchObject({ changes: false, replaces: [] });
-    const plain = { ...olds, policy: { ...policy, encrypted: false }, keys: { manifestKey: "k1" } } as unknown as BackupSetOutputs;
+    expect(planSetChange(olds, { ...news, keys: { passphrase: declared.keys.passphrase } })).toMatchObject({
+      changes: false,
+      replaces: [],
+    });
+    expect(planSetChange(olds, { ...news, keys: { ...declared.keys, manifestKey: "another" } })).toMatchObject({
+      changes: false,
+      replaces: [],
+    });
+    const plain = {
+      ...olds,
+      policy: { ...policy, encrypted: false },
+      keys: { manifestKey: "k1" },
+    } as unknown as BackupSetOutputs;
     const plainNews = { ...news, policy: { ...policy, encrypted: false } };
     expect(planSetChange(plain, { ...plainNews, keys: { manifestKey: "k1" } })).toMatchObject({ changes: false });
     expect(planSetChange(plain, { ...plainNews, keys: { manifestKey: "k2" } }).replaces).toEqual(["keys"]);
   });
 
   test("concurrency alone updates in place", () => {
-    expect(planSetChange(olds, { ...news, concurrency: 4 })).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+    expect(planSetChange(olds, { ...news, concurrency: 4 })).toEqual({
+      changes: true,
+      replaces: [],
+      deleteBeforeReplace: false,
+    });
   });
 
   test("an unknown trigger during preview is a possible replacement", () => {
@@ -189,10 +293,15 @@ describe("deleting a set that spans hosts", () => {
       setDir: "/srv/b/sets/zone-a/s",
       manifestPath: "/srv/b/sets/zone-a/s/manifest.json",
       manifestHost: "local",
-      items: [{ file: "a.qcow2", via: "kvm-07" }, { file: "b.qcow2", via: "local" }],
+      items: [
+        { file: "a.qcow2", via: "kvm-07" },
+        { file: "b.qcow2", via: "local" },
+      ],
       verification: { status: "ok", checkedAt: "t", level: "full", failures: [] },
     };
-    await expect(setProvider.delete("s", state as never)).rejects.toThrow(/could not be deleted everywhere: host kvm-07/);
+    await expect(setProvider.delete("s", state as never)).rejects.toThrow(
+      /could not be deleted everywhere: host kvm-07/,
+    );
     expect(calls).toEqual(["kvm-07 delete-set", "local delete-set"]);
   });
 });

@@ -3,7 +3,12 @@ import { CofferError, isCofferError, redact, redactError } from "../../provider/
 describe("CofferError", () => {
   test("is data first: code, field, shortMessage; message adds the field", () => {
     const error = new CofferError("TARGET_UNREACHABLE", "mount it", { field: "target.path" });
-    expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", field: "target.path", shortMessage: "mount it", message: "target.path: mount it" });
+    expect(error).toMatchObject({
+      code: "TARGET_UNREACHABLE",
+      field: "target.path",
+      shortMessage: "mount it",
+      message: "target.path: mount it",
+    });
     expect(error.name).toBe("CofferError");
     expect(Object.keys(error)).not.toContain("name");
     expect(error).toBeInstanceOf(Error);

@@ -32,7 +32,13 @@ const manifest = (overrides: Partial<Manifest> = {}): Manifest => ({
 
 /** What a reader of the target could compute for a guess with the schema 1 key derivation (fast HKDF). */
 function fastGuess(signed: { manifest: Manifest }, guess: string): string {
-  const key = hkdfSync("sha256", Buffer.from(guess), Buffer.from(signed.manifest.setId), Buffer.from("coffer manifest v1"), 32);
+  const key = hkdfSync(
+    "sha256",
+    Buffer.from(guess),
+    Buffer.from(signed.manifest.setId),
+    Buffer.from("coffer manifest v1"),
+    32,
+  );
   return createHmac("sha256", Buffer.from(key)).update(canonicalJson(signed.manifest)).digest("hex");
 }
 
@@ -62,10 +68,17 @@ describe("manifest signatures", () => {
 
   test("manifests written by the previous release (schema 1, HKDF) still verify, and only with their key", async () => {
     const byPassphrase = fixture("manifest-v1-passphrase.json");
-    expect(await openManifest(byPassphrase, "release-0.1-passphrase")).toMatchObject({ ok: true, authentic: true, manifest: { schemaVersion: 1 } });
+    expect(await openManifest(byPassphrase, "release-0.1-passphrase")).toMatchObject({
+      ok: true,
+      authentic: true,
+      manifest: { schemaVersion: 1 },
+    });
     expect(await openManifest(byPassphrase, "release-0.1-passphrasX")).toMatchObject({ ok: true, authentic: false });
     const byKey = fixture("manifest-v1-manifest-key.json");
-    expect(await openManifest(byKey, "cmVsZWFzZS0wLjEtbWFuaWZlc3Qta2V5LTAwMDAwMDA=")).toMatchObject({ ok: true, authentic: true });
+    expect(await openManifest(byKey, "cmVsZWFzZS0wLjEtbWFuaWZlc3Qta2V5LTAwMDAwMDA=")).toMatchObject({
+      ok: true,
+      authentic: true,
+    });
   });
 
   test("a changed key derivation breaks the signature (no downgrade to the fast one)", async () => {
@@ -76,11 +89,20 @@ describe("manifest signatures", () => {
   });
 
   test("a manifest that asks a verifier for more than 1 GiB, or names a file outside its folder, is refused unread", () => {
-    const greedy = { manifest: { ...manifest(), mac: { kdf: "scrypt", N: 2 ** 23, r: 32, p: 1, salt: "AAAAAAAAAAAAAAAAAAAAAA==" } }, hmacSha256: "0".repeat(64) };
-    expect(readManifest(JSON.stringify(greedy))).toMatchObject({ ok: false, problem: expect.stringMatching(/more than 1 GiB/) });
+    const greedy = {
+      manifest: { ...manifest(), mac: { kdf: "scrypt", N: 2 ** 23, r: 32, p: 1, salt: "AAAAAAAAAAAAAAAAAAAAAA==" } },
+      hmacSha256: "0".repeat(64),
+    };
+    expect(readManifest(JSON.stringify(greedy))).toMatchObject({
+      ok: false,
+      problem: expect.stringMatching(/more than 1 GiB/),
+    });
     const item = JSON.parse(fixture("manifest-v1-passphrase.json"));
     item.manifest.items[0].file = "../other-set/web-1-root.qcow2.luks";
-    expect(readManifest(JSON.stringify(item))).toMatchObject({ ok: false, problem: expect.stringMatching(/items\.0\.file: must be a file name/) });
+    expect(readManifest(JSON.stringify(item))).toMatchObject({
+      ok: false,
+      problem: expect.stringMatching(/items\.0\.file: must be a file name/),
+    });
   });
 
   test("a manifest belongs to the folder of its own set, in the folder of its own zone", () => {
@@ -88,7 +110,11 @@ describe("manifest signatures", () => {
     expect(misplacement(m, "/srv/backups/sets/zone-a/2026-11-24-0a1b2c3d")).toBeUndefined();
     // A copy for a restore elsewhere keeps its set folder's name; the zone is only checked under sets/.
     expect(misplacement(m, "/restore/2026-11-24-0a1b2c3d/")).toBeUndefined();
-    expect(misplacement(m, "/srv/backups/sets/zone-a/2026-11-25-99999999")).toMatch(/belongs to set 2026-11-24-0a1b2c3d, not to this folder's set 2026-11-25-99999999/);
-    expect(misplacement(m, "/srv/backups/sets/zone-b/2026-11-24-0a1b2c3d")).toMatch(/belongs to zone zone-a, not to this folder's zone zone-b/);
+    expect(misplacement(m, "/srv/backups/sets/zone-a/2026-11-25-99999999")).toMatch(
+      /belongs to set 2026-11-24-0a1b2c3d, not to this folder's set 2026-11-25-99999999/,
+    );
+    expect(misplacement(m, "/srv/backups/sets/zone-b/2026-11-24-0a1b2c3d")).toMatch(
+      /belongs to zone zone-a, not to this folder's zone zone-b/,
+    );
   });
 });

@@ -27,7 +27,12 @@ describe("SecretEscrow check", () => {
     const result = await provider.check({}, valid);
     expect(result.failures).toBeUndefined();
     const { __provider: _p, ...expected } = valid;
-    expect(result.inputs).toEqual({ ...expected, store: { kind: "directory", path: "/srv/escrow" }, forceDelete: false, recordStatus: "ok" });
+    expect(result.inputs).toEqual({
+      ...expected,
+      store: { kind: "directory", path: "/srv/escrow" },
+      forceDelete: false,
+      recordStatus: "ok",
+    });
     const noThreshold = await provider.check({}, { ...valid, threshold: undefined });
     expect(noThreshold.inputs?.threshold).toBe(1);
   });
@@ -36,14 +41,48 @@ describe("SecretEscrow check", () => {
     ["an empty secret", { secret: "" }, "secret", /secret must not be empty/],
     ["a missing secret", { secret: undefined }, "secret", /secret is required/],
     ["no recipients", { recipients: [] }, "recipients", /at least one holder/],
-    ["a malformed public key", { recipients: [{ name: "dr-team", publicKey: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----" }] }, "recipients.0.publicKey", /recipients\[0\].publicKey \(dr-team\) is not a PEM public key/],
-    ["a private key given as the public key", { recipients: [{ name: "dr-team", publicKey: "ssh-ed25519 AAAAC3Nza" }] }, "recipients.0.publicKey", /not a PEM public key: give the recipient's public key/],
-    ["a 2048-bit RSA key", { recipients: [{ name: "dr-team", publicKey: weak.publicKey }] }, "recipients.0.publicKey", /RSA key of 2048 bits: use 3072 bits or more, or X25519/],
-    ["an Ed25519 key", { recipients: [{ name: "dr-team", publicKey: ed25519Pair().publicKey }] }, "recipients.0.publicKey", /is a ed25519 key: use RSA \(3072 bits or more\) or X25519/],
+    [
+      "a malformed public key",
+      {
+        recipients: [
+          { name: "dr-team", publicKey: "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----" },
+        ],
+      },
+      "recipients.0.publicKey",
+      /recipients\[0\].publicKey \(dr-team\) is not a PEM public key/,
+    ],
+    [
+      "a private key given as the public key",
+      { recipients: [{ name: "dr-team", publicKey: "ssh-ed25519 AAAAC3Nza" }] },
+      "recipients.0.publicKey",
+      /not a PEM public key: give the recipient's public key/,
+    ],
+    [
+      "a 2048-bit RSA key",
+      { recipients: [{ name: "dr-team", publicKey: weak.publicKey }] },
+      "recipients.0.publicKey",
+      /RSA key of 2048 bits: use 3072 bits or more, or X25519/,
+    ],
+    [
+      "an Ed25519 key",
+      { recipients: [{ name: "dr-team", publicKey: ed25519Pair().publicKey }] },
+      "recipients.0.publicKey",
+      /is a ed25519 key: use RSA \(3072 bits or more\) or X25519/,
+    ],
     ["a missing public key", { recipients: [{ name: "dr-team" }] }, "recipients.0.publicKey", /publicKey is required/],
-    ["a recipient without a name", { recipients: [{ publicKey: dr.publicKey }] }, "recipients.0.name", /name is required/],
+    [
+      "a recipient without a name",
+      { recipients: [{ publicKey: dr.publicKey }] },
+      "recipients.0.name",
+      /name is required/,
+    ],
     ["a threshold of 0", { threshold: 0 }, "threshold", /at least 1/],
-    ["a threshold above the recipients", { threshold: 3 }, "threshold", /threshold 3 is more than the 2 recipient\(s\).*use 1 to 2/],
+    [
+      "a threshold above the recipients",
+      { threshold: 3 },
+      "threshold",
+      /threshold 3 is more than the 2 recipient\(s\).*use 1 to 2/,
+    ],
     ["a fractional threshold", { threshold: 1.5 }, "threshold", /whole number/],
     ["a relative store", { store: { kind: "directory", path: "escrow" } }, "store.path", /store.path must be absolute/],
     ["/ as the store", { store: { kind: "directory", path: "/" } }, "store.path", /dedicated .*\/srv\/escrow.*not \//],
@@ -58,14 +97,33 @@ describe("SecretEscrow check", () => {
   });
 
   test("rejects duplicate names and one key given to two recipients", async () => {
-    const twice = await failuresFor({ ...valid, recipients: [valid.recipients[0], { name: "dr-team", publicKey: security.publicKey }] });
-    expect(twice).toEqual([{ property: "recipients.1.name", reason: expect.stringMatching(/"dr-team" is used twice \(also recipients\[0\]\)/) }]);
-    const sameKey = await failuresFor({ ...valid, recipients: [valid.recipients[0], { name: "backup", publicKey: dr.publicKey }] });
-    expect(sameKey).toEqual([{ property: "recipients.1.publicKey", reason: expect.stringMatching(/same key as recipients\[0\]/) }]);
+    const twice = await failuresFor({
+      ...valid,
+      recipients: [valid.recipients[0], { name: "dr-team", publicKey: security.publicKey }],
+    });
+    expect(twice).toEqual([
+      {
+        property: "recipients.1.name",
+        reason: expect.stringMatching(/"dr-team" is used twice \(also recipients\[0\]\)/),
+      },
+    ]);
+    const sameKey = await failuresFor({
+      ...valid,
+      recipients: [valid.recipients[0], { name: "backup", publicKey: dr.publicKey }],
+    });
+    expect(sameKey).toEqual([
+      { property: "recipients.1.publicKey", reason: expect.stringMatching(/same key as recipients\[0\]/) },
+    ]);
   });
 
   test("reports every bad recipient at once, and never the secret", async () => {
-    const failures = await failuresFor({ ...valid, recipients: [{ name: "a", publicKey: weak.publicKey }, { name: "b", publicKey: "junk" }] });
+    const failures = await failuresFor({
+      ...valid,
+      recipients: [
+        { name: "a", publicKey: weak.publicKey },
+        { name: "b", publicKey: "junk" },
+      ],
+    });
     expect(failures.map((f) => f.property)).toEqual(["recipients.0.publicKey", "recipients.1.publicKey"]);
     expect(JSON.stringify(failures)).not.toContain(SECRET);
   });
@@ -74,6 +132,8 @@ describe("SecretEscrow check", () => {
     expect(await failuresFor({ ...valid, secret: UNKNOWN })).toEqual([]);
     expect(await failuresFor({ ...valid, recipients: [{ name: "dr-team", publicKey: UNKNOWN }] })).toEqual([]);
     // A known bad value is still reported next to an unknown one.
-    expect(await failuresFor({ ...valid, secret: UNKNOWN, threshold: 0 })).toEqual([expect.objectContaining({ property: "threshold" })]);
+    expect(await failuresFor({ ...valid, secret: UNKNOWN, threshold: 0 })).toEqual([
+      expect.objectContaining({ property: "threshold" }),
+    ]);
   });
 });

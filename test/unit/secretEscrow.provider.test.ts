@@ -4,7 +4,12 @@ import { isCofferError } from "../../provider/common/errors";
 import { MANIFEST_KIND, Manifest, renderSignedManifest } from "../../provider/agent/manifest";
 import { localHost } from "../../provider/escrow";
 import { SecretEscrowOutputs, createSecretEscrowProvider, planEscrowChange } from "../../provider/escrow/provider";
-import { ensureReference, liveReferences, referenceCurrentVersion, releaseReference } from "../../provider/escrow/references";
+import {
+  ensureReference,
+  liveReferences,
+  referenceCurrentVersion,
+  releaseReference,
+} from "../../provider/escrow/references";
 import { recordVersions, recoverSecret, writeCurrentVersion, writeRecord } from "../../provider/escrow/record";
 import { parseRecipientKey } from "../../provider/escrow/envelope";
 import { rsaPair, x25519Pair } from "../support/escrowKeys";
@@ -49,18 +54,36 @@ async function setReferring(setId: string, version: number): Promise<string> {
   const manifestPath = path.join(tempDir(), "target", setId, "manifest.json");
   await fs.mkdir(path.dirname(manifestPath), { recursive: true });
   const manifest: Manifest = {
-    kind: MANIFEST_KIND, schemaVersion: 1, setId, name: "n", trigger: "n", zone: "gold",
+    kind: MANIFEST_KIND,
+    schemaVersion: 1,
+    setId,
+    name: "n",
+    trigger: "n",
+    zone: "gold",
     policy: { compression: "zstd", encrypted: true, bandwidthLimitMiBps: 0, integrityCheck: "full" },
-    keySource: "passphrase", escrow: { recordId: "gold-passphrase", store: tempDir(), version },
-    qemuVersion: "7.2", createdAt: "2026-11-24T00:00:00Z", items: [],
+    keySource: "passphrase",
+    escrow: { recordId: "gold-passphrase", store: tempDir(), version },
+    qemuVersion: "7.2",
+    createdAt: "2026-11-24T00:00:00Z",
+    items: [],
   };
-  expect(await referenceCurrentVersion(tempDir(), "gold-passphrase", { setId, manifestPath, manifestHost: "local", createdAt: "2026-11-24T00:00:00Z" })).toBe(version);
+  expect(
+    await referenceCurrentVersion(tempDir(), "gold-passphrase", {
+      setId,
+      manifestPath,
+      manifestHost: "local",
+      createdAt: "2026-11-24T00:00:00Z",
+    }),
+  ).toBe(version);
   await fs.writeFile(manifestPath, await renderSignedManifest(manifest, SECRET));
   return manifestPath;
 }
 
 async function codeOf(work: Promise<unknown>): Promise<{ code: string; field?: string; message: string }> {
-  const error = await work.then(() => undefined, (e: unknown) => e);
+  const error = await work.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   if (!isCofferError(error)) throw new Error(`expected a CofferError, got ${String(error)}`);
   return { code: error.code, field: error.field, message: error.message };
 }
@@ -78,7 +101,11 @@ describe("SecretEscrow provider", () => {
       recordProblems: [],
       schemaVersion: 1,
       recipientKeys: [
-        { name: "dr-team", type: "x25519", fingerprint: (parseRecipientKey(dr.publicKey) as { key: { fingerprint: string } }).key.fingerprint },
+        {
+          name: "dr-team",
+          type: "x25519",
+          fingerprint: (parseRecipientKey(dr.publicKey) as { key: { fingerprint: string } }).key.fingerprint,
+        },
         { name: "security", type: "rsa", fingerprint: expect.stringMatching(/^sha256:[0-9a-f]{64}$/) },
       ],
     });
@@ -86,7 +113,9 @@ describe("SecretEscrow provider", () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(await fs.readFile(file, "utf8")).not.toContain(SECRET);
     expect(await recoverSecret(tempDir(), "gold-passphrase", [security.privateKey])).toBe(SECRET);
-    await expect(recoverSecret(tempDir(), "gold-passphrase", [stranger.privateKey])).rejects.toThrow(/not one of this record's recipients \(dr-team, security\)/);
+    await expect(recoverSecret(tempDir(), "gold-passphrase", [stranger.privateKey])).rejects.toThrow(
+      /not one of this record's recipients \(dr-team, security\)/,
+    );
   });
 
   test("create never overwrites a record already in the store", async () => {
@@ -98,7 +127,9 @@ describe("SecretEscrow provider", () => {
   });
 
   test("a store that is not there is an error naming store.path, and nothing is written", async () => {
-    const error = await codeOf(provider.create(inputs({ store: { kind: "directory", path: path.join(tempDir(), "not-mounted") } })));
+    const error = await codeOf(
+      provider.create(inputs({ store: { kind: "directory", path: path.join(tempDir(), "not-mounted") } })),
+    );
     expect(error).toMatchObject({ code: "TARGET_UNREACHABLE", field: "store.path" });
     expect(await fs.readdir(tempDir())).toEqual([]);
   });
@@ -109,7 +140,10 @@ describe("SecretEscrow provider", () => {
 
     const text = await fs.readFile(outs.recordPath, "utf8");
     await fs.writeFile(outs.recordPath, text.replace('"createdAt": "', '"createdAt": "1'));
-    expect(await refreshed(outs)).toMatchObject({ recordStatus: "altered", recordProblems: [expect.stringMatching(/has changed since it was written/)] });
+    expect(await refreshed(outs)).toMatchObject({
+      recordStatus: "altered",
+      recordProblems: [expect.stringMatching(/has changed since it was written/)],
+    });
 
     await fs.writeFile(outs.recordPath, "{ not json");
     expect((await refreshed(outs)).recordStatus).toBe("unreadable");
@@ -119,13 +153,19 @@ describe("SecretEscrow provider", () => {
     await writeRecord(tempDir(), "gold-passphrase", 1, SECRET, [{ name: "dr-team", key: strangerKey.key }], 1);
     const differ = await refreshed(outs);
     expect(differ.recordStatus).toBe("recipients-differ");
-    expect(differ.recordProblems[0]).toMatch(/sealed for dr-team \([0-9a-f]{12}\) with threshold 1; declared: dr-team .*, security .* with threshold 1/);
+    expect(differ.recordProblems[0]).toMatch(
+      /sealed for dr-team \([0-9a-f]{12}\) with threshold 1; declared: dr-team .*, security .* with threshold 1/,
+    );
 
     await fs.rm(outs.recordPath);
     const missing = await refreshed(outs);
     expect(missing).toMatchObject({ recordStatus: "missing", retainedVersions: [] });
     // Handed back as an input too, so that preview --diff shows "missing" => "ok".
-    expect((await provider.read("gold-passphrase", outs)).inputs).toMatchObject({ recordStatus: "missing", secret: SECRET, recordId: "gold-passphrase" });
+    expect((await provider.read("gold-passphrase", outs)).inputs).toMatchObject({
+      recordStatus: "missing",
+      secret: SECRET,
+      recordId: "gold-passphrase",
+    });
     expect(planEscrowChange(missing, inputs())).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
   });
 
@@ -142,12 +182,20 @@ describe("SecretEscrow provider", () => {
     const { outs } = await created();
     const manifestPath = await setReferring("set-a", 1);
     const { outs: v2 } = await provider.update("gold-passphrase", outs, inputs({ secret: "the rotated passphrase" }));
-    expect(v2).toMatchObject({ version: 2, retainedVersions: [1, 2], recordPath: path.join(tempDir(), "gold-passphrase", "v2.json") });
+    expect(v2).toMatchObject({
+      version: 2,
+      retainedVersions: [1, 2],
+      recordPath: path.join(tempDir(), "gold-passphrase", "v2.json"),
+    });
     expect(await recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey], 1)).toBe(SECRET);
     expect(await recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey])).toBe("the rotated passphrase");
 
     // Another rotation (new recipients) while set-a still needs v1: v2 goes, v1 stays.
-    const { outs: v3 } = await provider.update("gold-passphrase", v2, inputs({ secret: "the rotated passphrase", recipients: [{ name: "dr-team", publicKey: dr.publicKey }] }));
+    const { outs: v3 } = await provider.update(
+      "gold-passphrase",
+      v2,
+      inputs({ secret: "the rotated passphrase", recipients: [{ name: "dr-team", publicKey: dr.publicKey }] }),
+    );
     expect(v3).toMatchObject({ version: 3, retainedVersions: [1, 3] });
 
     // The set is deleted: releasing its reference removes v1.
@@ -163,7 +211,9 @@ describe("SecretEscrow provider", () => {
     expect(await liveReferences(tempDir(), "gold-passphrase")).toEqual([]);
     const { outs: v2 } = await provider.update("gold-passphrase", outs, inputs({ threshold: 2 }));
     expect(v2).toMatchObject({ version: 2, retainedVersions: [2] });
-    await expect(recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey])).rejects.toThrow(/needs keys of 2 recipients; got 1/);
+    await expect(recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey])).rejects.toThrow(
+      /needs keys of 2 recipients; got 1/,
+    );
     expect(await recoverSecret(tempDir(), "gold-passphrase", [dr.privateKey, security.privateKey])).toBe(SECRET);
   });
 
@@ -173,15 +223,27 @@ describe("SecretEscrow provider", () => {
     await provider.update("gold-passphrase", outs, inputs({ threshold: 2 }));
     expect(await referenceCurrentVersion(tempDir(), "gold-passphrase", ref)).toBe(2);
     await fs.rm(path.join(tempDir(), "gold-passphrase", "v2.json"));
-    expect(await codeOf(referenceCurrentVersion(tempDir(), "gold-passphrase", ref))).toMatchObject({ code: "SOURCE_MISSING", field: "escrow", message: expect.stringMatching(/v2 is not readable/) });
-    expect(await codeOf(referenceCurrentVersion(tempDir(), "never-written", ref))).toMatchObject({ message: expect.stringMatching(/never-written has no current version/) });
+    expect(await codeOf(referenceCurrentVersion(tempDir(), "gold-passphrase", ref))).toMatchObject({
+      code: "SOURCE_MISSING",
+      field: "escrow",
+      message: expect.stringMatching(/v2 is not readable/),
+    });
+    expect(await codeOf(referenceCurrentVersion(tempDir(), "never-written", ref))).toMatchObject({
+      message: expect.stringMatching(/never-written has no current version/),
+    });
   });
 
   test("an unmounted store fails a set's link with the fix, and refresh never writes a reference onto it", async () => {
     const store = path.join(tempDir(), "unmounted");
     const ref = { setId: "s", manifestPath: "/x", manifestHost: "local", createdAt: "" };
-    expect(await codeOf(referenceCurrentVersion(store, "gold-passphrase", ref))).toMatchObject({ code: "TARGET_UNREACHABLE", field: "escrow", message: expect.stringMatching(/is not an accessible directory: mount it/) });
-    await expect(ensureReference(store, "gold-passphrase", { ...ref, version: 1 })).rejects.toThrow(/not an accessible directory/);
+    expect(await codeOf(referenceCurrentVersion(store, "gold-passphrase", ref))).toMatchObject({
+      code: "TARGET_UNREACHABLE",
+      field: "escrow",
+      message: expect.stringMatching(/is not an accessible directory: mount it/),
+    });
+    await expect(ensureReference(store, "gold-passphrase", { ...ref, version: 1 })).rejects.toThrow(
+      /not an accessible directory/,
+    );
     await expect(fs.access(store)).rejects.toThrow();
   });
 
@@ -198,7 +260,10 @@ describe("SecretEscrow provider", () => {
   test("refresh notices a current-version pointer that does not name the state's version", async () => {
     const { outs } = await created();
     await fs.writeFile(path.join(tempDir(), "gold-passphrase", "current.json"), JSON.stringify({ version: 9 }));
-    expect(await refreshed(outs)).toMatchObject({ recordStatus: "altered", recordProblems: [expect.stringMatching(/current.json names v9, not v1/)] });
+    expect(await refreshed(outs)).toMatchObject({
+      recordStatus: "altered",
+      recordProblems: [expect.stringMatching(/current.json names v9, not v1/)],
+    });
   });
 
   test("destroy refuses while a set in the store depends on the record, naming it, unless forceDelete", async () => {
@@ -227,8 +292,18 @@ describe("SecretEscrow provider", () => {
 });
 
 describe("planEscrowChange", () => {
-  const olds = () => ({ ...inputs(), store: { kind: "directory", path: "/srv/escrow" }, recordStatus: "ok", version: 1 }) as unknown as SecretEscrowOutputs;
-  const news = (overrides: Record<string, unknown> = {}) => ({ ...inputs(), store: { kind: "directory", path: "/srv/escrow" }, ...overrides });
+  const olds = () =>
+    ({
+      ...inputs(),
+      store: { kind: "directory", path: "/srv/escrow" },
+      recordStatus: "ok",
+      version: 1,
+    }) as unknown as SecretEscrowOutputs;
+  const news = (overrides: Record<string, unknown> = {}) => ({
+    ...inputs(),
+    store: { kind: "directory", path: "/srv/escrow" },
+    ...overrides,
+  });
   test.each([
     ["nothing", {}, { changes: false, replaces: [] }],
     ["the secret", { secret: "another" }, { changes: true, replaces: [] }],
@@ -237,7 +312,11 @@ describe("planEscrowChange", () => {
     ["forceDelete", { forceDelete: true }, { changes: true, replaces: [] }],
     ["the store", { store: { kind: "directory", path: "/srv/other" } }, { changes: true, replaces: ["store"] }],
     ["the record id", { recordId: "other" }, { changes: true, replaces: ["recordId"] }],
-    ["a secret unknown during preview", { secret: "04da6b54-80e4-46f7-96ec-b56ff0331ba9" }, { changes: true, replaces: [] }],
+    [
+      "a secret unknown during preview",
+      { secret: "04da6b54-80e4-46f7-96ec-b56ff0331ba9" },
+      { changes: true, replaces: [] },
+    ],
   ])("a change of %s", (_what, change, expected) => {
     expect(planEscrowChange(olds(), news(change))).toEqual({ ...expected, deleteBeforeReplace: false });
   });

@@ -12,15 +12,18 @@ describe("splitting a data key (shamir-secret-sharing)", () => {
     [3, 2],
     [5, 3],
     [5, 5],
-  ])("%i shares, threshold %i: every subset of threshold size recovers the key, one fewer does not", async (count, threshold) => {
-    const key = randomBytes(32);
-    const shares = await splitKey(key, count, threshold);
-    expect(shares).toHaveLength(count);
-    for (const subset of subsets(shares, threshold)) expect(await combineKey(subset)).toEqual(key);
-    for (const subset of subsets(shares, threshold - 1)) {
-      if (subset.length > 1) expect(await combineKey(subset)).not.toEqual(key);
-    }
-  });
+  ])(
+    "%i shares, threshold %i: every subset of threshold size recovers the key, one fewer does not",
+    async (count, threshold) => {
+      const key = randomBytes(32);
+      const shares = await splitKey(key, count, threshold);
+      expect(shares).toHaveLength(count);
+      for (const subset of subsets(shares, threshold)) expect(await combineKey(subset)).toEqual(key);
+      for (const subset of subsets(shares, threshold - 1)) {
+        if (subset.length > 1) expect(await combineKey(subset)).not.toEqual(key);
+      }
+    },
+  );
 
   test("a share alone reveals nothing of the key (no share equals or contains it)", async () => {
     const key = randomBytes(32);

@@ -64,18 +64,25 @@ function runProgram(req) {
     ...(options.tsconfig ? { PULUMI_NODEJS_TSCONFIG_PATH: String(options.tsconfig) } : {}),
   };
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [...(options.nodeargs ? String(options.nodeargs).split(/\s+/) : []), ...args], {
-      cwd: req.getPwd() || programDirectory,
-      env,
-      stdio: ["ignore", "inherit", "inherit"],
-    });
+    const child = spawn(
+      process.execPath,
+      [...(options.nodeargs ? String(options.nodeargs).split(/\s+/) : []), ...args],
+      {
+        cwd: req.getPwd() || programDirectory,
+        env,
+        stdio: ["ignore", "inherit", "inherit"],
+      },
+    );
     programs.add(child);
     child.on("error", (error) => resolve({ error: `could not start node: ${error.message}` }));
     child.on("close", (code, signal) => {
       programs.delete(child);
       if (code === 0) resolve({});
       else if (code === BAIL_EXIT_CODE) resolve({ bail: true });
-      else resolve({ error: signal ? `Program was killed by ${signal}` : `Program exited with non-zero exit code: ${code}` });
+      else
+        resolve({
+          error: signal ? `Program was killed by ${signal}` : `Program exited with non-zero exit code: ${code}`,
+        });
     });
   });
 }
@@ -93,12 +100,15 @@ const service = {
     callback(null, info);
   },
   run(call, callback) {
-    runProgram(call.request).then(({ error, bail }) => {
-      const response = new langproto.RunResponse();
-      if (error) response.setError(error);
-      if (bail) response.setBail(true);
-      callback(null, response);
-    }, (error) => callback(error));
+    runProgram(call.request).then(
+      ({ error, bail }) => {
+        const response = new langproto.RunResponse();
+        if (error) response.setError(error);
+        if (bail) response.setBail(true);
+        callback(null, response);
+      },
+      (error) => callback(error),
+    );
   },
 };
 
