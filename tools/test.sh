@@ -11,6 +11,9 @@ if ! command -v pulumi >/dev/null; then
   coffer_say "skipping tier 5 (end to end): no Pulumi CLI. To enable it, install Go >= 1.25.11 and run tools/test.sh again (it builds the CLI)."
 fi
 
+coffer_say "checking formatting (prettier; npm run format fixes it)"
+npx prettier --check --log-level warn "**/*.{ts,js}"
+
 coffer_say "type-checking sources and tests"
 npx tsc -p tsconfig.json --noEmit
 
