@@ -1,5 +1,4 @@
 import type * as pulumi from "@pulumi/pulumi";
-import * as path from "node:path";
 import {
   changedKeys,
   checkInputs,
@@ -8,15 +7,15 @@ import {
   userInputs,
   withoutUndefined,
 } from "../common/check";
-import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
-import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
-import { ensureReference, referenceCurrentVersion, releaseReference } from "../escrow/references";
+import type { Manifest, ManifestItem } from "../agent/manifest";
+import { ensureReference, releaseReference } from "../escrow/references";
 import type { EscrowLink } from "../escrow/schema";
-import { thisProcess } from "../agent/setOwner";
 import type { TargetRef } from "../common/targetIdentity";
-import type { AgentClient } from "./agentClient";
-import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
+import { planPoint } from "./plan";
+import { BackupSetInputs, SET_SCHEMA_VERSION, backupSetInputs } from "./schema";
+import { TakeDeps, removePoint, takePoint } from "./take";
+export { boundedAll } from "./take";
 
 export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
   /** The escrow link, with the version of the record the manifest names (its current one when the set was made). */
@@ -34,17 +33,9 @@ export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
   targetId?: string;
 }
 
-export interface SetHost {
-  agent(host: string | undefined): AgentClient;
+export interface SetHost extends TakeDeps {
   newSetId(trigger: string): string;
-  now(): Date;
-  /** Reports progress where the user sees it (the Pulumi engine's log). */
-  progress(message: string): void;
-  /** Aborted when the Pulumi engine is gone: no state would record a set made after that. */
-  engineGone?: AbortSignal;
 }
-
-const ENGINE_GONE = "the Pulumi engine exited, so no state would record the set";
 
 type Outputs = BackupSetOutputs & { __provider?: string };
 /** What verify-set returns: the verification, and the id of the target it checked. */
@@ -58,67 +49,13 @@ const targetRef = (set: Omit<SetOnTarget, "setDir">): TargetRef => ({
   id: set.targetId,
   zone: set.policy.zone,
 });
-const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
 const manifestSecret = (inputs: BackupSetInputs) =>
   inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!;
 const secretsOf = (inputs: BackupSetInputs) =>
   [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
 
-/** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
-function agentSource(source: SourceInput) {
-  const { disk, format, backingFiles, dataFile, qmpSocket, device } = source;
-  return disk !== undefined ? { disk, format, backingFiles, dataFile } : { qmpSocket, device };
-}
-
-/** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
-export async function boundedAll<T, R>(
-  items: readonly T[],
-  limit: number,
-  work: (item: T) => Promise<R>,
-): Promise<PromiseSettledResult<R>[]> {
-  const results: PromiseSettledResult<R>[] = new Array(items.length);
-  let next = 0;
-  let failed = false;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      if (failed) {
-        results[i] = { status: "rejected", reason: new CofferError("ABORTED", "not started: another source failed") };
-        continue;
-      }
-      try {
-        results[i] = { status: "fulfilled", value: await work(items[i]) };
-      } catch (reason) {
-        failed = true;
-        results[i] = { status: "rejected", reason };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
-}
-
 export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
-
-  /** Deletes the set on every host that has part of it; one unreachable host does not stop the others. */
-  async function removeSet(state: SetOnTarget & { items: { file: string; via: string }[] }, wheres: Iterable<string>) {
-    const knownFiles = state.items.map((i) => i.file);
-    const target = targetRef(state);
-    const failures: Error[] = [];
-    for (const where of new Set(wheres)) {
-      await host
-        .agent(local(where))
-        .call("delete-set", { setDir: state.setDir, target, knownFiles })
-        .catch((error: Error) => failures.push(error));
-    }
-    if (failures.length > 0) {
-      const targetOnly = failures.every((f) => isCofferError(f) && f.code === "TARGET_UNREACHABLE");
-      const code = targetOnly ? "TARGET_UNREACHABLE" : "HOST_UNREACHABLE";
-      const reasons = failures.map((f) => f.message).join("; ");
-      throw new CofferError(code, `the set could not be deleted everywhere: ${reasons}`);
-    }
-  }
 
   return {
     async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
@@ -131,139 +68,29 @@ export function createBackupSetProvider(host: SetHost) {
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
       const inputs = parseChecked(news);
-      const setId = host.newSetId(inputs.trigger);
-      const zoneDir = path.join(inputs.policy.target.path, "sets", inputs.policy.zone);
-      const setDir = path.join(zoneDir, setId);
-      const manifestWhere = inputs.host ?? inputs.policy.host;
-      const secrets = secretsOf(inputs);
-      // Before any work: an unmounted NAS's empty mount point must not receive a set.
-      const { targetId } = await host
-        .agent(manifestWhere)
-        .call<{ targetId: string }>("check-target", { target: targetRef(inputs) });
-      const target = targetRef({ ...inputs, targetId });
-      const abort = new AbortController();
-      const signal = host.engineGone ? AbortSignal.any([abort.signal, host.engineGone]) : abort.signal;
-      // Every 10% per source: enough to see it move, without flooding CI logs.
-      const shown = new Map<string, number>();
-      const onProgress = (item: string, percent: number) => {
-        const step = Math.floor(percent / 10) * 10;
-        if (step <= (shown.get(item) ?? -1)) return;
-        shown.set(item, step);
-        host.progress(`${item}: ${step}%`);
+      const plan = planPoint(inputs, { setId: host.newSetId(inputs.trigger) });
+      const taken = await takePoint(plan, host);
+      const outs: BackupSetOutputs = {
+        ...inputs,
+        escrow:
+          inputs.escrow && taken.escrowVersion !== undefined
+            ? { ...inputs.escrow, version: taken.escrowVersion }
+            : undefined,
+        schemaVersion: SET_SCHEMA_VERSION,
+        setId: plan.setId,
+        setDir: plan.pointDir,
+        manifestPath: taken.manifestPath,
+        manifestHost: taken.manifestHost,
+        items: taken.items,
+        verification: {
+          status: "ok",
+          checkedAt: host.now().toISOString(),
+          level: plan.policy.integrityCheck,
+          failures: [],
+        },
+        targetId: taken.targetId,
       };
-      // The escrow reference first, before any work: a record version that is not there fails
-      // the set now, and a manifest that names the escrow always has its reference counted.
-      const escrow = inputs.escrow && {
-        ...inputs.escrow,
-        version: await referenceCurrentVersion(inputs.escrow.store, inputs.escrow.recordId, {
-          setId,
-          manifestPath: path.join(setDir, MANIFEST_FILE),
-          manifestHost: manifestWhere ?? "local",
-          createdAt: host.now().toISOString(),
-        }),
-      };
-      const owner = thisProcess();
-      host.progress(`backing up ${inputs.sources.length} source(s) into ${setDir}`);
-      const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
-        const via = sourceHost(inputs, source);
-        try {
-          const item = await host.agent(via).call<ManifestItem>(
-            "backup-item",
-            {
-              target,
-              zoneDir,
-              setId,
-              name: source.name,
-              source: agentSource(source),
-              compression: inputs.policy.compression,
-              encrypted: inputs.policy.encrypted,
-              bandwidthLimitMiBps: inputs.policy.bandwidthLimitMiBps,
-              integrityCheck: inputs.policy.integrityCheck,
-              passphrase: inputs.policy.encrypted ? inputs.keys.passphrase : undefined,
-              owner,
-            },
-            { secrets, signal, onProgress },
-          );
-          host.progress(`${source.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
-          return { ...item, via: via ?? "local" };
-        } catch (error) {
-          abort.abort();
-          // Name the source, whatever failed: qemu, the agent process, ssh.
-          const e = isCofferError(error) ? error : new CofferError("IO_FAILED", (error as Error).message);
-          throw e.message.startsWith(`source ${source.name}`)
-            ? e
-            : new CofferError(e.code, `source ${source.name}: ${e.message}`, { secrets });
-        }
-      });
-      const failures = results.flatMap((r) =>
-        r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : [],
-      );
-      const items = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-      const wheres = [...inputs.sources.map((s) => sourceHost(inputs, s) ?? "local"), manifestWhere ?? "local"];
-      // A set not taken leaves nothing: no file on any host, no escrow reference.
-      const discard = async () => {
-        await removeSet({ setDir, policy: inputs.policy, items, targetId }, wheres).catch(() => undefined);
-        if (escrow) await releaseReference(escrow.store, escrow.recordId, setId).catch(() => undefined);
-      };
-      const engineGone = host.engineGone?.aborted ?? false;
-      if (failures.length > 0 || items.length !== inputs.sources.length || engineGone) {
-        await discard();
-        const stopped = engineGone ? ENGINE_GONE : "stopped before every source was backed up";
-        const reasons = failures.map((f) => f.message).join("; ") || stopped;
-        const onlyCause = failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : undefined;
-        const code = onlyCause ?? (engineGone ? "ABORTED" : "IO_FAILED");
-        throw new CofferError(code, `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
-      }
-      try {
-        const agent = host.agent(manifestWhere);
-        const { qemu } = await agent.call<{ qemu: string }>("version", {}, { signal });
-        const manifest: Manifest = {
-          kind: MANIFEST_KIND,
-          schemaVersion: MANIFEST_SCHEMA_VERSION,
-          setId,
-          name: inputs.trigger,
-          trigger: inputs.trigger,
-          zone: inputs.policy.zone,
-          policy: {
-            compression: inputs.policy.compression,
-            encrypted: inputs.policy.encrypted,
-            bandwidthLimitMiBps: inputs.policy.bandwidthLimitMiBps,
-            integrityCheck: inputs.policy.integrityCheck,
-          },
-          keySource: inputs.policy.encrypted ? "passphrase" : "manifest-key",
-          ...(escrow ? { escrow: { recordId: escrow.recordId, store: escrow.store, version: escrow.version } } : {}),
-          qemuVersion: qemu,
-          createdAt: host.now().toISOString(),
-          items: items.map(({ via: _via, ...item }) => item),
-        };
-        // The last moment to keep the set out of sight: a manifest makes it a set.
-        if (host.engineGone?.aborted) {
-          throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
-        }
-        const manifestRequest = { target, setDir, manifest, manifestSecret: manifestSecret(inputs) };
-        const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
-        const outs: BackupSetOutputs = {
-          ...inputs,
-          escrow,
-          schemaVersion: SET_SCHEMA_VERSION,
-          setId,
-          setDir,
-          manifestPath,
-          manifestHost: manifestWhere ?? "local",
-          items,
-          verification: {
-            status: "ok",
-            checkedAt: host.now().toISOString(),
-            level: inputs.policy.integrityCheck,
-            failures: [],
-          },
-          targetId,
-        };
-        return { id: setId, outs: withoutUndefined(outs) };
-      } catch (error) {
-        await discard();
-        throw error;
-      }
+      return { id: plan.setId, outs: withoutUndefined(outs) };
     },
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
@@ -312,7 +139,12 @@ export function createBackupSetProvider(host: SetHost) {
 
     async delete(_id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      await removeSet(state, [...state.items.map((i) => i.via), state.manifestHost]);
+      await removePoint(host, {
+        pointDir: state.setDir,
+        target: targetRef(state),
+        knownFiles: state.items.map((i) => i.file),
+        hosts: [...state.items.map((i) => i.via), state.manifestHost],
+      });
       if (state.escrow) {
         // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
         await releaseReference(state.escrow.store, state.escrow.recordId, state.setId).then(

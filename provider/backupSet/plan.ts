@@ -1,0 +1,117 @@
+import * as path from "node:path";
+import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import type { TargetRef } from "../common/targetIdentity";
+import type { EscrowLink } from "../escrow/schema";
+import type { BackupSetInputs, SourceInput } from "./schema";
+
+/** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
+export function agentSource(source: SourceInput) {
+  const { disk, format, backingFiles, dataFile, qmpSocket, device } = source;
+  return disk !== undefined ? { disk, format, backingFiles, dataFile } : { qmpSocket, device };
+}
+
+/** One source of a point: what to back up, and where its agent runs (undefined: this machine). */
+export interface PlannedItem {
+  name: string;
+  via?: string;
+  source: ReturnType<typeof agentSource>;
+}
+
+/**
+ * Everything needed to take one point, decided before any work: where it goes, what each agent is
+ * asked, and what the manifest will say. Holds the keys: it lives in memory only.
+ */
+export interface PointPlan {
+  /** The id the manifest names; its folder's name. */
+  setId: string;
+  zone: string;
+  targetPath: string;
+  /** `<target>/sets/<zone>`: the folder the crash sweep looks in. */
+  zoneDir: string;
+  /** The point's own folder, where its backups and manifest go. */
+  pointDir: string;
+  /** Where the manifest is written and later verified from (undefined: this machine). */
+  manifestWhere?: string;
+  items: PlannedItem[];
+  concurrency: number;
+  trigger: string;
+  policy: Manifest["policy"];
+  keySource: Manifest["keySource"];
+  /** The passphrase of an encrypted point; the key its manifest is signed with. */
+  keys: { passphrase?: string; manifestSecret: string };
+  /** Every secret the inputs hold, for redaction. */
+  secrets: string[];
+  escrow?: EscrowLink;
+}
+
+const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
+
+/** The plan of a point of `inputs`, in the folder of `setId` under the policy's target and zone. */
+export function planPoint(inputs: BackupSetInputs, ids: { setId: string }): PointPlan {
+  const { policy, keys } = inputs;
+  const zoneDir = path.join(policy.target.path, "sets", policy.zone);
+  return {
+    setId: ids.setId,
+    zone: policy.zone,
+    targetPath: policy.target.path,
+    zoneDir,
+    pointDir: path.join(zoneDir, ids.setId),
+    manifestWhere: inputs.host ?? policy.host,
+    items: inputs.sources.map((source) => ({
+      name: source.name,
+      via: sourceHost(inputs, source),
+      source: agentSource(source),
+    })),
+    concurrency: inputs.concurrency,
+    trigger: inputs.trigger,
+    policy: {
+      compression: policy.compression,
+      encrypted: policy.encrypted,
+      bandwidthLimitMiBps: policy.bandwidthLimitMiBps,
+      integrityCheck: policy.integrityCheck,
+    },
+    keySource: policy.encrypted ? "passphrase" : "manifest-key",
+    keys: {
+      passphrase: policy.encrypted ? keys.passphrase : undefined,
+      manifestSecret: policy.encrypted ? keys.passphrase! : keys.manifestKey!,
+    },
+    secrets: [keys.passphrase, keys.manifestKey].filter((s): s is string => !!s),
+    escrow: inputs.escrow,
+  };
+}
+
+/** The target as agent requests name it: its path and zone, and its identity when known. */
+export const planTarget = (plan: PointPlan, targetId?: string): TargetRef => ({
+  path: plan.targetPath,
+  id: targetId,
+  zone: plan.zone,
+});
+
+/** Every machine that may hold part of the point: the sources' agents and the manifest's. */
+export const planHosts = (plan: PointPlan): string[] => [
+  ...new Set([...plan.items.map((i) => i.via ?? "local"), plan.manifestWhere ?? "local"]),
+];
+
+/** What the point's manifest says, once its items are backed up. */
+export function pointManifest(
+  plan: PointPlan,
+  taken: { items: ManifestItem[]; qemuVersion: string; createdAt: string; escrowVersion?: number },
+): Manifest {
+  const { escrow } = plan;
+  return {
+    kind: MANIFEST_KIND,
+    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    setId: plan.setId,
+    name: plan.trigger,
+    trigger: plan.trigger,
+    zone: plan.zone,
+    policy: plan.policy,
+    keySource: plan.keySource,
+    ...(escrow && taken.escrowVersion !== undefined
+      ? { escrow: { recordId: escrow.recordId, store: escrow.store, version: taken.escrowVersion } }
+      : {}),
+    qemuVersion: taken.qemuVersion,
+    createdAt: taken.createdAt,
+    items: taken.items,
+  };
+}

@@ -1,0 +1,197 @@
+import * as path from "node:path";
+import { MANIFEST_FILE, Manifest, ManifestItem } from "../agent/manifest";
+import { thisProcess } from "../agent/setOwner";
+import { CofferError, isCofferError } from "../common/errors";
+import type { TargetRef } from "../common/targetIdentity";
+import { referenceCurrentVersion, releaseReference } from "../escrow/references";
+import type { AgentClient } from "./agentClient";
+import { PointPlan, planHosts, planTarget, pointManifest } from "./plan";
+
+/** What taking a point needs from its surroundings (the provider process, or a test). */
+export interface TakeDeps {
+  agent(host: string | undefined): AgentClient;
+  now(): Date;
+  /** Reports progress where the user sees it (the Pulumi engine's log). */
+  progress(message: string): void;
+  /** Aborted when the Pulumi engine is gone: no state would record a point made after that. */
+  engineGone?: AbortSignal;
+}
+
+/** A point that was backed up, verified and signed. */
+export interface TakenPoint {
+  targetId: string;
+  /** The escrow record version its manifest names. */
+  escrowVersion?: number;
+  /** Per source: what the agent made, and `via`, where it ran ("local" or an ssh destination). */
+  items: (ManifestItem & { via: string })[];
+  manifest: Manifest;
+  manifestPath: string;
+  /** Where the manifest was written: "local" or an ssh destination. */
+  manifestHost: string;
+}
+
+const ENGINE_GONE = "the Pulumi engine exited, so no state would record the set";
+
+/** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
+export async function boundedAll<T, R>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T) => Promise<R>,
+): Promise<PromiseSettledResult<R>[]> {
+  const results: PromiseSettledResult<R>[] = new Array(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      if (failed) {
+        results[i] = { status: "rejected", reason: new CofferError("ABORTED", "not started: another source failed") };
+        continue;
+      }
+      try {
+        results[i] = { status: "fulfilled", value: await work(items[i]) };
+      } catch (reason) {
+        failed = true;
+        results[i] = { status: "rejected", reason };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+const local = (where: string) => (where === "local" ? undefined : where);
+
+/** Which point to remove, and from where: enough to work from a resource's outputs alone. */
+export interface PointOnTarget {
+  pointDir: string;
+  target: TargetRef;
+  /** The backup files the state names, for when the manifest is gone. */
+  knownFiles: string[];
+  /** Every machine that may hold part of it ("local" or ssh destinations). */
+  hosts: Iterable<string>;
+}
+
+/** Deletes a point on every host that has part of it; one unreachable host does not stop the others. */
+export async function removePoint(deps: Pick<TakeDeps, "agent">, point: PointOnTarget): Promise<void> {
+  const failures: Error[] = [];
+  for (const where of new Set(point.hosts)) {
+    await deps
+      .agent(local(where))
+      .call("delete-set", { setDir: point.pointDir, target: point.target, knownFiles: point.knownFiles })
+      .catch((error: Error) => failures.push(error));
+  }
+  if (failures.length > 0) {
+    const targetOnly = failures.every((f) => isCofferError(f) && f.code === "TARGET_UNREACHABLE");
+    const code = targetOnly ? "TARGET_UNREACHABLE" : "HOST_UNREACHABLE";
+    const reasons = failures.map((f) => f.message).join("; ");
+    throw new CofferError(code, `the set could not be deleted everywhere: ${reasons}`);
+  }
+}
+
+/**
+ * Takes one point as `plan` says: checks the target, counts the escrow reference, backs up every
+ * source (at most `plan.concurrency` at a time), then signs the manifest, which alone makes the
+ * point a backup. Any failure removes everything of the point (files on every host, the escrow
+ * reference) and throws; earlier points are never touched.
+ */
+export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenPoint> {
+  const { secrets } = plan;
+  const manifestHost = plan.manifestWhere ?? "local";
+  // Before any work: an unmounted NAS's empty mount point must not receive a set.
+  const { targetId } = await deps
+    .agent(plan.manifestWhere)
+    .call<{ targetId: string }>("check-target", { target: planTarget(plan) });
+  const target = planTarget(plan, targetId);
+  const abort = new AbortController();
+  const signal = deps.engineGone ? AbortSignal.any([abort.signal, deps.engineGone]) : abort.signal;
+  // Every 10% per source: enough to see it move, without flooding CI logs.
+  const shown = new Map<string, number>();
+  const onProgress = (item: string, percent: number) => {
+    const step = Math.floor(percent / 10) * 10;
+    if (step <= (shown.get(item) ?? -1)) return;
+    shown.set(item, step);
+    deps.progress(`${item}: ${step}%`);
+  };
+  // The escrow reference first, before any work: a record version that is not there fails
+  // the set now, and a manifest that names the escrow always has its reference counted.
+  const { escrow } = plan;
+  const escrowVersion =
+    escrow &&
+    (await referenceCurrentVersion(escrow.store, escrow.recordId, {
+      setId: plan.setId,
+      manifestPath: path.join(plan.pointDir, MANIFEST_FILE),
+      manifestHost,
+      createdAt: deps.now().toISOString(),
+    }));
+  const owner = thisProcess();
+  deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
+  const results = await boundedAll(plan.items, plan.concurrency, async (planned) => {
+    try {
+      const item = await deps.agent(planned.via).call<ManifestItem>(
+        "backup-item",
+        {
+          target,
+          zoneDir: plan.zoneDir,
+          setId: plan.setId,
+          name: planned.name,
+          source: planned.source,
+          ...plan.policy,
+          passphrase: plan.keys.passphrase,
+          owner,
+        },
+        { secrets, signal, onProgress },
+      );
+      deps.progress(`${planned.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
+      return { ...item, via: planned.via ?? "local" };
+    } catch (error) {
+      abort.abort();
+      // Name the source, whatever failed: qemu, the agent process, ssh.
+      const e = isCofferError(error) ? error : new CofferError("IO_FAILED", (error as Error).message);
+      throw e.message.startsWith(`source ${planned.name}`)
+        ? e
+        : new CofferError(e.code, `source ${planned.name}: ${e.message}`, { secrets });
+    }
+  });
+  const failures = results.flatMap((r) =>
+    r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : [],
+  );
+  const items = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  // A point not taken leaves nothing: no file on any host, no escrow reference.
+  const discard = async () => {
+    const knownFiles = items.map((i) => i.file);
+    await removePoint(deps, { pointDir: plan.pointDir, target, knownFiles, hosts: planHosts(plan) }).catch(
+      () => undefined,
+    );
+    if (escrow) await releaseReference(escrow.store, escrow.recordId, plan.setId).catch(() => undefined);
+  };
+  const engineGone = deps.engineGone?.aborted ?? false;
+  if (failures.length > 0 || items.length !== plan.items.length || engineGone) {
+    await discard();
+    const stopped = engineGone ? ENGINE_GONE : "stopped before every source was backed up";
+    const reasons = failures.map((f) => f.message).join("; ") || stopped;
+    const onlyCause = failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : undefined;
+    const code = onlyCause ?? (engineGone ? "ABORTED" : "IO_FAILED");
+    throw new CofferError(code, `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
+  }
+  try {
+    const agent = deps.agent(plan.manifestWhere);
+    const { qemu } = await agent.call<{ qemu: string }>("version", {}, { signal });
+    const manifest = pointManifest(plan, {
+      items: items.map(({ via: _via, ...item }) => item),
+      qemuVersion: qemu,
+      createdAt: deps.now().toISOString(),
+      escrowVersion,
+    });
+    // The last moment to keep the set out of sight: a manifest makes it a set.
+    if (deps.engineGone?.aborted) {
+      throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
+    }
+    const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret: plan.keys.manifestSecret };
+    const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
+    return { targetId, escrowVersion, items, manifest, manifestPath, manifestHost };
+  } catch (error) {
+    await discard();
+    throw error;
+  }
+}
