@@ -22,7 +22,9 @@ export const holds = z.array(
         until: z.iso
           .datetime({
             offset: true,
-            error: `holds[].until must be an ISO date-time with a zone, e.g. ${UNTIL_EXAMPLE}, or absent to hold until the hold is removed`,
+            error:
+              `holds[].until must be an ISO date-time with a zone, e.g. ${UNTIL_EXAMPLE}, ` +
+              "or absent to hold until the hold is removed",
           })
           .optional(),
       },

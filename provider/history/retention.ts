@@ -31,12 +31,20 @@ const positiveInteger = (field: string) =>
  */
 export const retentionRules = z
   .object(
-    Object.fromEntries(RETENTION_RULES.map((rule) => [rule, positiveInteger(`retention.${rule}`).optional()])) as {
-      [K in RetentionRule]: z.ZodOptional<ReturnType<typeof positiveInteger>>;
+    {
+      keepLast: positiveInteger("retention.keepLast").optional(),
+      keepHourly: positiveInteger("retention.keepHourly").optional(),
+      keepDaily: positiveInteger("retention.keepDaily").optional(),
+      keepWeekly: positiveInteger("retention.keepWeekly").optional(),
+      keepMonthly: positiveInteger("retention.keepMonthly").optional(),
+      keepYearly: positiveInteger("retention.keepYearly").optional(),
+      /** Also keeps every good point younger than this many days. */
+      maxAgeDays: positiveInteger("retention.maxAgeDays").optional(),
     },
     {
       error:
-        "retention must be an object like { keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 6 }, or absent to keep every backup",
+        "retention must be an object like { keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 6 }, " +
+        "or absent to keep every backup",
     },
   )
   .strict();

@@ -9,14 +9,16 @@ export type Schedule = { every: string } | { cron: string; timeZone?: string };
 
 const SHAPES = '{ every: "24h" } or { cron: "0 3 * * *", timeZone: "Europe/Berlin" }';
 const CRON_EXAMPLES =
-  '5 fields "minute hour day-of-month month day-of-week" like "0 3 * * *", or 6 with seconds first like "*/30 * * * * *"';
+  '5 fields "minute hour day-of-month month day-of-week" like "0 3 * * *", ' +
+  'or 6 with seconds first like "*/30 * * * * *"';
 
 /** Why `expression` is not a cron expression Coffer takes, or undefined when it is one. */
 export function cronProblem(expression: string): string | undefined {
   const fields = expression.trim().split(/\s+/);
   const predefined = fields.length === 1 && fields[0].startsWith("@");
   if (!predefined && fields.length !== 5 && fields.length !== 6) {
-    return `schedule.cron must have ${CRON_EXAMPLES}; ${JSON.stringify(expression)} has ${expression.trim() ? fields.length : 0}`;
+    const count = expression.trim() ? fields.length : 0;
+    return `schedule.cron must have ${CRON_EXAMPLES}; ${JSON.stringify(expression)} has ${count}`;
   }
   // cron-parser's H picks a random value unless seeded: a plan must not change from run to run.
   if (fields.some((field) => /(^|[^A-Za-z])H([^A-Za-z]|$)/.test(field))) {
@@ -41,7 +43,9 @@ export const schedule = z
       every: z
         .string({ error: `schedule.every must be a duration such as ${DURATION_EXAMPLES}` })
         .refine((every) => parseDuration(every) !== undefined, {
-          message: `schedule.every must be a duration such as ${DURATION_EXAMPLES}: whole days, hours, minutes and seconds, largest first, more than 0`,
+          message:
+            `schedule.every must be a duration such as ${DURATION_EXAMPLES}: ` +
+            "whole days, hours, minutes and seconds, largest first, more than 0",
         })
         .optional(),
       cron: z
@@ -163,10 +167,11 @@ export function pointDue(input: DueInput): Due {
     scheduledAt = nextDue({ schedule, lastPointAt, now });
     if (scheduledAt.getTime() <= now.getTime()) {
       const age = formatAge(now.getTime() - lastPointAt.getTime());
+      const late = formatAge(now.getTime() - scheduledAt.getTime());
       reasons.push(
         "every" in schedule
           ? `last point ${age} ago; every ${schedule.every}`
-          : `last point ${age} ago; ${describeSchedule(schedule)} was due ${formatAge(now.getTime() - scheduledAt.getTime())} ago`,
+          : `last point ${age} ago; ${describeSchedule(schedule)} was due ${late} ago`,
       );
     }
   }

@@ -54,6 +54,7 @@ describe("retention rules schema", () => {
     expect(retentionRules.parse(all)).toEqual(all);
     expect(retentionRules.parse({})).toEqual({});
     expect(Object.keys(all)).toEqual([...RETENTION_RULES]);
+    expect(Object.keys(retentionRules.shape)).toEqual([...RETENTION_RULES]);
   });
 
   test.each([
@@ -504,6 +505,14 @@ describe("planRetention: properties", () => {
         for (const pruned of result.prune) expect(pruned.reason).not.toBe("");
       }),
       { numRuns: 300 },
+    );
+  });
+
+  test("without rules nothing is pruned", () => {
+    fc.assert(
+      fc.property(inputArb, (input) => {
+        expect(plan({ ...input, rules: {} }).prune).toEqual([]);
+      }),
     );
   });
 
