@@ -235,7 +235,9 @@ function deletionOrder<P extends HistoryPoint>(pruned: P[], byId: Map<string, P>
   const dependents = new Map<string, P[]>();
   for (const point of pruned) {
     if (point.dependsOn !== undefined && prunedIds.has(point.dependsOn) && byId.has(point.dependsOn)) {
-      dependents.set(point.dependsOn, [...(dependents.get(point.dependsOn) ?? []), point]);
+      const list = dependents.get(point.dependsOn);
+      if (list) list.push(point);
+      else dependents.set(point.dependsOn, [point]);
     }
   }
   const order: P[] = [];
