@@ -1,0 +1,262 @@
+import { z } from "zod";
+import { CofferError } from "../common/errors";
+import { type Periods, periodsIn } from "./calendar";
+import { formatAge, MS } from "./duration";
+import { type Hold, holdReason, holdsAt } from "./holds";
+import { type HistoryPoint, newestFirst, takenAtMs } from "./point";
+
+/** The calendar rules, in the order they are applied (Proxmox Backup Server's order). */
+export const CALENDAR_RULES = ["keepHourly", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly"] as const;
+export const RETENTION_RULES = ["keepLast", ...CALENDAR_RULES, "maxAgeDays"] as const;
+export type CalendarRule = (typeof CALENDAR_RULES)[number];
+export type RetentionRule = (typeof RETENTION_RULES)[number];
+
+const PERIOD_OF: Record<CalendarRule, keyof Periods> = {
+  keepHourly: "hour",
+  keepDaily: "day",
+  keepWeekly: "week",
+  keepMonthly: "month",
+  keepYearly: "year",
+};
+
+const positiveInteger = (field: string) =>
+  z
+    .number({ error: `${field} must be a whole number of at least 1` })
+    .int({ message: `${field} must be a whole number of at least 1` })
+    .min(1, { message: `${field} must be at least 1: leave it out to keep backups without this rule` });
+
+/**
+ * A set's retention rules. Each is a whole number >= 1 where given; none at all means retention is
+ * not declared, and nothing is pruned.
+ */
+export const retentionRules = z
+  .object(
+    {
+      keepLast: positiveInteger("retention.keepLast").optional(),
+      keepHourly: positiveInteger("retention.keepHourly").optional(),
+      keepDaily: positiveInteger("retention.keepDaily").optional(),
+      keepWeekly: positiveInteger("retention.keepWeekly").optional(),
+      keepMonthly: positiveInteger("retention.keepMonthly").optional(),
+      keepYearly: positiveInteger("retention.keepYearly").optional(),
+      /** Also keeps every good point younger than this many days. */
+      maxAgeDays: positiveInteger("retention.maxAgeDays").optional(),
+    },
+    {
+      error:
+        "retention must be an object like { keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 6 }, " +
+        "or absent to keep every backup",
+    },
+  )
+  .strict();
+
+export type RetentionRules = z.output<typeof retentionRules>;
+
+/** The rules as people write them, in the order they apply: "keepLast 3, keepDaily 7, maxAgeDays 30". */
+export function describeRetention(rules: RetentionRules | undefined): string {
+  const given = RETENTION_RULES.filter((rule) => rules?.[rule] !== undefined).map((rule) => `${rule} ${rules![rule]}`);
+  return given.length > 0 ? given.join(", ") : "no retention rules";
+}
+
+export interface RetentionInput<P extends HistoryPoint> {
+  points: readonly P[];
+  /** Absent or empty: retention is not declared and every point is kept. */
+  rules?: RetentionRules;
+  holds?: readonly Hold[];
+  now: Date;
+  /** The IANA zone whose calendar days, weeks, ... the rules count; default "UTC". */
+  timeZone?: string;
+}
+
+export interface KeptPoint<P> {
+  point: P;
+  /** Why, e.g. "keepDaily 2026-11-25", "newest good point", "held: legal hold", "needed by p-42". */
+  reasons: string[];
+}
+
+export interface PrunedPoint<P> {
+  point: P;
+  /** Why no rule keeps it, e.g. "keepDaily 2026-11-25 keeps the newer point p-17". */
+  reason: string;
+}
+
+export interface RetentionPlan<P> {
+  /** Newest first. */
+  keep: KeptPoint<P>[];
+  /** In an order safe to delete one by one: a point comes before any point it depends on. */
+  prune: PrunedPoint<P>[];
+}
+
+/**
+ * Which points of a set retention keeps and which it prunes. Pure: the same input gives the same
+ * plan, whatever order the points are listed in.
+ *
+ * - Only `ok` points count for the rules and can be pruned; failed points (evidence) and missing
+ *   ones are kept, and so is every point whose takenAt is not a valid time.
+ * - The rules run in the order keepLast, keepHourly, keepDaily, keepWeekly, keepMonthly,
+ *   keepYearly, as in Proxmox Backup Server: each keeps the newest point of each of its last N
+ *   periods that have a point, newest first; a period whose newest point an earlier rule already
+ *   keeps does not count, so each rule reaches further back than the rules before it.
+ *   (PBS instead skips a period holding any kept point; that differs only where weeks straddle
+ *   months or years, and makes adding a rule able to prune a point, which this never does.)
+ * - maxAgeDays N also keeps every point younger than N days, without shifting the other rules.
+ * - The newest good point, points under a hold still in force, and (transitively) every point a
+ *   kept point depends on are always kept.
+ * - Without rules nothing is pruned.
+ */
+export function planRetention<P extends HistoryPoint>(input: RetentionInput<P>): RetentionPlan<P> {
+  const { points, rules = {}, holds = [], now } = input;
+  const byId = new Map<string, P>();
+  for (const point of points) {
+    if (byId.has(point.id)) {
+      throw new CofferError("INVALID_INPUT", `point ids must be unique within a set: "${point.id}" appears twice`, {
+        field: "points",
+      });
+    }
+    byId.set(point.id, point);
+  }
+  const reasons = new Map<string, string[]>();
+  const keep = (point: P, reason: string) => {
+    const list = reasons.get(point.id);
+    if (!list) reasons.set(point.id, [reason]);
+    else if (!list.includes(reason)) list.push(reason);
+  };
+
+  const good = points.filter((p) => p.status === "ok" && !Number.isNaN(takenAtMs(p))).sort(newestFirst);
+  const declared = RETENTION_RULES.some((rule) => rules[rule] !== undefined);
+  const covered = declared ? applyRules(good, rules, input.timeZone ?? "UTC", keep) : [];
+  if (!declared) for (const point of good) keep(point, "no retention rules");
+  if (rules.maxAgeDays !== undefined) {
+    for (const point of good) {
+      const age = now.getTime() - takenAtMs(point);
+      if (age < rules.maxAgeDays * MS.DAY) keep(point, `maxAgeDays ${rules.maxAgeDays} (${formatAge(age)} old)`);
+    }
+  }
+  if (good.length > 0) keep(good[0], "newest good point");
+  for (const hold of holds) {
+    const point = byId.get(hold.point);
+    if (point && holdsAt(hold, now)) keep(point, holdReason(hold));
+  }
+  for (const point of points) {
+    if (point.status !== "ok") keep(point, `${point.status}: never pruned automatically`);
+    else if (Number.isNaN(takenAtMs(point))) keep(point, "takenAt is not a valid time: never pruned automatically");
+  }
+  keepDependencies(byId, reasons, keep);
+
+  const sorted = [...points].sort(safeNewestFirst);
+  const kept = sorted.filter((p) => reasons.has(p.id)).map((point) => ({ point, reasons: reasons.get(point.id)! }));
+  const pruned = deletionOrder(
+    sorted.filter((p) => !reasons.has(p.id)),
+    byId,
+  ).map((point) => ({ point, reason: pruneReason(point, covered, rules, now) }));
+  return { keep: kept, prune: pruned };
+}
+
+/** For each calendar rule, the periods it went through and the kept point that stands for each. */
+type Coverage<P> = { rule: CalendarRule; periodOf: (point: P) => string; keptIn: Map<string, P> }[];
+
+/** Runs keepLast and the calendar rules over `good` (newest first), calling `keep` for what they keep. */
+function applyRules<P extends HistoryPoint>(
+  good: P[],
+  rules: RetentionRules,
+  timeZone: string,
+  keep: (point: P, reason: string) => void,
+): Coverage<P> {
+  const coverage: Coverage<P> = [];
+  const kept = new Set<string>();
+  const mark = (point: P, reason: string) => {
+    kept.add(point.id);
+    keep(point, reason);
+  };
+  if (rules.keepLast !== undefined) {
+    const last = good.slice(0, rules.keepLast);
+    last.forEach((point, i) => mark(point, `keepLast (${i + 1} of ${rules.keepLast})`));
+  }
+  const calendarRules = CALENDAR_RULES.filter((rule) => rules[rule] !== undefined);
+  if (calendarRules.length === 0) return coverage;
+  const periodsAt = periodsIn(timeZone);
+  const periodsOf = new Map(good.map((point) => [point.id, periodsAt(takenAtMs(point))]));
+  for (const rule of calendarRules) {
+    const limit = rules[rule]!;
+    const periodOf = (point: P) => (periodsOf.get(point.id) ?? periodsAt(takenAtMs(point)))[PERIOD_OF[rule]];
+    const keptIn = new Map<string, P>();
+    let counted = 0;
+    for (const point of good) {
+      const period = periodOf(point);
+      if (keptIn.has(period)) continue;
+      // `point` is the newest of `period`: already kept means the period is covered and doesn't count.
+      if (!kept.has(point.id)) {
+        if (counted === limit) break;
+        counted++;
+        mark(point, `${rule} ${period}`);
+      }
+      keptIn.set(period, point);
+    }
+    coverage.push({ rule, periodOf, keptIn });
+  }
+  return coverage;
+}
+
+/** Keeps every point a kept point depends on, transitively; ids not in the set are ignored. */
+function keepDependencies<P extends HistoryPoint>(
+  byId: Map<string, P>,
+  reasons: Map<string, string[]>,
+  keep: (point: P, reason: string) => void,
+) {
+  // Oldest first, so that pop() takes the newest: reasons come out the same however points are listed.
+  const pending = [...byId.values()]
+    .filter((p) => reasons.has(p.id))
+    .sort(safeNewestFirst)
+    .reverse()
+    .map((p) => p.id);
+  const visited = new Set(pending);
+  while (pending.length > 0) {
+    const dependent = byId.get(pending.pop()!)!;
+    const base = dependent.dependsOn === undefined ? undefined : byId.get(dependent.dependsOn);
+    if (!base || base.id === dependent.id) continue;
+    keep(base, `needed by ${dependent.id}`);
+    if (!visited.has(base.id)) {
+      visited.add(base.id);
+      pending.push(base.id);
+    }
+  }
+}
+
+/** Newest first, with points whose time is invalid last (by id). */
+function safeNewestFirst(a: HistoryPoint, b: HistoryPoint): number {
+  const aBad = Number.isNaN(takenAtMs(a));
+  const bBad = Number.isNaN(takenAtMs(b));
+  if (aBad || bBad) return aBad && bBad ? (a.id < b.id ? -1 : a.id > b.id ? 1 : 0) : aBad ? 1 : -1;
+  return newestFirst(a, b);
+}
+
+/** `pruned` (newest first) reordered so that a point comes before the pruned points it depends on. */
+function deletionOrder<P extends HistoryPoint>(pruned: P[], byId: Map<string, P>): P[] {
+  const prunedIds = new Set(pruned.map((p) => p.id));
+  const dependents = new Map<string, P[]>();
+  for (const point of pruned) {
+    if (point.dependsOn !== undefined && prunedIds.has(point.dependsOn) && byId.has(point.dependsOn)) {
+      const list = dependents.get(point.dependsOn);
+      if (list) list.push(point);
+      else dependents.set(point.dependsOn, [point]);
+    }
+  }
+  const order: P[] = [];
+  const placed = new Set<string>();
+  const place = (point: P) => {
+    if (placed.has(point.id)) return;
+    placed.add(point.id);
+    for (const dependent of dependents.get(point.id) ?? []) place(dependent);
+    order.push(point);
+  };
+  for (const point of pruned) place(point);
+  return order;
+}
+
+function pruneReason<P extends HistoryPoint>(point: P, covered: Coverage<P>, rules: RetentionRules, now: Date): string {
+  for (const { rule, periodOf, keptIn } of covered) {
+    const period = periodOf(point);
+    const newer = keptIn.get(period);
+    if (newer) return `${rule} ${period} keeps the newer point ${newer.id}`;
+  }
+  return `beyond what ${describeRetention(rules)} keeps (${formatAge(now.getTime() - takenAtMs(point))} old)`;
+}
