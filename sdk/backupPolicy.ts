@@ -33,8 +33,15 @@ export interface BackupPolicyArgs {
   bandwidthLimitMiBps?: pulumi.Input<number>;
   /** What to verify after each backup. Default "none". */
   integrityCheck?: pulumi.Input<IntegrityCheck>;
-  /** Which backups to keep, recorded in the policy document. Coffer does not yet delete old sets by it. */
-  retention?: pulumi.Input<{ keepLast?: pulumi.Input<number>; maxAgeDays?: pulumi.Input<number> }>;
+  /**
+   * Which points of each set to keep (Proxmox Backup Server's rules): each rule keeps the newest point
+   * of each of its last N periods; a point any rule keeps stays. Absent: every point is kept.
+   */
+  retention?: pulumi.Input<RetentionArgs>;
+  /** Recovery point objective in hours: a set whose newest good point is older is overdue, and its next up takes one. */
+  rpoHours?: pulumi.Input<number>;
+  /** Refresh re-verifies points last checked longer ago than this (the newest point every time). Default 30. */
+  reverifyAfterDays?: pulumi.Input<number>;
   /** The ssh destination where the host agent runs ("kvm-07"); absent: the machine that runs Pulumi. */
   host?: pulumi.Input<string>;
   /** The SecretEscrow of `encryption.passphrase`; the manifests of sets under this policy name its record. */
@@ -42,6 +49,20 @@ export interface BackupPolicyArgs {
   /** Refuse, at preview, an encrypted policy without `escrow`. Default false. */
   requireEscrow?: pulumi.Input<boolean>;
 }
+
+export interface Retention {
+  keepLast?: number;
+  keepHourly?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  keepYearly?: number;
+  /** Keeps every point younger than this many days. */
+  maxAgeDays?: number;
+  /** The IANA zone whose calendar days, weeks, months and years the rules count. Default "UTC". */
+  timeZone?: string;
+}
+export type RetentionArgs = { [K in keyof Retention]?: pulumi.Input<Retention[K]> };
 
 /**
  * A zone's backup settings (CloudStack's `nas.backup.*` zone keys, made declarative), written as a
@@ -57,7 +78,9 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly encryption: pulumi.Output<{ passphrase: string } | null>;
   declare readonly bandwidthLimitMiBps: pulumi.Output<number>;
   declare readonly integrityCheck: pulumi.Output<IntegrityCheck>;
-  declare readonly retention: pulumi.Output<{ keepLast?: number; maxAgeDays?: number } | null>;
+  declare readonly retention: pulumi.Output<Retention | null>;
+  declare readonly rpoHours: pulumi.Output<number | null>;
+  declare readonly reverifyAfterDays: pulumi.Output<number | null>;
   declare readonly host: pulumi.Output<string | null>;
   /** The escrow record of the passphrase, as of the policy's last update; null when none. */
   declare readonly escrow: pulumi.Output<EscrowLink | null>;
@@ -91,6 +114,8 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         bandwidthLimitMiBps: args.bandwidthLimitMiBps,
         integrityCheck: args.integrityCheck,
         retention: args.retention,
+        rpoHours: args.rpoHours,
+        reverifyAfterDays: args.reverifyAfterDays,
         host: args.host,
         escrow:
           args.escrow &&

@@ -43,16 +43,60 @@ export interface EncryptedBackupSetArgs {
   concurrency?: pulumi.Input<number>;
   /** The escrow of the policy's passphrase; default: the policy's `escrow`. The manifest names its record and current version. */
   escrow?: SecretEscrow;
+  /** When a point is due besides a new trigger: `{ every: "24h" }`, or `{ cron: "0 3 * * *", timeZone: "Europe/Berlin" }`. */
+  schedule?: pulumi.Input<ScheduleArgs>;
+  /** Points kept whatever retention says (a legal hold): `[{ point, reason, until? }]`. */
+  holds?: pulumi.Input<pulumi.Input<HoldArgs>[]>;
+  /** `pulumi destroy` keeps the set's points unless this is true; held points are always kept. Default false. */
+  deleteBackupsOnDestroy?: pulumi.Input<boolean>;
+}
+
+export type ScheduleArgs = { every: string } | { cron: string; timeZone?: string };
+
+export interface HoldArgs {
+  /** The point's id, as `points` and `coffer list` show it. */
+  point: pulumi.Input<string>;
+  /** Why it is kept, e.g. a case number. */
+  reason: pulumi.Input<string>;
+  /** The hold ends after this date ("2027-06-30"); absent: until removed. */
+  until?: pulumi.Input<string>;
+}
+
+/** A recovery point as the set's state records it. */
+export interface RecoveryPoint {
+  id: string;
+  takenAt: string;
+  /** Index into `locations`: where the point is, and where its key is escrowed. */
+  loc: number;
+  sizeBytes: number;
+  itemsSha256: string;
+  /** The version of the keys it was made with. */
+  key: number;
+  escrowVersion?: number;
+  status: "ok" | "failed" | "missing";
+  checkedAt: string;
+  failures?: string[];
+}
+
+export interface PointLocation {
+  targetPath: string;
+  targetId?: string;
+  zone: string;
+  manifestHost: string;
+  hosts: string[];
+  escrow?: { recordId: string; store: string };
 }
 
 export type BackupItem = ManifestItem & { via: string };
 export type { Verification };
 
 /**
- * A point-in-time backup of VM disks, taken by the host agent under a BackupPolicy and verified
- * before it counts. `pulumi refresh` re-verifies it at the policy's level: a set that no longer
- * verifies shows `verification.status` "failed" or "missing", and the next `pulumi up` takes a
- * new set (before deleting the old one). `pulumi destroy` deletes the set's files and nothing else.
+ * A history of backups (recovery points) of VM disks, taken by the host agent under a BackupPolicy
+ * and verified before they count. An `up` takes a point when `trigger` changed or `schedule` says one
+ * is due, then prunes what the policy's retention no longer keeps; policy changes apply from the next
+ * point. `pulumi refresh` re-verifies the newest point and those not checked for `reverifyAfterDays`:
+ * a point that no longer verifies shows as drift, by name. `pulumi destroy` keeps the points unless
+ * `deleteBackupsOnDestroy` is true.
  */
 export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   declare readonly trigger: pulumi.Output<string>;
@@ -65,6 +109,11 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   /** The escrow record (and version) the manifest names; a later rotation does not change it. */
   declare readonly escrow: pulumi.Output<(EscrowLink & { version: number }) | undefined>;
   declare readonly schemaVersion: pulumi.Output<number>;
+  /** The set's recovery points, oldest first. */
+  declare readonly points: pulumi.Output<RecoveryPoint[]>;
+  declare readonly locations: pulumi.Output<PointLocation[]>;
+  /** True when the policy's `rpoHours` is set and the newest good point is older. */
+  declare readonly overdue: pulumi.Output<boolean>;
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
     const policy = args.policy;
@@ -99,6 +148,14 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
             encrypted: isEncrypted,
             host: host ?? undefined,
           })),
+        // Retention, RPO and re-verification: apart from `policy`, see provider/backupSet/schema.ts.
+        history: pulumi
+          .all([policy.retention, policy.rpoHours, policy.reverifyAfterDays])
+          .apply(([retention, rpoHours, reverifyAfterDays]) => ({
+            retention: retention ?? undefined,
+            rpoHours: rpoHours ?? undefined,
+            reverifyAfterDays: reverifyAfterDays ?? undefined,
+          })),
         // The one key the set needs: the passphrase, or for unencrypted sets the manifest key.
         keys: pulumi.secret(
           policy.encryption.apply((encryption) =>
@@ -117,7 +174,15 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
               policy.encryption.apply((e) => e?.passphrase),
             )
           : policy.escrow.apply((e) => e ?? undefined),
+        schedule: args.schedule,
+        holds: args.holds,
+        deleteBackupsOnDestroy: args.deleteBackupsOnDestroy,
         setId: undefined,
+        points: undefined,
+        locations: undefined,
+        overdue: undefined,
+        keyVersion: undefined,
+        keyring: undefined,
         setDir: undefined,
         manifestPath: undefined,
         manifestHost: undefined,
@@ -125,7 +190,7 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         verification: undefined,
         schemaVersion: undefined,
       },
-      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["keys"] }),
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["keys", "keyring"] }),
       "coffer",
       "EncryptedBackupSet",
     );

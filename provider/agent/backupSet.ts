@@ -39,6 +39,8 @@ export interface ItemRequest {
   /** `<target>/sets/<zone>`: the folder of every set of one zone. */
   zoneDir: string;
   setId: string;
+  /** The point's folder in the set's; absent from providers before histories (the set's folder is the point's). */
+  pointId?: string;
   name: string;
   source: Source;
   compression: Compression;
@@ -64,10 +66,10 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   const subject = `source ${req.name}`;
   if (req.encrypted && !req.passphrase)
     throw new CofferError("INVALID_INPUT", `${subject}: encryption is on but no passphrase reached the agent`);
-  const setDir = path.join(req.zoneDir, req.setId);
+  const setDir = path.join(req.zoneDir, req.setId, req.pointId ?? "");
   await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
   if (req.owner) await markOwner(setDir, req.owner);
-  await sweepLeftovers(req.zoneDir, req.setId);
+  await sweepLeftovers(req.zoneDir, path.relative(req.zoneDir, setDir));
   const format: StoredFormat = { compression: req.compression, encrypted: req.encrypted };
   const finalFile = path.join(setDir, backupFileName(req.name, format));
   if (
@@ -181,7 +183,8 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
  * is gone; and folders without a manifest whose owner (the provider that was taking the set) is
  * gone, with the backups finished in them, since no manifest will ever name those. A folder
  * without an owner marker is left alone (a run of an older Coffer, maybe still going), and so is
- * one whose owner is on another host (it can't be checked from here), and the set `working` on.
+ * one whose owner is on another host (it can't be checked from here), and the folder `working` on
+ * (relative to the zone's: `<set>` or `<set>/<point>`).
  * Returns what it removed.
  */
 export async function sweepLeftovers(zoneDir: string, working?: string): Promise<string[]> {
@@ -191,15 +194,22 @@ export async function sweepLeftovers(zoneDir: string, working?: string): Promise
     await fs.rm(file, { force: true });
     removed.push(file);
   };
+  // A set's own folder (sets taken before histories) and its points' folders.
+  const folders: string[] = [];
   for (const set of await fs.readdir(zoneDir).catch(() => [] as string[])) {
-    const setDir = path.join(zoneDir, set);
+    folders.push(set);
+    const inSet = await fs.readdir(path.join(zoneDir, set), { withFileTypes: true }).catch(() => []);
+    folders.push(...inSet.filter((e) => e.isDirectory()).map((e) => path.join(set, e.name)));
+  }
+  for (const folder of folders) {
+    const setDir = path.join(zoneDir, folder);
     const entries = await fs.readdir(setDir).catch(() => undefined);
     if (!entries) continue;
     for (const entry of entries) {
       const match = PARTIAL_PATTERN.exec(entry);
       if (match && match[2] === host && !pidAlive(Number(match[3]))) await remove(path.join(setDir, entry));
     }
-    if (set === working || (await folderOwners(setDir, entries)) !== "gone") continue;
+    if (folder === working || (await folderOwners(setDir, entries)) !== "gone") continue;
     if (entries.includes(MANIFEST_FILE)) {
       // A crash between writing the manifest and clearing the marker: the set is whole.
       for (const owner of entries.filter((e) => OWNER_PATTERN.test(e))) await remove(path.join(setDir, owner));
@@ -242,7 +252,7 @@ export interface Verification {
 export async function verifySet(
   setDir: string,
   level: IntegrityCheck,
-  secrets: { manifestSecret: string; passphrase?: string },
+  secrets: { manifestSecret?: string; passphrase?: string; manifestKey?: string },
   events: Events = {},
 ): Promise<Verification & { manifest?: Manifest }> {
   const checkedAt = new Date().toISOString();
@@ -254,7 +264,10 @@ export async function verifySet(
       level,
       failures: [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`],
     };
-  const opened = await openManifest(text, secrets.manifestSecret);
+  // A set's points may be signed with different keys: the manifest says which one it needs.
+  const unsigned = readManifest(text);
+  const needed = unsigned.ok && unsigned.manifest.keySource === "passphrase" ? secrets.passphrase : secrets.manifestKey;
+  const opened = await openManifest(text, secrets.manifestSecret ?? needed ?? "");
   if (!opened.ok) return { status: "failed", checkedAt, level, failures: [opened.problem] };
   if (!opened.authentic)
     return {

@@ -3,7 +3,7 @@
  *   coffer-agent <command>      request: one JSON document on stdin (secrets travel only here)
  *                               result:  {"ok":true,"result":...} or {"ok":false,"error":{code,message}} on stdout
  *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
- * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, version.
+ * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, read-index, write-index, version.
  * Every command that touches a backup target first checks the target's identity (request field
  * `target: { path, id? }`): an unmounted NAS's empty mount point is refused before anything is written.
  * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero; so
@@ -17,6 +17,7 @@ import { watchParent } from "../common/parentWatch";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
 import { documentPath } from "../backupPolicy/document";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
+import { currentSetIndex, removeSetIndex, setIndexSchema, writeSetIndex } from "./pointIndex";
 import { sweepTempLeftovers } from "./tempFiles";
 
 async function readStdin(): Promise<string> {
@@ -66,13 +67,32 @@ const commands: Record<string, Handler> = {
   },
   "verify-set": async (req, events) => {
     const targetId = await checkedTarget(req);
-    const secrets = { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
+    const secrets = req.keys ?? { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
     return { ...(await verifySet(req.setDir, req.level, secrets, events)), targetId };
   },
   "delete-set": async (req) => {
     await checkedTarget(req);
     await deleteSet(req.setDir, req.target.path, req.knownFiles);
     return { deleted: req.setDir };
+  },
+  "read-index": async (req) => {
+    const targetId = await checkedTarget(req);
+    return { index: (await currentSetIndex(req.setDir, req.zone)).index, targetId };
+  },
+  "write-index": async (req) => {
+    await checkedTarget(req);
+    // null: the set has no point left here; its folder goes too once empty.
+    if (req.index === null) {
+      await removeSetIndex(req.setDir, req.target.path);
+      return { removed: req.setDir };
+    }
+    const parsed = setIndexSchema.safeParse(req.index);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new CofferError("INVALID_INPUT", `index ${issue.path.join(".")}: ${issue.message}`);
+    }
+    await writeSetIndex(req.setDir, parsed.data);
+    return { written: req.setDir };
   },
   version: async () => ({ qemu: await qemuVersion(), node: process.version }),
 };

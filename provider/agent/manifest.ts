@@ -12,7 +12,7 @@ import { canonicalJson } from "../common/canonicalJson";
  * against the backup's LUKS header. Schema 1 manifests (HKDF from the passphrase) still verify.
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
-export const MANIFEST_SCHEMA_VERSION = 2;
+export const MANIFEST_SCHEMA_VERSION = 3;
 export const MANIFEST_FILE = "manifest.json";
 
 /**
@@ -80,6 +80,8 @@ export const manifestSchema = z.object({
   kind: z.literal(MANIFEST_KIND),
   schemaVersion: z.number().int().min(1).max(MANIFEST_SCHEMA_VERSION),
   setId: z.string(),
+  /** Since schema 3: the point's id, its folder's name inside the set's; absent: the set's folder is the point's. */
+  pointId: z.string().optional(),
   name: z.string(),
   trigger: z.string(),
   zone: z.string(),
@@ -178,22 +180,31 @@ export async function openManifest(text: string, secret: string): Promise<Opened
 }
 
 /**
- * Why an authentic manifest does not belong in `setDir`, or undefined when it does: a set's
- * manifest names its own set id, which is its folder's name, and its zone, which is the name of
- * the folder above when that one sits in a `sets` folder (`<target>/sets/<zone>/<setId>`).
- * A manifest copied into another set's folder (a swapped or rolled-back set) fails here.
+ * Why an authentic manifest does not belong in `dir`, or undefined when it does. A point's
+ * manifest names its point id, which is its folder's name, and its set id, the name of the folder
+ * above (`<target>/sets/<zone>/<setId>/<pointId>`); a manifest without a point id (a set taken
+ * before histories) names its set id, its folder's name. Both name their zone, the name of the
+ * folder above the set's when that one sits in a `sets` folder. A manifest copied into another
+ * set's or point's folder (a swapped or rolled-back backup) fails here.
  */
-export function misplacement(manifest: Manifest, setDir: string): string | undefined {
-  const folder = path.basename(path.resolve(setDir));
+export function misplacement(manifest: Manifest, dir: string): string | undefined {
+  const copied = "(copied from another set?)";
+  let setDir = path.resolve(dir);
+  if (manifest.pointId !== undefined) {
+    const folder = path.basename(setDir);
+    if (manifest.pointId !== folder) {
+      return `manifest: it belongs to point ${manifest.pointId}, not to this folder's point ${folder} (copied from another point?)`;
+    }
+    setDir = path.dirname(setDir);
+  }
+  const folder = path.basename(setDir);
   if (manifest.setId !== folder) {
-    const copied = "(copied from another set?)";
     return `manifest: it belongs to set ${manifest.setId}, not to this folder's set ${folder} ${copied}`;
   }
-  const zoneDir = path.dirname(path.resolve(setDir));
+  const zoneDir = path.dirname(setDir);
   const zone = path.basename(zoneDir);
   if (path.basename(path.dirname(zoneDir)) === "sets" && manifest.zone !== zone) {
-    const copied = "(copied from another zone?)";
-    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} ${copied}`;
+    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} (copied from another zone?)`;
   }
   return undefined;
 }

@@ -23,7 +23,19 @@ export const policySettings = z.object({
   ]),
   bandwidthLimitMiBps: z.number().int().min(0),
   integrityCheck: z.enum(INTEGRITY_CHECKS),
-  retention: z.object({ keepLast: z.number().int().min(1).optional(), maxAgeDays: z.number().int().min(1).optional() }),
+  retention: z.object({
+    keepLast: z.number().int().min(1).optional(),
+    keepHourly: z.number().int().min(1).optional(),
+    keepDaily: z.number().int().min(1).optional(),
+    keepWeekly: z.number().int().min(1).optional(),
+    keepMonthly: z.number().int().min(1).optional(),
+    keepYearly: z.number().int().min(1).optional(),
+    maxAgeDays: z.number().int().min(1).optional(),
+    timeZone: z.string().optional(),
+  }),
+  /** Absent in documents written before histories, and when not set. */
+  rpoHours: z.number().positive().optional(),
+  reverifyAfterDays: z.number().positive().optional(),
   /** Where the passphrase is escrowed (documents written before escrow existed have none). */
   escrow: z.object({ recordId: z.string(), store: z.string() }).nullable().default(null),
 });
@@ -70,6 +82,8 @@ export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | un
     bandwidthLimitMiBps: inputs.bandwidthLimitMiBps,
     integrityCheck: inputs.integrityCheck,
     retention: { ...inputs.retention },
+    ...(inputs.rpoHours != null ? { rpoHours: inputs.rpoHours } : {}),
+    ...(inputs.reverifyAfterDays != null ? { reverifyAfterDays: inputs.reverifyAfterDays } : {}),
     escrow: inputs.escrow ? { recordId: inputs.escrow.recordId, store: inputs.escrow.store } : null,
   };
 }

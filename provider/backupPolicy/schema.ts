@@ -1,4 +1,6 @@
 import { z } from "zod";
+import { isTimeZone } from "../history/calendar";
+import { retentionRules } from "../history/retention";
 import { directoryLocation } from "../common/directoryLocation";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
 
@@ -45,21 +47,18 @@ const encryption = z
   )
   .strict();
 
-const positiveInteger = (field: string) =>
-  z
-    .number({ error: `${field} must be a whole number of at least 1` })
-    .int({ message: `${field} must be a whole number of at least 1` })
-    .min(1, { message: `${field} must be at least 1: leave it out to keep backups without this limit` });
+/** Retention rules, and the zone whose calendar their days, weeks, ... are counted in (default UTC). */
+const retention = retentionRules.extend({
+  timeZone: z
+    .string({ error: 'retention.timeZone must be an IANA time zone such as "Europe/Berlin"' })
+    .refine(isTimeZone, { message: 'retention.timeZone must be an IANA time zone such as "Europe/Berlin" or "UTC"' })
+    .optional(),
+});
 
-const retention = z
-  .object(
-    {
-      keepLast: positiveInteger("retention.keepLast").optional(),
-      maxAgeDays: positiveInteger("retention.maxAgeDays").optional(),
-    },
-    { error: "retention must be an object like { keepLast: 7, maxAgeDays: 30 }, or absent to keep every backup" },
-  )
-  .strict();
+const positiveHours = (field: string, example: string) =>
+  z
+    .number({ error: `${field} must be a number of ${example}` })
+    .positive({ message: `${field} must be more than 0: leave it out for no limit` });
 
 /**
  * The inputs of a BackupPolicy, validated and normalized: defaults filled in, so that an explicit
@@ -89,6 +88,10 @@ export const backupPolicyInputs = z
       })
       .default("none"),
     retention: retention.optional(),
+    /** Recovery point objective: a set whose newest good point is older is overdue, and its next up takes one. */
+    rpoHours: positiveHours("rpoHours", "hours, e.g. 24").nullable().default(null),
+    /** Refresh re-verifies points whose last check is older (the newest point every time). Default 30. */
+    reverifyAfterDays: positiveHours("reverifyAfterDays", "days, e.g. 30").nullable().default(null),
     /** Where the host agent runs, over ssh; absent: on the machine that runs Pulumi. */
     // Absent becomes null (as escrow does): a checked input is known while an update is
     // previewed, and EncryptedBackupSet builds on it; an absent one would be unknown. Not so for

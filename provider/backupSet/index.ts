@@ -7,6 +7,7 @@ import { agentClient } from "./agentClient";
 import { engineLog } from "../common/engineLog";
 import { engineGone, settlingBeforeExit, watchEngine } from "../common/engineWatch";
 import { SetHost, createBackupSetProvider } from "./provider";
+import { newPointId } from "./state";
 
 watchEngine();
 
@@ -19,8 +20,10 @@ export const localHost: SetHost = {
         .replace(/^[-.]+/, "")
         .slice(0, 40) || "set"
     }-${randomBytes(4).toString("hex")}`,
+  newPointId: (now) => newPointId(now, randomBytes(2).toString("hex")),
   now: () => new Date(),
   progress: (message) => engineLog(message),
+  note: (message) => engineLog(message, { ephemeral: false }),
   engineGone,
 };
 

@@ -22,8 +22,10 @@ export interface PlannedItem {
  * asked, and what the manifest will say. Holds the keys: it lives in memory only.
  */
 export interface PointPlan {
-  /** The id the manifest names; its folder's name. */
+  /** The set the point belongs to; its folder holds the point's. */
   setId: string;
+  /** The point's id: its folder's name. */
+  pointId: string;
   zone: string;
   targetPath: string;
   /** `<target>/sets/<zone>`: the folder the crash sweep looks in. */
@@ -46,16 +48,17 @@ export interface PointPlan {
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
 
-/** The plan of a point of `inputs`, in the folder of `setId` under the policy's target and zone. */
-export function planPoint(inputs: BackupSetInputs, ids: { setId: string }): PointPlan {
+/** The plan of point `pointId` of `inputs`, in the folder of `setId` under the policy's target and zone. */
+export function planPoint(inputs: BackupSetInputs, ids: { setId: string; pointId: string }): PointPlan {
   const { policy, keys } = inputs;
   const zoneDir = path.join(policy.target.path, "sets", policy.zone);
   return {
     setId: ids.setId,
+    pointId: ids.pointId,
     zone: policy.zone,
     targetPath: policy.target.path,
     zoneDir,
-    pointDir: path.join(zoneDir, ids.setId),
+    pointDir: path.join(zoneDir, ids.setId, ids.pointId),
     manifestWhere: inputs.host ?? policy.host,
     items: inputs.sources.map((source) => ({
       name: source.name,
@@ -102,6 +105,7 @@ export function pointManifest(
     kind: MANIFEST_KIND,
     schemaVersion: MANIFEST_SCHEMA_VERSION,
     setId: plan.setId,
+    pointId: plan.pointId,
     name: plan.trigger,
     trigger: plan.trigger,
     zone: plan.zone,

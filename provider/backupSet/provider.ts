@@ -1,61 +1,279 @@
 import type * as pulumi from "@pulumi/pulumi";
-import {
-  changedKeys,
-  checkInputs,
-  currentState,
-  parseCheckedInputs,
-  userInputs,
-  withoutUndefined,
-} from "../common/check";
+import * as path from "node:path";
 import type { Verification } from "../agent/backupSet";
-import type { Manifest, ManifestItem } from "../agent/manifest";
+import type { Manifest } from "../agent/manifest";
+import { CofferError, isCofferError } from "../common/errors";
+import { formatBytes } from "../common/sizes";
+import { checkInputs, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
 import { ensureReference, releaseReference } from "../escrow/references";
-import type { EscrowLink } from "../escrow/schema";
-import type { TargetRef } from "../common/targetIdentity";
+import { holdsAt } from "../history/holds";
+import { overdue } from "../history/schedule";
+import { describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
+import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex } from "../agent/pointIndex";
 import { planPoint } from "./plan";
-import { BackupSetInputs, SET_SCHEMA_VERSION, backupSetInputs } from "./schema";
-import { TakeDeps, removePoint, takePoint } from "./take";
+import { BackupSetInputs, backupSetInputs } from "./schema";
+import {
+  BackupSetOutputs,
+  PointLocation,
+  PointRecord,
+  SET_SCHEMA_VERSION,
+  itemsDigest,
+  keysOfVersion,
+  pointDir,
+  referenceName,
+  stateSecrets,
+  upgradeOutputs,
+} from "./state";
+import { TakeDeps, TakenPoint, removePoint, takePoint } from "./take";
 export { boundedAll } from "./take";
-
-export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
-  /** The escrow link, with the version of the record the manifest names (its current one when the set was made). */
-  escrow?: EscrowLink & { version: number };
-  schemaVersion: number;
-  setId: string;
-  setDir: string;
-  manifestPath: string;
-  /** Where the manifest was written and is verified from: "local" or an ssh destination. */
-  manifestHost: string;
-  /** Per source: what the agent made, and `via`, where it ran ("local" or an ssh destination). */
-  items: (ManifestItem & { via: string })[];
-  verification: Verification;
-  /** The target's identity when the set was taken; absent in state written before identities (schema 1). */
-  targetId?: string;
-}
+export { upgradeOutputs } from "./state";
+export type { BackupSetOutputs } from "./state";
 
 export interface SetHost extends TakeDeps {
   newSetId(trigger: string): string;
+  newPointId(now: Date): string;
+  /** A message kept in the output of `pulumi preview` and `up` (what a review reads). */
+  note(message: string): void;
 }
 
 type Outputs = BackupSetOutputs & { __provider?: string };
-/** What verify-set returns: the verification, and the id of the target it checked. */
-type Verified = Verification & { targetId: string };
+/** What verify-set returns: the verification, the manifest it read, and the id of the target it checked. */
+type Verified = Verification & { targetId: string; manifest?: Manifest };
 
 const local = (where: string) => (where === "local" ? undefined : where);
-type SetOnTarget = { setDir: string; policy: BackupSetInputs["policy"]; targetId?: string };
-/** The target as agent requests name it: its path, and its identity when known. */
-const targetRef = (set: Omit<SetOnTarget, "setDir">): TargetRef => ({
-  path: set.policy.target.path,
-  id: set.targetId,
-  zone: set.policy.zone,
-});
-const manifestSecret = (inputs: BackupSetInputs) =>
-  inputs.policy.encrypted ? inputs.keys.passphrase! : inputs.keys.manifestKey!;
-const secretsOf = (inputs: BackupSetInputs) =>
-  [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
+
+/** The location a point of `inputs` taken now goes to. */
+function locationOf(inputs: BackupSetInputs, taken: TakenPoint): PointLocation {
+  return {
+    targetPath: inputs.policy.target.path,
+    targetId: taken.targetId,
+    zone: inputs.policy.zone,
+    manifestHost: taken.manifestHost,
+    hosts: [...new Set([...taken.items.map((i) => i.via), taken.manifestHost])],
+    ...(inputs.escrow ? { escrow: { recordId: inputs.escrow.recordId, store: inputs.escrow.store } } : {}),
+  };
+}
+
+/** The index of `location` in `locations`, added when new. */
+function placeOf(locations: PointLocation[], location: PointLocation): number {
+  const key = JSON.stringify(location);
+  const found = locations.findIndex((l) => JSON.stringify(l) === key);
+  if (found >= 0) return found;
+  locations.push(location);
+  return locations.length - 1;
+}
+
+/** The index of `points`, the set's points in `location`'s set folder, as state knows them. */
+export function indexOf(
+  state: BackupSetOutputs,
+  points: readonly PointRecord[],
+  location: PointLocation,
+  now: Date,
+): SetIndex {
+  return {
+    kind: INDEX_KIND,
+    schemaVersion: INDEX_SCHEMA_VERSION,
+    setId: state.setId,
+    zone: location.zone,
+    updatedAt: now.toISOString(),
+    retention: (state.history?.retention ?? null) as SetIndex["retention"],
+    holds: state.holds ?? [],
+    points: points.map((p) => {
+      const escrow = state.locations[p.loc].escrow;
+      return {
+        id: p.id,
+        takenAt: p.takenAt,
+        sizeBytes: p.sizeBytes,
+        status: p.status,
+        checkedAt: p.checkedAt,
+        ...(p.failures ? { failures: p.failures } : {}),
+        keySource: keysOfVersion(state, p.key).passphrase ? ("passphrase" as const) : ("manifest-key" as const),
+        ...(escrow && p.escrowVersion !== undefined ? { escrow: { ...escrow, version: p.escrowVersion } } : {}),
+      };
+    }),
+    pruned: [],
+  };
+}
+
+/** The set as a whole: ok when every point is; else which points are not, by id. */
+export function setVerification(points: readonly PointRecord[], level: Verification["level"], now: Date): Verification {
+  const failed = points.filter((p) => p.status === "failed");
+  const missing = points.filter((p) => p.status === "missing");
+  const failures = [...failed, ...missing].flatMap((p) =>
+    (p.failures ?? [p.status]).map((failure) => `point ${p.id}: ${failure}`),
+  );
+  const status = failed.length > 0 ? "failed" : missing.length > 0 ? "missing" : "ok";
+  return { status, checkedAt: now.toISOString(), level, failures };
+}
+
+/**
+ * A verified point whose manifest is not the one Pulumi recorded (another set's or point's, other
+ * files or hashes) failed: the target was changed by someone who holds the key, or state is not this set's.
+ */
+export function matchState(setId: string, point: PointRecord, manifest: Manifest): string[] {
+  const failures: string[] = [];
+  if (manifest.setId !== setId)
+    failures.push(`manifest: it is set ${manifest.setId}'s, but Pulumi recorded set ${setId}`);
+  const pointId = manifest.pointId ?? manifest.setId;
+  if (pointId !== point.id) failures.push(`manifest: it is point ${pointId}'s, but Pulumi recorded point ${point.id}`);
+  if (itemsDigest(manifest.items) !== point.itemsSha256) {
+    failures.push("manifest: its items (files, sizes or hashes) differ from what Pulumi recorded");
+  }
+  return failures;
+}
 
 export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
+
+  /** Takes a point of `inputs` into the set's folder: its record, and the outputs that name the newest point. */
+  async function takeNewPoint(inputs: BackupSetInputs, setId: string, keyVersion: number, locations: PointLocation[]) {
+    const now = host.now();
+    const plan = planPoint(inputs, { setId, pointId: host.newPointId(now) });
+    const taken = await takePoint(plan, host);
+    const point: PointRecord = {
+      id: plan.pointId,
+      takenAt: taken.manifest.createdAt,
+      loc: placeOf(locations, locationOf(inputs, taken)),
+      sizeBytes: taken.items.reduce((sum, i) => sum + i.sizeBytes, 0),
+      itemsSha256: itemsDigest(taken.items),
+      key: keyVersion,
+      ...(taken.escrowVersion !== undefined ? { escrowVersion: taken.escrowVersion } : {}),
+      status: "ok",
+      checkedAt: host.now().toISOString(),
+    };
+    host.progress(`point ${point.id}: ${taken.items.length} source(s), ${formatBytes(point.sizeBytes)}, verified`);
+    const newest = {
+      setDir: path.dirname(plan.pointDir),
+      manifestPath: taken.manifestPath,
+      manifestHost: taken.manifestHost,
+      items: taken.items,
+    };
+    return { point, newest };
+  }
+
+  /** Deletes `point` everywhere and releases its escrow reference; the error (also noted) when it could not. */
+  async function deletePoint(state: BackupSetOutputs, point: PointRecord): Promise<Error | undefined> {
+    const location = state.locations[point.loc];
+    const target = { path: location.targetPath, id: location.targetId, zone: location.zone };
+    const dir = pointDir(state.setId, location, point.id);
+    try {
+      await removePoint(host, { pointDir: dir, target, knownFiles: [], hosts: location.hosts });
+    } catch (error) {
+      host.note(`point ${point.id}: not deleted (${(error as Error).message}); it stays, and the next up tries again`);
+      return error as Error;
+    }
+    if (location.escrow) {
+      const { store, recordId } = location.escrow;
+      // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
+      await releaseReference(store, recordId, referenceName(state.setId, point.id)).then(
+        (released) =>
+          released.length > 0 &&
+          host.progress(`escrow ${recordId}: removed version(s) ${released.join(", ")}, which no point needs any more`),
+        (error: Error) =>
+          host.progress(`escrow ${recordId}: could not remove point ${point.id}'s reference (${error.message})`),
+      );
+    }
+    return undefined;
+  }
+
+  /** Verifies one point at `level` with the keys it was made with; its record as the check left it. */
+  async function checkPoint(state: BackupSetOutputs, point: PointRecord): Promise<PointRecord> {
+    const location = state.locations[point.loc];
+    const keys = keysOfVersion(state, point.key);
+    const dir = pointDir(state.setId, location, point.id);
+    // An unmounted target is an error here, not a "missing" point: it would look like lost backups.
+    const verified = await host.agent(local(location.manifestHost)).call<Verified>(
+      "verify-set",
+      {
+        target: { path: location.targetPath, id: location.targetId, zone: location.zone },
+        setDir: dir,
+        level: state.policy.integrityCheck,
+        keys,
+      },
+      { secrets: stateSecrets(state) },
+    );
+    const failures =
+      verified.status === "ok" && verified.manifest
+        ? matchState(state.setId, point, verified.manifest)
+        : verified.failures;
+    const status = verified.status === "ok" && failures.length > 0 ? "failed" : verified.status;
+    if (location.escrow && point.escrowVersion !== undefined && status !== "missing") {
+      const { store, recordId } = location.escrow;
+      const name = referenceName(state.setId, point.id);
+      const reference = {
+        setId: name,
+        version: point.escrowVersion,
+        manifestPath: `${dir}/manifest.json`,
+        manifestHost: location.manifestHost,
+        createdAt: host.now().toISOString(),
+      };
+      await ensureReference(store, recordId, reference).then(
+        (healed) =>
+          healed &&
+          host.progress(`escrow ${recordId}: wrote back point ${point.id}'s reference, missing from ${store}`),
+        (error: Error) =>
+          host.progress(`escrow ${recordId}: could not check point ${point.id}'s reference (${error.message})`),
+      );
+    }
+    const { failures: _old, ...rest } = point;
+    return { ...rest, status, checkedAt: verified.checkedAt, ...(failures.length > 0 ? { failures } : {}) };
+  }
+
+  /** Prunes what retention no longer keeps, when the newest point is good; the points that remain. */
+  async function prune(state: BackupSetOutputs, inputs: BackupSetInputs, now: Date): Promise<PointRecord[]> {
+    const { newest } = newestPoints(state.points);
+    if (newest?.status !== "ok") return state.points;
+    const pruned = pruneCandidates(state.points, inputs, now, false);
+    const deleted = new Set<string>();
+    for (const point of pruned) {
+      if (!(await deletePoint(state, point))) deleted.add(point.id);
+    }
+    if (deleted.size > 0) host.progress(`pruned ${deleted.size} point(s) by retention: ${[...deleted].join(", ")}`);
+    return state.points.filter((p) => !deleted.has(p.id));
+  }
+
+  /** The set's folder at each location, with the agent that reaches it. */
+  function setFolders(state: BackupSetOutputs) {
+    return state.locations.map((location, loc) => ({
+      loc,
+      location,
+      setDir: path.dirname(pointDir(state.setId, location, "-")),
+      target: { path: location.targetPath, id: location.targetId, zone: location.zone },
+      agent: host.agent(local(location.manifestHost)),
+    }));
+  }
+
+  /**
+   * Writes each location's index of the points there, so that `coffer list` and `coffer prune`
+   * work from the target alone. A failure is reported, not thrown: the backups are safe without it.
+   */
+  async function writeIndexes(state: BackupSetOutputs, now: Date): Promise<void> {
+    const folders = new Map<string, { folder: ReturnType<typeof setFolders>[number]; points: PointRecord[] }>();
+    const keyOf = (folder: ReturnType<typeof setFolders>[number]) => `${folder.location.manifestHost}:${folder.setDir}`;
+    const all = setFolders(state);
+    for (const folder of all) if (!folders.has(keyOf(folder))) folders.set(keyOf(folder), { folder, points: [] });
+    for (const point of state.points) folders.get(keyOf(all[point.loc]))?.points.push(point);
+    for (const { folder, points } of folders.values()) {
+      const index = indexOf(state, points, folder.location, now);
+      await folder.agent
+        .call("write-index", { target: folder.target, setDir: folder.setDir, index })
+        .catch((error: Error) =>
+          host.progress(`index of ${folder.setDir} not written (${error.message}); coffer list rebuilds it`),
+        );
+    }
+  }
+
+  /** Outputs with keys no remaining point needs dropped, and the set's verification summed up. */
+  function settle(state: BackupSetOutputs, now: Date): BackupSetOutputs {
+    const used = new Set(state.points.map((p) => p.key));
+    const keyring = state.keyring.filter((k) => used.has(k.version));
+    const verification = setVerification(state.points, state.policy.integrityCheck, now);
+    const { newestGood } = newestPoints(state.points);
+    const rpoHours = state.history?.rpoHours ?? undefined;
+    const newestGoodAt = newestGood ? new Date(newestGood.takenAt) : undefined;
+    const late = rpoHours !== undefined && overdue({ newestGoodAt, rpoHours, now }).overdue;
+    return { ...state, keyring, verification, overdue: late };
+  }
 
   return {
     async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
@@ -63,153 +281,160 @@ export function createBackupSetProvider(host: SetHost) {
     },
 
     async diff(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
-      return planSetChange(upgradeOutputs(olds), userInputs(news));
+      const state = upgradeOutputs(olds);
+      const now = host.now();
+      const change = planSetChange(state, userInputs(news) as BackupSetInputs, now);
+      for (const line of describeChange(state.setId, change, now)) host.note(line);
+      // A set is never replaced: every change applies to its next point, and points accumulate.
+      return { changes: change.changes, replaces: [], deleteBeforeReplace: false };
     },
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
       const inputs = parseChecked(news);
-      const plan = planPoint(inputs, { setId: host.newSetId(inputs.trigger) });
-      const taken = await takePoint(plan, host);
-      const outs: BackupSetOutputs = {
+      const setId = host.newSetId(inputs.trigger);
+      const locations: PointLocation[] = [];
+      const { point, newest } = await takeNewPoint(inputs, setId, 1, locations);
+      const state: BackupSetOutputs = {
         ...inputs,
-        escrow:
-          inputs.escrow && taken.escrowVersion !== undefined
-            ? { ...inputs.escrow, version: taken.escrowVersion }
-            : undefined,
+        ...newest,
         schemaVersion: SET_SCHEMA_VERSION,
-        setId: plan.setId,
-        setDir: plan.pointDir,
-        manifestPath: taken.manifestPath,
-        manifestHost: taken.manifestHost,
-        items: taken.items,
-        verification: {
-          status: "ok",
-          checkedAt: host.now().toISOString(),
-          level: plan.policy.integrityCheck,
-          failures: [],
-        },
-        targetId: taken.targetId,
+        setId,
+        keyVersion: 1,
+        keyring: [],
+        locations,
+        points: [point],
+        verification: setVerification([point], inputs.policy.integrityCheck, host.now()),
       };
-      return { id: plan.setId, outs: withoutUndefined(outs) };
+      const created = settle(state, host.now());
+      await writeIndexes(created, host.now());
+      return { id: setId, outs: withoutUndefined(created) };
     },
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
-      // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
-      const verification = await host.agent(local(state.manifestHost)).call<Verified>(
-        "verify-set",
-        {
-          target: targetRef(state),
-          setDir: state.setDir,
-          level: state.policy.integrityCheck,
-          manifestSecret: manifestSecret(state),
-          passphrase: state.keys.passphrase,
-        },
-        { secrets: secretsOf(state) },
-      );
-      const { manifest, targetId, ...verified } = verification as Verified & { manifest?: Manifest };
-      const result = verified.status === "ok" && manifest ? matchState(verified, state, manifest) : verified;
-      if (state.escrow && result.status !== "missing") {
-        const { store, recordId, version } = state.escrow;
-        await ensureReference(store, recordId, {
-          setId: state.setId,
-          version,
-          manifestPath: state.manifestPath,
-          manifestHost: state.manifestHost,
-          createdAt: host.now().toISOString(),
-        }).then(
-          (healed) =>
-            healed &&
-            host.progress(
-              `escrow ${recordId}: wrote back this set's reference to v${version}, which was missing from ${store}`,
-            ),
-          (error: Error) =>
-            host.progress(`escrow ${recordId}: could not check this set's reference (${error.message})`),
-        );
+      const now = host.now();
+      const { newest } = newestPoints(state.points);
+      const staleAfterMs = (state.history?.reverifyAfterDays ?? 30) * 86_400_000;
+      const due = (p: PointRecord) => p === newest || now.getTime() - Date.parse(p.checkedAt) >= staleAfterMs;
+      // What each location holds now (one listing, no verification): points pruned without Pulumi
+      // leave state, named; a point whose manifest is gone shows as missing.
+      const listed = new Map<number, SetIndex>();
+      const locations = [...state.locations];
+      for (const { loc, setDir, target, agent } of setFolders(state)) {
+        const reply = await agent.call<{ index: SetIndex; targetId: string }>("read-index", {
+          target,
+          setDir,
+          zone: target.zone,
+        });
+        listed.set(loc, reply?.index);
+        // State from before identities adopts the target's (the agent checked it is a Coffer target).
+        if (reply && locations[loc].targetId === undefined)
+          locations[loc] = { ...locations[loc], targetId: reply.targetId };
       }
-      // State from before identities adopts the target's (the agent checked it exists).
-      return { id, props: withoutUndefined({ ...state, targetId: state.targetId ?? targetId, verification: result }) };
+      const points: PointRecord[] = [];
+      for (const point of state.points) {
+        const index = listed.get(point.loc);
+        const pruned = index?.pruned.find((p) => p.id === point.id);
+        if (pruned) {
+          host.note(`point ${point.id}: pruned on ${pruned.prunedAt} by ${pruned.by}: dropped from state`);
+          continue;
+        }
+        const listedPoint = index?.points.find((p) => p.id === point.id);
+        // No index answer (an agent that can't list): nothing is concluded from it.
+        const gone = index !== undefined && (listedPoint === undefined || listedPoint.status === "missing");
+        if (due(point)) points.push(await checkPoint({ ...state, locations }, point));
+        else if (gone)
+          points.push({
+            ...point,
+            status: "missing",
+            checkedAt: now.toISOString(),
+            failures: ["its manifest is gone from the target"],
+          });
+        else points.push(point);
+      }
+      const refreshed = settle({ ...state, locations, points }, now);
+      await writeIndexes(refreshed, now);
+      return { id, props: withoutUndefined(refreshed) };
     },
 
     async update(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
-      // Only concurrency updates in place (planSetChange replaces on anything else).
+      const previous = upgradeOutputs(olds);
       const inputs = parseChecked(news);
-      return { outs: withoutUndefined({ ...upgradeOutputs(olds), concurrency: inputs.concurrency }) };
+      const now = host.now();
+      const change = planSetChange(previous, inputs, now);
+      let { keyVersion, keyring } = previous;
+      // A new key: the points made with the old one keep it (secret) until the last of them is pruned.
+      if (usedKey(previous) !== usedKey(inputs)) {
+        keyring = [...keyring, { version: keyVersion, ...previous.keys }];
+        keyVersion += 1;
+      }
+      const locations = [...previous.locations];
+      const points = [...previous.points];
+      const { setId, verification, setDir, manifestPath, manifestHost, items } = previous;
+      let newest = { setDir, manifestPath, manifestHost, items };
+      if (change.take) {
+        host.progress(`taking a point: ${change.take.join("; ")}`);
+        const taken = await takeNewPoint(inputs, setId, keyVersion, locations);
+        points.push(taken.point);
+        newest = taken.newest;
+      }
+      const state: BackupSetOutputs = {
+        ...inputs,
+        ...newest,
+        schemaVersion: SET_SCHEMA_VERSION,
+        setId,
+        keyVersion,
+        keyring,
+        locations,
+        points,
+        verification,
+      };
+      const kept = await prune(state, inputs, now);
+      const updated = settle({ ...state, points: kept }, host.now());
+      await writeIndexes(updated, host.now());
+      return { outs: withoutUndefined(updated) };
     },
 
     async delete(_id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      await removePoint(host, {
-        pointDir: state.setDir,
-        target: targetRef(state),
-        knownFiles: state.items.map((i) => i.file),
-        hosts: [...state.items.map((i) => i.via), state.manifestHost],
-      });
-      if (state.escrow) {
-        // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
-        await releaseReference(state.escrow.store, state.escrow.recordId, state.setId).then(
-          (released) =>
-            released.length > 0 &&
-            host.progress(
-              `escrow ${state.escrow!.recordId}: removed version(s) ${released.join(", ")}, which no backup set needs any more`,
-            ),
-          (error: Error) =>
-            host.progress(
-              `escrow ${state.escrow!.recordId}: could not remove this set's reference (${error.message}); it is ignored once the set is gone`,
-            ),
+      const now = host.now();
+      const total = formatBytes(state.points.reduce((sum, p) => sum + p.sizeBytes, 0));
+      const where = [...new Set(state.locations.map((l) => pointDir(state.setId, l, "").replace(/\/$/, "")))];
+      if (!state.deleteBackupsOnDestroy) {
+        const list = state.locations.map((l) => `coffer list --target ${l.targetPath} --set ${state.setId}`);
+        host.note(
+          `set ${state.setId}: keeps its ${state.points.length} point(s) (${total}) in ${where.join(", ")}; ` +
+            `see them with ${[...new Set(list)].join(" or ")}`,
         );
+        return;
+      }
+      const held = state.points.filter((p) => (state.holds ?? []).some((h) => h.point === p.id && holdsAt(h, now)));
+      const failed: string[] = [];
+      const errors: Error[] = [];
+      for (const point of state.points.filter((p) => !held.includes(p))) {
+        const error = await deletePoint(state, point);
+        if (error) {
+          failed.push(point.id);
+          errors.push(error);
+        }
+      }
+      if (held.length > 0) {
+        host.note(`set ${state.setId}: keeps ${held.length} held point(s): ${held.map((p) => p.id).join(", ")}`);
+      }
+      const remaining = state.points.filter((p) => held.includes(p) || failed.includes(p.id));
+      if (remaining.length > 0) await writeIndexes({ ...state, points: remaining }, now);
+      else {
+        for (const folder of setFolders(state)) {
+          const request = { target: folder.target, setDir: folder.setDir, index: null };
+          await folder.agent.call("write-index", request).catch(() => undefined);
+        }
+      }
+      if (errors.length > 0) {
+        const code = isCofferError(errors[0]) ? errors[0].code : "IO_FAILED";
+        const reasons = errors.map((e) => e.message).join("; ");
+        const message = `set ${state.setId}: point(s) ${failed.join(", ")} could not be deleted (${reasons}); run destroy again`;
+        throw new CofferError(code, message, { secrets: stateSecrets(state) });
       }
     },
   };
-}
-
-/**
- * A verified set whose manifest is not the one Pulumi recorded (another set's id, other files or
- * hashes) failed: the target was changed by someone who holds the key, or the state is not this set's.
- */
-export function matchState(verification: Verification, state: BackupSetOutputs, manifest: Manifest): Verification {
-  const failures: string[] = [];
-  if (manifest.setId !== state.setId) {
-    failures.push(`manifest: it is set ${manifest.setId}'s, but Pulumi recorded set ${state.setId}`);
-  }
-  for (const recorded of state.items) {
-    const found = manifest.items.find((i) => i.name === recorded.name);
-    const compared = ["file", "sizeBytes", "fileSha256", "streamSha256"] as const;
-    const differs = compared.filter((key) => found?.[key] !== recorded[key]);
-    if (!found) failures.push(`item ${recorded.name}: the manifest does not name it, but Pulumi recorded it`);
-    else if (differs.length > 0) {
-      failures.push(`item ${recorded.name}: the manifest's ${differs.join(", ")} differ from what Pulumi recorded`);
-    }
-  }
-  for (const extra of manifest.items.filter((i) => !state.items.some((r) => r.name === i.name))) {
-    failures.push(`item ${extra.name}: the manifest names it, but Pulumi did not record it`);
-  }
-  return failures.length === 0 ? verification : { ...verification, status: "failed", failures };
-}
-
-export function upgradeOutputs(olds: Outputs): BackupSetOutputs {
-  return currentState("EncryptedBackupSet", SET_SCHEMA_VERSION, olds);
-}
-
-const REPLACING = ["policy", "keys", "sources", "trigger", "host"] as const;
-
-/** The key a set is made with: the passphrase, or for an unencrypted set the manifest key. Other keys in `keys` don't matter. */
-function usedKey(inputs: object): unknown {
-  const { policy, keys } = inputs as {
-    policy?: { encrypted?: unknown };
-    keys?: { passphrase?: unknown; manifestKey?: unknown };
-  };
-  return policy?.encrypted === false ? keys?.manifestKey : keys?.passphrase;
-}
-
-/**
- * A set is a point in time: any change but concurrency takes a new one, and so does a set that
- * failed verification. The new set is made before the old one is deleted.
- */
-export function planSetChange(olds: BackupSetOutputs, news: Record<string, unknown>): pulumi.dynamic.DiffResult {
-  const changed = changedKeys(olds, news, [...REPLACING, "concurrency"], { keys: (o, n) => usedKey(o) === usedKey(n) });
-  const replaces: string[] = REPLACING.filter((key) => changed.includes(key));
-  if (olds.verification.status !== "ok") replaces.push("verification");
-  const changes = replaces.length > 0 || changed.includes("concurrency");
-  return { changes, replaces, deleteBeforeReplace: false };
 }

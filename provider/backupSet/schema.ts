@@ -2,9 +2,10 @@ import * as path from "node:path";
 import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
+import { retentionRules } from "../history/retention";
+import { holds } from "../history/holds";
+import { schedule } from "../history/schedule";
 
-/** Bumped when the shape of state changes; readers accept every older one. 2: `targetId`. */
-export const SET_SCHEMA_VERSION = 2;
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 const absolutePath = (field: string) =>
@@ -83,9 +84,23 @@ const policy = z.object({
   host: z.string().optional(),
 });
 
+/**
+ * The policy's history settings, checked by BackupPolicy. Apart from `policy`, so that one not
+ * known during a preview (state written before they existed) leaves the rest of the policy known.
+ */
+const history = z.object({
+  /** Absent or null: keep every point. */
+  retention: retentionRules.extend({ timeZone: z.string().optional() }).nullish(),
+  /** Refresh shows the set as overdue, and the next up takes a point, when its newest good point is older. */
+  rpoHours: z.number().positive().nullish(),
+  /** Refresh re-verifies points last checked longer ago than this (the newest point every time). */
+  reverifyAfterDays: z.number().positive().nullish(),
+});
+
 export const backupSetInputs = z
   .object({
     policy,
+    history: history.optional(),
     /** Secret: the policy's passphrase (encrypted sets) and manifest key. */
     keys: z.object({ passphrase: z.string().optional(), manifestKey: z.string().min(1).optional() }),
     sources: z.array(source, { error: "sources must be a list of disks and running VMs to back up" }).min(1, {
@@ -108,6 +123,14 @@ export const backupSetInputs = z
      * version of the record, and a later rotation does not touch the set.
      */
     escrow: escrowLink.optional(),
+    /** When a point is due besides a new trigger: `{ every: "24h" }` or `{ cron, timeZone? }`. */
+    schedule: schedule.optional(),
+    /** Points kept whatever retention says (a legal hold), by the CLI too. */
+    holds: holds.optional(),
+    /** `pulumi destroy` keeps the set's points unless this is true; held points are always kept. */
+    deleteBackupsOnDestroy: z
+      .boolean({ error: "deleteBackupsOnDestroy must be true or false (default false: destroy keeps the points)" })
+      .optional(),
   })
   .strict()
   .superRefine((inputs, ctx) => {

@@ -6,6 +6,7 @@ import type { TargetRef } from "../common/targetIdentity";
 import { referenceCurrentVersion, releaseReference } from "../escrow/references";
 import type { AgentClient } from "./agentClient";
 import { PointPlan, planHosts, planTarget, pointManifest } from "./plan";
+import { referenceName } from "./state";
 
 /** What taking a point needs from its surroundings (the provider process, or a test). */
 export interface TakeDeps {
@@ -30,7 +31,7 @@ export interface TakenPoint {
   manifestHost: string;
 }
 
-const ENGINE_GONE = "the Pulumi engine exited, so no state would record the set";
+const ENGINE_GONE = "the Pulumi engine exited, so no state would record the point";
 
 /** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */
 export async function boundedAll<T, R>(
@@ -119,7 +120,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   const escrowVersion =
     escrow &&
     (await referenceCurrentVersion(escrow.store, escrow.recordId, {
-      setId: plan.setId,
+      setId: referenceName(plan.setId, plan.pointId),
       manifestPath: path.join(plan.pointDir, MANIFEST_FILE),
       manifestHost,
       createdAt: deps.now().toISOString(),
@@ -134,6 +135,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
           target,
           zoneDir: plan.zoneDir,
           setId: plan.setId,
+          pointId: plan.pointId,
           name: planned.name,
           source: planned.source,
           ...plan.policy,
@@ -163,7 +165,11 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     await removePoint(deps, { pointDir: plan.pointDir, target, knownFiles, hosts: planHosts(plan) }).catch(
       () => undefined,
     );
-    if (escrow) await releaseReference(escrow.store, escrow.recordId, plan.setId).catch(() => undefined);
+    if (escrow) {
+      await releaseReference(escrow.store, escrow.recordId, referenceName(plan.setId, plan.pointId)).catch(
+        () => undefined,
+      );
+    }
   };
   const engineGone = deps.engineGone?.aborted ?? false;
   if (failures.length > 0 || items.length !== plan.items.length || engineGone) {
@@ -172,7 +178,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     const reasons = failures.map((f) => f.message).join("; ") || stopped;
     const onlyCause = failures.length === 1 && isCofferError(failures[0]) ? failures[0].code : undefined;
     const code = onlyCause ?? (engineGone ? "ABORTED" : "IO_FAILED");
-    throw new CofferError(code, `backup set not taken, nothing of it was kept: ${reasons}`, { secrets });
+    throw new CofferError(code, `point not taken, nothing of it was kept: ${reasons}`, { secrets });
   }
   try {
     const agent = deps.agent(plan.manifestWhere);
@@ -185,7 +191,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     });
     // The last moment to keep the set out of sight: a manifest makes it a set.
     if (deps.engineGone?.aborted) {
-      throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
+      throw new CofferError("ABORTED", `point not taken, nothing of it was kept: ${ENGINE_GONE}`);
     }
     const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret: plan.keys.manifestSecret };
     const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });

@@ -20,13 +20,14 @@ function engineClient() {
 // One call at a time, so that messages arrive in the order they were sent.
 let queue: Promise<void> = Promise.resolve();
 
-export function engineLog(message: string): void {
+/** `ephemeral`: shown live only; otherwise kept in the output of preview and up (what a review reads). */
+export function engineLog(message: string, options: { ephemeral?: boolean } = {}): void {
   const engine = engineClient();
   if (!engine) return;
   const proto = require("@pulumi/pulumi/proto/engine_pb");
   const req = new proto.LogRequest();
   req.setSeverity(proto.LogSeverity.INFO);
   req.setMessage(message);
-  req.setEphemeral(true);
+  req.setEphemeral(options.ephemeral ?? true);
   queue = queue.then(() => new Promise<void>((resolve) => engine.log(req, () => resolve())));
 }

@@ -43,7 +43,7 @@ async function checked(input: object) {
 }
 
 describe("EncryptedBackupSet provider with the local agent", () => {
-  test("create → read ok → drift on a flipped byte → replace planned → delete removes only the set", async () => {
+  test("create → read ok → drift on a flipped byte, named by point → the next up takes a point → delete with deleteBackupsOnDestroy removes only the set", async () => {
     const target = path.join(tempDir(), "target");
     await makeTarget(target);
     await fs.writeFile(path.join(target, "someone-elses.img"), "keep");
@@ -54,10 +54,14 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     const vm = await startVm(tempDir(), db);
     try {
       const inputs = await checked(
-        declared(target, [
-          { name: "web-1-root", disk: web },
-          { name: "db-1-vda", qmpSocket: vm.qmpSocket, device: "vda" },
-        ]),
+        declared(
+          target,
+          [
+            { name: "web-1-root", disk: web },
+            { name: "db-1-vda", qmpSocket: vm.qmpSocket, device: "vda" },
+          ],
+          { deleteBackupsOnDestroy: true },
+        ),
       );
       const { id, outs } = await provider.create(inputs);
       expect(outs).toMatchObject({
@@ -71,8 +75,12 @@ describe("EncryptedBackupSet provider with the local agent", () => {
         ["web-1-root", "local", true],
         ["db-1-vda", "local", true],
       ]);
+      const pointId = outs.points[0].id;
+      const pointDir = path.join(target, "sets", "zone-a", id, pointId);
       expect(outs.setDir).toBe(path.join(target, "sets", "zone-a", id));
-      expect((await fs.readdir(outs.setDir)).sort()).toEqual([
+      expect(outs.manifestPath).toBe(path.join(pointDir, "manifest.json"));
+      expect((await fs.readdir(outs.setDir)).sort()).toEqual(["index.json", pointId]);
+      expect((await fs.readdir(pointDir)).sort()).toEqual([
         "db-1-vda.qcow2.luks",
         "manifest.json",
         "web-1-root.qcow2.luks",
@@ -89,18 +97,19 @@ describe("EncryptedBackupSet provider with the local agent", () => {
         deleteBeforeReplace: false,
       });
 
-      const file = path.join(outs.setDir, "web-1-root.qcow2.luks");
+      const file = path.join(pointDir, "web-1-root.qcow2.luks");
       const bytes = await fs.readFile(file);
       bytes[bytes.length >> 1] ^= 0x01;
       await fs.writeFile(file, bytes);
       const drifted = await provider.read(id, outs);
       expect(drifted.props.verification).toMatchObject({
         status: "failed",
-        failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)],
+        failures: [expect.stringMatching(new RegExp(`^point ${pointId}: item web-1-root: .*changed since the backup`))],
       });
+      expect(drifted.props.points[0]).toMatchObject({ id: pointId, status: "failed" });
       expect(await provider.diff(id, drifted.props, inputs)).toEqual({
         changes: true,
-        replaces: ["verification"],
+        replaces: [],
         deleteBeforeReplace: false,
       });
 
@@ -164,7 +173,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       ),
     );
     const error = await provider.create(inputs).catch((e) => e);
-    expect(error.message).toMatch(/^backup set not taken, nothing of it was kept: source web-9-root: .*does not exist/);
+    expect(error.message).toMatch(/^point not taken, nothing of it was kept: source web-9-root: .*does not exist/);
     expect(error.message).not.toContain(PASSPHRASE);
     expect(await fs.readdir(target)).toEqual([".coffer"]);
   });
@@ -193,7 +202,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
     }
   });
 
-  test("a deleted set reads as missing, which replaces it", async () => {
+  test("a deleted point reads as missing, named, and the next up takes a point", async () => {
     const target = path.join(tempDir(), "target");
     await makeTarget(target);
     const disk = path.join(tempDir(), "d.raw");
@@ -202,14 +211,14 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       declared(target, [{ name: "d", disk }], { policy: { ...declared(target, []).policy, integrityCheck: "none" } }),
     );
     const { id, outs } = await provider.create(inputs);
-    await fs.rm(outs.setDir, { recursive: true });
+    await fs.rm(path.dirname(outs.manifestPath), { recursive: true });
     const read = await provider.read(id, outs);
     expect(read.id).toBe(id);
     expect(read.props.verification).toMatchObject({
       status: "missing",
-      failures: [expect.stringMatching(/manifest: .* is missing/)],
+      failures: [expect.stringMatching(/^point .*: manifest: .* is missing/)],
     });
-    expect((await provider.diff(id, read.props, inputs)).replaces).toEqual(["verification"]);
+    expect(await provider.diff(id, read.props, inputs)).toMatchObject({ changes: true, replaces: [] });
     await expect(provider.delete(id, read.props)).resolves.toBeUndefined();
   });
 
@@ -238,7 +247,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       .catch((e) => e);
     expect(error).toMatchObject({
       code: "ABORTED",
-      message: expect.stringMatching(/^backup set not taken, nothing of it was kept: .*Pulumi engine exited/),
+      message: expect.stringMatching(/^point not taken, nothing of it was kept: .*Pulumi engine exited/),
     });
     // Stopped, not finished: the throttled copy alone takes about 24 s.
     expect(Date.now() - started).toBeLessThan(20_000);
@@ -277,20 +286,22 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       declared(target, [{ name: "d", disk }], {
         policy: { ...declared(target, []).policy, integrityCheck: "none" },
         escrow: link,
+        deleteBackupsOnDestroy: true,
       }),
     );
     const { id, outs } = await provider.create(inputs);
+    const reference = `${id}.${outs.points[0].id}`;
     const manifest = JSON.parse(await fs.readFile(outs.manifestPath, "utf8")).manifest;
     expect(manifest.escrow).toEqual({ recordId: "zone-a-passphrase", store, version: 1 });
     expect(await readReferences(store, "zone-a-passphrase")).toEqual([
-      expect.objectContaining({ setId: id, version: 1, manifestPath: outs.manifestPath, manifestHost: "local" }),
+      expect.objectContaining({ setId: reference, version: 1, manifestPath: outs.manifestPath, manifestHost: "local" }),
     ]);
 
     // Someone empties the store: refresh of the set writes its reference back.
     await fs.rm(path.join(store, "zone-a-passphrase", "refs"), { recursive: true });
     await provider.read(id, outs);
     expect(await readReferences(store, "zone-a-passphrase")).toEqual([
-      expect.objectContaining({ setId: id, version: 1 }),
+      expect.objectContaining({ setId: reference, version: 1 }),
     ]);
 
     // Rotation while the set exists keeps v1; the set's own outputs still name v1.
@@ -299,7 +310,8 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       secret: "a rotated passphrase!",
     });
     expect(rotated.retainedVersions).toEqual([1, 2]);
-    expect(outs.escrow).toEqual({ ...link, version: 1 });
+    expect(outs.escrow).toEqual(link);
+    expect(outs.points[0].escrowVersion).toBe(1);
     expect(await provider.diff(id, outs, inputs)).toMatchObject({ changes: false });
 
     await provider.delete(id, outs);
@@ -323,7 +335,10 @@ describe("EncryptedBackupSet provider with the local agent", () => {
 });
 
 describe("EncryptedBackupSet and its target's identity", () => {
-  const noCheck = (target: string) => ({ policy: { ...declared(target, []).policy, integrityCheck: "none" } });
+  const noCheck = (target: string) => ({
+    policy: { ...declared(target, []).policy, integrityCheck: "none" },
+    deleteBackupsOnDestroy: true,
+  });
   const oneDiskSet = (target: string, disk: string) =>
     checked(declared(target, [{ name: "d", disk }], noCheck(target)));
   const noIdentity = (target: string) => expect.stringContaining(`backup target ${target} has no Coffer target id`);
@@ -335,7 +350,7 @@ describe("EncryptedBackupSet and its target's identity", () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
     const { id, outs } = await provider.create(await oneDiskSet(target, disk));
-    expect(outs).toMatchObject({ targetId, schemaVersion: 2 });
+    expect(outs).toMatchObject({ locations: [expect.objectContaining({ targetId })], schemaVersion: 3 });
     return { target, targetId, disk, id, outs };
   }
 
@@ -380,7 +395,7 @@ describe("EncryptedBackupSet and its target's identity", () => {
 
   test("a target an older Coffer used (its zone's policy document, no identity) gets one from a set, which goes on", async () => {
     const { target, id, outs } = await takenSet();
-    const { targetId: _none, ...old } = { ...outs, schemaVersion: 1 };
+    const old = withoutIdentity(outs);
     // What an older Coffer left: the policy document, no identity.
     await fs.rm(path.join(target, ".coffer", "target.json"));
     const policyDocument = path.join(target, ".coffer", "zones", "zone-a", "policy.json");
@@ -388,20 +403,33 @@ describe("EncryptedBackupSet and its target's identity", () => {
     await fs.writeFile(policyDocument, "{}");
     const read = await provider.read(id, old);
     const identity = JSON.parse(await fs.readFile(path.join(target, ".coffer", "target.json"), "utf8"));
-    expect(read.props).toMatchObject({ targetId: identity.targetId, verification: { status: "ok" } });
+    expect(read.props).toMatchObject({
+      locations: [expect.objectContaining({ targetId: identity.targetId })],
+      verification: { status: "ok" },
+    });
     // A new set on it is taken, and carries that identity.
     const disk = path.join(tempDir(), "d2.raw");
     await makeRawDisk(disk, 4);
-    expect((await provider.create(await oneDiskSet(target, disk))).outs.targetId).toBe(identity.targetId);
+    const { outs: next } = await provider.create(await oneDiskSet(target, disk));
+    expect(next.locations[0].targetId).toBe(identity.targetId);
   });
 
-  test("state from before identities (schema 1) adopts the target's on refresh, else is unreachable", async () => {
+  test("state from before identities adopts the target's on refresh, else is unreachable", async () => {
     const { target, targetId, id, outs } = await takenSet();
-    const { targetId: _none, ...old } = { ...outs, schemaVersion: 1 };
+    const old = withoutIdentity(outs);
     const read = await provider.read(id, old);
-    expect(read.props).toMatchObject({ targetId, schemaVersion: 2, verification: { status: "ok" } });
+    expect(read.props).toMatchObject({
+      locations: [expect.objectContaining({ targetId })],
+      schemaVersion: 3,
+      verification: { status: "ok" },
+    });
     await emptyFolder(target);
     await expect(provider.read(id, old)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE" });
     expect(await fs.readdir(target)).toEqual([]);
   });
 });
+
+/** The set's state as if written before target identities: its locations name none. */
+function withoutIdentity<T extends { locations: { targetId?: string }[] }>(outs: T): T {
+  return { ...outs, locations: outs.locations.map(({ targetId: _none, ...location }) => location) };
+}

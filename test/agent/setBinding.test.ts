@@ -55,24 +55,30 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
     await makeRawDisk(diskB, 4);
     const a = await takeSet(target, diskA, "monday");
     const b = await takeSet(target, diskB, "tuesday");
+    const [pointA, pointB] = [path.dirname(a.outs.manifestPath), path.dirname(b.outs.manifestPath)];
     for (const file of ["manifest.json", "vm-root.qcow2.luks"])
-      await fs.copyFile(path.join(a.outs.setDir, file), path.join(b.outs.setDir, file));
+      await fs.copyFile(path.join(pointA, file), path.join(pointB, file));
+    const [idA, idB] = [a.outs.points[0].id, b.outs.points[0].id];
 
     const refreshed = await provider.read(b.id, b.outs);
     expect(refreshed.props.verification).toMatchObject({
       status: "failed",
-      failures: [expect.stringMatching(new RegExp(`belongs to set ${a.id}, not to this folder's set ${b.id}`))],
+      failures: [
+        expect.stringMatching(
+          new RegExp(`^point ${idB}: .*belongs to point ${idA}, not to this folder's point ${idB}`),
+        ),
+      ],
     });
-    expect((await provider.diff(b.id, refreshed.props, b.outs)).replaces).toContain("verification");
+    expect(await provider.diff(b.id, refreshed.props, b.outs)).toMatchObject({ changes: true, replaces: [] });
 
     const verify = await coffer(["verify", "--manifest", b.outs.manifestPath]);
     expect(verify.code).toBe(1);
-    expect(verify.stdout).toMatch(/belongs to set/);
+    expect(verify.stdout).toMatch(/belongs to point/);
 
     const to = path.join(tempDir(), "restored.raw");
     const restore = await coffer(["restore", "--manifest", b.outs.manifestPath, "--item", "vm-root", "--to", to]);
     expect(restore.code).toBe(1);
-    expect(restore.stderr).toMatch(/belongs to set .*restore from the set's own folder/);
+    expect(restore.stderr).toMatch(/belongs to point .*restore from the set's own folder/);
     await expect(fs.access(to)).rejects.toThrow();
     // A's own set still restores, to A's disk.
     expect((await coffer(["restore", "--manifest", a.outs.manifestPath, "--item", "vm-root", "--to", to])).code).toBe(
@@ -91,11 +97,13 @@ describe("a set's manifest is bound to its folder and to what Pulumi recorded", 
     // State that recorded other content for the same set id (as if the set had been re-signed since).
     const recorded = {
       ...outs,
-      items: outs.items.map((item: { streamSha256: string }) => ({ ...item, streamSha256: "f".repeat(64) })),
+      points: outs.points.map((point: object) => ({ ...point, itemsSha256: "f".repeat(64) })),
     };
     expect((await provider.read(id, recorded)).props.verification).toMatchObject({
       status: "failed",
-      failures: ["item vm-root: the manifest's streamSha256 differ from what Pulumi recorded"],
+      failures: [
+        `point ${outs.points[0].id}: manifest: its items (files, sizes or hashes) differ from what Pulumi recorded`,
+      ],
     });
   });
 });
@@ -107,8 +115,9 @@ describe("files a backup and a restore write", () => {
     const disk = path.join(tempDir(), "a.raw");
     await makeRawDisk(disk, 4);
     const { outs } = await takeSet(target, disk, "monday");
-    for (const file of await fs.readdir(outs.setDir))
-      expect([file, (await fs.stat(path.join(outs.setDir, file))).mode & 0o777]).toEqual([file, 0o600]);
+    const pointDir = path.dirname(outs.manifestPath);
+    for (const file of await fs.readdir(pointDir))
+      expect([file, (await fs.stat(path.join(pointDir, file))).mode & 0o777]).toEqual([file, 0o600]);
 
     const to = path.join(tempDir(), "restored.raw");
     const restore = (extra: string[] = []) =>

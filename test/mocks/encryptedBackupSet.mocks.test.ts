@@ -57,7 +57,7 @@ describe("EncryptedBackupSet resource class", () => {
     await new Promise<void>((resolve) => set.verification.apply(() => resolve()));
     const request = monitor.requests.find((r) => r.name === "nightly")!;
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:EncryptedBackupSet");
-    expect(request.additionalSecretOutputs).toEqual(["keys"]);
+    expect(request.additionalSecretOutputs).toEqual(["keys", "keyring"]);
     expect(request.object.policy).toEqual({
       id: "zone-a-1",
       zone: "zone-a",

@@ -36,6 +36,8 @@ describe("BackupPolicy check", () => {
       integrityCheck: "full",
       retention: { keepLast: 7, maxAgeDays: 30 },
       requireEscrow: false,
+      rpoHours: null,
+      reverifyAfterDays: null,
       host: null,
       escrow: null,
     });
@@ -50,6 +52,8 @@ describe("BackupPolicy check", () => {
       bandwidthLimitMiBps: 0,
       integrityCheck: "none",
       requireEscrow: false,
+      rpoHours: null,
+      reverifyAfterDays: null,
       host: null,
       escrow: null,
     });

@@ -1,11 +1,6 @@
 import { UNKNOWN } from "../../provider/common/check";
 import { provider } from "../../provider/backupSet";
-import {
-  BackupSetOutputs,
-  boundedAll,
-  createBackupSetProvider,
-  planSetChange,
-} from "../../provider/backupSet/provider";
+import { boundedAll } from "../../provider/backupSet/provider";
 
 const policy = {
   id: "zone-a-1",
@@ -153,100 +148,6 @@ describe("EncryptedBackupSet check", () => {
   });
 });
 
-describe("planSetChange", () => {
-  const olds = {
-    ...declared,
-    concurrency: 2,
-    verification: { status: "ok", checkedAt: "t", level: "full", failures: [] },
-  } as unknown as BackupSetOutputs;
-  const news = { ...declared, concurrency: 2 };
-
-  test("nothing changed: no changes", () => {
-    expect(planSetChange(olds, news)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
-  });
-
-  test("a new trigger, sources, policy setting or key takes a new set, made before the old one goes", () => {
-    expect(planSetChange(olds, { ...news, trigger: "2026-11-25" })).toEqual({
-      changes: true,
-      replaces: ["trigger"],
-      deleteBeforeReplace: false,
-    });
-    expect(planSetChange(olds, { ...news, sources: declared.sources.slice(1) }).replaces).toEqual(["sources"]);
-    expect(planSetChange(olds, { ...news, policy: { ...policy, compression: "zlib" } }).replaces).toEqual(["policy"]);
-    expect(
-      planSetChange(olds, { ...news, keys: { ...declared.keys, passphrase: "rotated passphrase!!" } }).replaces,
-    ).toEqual(["keys"]);
-  });
-
-  test("check adds no format to a source without one: sets taken before format existed stay", async () => {
-    const { inputs, failures } = await provider.check({}, { __provider: "x", ...declared });
-    expect(failures).toBeUndefined();
-    expect(inputs.sources).toEqual(declared.sources);
-    expect(planSetChange(olds, inputs)).toEqual({ changes: false, replaces: [], deleteBeforeReplace: false });
-    const qcow2 = [{ ...declared.sources[0], format: "qcow2" }, declared.sources[1]];
-    expect(planSetChange(olds, { ...news, sources: qcow2 }).replaces).toEqual(["sources"]);
-  });
-
-  test("a set that failed or went missing on refresh is replaced", () => {
-    for (const status of ["failed", "missing"]) {
-      expect(
-        planSetChange({ ...olds, verification: { ...olds.verification, status } } as BackupSetOutputs, news),
-      ).toEqual({ changes: true, replaces: ["verification"], deleteBeforeReplace: false });
-    }
-  });
-
-  test("a rotated or newly linked escrow leaves the set as it is: its manifest keeps naming the version it was taken with", () => {
-    const escrow = { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true };
-    const linked = { ...olds, escrow: { ...escrow, version: 1 } } as BackupSetOutputs;
-    expect(planSetChange(linked, { ...news, escrow })).toEqual({
-      changes: false,
-      replaces: [],
-      deleteBeforeReplace: false,
-    });
-    expect(planSetChange(linked, { ...news, escrow: { ...escrow, recordId: "another" } })).toEqual({
-      changes: false,
-      replaces: [],
-      deleteBeforeReplace: false,
-    });
-    expect(planSetChange(olds, { ...news, escrow })).toEqual({
-      changes: false,
-      replaces: [],
-      deleteBeforeReplace: false,
-    });
-  });
-
-  test("only the key the set uses counts: the passphrase when encrypted, else the manifest key", () => {
-    expect(planSetChange(olds, { ...news, keys: { passphrase: declared.keys.passphrase } })).toMatchObject({
-      changes: false,
-      replaces: [],
-    });
-    expect(planSetChange(olds, { ...news, keys: { ...declared.keys, manifestKey: "another" } })).toMatchObject({
-      changes: false,
-      replaces: [],
-    });
-    const plain = {
-      ...olds,
-      policy: { ...policy, encrypted: false },
-      keys: { manifestKey: "k1" },
-    } as unknown as BackupSetOutputs;
-    const plainNews = { ...news, policy: { ...policy, encrypted: false } };
-    expect(planSetChange(plain, { ...plainNews, keys: { manifestKey: "k1" } })).toMatchObject({ changes: false });
-    expect(planSetChange(plain, { ...plainNews, keys: { manifestKey: "k2" } }).replaces).toEqual(["keys"]);
-  });
-
-  test("concurrency alone updates in place", () => {
-    expect(planSetChange(olds, { ...news, concurrency: 4 })).toEqual({
-      changes: true,
-      replaces: [],
-      deleteBeforeReplace: false,
-    });
-  });
-
-  test("an unknown trigger during preview is a possible replacement", () => {
-    expect(planSetChange(olds, { ...news, trigger: UNKNOWN })).toMatchObject({ changes: true, replaces: ["trigger"] });
-  });
-});
-
 describe("boundedAll", () => {
   test("never runs more than the limit at once, and stops starting work after a failure", async () => {
     let running = 0;
@@ -266,42 +167,5 @@ describe("boundedAll", () => {
     expect(results[2]).toMatchObject({ status: "rejected", reason: new Error("three") });
     expect(started).not.toContain(6);
     expect(results[5]).toMatchObject({ status: "rejected", reason: expect.objectContaining({ code: "ABORTED" }) });
-  });
-});
-
-describe("deleting a set that spans hosts", () => {
-  test("an unreachable host does not stop the others; the error names it", async () => {
-    const calls: string[] = [];
-    const setProvider = createBackupSetProvider({
-      agent: (where) => ({
-        where: where ?? "local",
-        call: async (command: string) => {
-          calls.push(`${where ?? "local"} ${command}`);
-          if (where === "kvm-07") throw new Error("host kvm-07 can't be reached over ssh");
-          return null as never;
-        },
-      }),
-      newSetId: () => "s",
-      now: () => new Date(0),
-      progress: () => undefined,
-    });
-    const state = {
-      ...declared,
-      concurrency: 2,
-      schemaVersion: 1,
-      setId: "s",
-      setDir: "/srv/b/sets/zone-a/s",
-      manifestPath: "/srv/b/sets/zone-a/s/manifest.json",
-      manifestHost: "local",
-      items: [
-        { file: "a.qcow2", via: "kvm-07" },
-        { file: "b.qcow2", via: "local" },
-      ],
-      verification: { status: "ok", checkedAt: "t", level: "full", failures: [] },
-    };
-    await expect(setProvider.delete("s", state as never)).rejects.toThrow(
-      /could not be deleted everywhere: host kvm-07/,
-    );
-    expect(calls).toEqual(["kvm-07 delete-set", "local delete-set"]);
   });
 });

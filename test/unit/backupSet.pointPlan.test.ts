@@ -25,11 +25,11 @@ const inputs = (change: Partial<Record<keyof BackupSetInputs, unknown>> = {}): B
 
 describe("planPoint", () => {
   test("places the point in the set's folder under the target and zone, and asks each agent for its source", () => {
-    const plan = planPoint(inputs(), { setId: "nightly-1" });
+    const plan = planPoint(inputs(), { setId: "nightly-1", pointId: "p1" });
     expect(plan).toMatchObject({
       setId: "nightly-1",
       zoneDir: "/srv/b/sets/zone-a",
-      pointDir: "/srv/b/sets/zone-a/nightly-1",
+      pointDir: "/srv/b/sets/zone-a/nightly-1/p1",
       manifestWhere: undefined,
       concurrency: 2,
       keySource: "passphrase",
@@ -53,7 +53,7 @@ describe("planPoint", () => {
   });
 
   test("an unencrypted point signs with the manifest key and hands no passphrase to agents", () => {
-    const plan = planPoint(inputs({ policy: { ...policy, encrypted: false } }), { setId: "s" });
+    const plan = planPoint(inputs({ policy: { ...policy, encrypted: false } }), { setId: "s", pointId: "p1" });
     expect(plan.keySource).toBe("manifest-key");
     expect(plan.keys).toEqual({ passphrase: undefined, manifestSecret: "k".repeat(44) });
     // Both keys are still redacted from errors.
@@ -73,7 +73,7 @@ describe("planPoint", () => {
               host: setHost,
               sources: [{ name: "x", disk: "/x", host: sourceHost }],
             }),
-            { setId: "s" },
+            { setId: "s", pointId: "p1" },
           );
           expect(plan.items[0].via).toBe(sourceHost ?? setHost ?? policyHost);
           expect(plan.manifestWhere).toBe(setHost ?? policyHost);
@@ -86,7 +86,7 @@ describe("planPoint", () => {
 
   test("the manifest names the escrow version only when the point counted a reference to it", () => {
     const escrow = { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true };
-    const plan = planPoint(inputs({ escrow }), { setId: "s" });
+    const plan = planPoint(inputs({ escrow }), { setId: "s", pointId: "p1" });
     const taken = { items: [], qemuVersion: "7.2.0", createdAt: "2026-11-26T00:00:00.000Z" };
     expect(pointManifest(plan, { ...taken, escrowVersion: 3 }).escrow).toEqual({
       recordId: "gold",

@@ -1,0 +1,126 @@
+import { formatBytes } from "../common/sizes";
+import { UNKNOWN, changedKeys, unknownPaths } from "../common/check";
+import { formatAge } from "../history/duration";
+import { newestPoints } from "../history/point";
+import { planRetention } from "../history/retention";
+import { pointDue } from "../history/schedule";
+import type { BackupSetInputs } from "./schema";
+import type { BackupSetOutputs, PointRecord } from "./state";
+
+/** Settings that shape the next point; a change applies from it on and never touches a point taken. */
+const NEXT_POINT_SETTINGS = ["policy", "keys", "sources", "host", "escrow"] as const;
+/** Settings of the set itself. */
+const SET_SETTINGS = ["concurrency", "schedule", "holds", "deleteBackupsOnDestroy"] as const;
+
+/** What the next `up` does to a set, decided before anything happens; `pulumi preview` prints it. */
+export interface SetChange {
+  changes: boolean;
+  /** Why a point is due; undefined when none is. */
+  take?: string[];
+  /** Points the next `up` prunes (after its new point verifies, when it takes one), oldest first. */
+  prune: PointRecord[];
+  /** Changed settings of the next point. */
+  fromNextPoint: string[];
+  /** Changed settings of the set (concurrency, schedule, holds...). */
+  setSettings: string[];
+  /** What could not be planned because a value is not known until apply. */
+  unknown: string[];
+}
+
+/** The key a set is made with: the passphrase, or for an unencrypted set the manifest key. */
+export function usedKey(inputs: object): unknown {
+  const { policy, keys } = inputs as {
+    policy?: { encrypted?: unknown };
+    keys?: { passphrase?: unknown; manifestKey?: unknown };
+  };
+  return policy?.encrypted === false ? keys?.manifestKey : keys?.passphrase;
+}
+
+const isUnknown = (value: unknown) => value === UNKNOWN;
+
+export { newestPoints };
+const dateOf = (point: PointRecord | undefined) => (point ? new Date(point.takenAt) : undefined);
+
+/**
+ * The retention decision for `points` under the set's declared rules and holds, at `now`. Points are
+ * pruned only when rules are declared; a point about to be taken counts as the newest good one.
+ */
+export function pruneCandidates(
+  points: readonly PointRecord[],
+  inputs: Pick<BackupSetInputs, "history" | "holds">,
+  now: Date,
+  withNewPoint: boolean,
+): PointRecord[] {
+  const rules = inputs.history?.retention;
+  if (!rules || Object.keys(rules).length === 0) return [];
+  const candidates: PointRecord[] = [...points];
+  if (withNewPoint) {
+    const next = { id: "(the new point)", takenAt: now.toISOString(), status: "ok" as const, sizeBytes: 0 };
+    candidates.push({ ...next, loc: 0, itemsSha256: "", key: 0, checkedAt: next.takenAt });
+  }
+  const { prune } = planRetention({
+    points: candidates,
+    rules,
+    holds: inputs.holds ?? [],
+    now,
+    timeZone: rules.timeZone,
+  });
+  const pruned = new Set(prune.map((p) => p.point.id));
+  return points.filter((p) => pruned.has(p.id));
+}
+
+/**
+ * The plan of an update: whether a point is due (trigger changed, schedule, the newest point
+ * failed, the RPO passed), what retention prunes, and which settings apply from the next point.
+ * `news` are checked inputs; during preview some values are Pulumi's unknown sentinel.
+ */
+export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, now: Date): SetChange {
+  const sameKey = { keys: (o: unknown, n: unknown) => usedKey(o as object) === usedKey(n as object) };
+  const fromNextPoint = changedKeys(state, news, [...NEXT_POINT_SETTINGS], sameKey);
+  const setSettings = changedKeys(state, news, [...SET_SETTINGS]);
+  const { newest, newestGood } = newestPoints(state.points);
+  // During preview any of these may be Pulumi's unknown sentinel (or hold one); `up` decides then.
+  const unknownOf = {
+    trigger: isUnknown(news.trigger),
+    schedule: unknownPaths(news.schedule ?? null).length > 0,
+    rpoHours: isUnknown(news.history) || isUnknown(news.history?.rpoHours),
+    retention: unknownPaths(news.history ?? null).length > 0 || unknownPaths(news.holds ?? null).length > 0,
+  };
+  const unknown = Object.entries(unknownOf).flatMap(([name, isIt]) => (isIt ? [name] : []));
+  const history = isUnknown(news.history) ? undefined : news.history;
+  const due = pointDue({
+    schedule: unknownOf.schedule ? undefined : news.schedule,
+    lastPointAt: dateOf(newest),
+    newestStatus: newest?.status,
+    newestGoodAt: dateOf(newestGood),
+    triggerChanged: !unknownOf.trigger && news.trigger !== state.trigger,
+    rpoHours: unknownOf.rpoHours ? undefined : (history?.rpoHours ?? undefined),
+    now,
+  });
+  const mayBeDue = unknownOf.trigger || unknownOf.schedule || unknownOf.rpoHours;
+  const take = due.due ? due.reasons : mayBeDue ? ["maybe: a value it depends on is not known until apply"] : undefined;
+  const prune = unknownOf.retention ? [] : pruneCandidates(state.points, news, now, take !== undefined);
+  const changes = take !== undefined || prune.length > 0 || fromNextPoint.length > 0 || setSettings.length > 0;
+  return { changes, take, prune, fromNextPoint, setSettings, unknown };
+}
+
+/** The lines `pulumi preview` shows for a set's change, naming points by id and age. */
+export function describeChange(setId: string, change: SetChange, now: Date): string[] {
+  const lines: string[] = [];
+  const age = (p: PointRecord) => formatAge(now.getTime() - Date.parse(p.takenAt));
+  if (change.take) lines.push(`set ${setId}: takes a point: ${change.take.join("; ")}`);
+  if (change.prune.length > 0) {
+    const named = change.prune.map((p) => `${p.id} (${age(p)} old, ${formatBytes(p.sizeBytes)})`).join(", ");
+    const after = change.take ? "after the new point verifies, " : "";
+    lines.push(`set ${setId}: ${after}prunes ${change.prune.length} point(s) by retention: ${named}`);
+  }
+  if (change.fromNextPoint.length > 0) {
+    lines.push(
+      `set ${setId}: ${change.fromNextPoint.join(", ")} changed: applies from the next point; no point taken is changed`,
+    );
+  }
+  if (change.unknown.length > 0) {
+    lines.push(`set ${setId}: ${change.unknown.join(" and ")} not known until apply: the up decides`);
+  }
+  return lines;
+}
