@@ -292,10 +292,13 @@ describe("BackupPolicy provider on a real directory", () => {
     const before = await fs.readFile(docFile(), "utf8");
     const failing: PolicyHost = {
       ...localHost,
-      async writeFileAtomic() {
-        // As if a lower layer echoed its input: the provider must still not surface the passphrase.
-        throw new Error(`ENOSPC: no space left on device, while writing for ${PASSPHRASE}`);
-      },
+      store: (target) => ({
+        ...localHost.store(target),
+        async writeTextAtomic() {
+          // As if a lower layer echoed its input: the provider must still not surface the passphrase.
+          throw new Error(`ENOSPC: no space left on device, while writing for ${PASSPHRASE}`);
+        },
+      }),
     };
     const error = await createBackupPolicyProvider(failing)
       .update(id, outs, await checked({ integrityCheck: "metadata" }))
@@ -509,13 +512,19 @@ describe("who a zone's document belongs to", () => {
     const bothRead = new Promise<void>((resolve) => (release = resolve));
     const racing: PolicyHost = {
       ...localHost,
-      async readFile(file) {
-        const text = await localHost.readFile(file);
-        if (file === docFile() && waiting < 2) {
-          if (++waiting === 2) release();
-          await bothRead;
-        }
-        return text;
+      store(target) {
+        const store = localHost.store(target);
+        return {
+          ...store,
+          async readText(key) {
+            const text = await store.readText(key);
+            if (store.locate(key) === docFile() && waiting < 2) {
+              if (++waiting === 2) release();
+              await bothRead;
+            }
+            return text;
+          },
+        };
       },
     };
     const racer = createBackupPolicyProvider(racing);
