@@ -1,5 +1,4 @@
 import type * as pulumi from "@pulumi/pulumi";
-import * as path from "node:path";
 import {
   changedKeys,
   checkInputs,
@@ -10,11 +9,13 @@ import {
 } from "../common/check";
 import { CofferError, isCofferError } from "../common/errors";
 import type { Verification } from "../agent/backupSet";
-import { MANIFEST_FILE, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
 import { ensureReference, referenceCurrentVersion, releaseReference } from "../escrow/references";
 import type { EscrowLink } from "../escrow/schema";
 import { thisProcess } from "../agent/setOwner";
 import type { TargetRef } from "../common/targetIdentity";
+import { directoryStore } from "../targets/directory";
+import { targetLayout } from "../targets/layout";
 import type { AgentClient } from "./agentClient";
 import { BackupSetInputs, SET_SCHEMA_VERSION, SourceInput, backupSetInputs } from "./schema";
 
@@ -132,8 +133,10 @@ export function createBackupSetProvider(host: SetHost) {
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
       const inputs = parseChecked(news);
       const setId = host.newSetId(inputs.trigger);
-      const zoneDir = path.join(inputs.policy.target.path, "sets", inputs.policy.zone);
-      const setDir = path.join(zoneDir, setId);
+      // Paths, not keys: the agent's qemu writes the set in place on the directory target.
+      const targetStore = directoryStore(inputs.policy.target.path);
+      const zoneDir = targetStore.localPath(targetLayout.zoneSets(inputs.policy.zone));
+      const setDir = targetStore.localPath(targetLayout.setFolder(inputs.policy.zone, setId));
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
       // Before any work: an unmounted NAS's empty mount point must not receive a set.
@@ -157,7 +160,7 @@ export function createBackupSetProvider(host: SetHost) {
         ...inputs.escrow,
         version: await referenceCurrentVersion(inputs.escrow.store, inputs.escrow.recordId, {
           setId,
-          manifestPath: path.join(setDir, MANIFEST_FILE),
+          manifestPath: targetStore.localPath(targetLayout.setManifest(inputs.policy.zone, setId)),
           manifestHost: manifestWhere ?? "local",
           createdAt: host.now().toISOString(),
         }),
