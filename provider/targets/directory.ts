@@ -70,9 +70,9 @@ export function directoryStore(root: string): DirectoryStore {
       });
       return stat?.isFile() ? { sizeBytes: stat.size } : undefined;
     },
-    list(prefix) {
+    async *list(prefix) {
       const folder = folderPrefix(prefix);
-      return walk(folder === "" ? root : localPath(prefix), folder);
+      yield* walk(folder === "" ? root : localPath(prefix), folder);
     },
     async remove(key) {
       const file = localPath(key);
