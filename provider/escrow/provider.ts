@@ -101,12 +101,10 @@ export function observeRecord(
   if (found.digest !== state.recordDigest)
     return { status: "altered", problems: [`${file} has changed since it was written (its digest differs)`] };
   if (currentVersion !== state.version) {
-    return {
-      status: "altered",
-      problems: [
-        `${store.locate(escrowLayout.current(state.recordId))} names ${currentVersion === undefined ? "no version" : `v${currentVersion}`}, not v${state.version}: new backup sets would not link to the current version`,
-      ],
-    };
+    const pointer = store.locate(escrowLayout.current(state.recordId));
+    const names = currentVersion === undefined ? "no version" : `v${currentVersion}`;
+    const problem = "new backup sets would not link to the current version";
+    return { status: "altered", problems: [`${pointer} names ${names}, not v${state.version}: ${problem}`] };
   }
   return { status: "ok", problems: [] };
 }
@@ -173,7 +171,9 @@ export function createSecretEscrowProvider(host: EscrowHost) {
         // Never overwrite an escrow: it may be the only way to some backup's key.
         throw new CofferError(
           "ESCROW_EXISTS",
-          `${store.locate(escrowLayout.record(inputs.recordId))} already holds an escrow record (versions ${existing.join(", ")}), written by another stack or before this stack's state was lost: give this SecretEscrow another recordId, or move that folder away once you are sure no backup needs it`,
+          `${store.locate(escrowLayout.record(inputs.recordId))} already holds an escrow record ` +
+            `(versions ${existing.join(", ")}), written by another stack or before this stack's state was lost: ` +
+            "give this SecretEscrow another recordId, or move that folder away once you are sure no backup needs it",
           { field: "recordId" },
         );
       }

@@ -52,7 +52,9 @@ export async function referenceCurrentVersion(
   if (version === undefined || !found) {
     throw new CofferError(
       "SOURCE_MISSING",
-      `escrow record ${id} ${version === undefined ? "has no current version" : `v${version} is not readable`} in ${store.location}: run \`pulumi refresh\` and \`pulumi up\` so the SecretEscrow writes it again, then take the set`,
+      `escrow record ${id} ${version === undefined ? "has no current version" : `v${version} is not readable`} ` +
+        `in ${store.location}: run \`pulumi refresh\` and \`pulumi up\` so the SecretEscrow writes it again, ` +
+        "then take the set",
       { field: "escrow" },
     );
   }
