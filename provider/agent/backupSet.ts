@@ -18,19 +18,12 @@ import {
   sourceInfo,
   streamSha256,
 } from "./image";
-import {
-  MANIFEST_FILE,
-  Manifest,
-  ManifestItem,
-  misplacement,
-  openManifest,
-  readManifest,
-  renderSignedManifest,
-} from "./manifest";
+import { Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
 import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
-import { OWNER_PATTERN, SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
+import { SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
 import { withSecretFd } from "./tempFiles";
-import { PARTIAL_PATTERN, partialName, pidAlive, run } from "./tools";
+import { partialName, pidAlive, run } from "./tools";
+import { MANIFEST_FILE, OWNER_PATTERN, PARTIAL_PATTERN } from "../targets/layout";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
 export type Source = DiskSource | { qmpSocket: string; device: string };

@@ -11,11 +11,11 @@
  * Every command first removes what killed agents of this host left in the temp folder.
  */
 import * as path from "node:path";
-import { readFileIfExists, writeFileExclusive } from "../common/atomicFile";
 import { CofferError, isCofferError } from "../common/errors";
 import { watchParent } from "../common/parentWatch";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
-import { documentPath } from "../backupPolicy/document";
+import { targetLayout } from "../targets/layout";
+import { directoryStore } from "../targets/directory";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { sweepTempLeftovers } from "./tempFiles";
 
@@ -46,12 +46,12 @@ async function checkedTarget(req: { target?: TargetRef; setDir?: string; zoneDir
     throw new CofferError("INVALID_INPUT", `${workDir} is not inside the backup target ${req.target.path}`);
   }
   const { target } = req;
+  const store = directoryStore(target.path);
   if (target.id === undefined && typeof target.zone === "string") {
-    const document = await readFileIfExists(documentPath(target.path, target.zone)).catch(() => undefined);
-    const files = { readFile: readFileIfExists, writeFileExclusive };
-    if (document !== undefined) return claimTargetIdentity(files, target.path, new Date());
+    const document = await store.readText(targetLayout.policyDocument(target.zone)).catch(() => undefined);
+    if (document !== undefined) return claimTargetIdentity(store, new Date());
   }
-  return checkTargetIdentity({ readFile: readFileIfExists }, target);
+  return checkTargetIdentity(store, target.id);
 }
 
 const commands: Record<string, Handler> = {

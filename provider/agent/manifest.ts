@@ -2,6 +2,7 @@ import { createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from "node
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
+import { targetLayout } from "../targets/layout";
 
 /**
  * A backup set's manifest, signed with HMAC-SHA-256, so that tampering is detected by anyone who
@@ -13,7 +14,6 @@ import { canonicalJson } from "../common/canonicalJson";
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
 export const MANIFEST_SCHEMA_VERSION = 2;
-export const MANIFEST_FILE = "manifest.json";
 
 /**
  * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
@@ -179,19 +179,16 @@ export async function openManifest(text: string, secret: string): Promise<Opened
 
 /**
  * Why an authentic manifest does not belong in `setDir`, or undefined when it does: a set's
- * manifest names its own set id, which is its folder's name, and its zone, which is the name of
- * the folder above when that one sits in a `sets` folder (`<target>/sets/<zone>/<setId>`).
+ * manifest names its own set id and zone, which its folder's path says (targetLayout.setFolderOf).
  * A manifest copied into another set's folder (a swapped or rolled-back set) fails here.
  */
 export function misplacement(manifest: Manifest, setDir: string): string | undefined {
-  const folder = path.basename(path.resolve(setDir));
+  const { setId: folder, zone } = targetLayout.setFolderOf(path.resolve(setDir));
   if (manifest.setId !== folder) {
     const copied = "(copied from another set?)";
     return `manifest: it belongs to set ${manifest.setId}, not to this folder's set ${folder} ${copied}`;
   }
-  const zoneDir = path.dirname(path.resolve(setDir));
-  const zone = path.basename(zoneDir);
-  if (path.basename(path.dirname(zoneDir)) === "sets" && manifest.zone !== zone) {
+  if (zone !== undefined && manifest.zone !== zone) {
     const copied = "(copied from another zone?)";
     return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} ${copied}`;
   }

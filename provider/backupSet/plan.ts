@@ -1,6 +1,7 @@
-import * as path from "node:path";
 import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
 import type { TargetRef } from "../common/targetIdentity";
+import { directoryStore } from "../targets/directory";
+import { targetLayout } from "../targets/layout";
 import type { EscrowLink } from "../escrow/schema";
 import type { BackupSetInputs, SourceInput } from "./schema";
 
@@ -49,13 +50,15 @@ const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host
 /** The plan of a point of `inputs`, in the folder of `setId` under the policy's target and zone. */
 export function planPoint(inputs: BackupSetInputs, ids: { setId: string }): PointPlan {
   const { policy, keys } = inputs;
-  const zoneDir = path.join(policy.target.path, "sets", policy.zone);
+  // Paths, not keys: the agent's qemu writes the point in place on the directory target.
+  const targetStore = directoryStore(policy.target.path);
+  const zoneDir = targetStore.localPath(targetLayout.zoneSets(policy.zone));
   return {
     setId: ids.setId,
     zone: policy.zone,
     targetPath: policy.target.path,
     zoneDir,
-    pointDir: path.join(zoneDir, ids.setId),
+    pointDir: targetStore.localPath(targetLayout.setFolder(policy.zone, ids.setId)),
     manifestWhere: inputs.host ?? policy.host,
     items: inputs.sources.map((source) => ({
       name: source.name,

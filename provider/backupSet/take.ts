@@ -1,5 +1,6 @@
 import * as path from "node:path";
-import { MANIFEST_FILE, Manifest, ManifestItem } from "../agent/manifest";
+import type { Manifest, ManifestItem } from "../agent/manifest";
+import { MANIFEST_FILE } from "../targets/layout";
 import { thisProcess } from "../agent/setOwner";
 import { CofferError, isCofferError } from "../common/errors";
 import type { TargetRef } from "../common/targetIdentity";
