@@ -288,6 +288,7 @@ export async function verifySet(
             key,
             `item ${item.name}`,
             events.signal,
+            { totalBytes: item.virtualSize, onProgress: (percent) => events.progress?.(item.name, percent) },
           );
           if (stream !== item.streamSha256)
             failed.push(`item ${item.name}: the guest data differs from what was backed up`);
