@@ -64,10 +64,10 @@ const manifestSecret = (inputs: BackupSetInputs) =>
 const secretsOf = (inputs: BackupSetInputs) =>
   [inputs.keys.passphrase, inputs.keys.manifestKey].filter((s): s is string => !!s);
 
-/** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
+/** What the agent reads of a source: the fields of its kind (provider/sources/), without name and host. */
 function agentSource(source: SourceInput) {
-  const { disk, format, backingFiles, dataFile, qmpSocket, device } = source;
-  return disk !== undefined ? { disk, format, backingFiles, dataFile } : { qmpSocket, device };
+  const { name: _name, host: _host, ...fields } = source;
+  return fields;
 }
 
 /** Runs `work` over `items`, at most `limit` at a time; the first failure stops new starts. */

@@ -16,12 +16,12 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
-import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
 import { listSets, setIdsInStackExport } from "../agent/inventory";
 import { misplacement, openManifest, readManifest } from "../agent/manifest";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
+import { restorerOf } from "../sources/registry";
 
 async function escrow(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
@@ -234,9 +234,11 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(
           `no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`,
         );
-      const file = path.join(setDir, item.file);
-      if ((await fileSha256(file)) !== item.fileSha256)
-        throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
+      const restore = restorerOf(item);
+      if (!restore) {
+        const why = `its source kind, ${item.source.kind}, has no restore in this coffer`;
+        throw new CofferError("INVALID_INPUT", `item ${item.name}: ${why}`);
+      }
       const to = path.resolve(values.to);
       if (!values.force && (await exists(to))) {
         const fix = "restore to another path, or add --force to replace it";
@@ -245,14 +247,8 @@ export async function main(argv: string[]): Promise<number> {
       const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
       const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${unique}`);
       try {
-        await withSecretFd(passphrase ?? "", async (key) => {
-          await restoreImage(file, item.encrypted, key, partial, format, `item ${item.name}`);
-        });
-        // What was written must be what was backed up, before it gets the name asked for.
-        const written = sourceImageOpts({ disk: partial, format, backing: [] });
-        const restored = await streamSha256(written, undefined, `restored ${item.name}`);
-        if (restored !== item.streamSha256)
-          throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
+        // What was written must be what was backed up (the kind checks), before it gets the name asked for.
+        await withSecretFd(passphrase ?? "", (key) => restore({ file: partial, format }, { setDir, key }));
         await fs.chmod(partial, 0o600);
         await place(partial, to, values.force);
       } finally {
