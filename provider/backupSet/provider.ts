@@ -137,9 +137,7 @@ export function createBackupSetProvider(host: SetHost) {
       const manifestWhere = inputs.host ?? inputs.policy.host;
       const secrets = secretsOf(inputs);
       // Before any work: an unmounted NAS's empty mount point must not receive a set.
-      const { targetId } = await host
-        .agent(manifestWhere)
-        .call<{ targetId: string }>("check-target", { target: targetRef(inputs) });
+      const { targetId } = await host.agent(manifestWhere).call("check-target", { target: targetRef(inputs) });
       const target = targetRef({ ...inputs, targetId });
       const abort = new AbortController();
       const signal = host.engineGone ? AbortSignal.any([abort.signal, host.engineGone]) : abort.signal;
@@ -167,7 +165,7 @@ export function createBackupSetProvider(host: SetHost) {
       const results = await boundedAll(inputs.sources, inputs.concurrency, async (source) => {
         const via = sourceHost(inputs, source);
         try {
-          const item = await host.agent(via).call<ManifestItem>(
+          const item = await host.agent(via).call(
             "backup-item",
             {
               target,
@@ -216,7 +214,7 @@ export function createBackupSetProvider(host: SetHost) {
       }
       try {
         const agent = host.agent(manifestWhere);
-        const { qemu } = await agent.call<{ qemu: string }>("version", {}, { signal });
+        const { qemu } = await agent.call("version", {}, { signal });
         const manifest: Manifest = {
           kind: MANIFEST_KIND,
           schemaVersion: MANIFEST_SCHEMA_VERSION,
@@ -241,7 +239,7 @@ export function createBackupSetProvider(host: SetHost) {
           throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
         }
         const manifestRequest = { target, setDir, manifest, manifestSecret: manifestSecret(inputs) };
-        const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
+        const manifestPath = await agent.call("write-manifest", manifestRequest, { secrets, signal });
         const outs: BackupSetOutputs = {
           ...inputs,
           escrow,
@@ -269,7 +267,7 @@ export function createBackupSetProvider(host: SetHost) {
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
       // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
-      const verification = await host.agent(local(state.manifestHost)).call<Verified>(
+      const verification = await host.agent(local(state.manifestHost)).call(
         "verify-set",
         {
           target: targetRef(state),
