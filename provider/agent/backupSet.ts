@@ -24,12 +24,12 @@ import {
 } from "./manifest";
 import { OWNER_PATTERN, SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
 import { withSecretFd } from "./tempFiles";
-import { SourceInput, chooseSourceKind, removeItems, verifyItems } from "../sources/registry";
+import { SourceFields, chooseSourceKind, removeItems, verifyItems } from "../sources/registry";
 import { PARTIAL_PATTERN, partialName, pidAlive, run } from "./tools";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
 /** The user's source object without name and host: its fields choose its kind (provider/sources/). */
-export type Source = SourceInput;
+export type Source = SourceFields;
 
 export interface ItemRequest {
   /** `<target>/sets/<zone>`: the folder of every set of one zone. */

@@ -1,30 +1,28 @@
 /**
  * Every source kind Coffer knows, and what is built from them: the user's source object (each
  * kind's fields, chosen by which are present), the manifest's `item.source` (discriminated by
- * `kind`), and dispatch by kind. A new kind is one file and one line in SOURCE_KINDS and BY_KIND.
+ * `kind`), and dispatch by kind. A new kind is one file and one entry in SOURCE_KINDS.
  */
 import { z } from "zod";
 import type { IntegrityCheck } from "../agent/backupSet";
 import type { ManifestItem } from "../agent/manifest";
 import { CofferError } from "../common/errors";
-import { DiskInput, diskSource } from "./disk";
+import { diskSource } from "./disk";
 import type { ItemProblem, RemoveContext, RestoreContext, RestoreTarget, SourceKind, VerifyContext } from "./kind";
-import { RunningVmInput, runningVmSource } from "./runningVm";
+import { runningVmSource } from "./runningVm";
 
 export const SOURCE_KINDS = [diskSource, runningVmSource] as const;
 
 export type SourceItem = z.output<(typeof SOURCE_KINDS)[number]["item"]>;
 export type SourceKindName = SourceItem["kind"];
-/** A source as the agent backs it up (the user's source object without name and host). */
-export type SourceInput = DiskInput | RunningVmInput;
+/** The fields of a source's kind: the user's source object without name and host, as the agent gets it. */
+export type SourceFields = z.output<(typeof SOURCE_KINDS)[number]["input"]>;
 // Dispatch meets kinds whose input it does not know; their schemas check it.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnySourceKind = SourceKind<any, SourceItem>;
 
-/** One entry per kind name: a kind missing here does not compile. */
-const BY_KIND: { readonly [K in SourceKindName]: SourceKind<any, Extract<SourceItem, { kind: K }>> } = {
-  disk: diskSource,
-  qmp: runningVmSource,
+/** Each kind by its name; SourceKindName comes from SOURCE_KINDS, so no kind is missing here. */
+const BY_KIND = Object.fromEntries(SOURCE_KINDS.map((kind) => [kind.kind, kind])) as unknown as {
+  readonly [K in SourceKindName]: Extract<(typeof SOURCE_KINDS)[number], { kind: K }>;
 };
 
 export function sourceKindNamed<K extends SourceKindName>(kind: K): (typeof BY_KIND)[K] {
@@ -88,20 +86,20 @@ export function sourceSchema<Common extends z.ZodRawShape>(common: Common) {
 
 const anySource = sourceSchema({});
 /** A source as the agent receives it: the fields of the one kind it chooses, whose rules make them enough. */
-export const agentSourceSchema = anySource as unknown as z.ZodType<SourceInput, z.input<typeof anySource>>;
+export const agentSourceSchema = anySource as unknown as z.ZodType<SourceFields, z.input<typeof anySource>>;
 
 /** The one kind `source` chooses, its input checked; INVALID_INPUT naming the field otherwise. */
 export function chooseSourceKind(
   source: object,
   subject: string,
-): { kind: SourceKind<SourceInput, SourceItem>; input: SourceInput } {
+): { kind: SourceKind<SourceFields, SourceItem>; input: SourceFields } {
   const parsed = anySource.safeParse(source);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const field = issue.code === "unrecognized_keys" ? issue.keys[0] : issue.path.join(".");
     throw new CofferError("INVALID_INPUT", `${subject}: source.${field}: ${issue.message}`);
   }
-  const kind = kindsChosenBy(source)[0] as unknown as SourceKind<SourceInput, SourceItem>;
+  const kind = kindsChosenBy(source)[0] as unknown as SourceKind<SourceFields, SourceItem>;
   return { kind, input: kind.input.parse(source) };
 }
 
