@@ -2,6 +2,7 @@ import { createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from "node
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
+import { sourceItemSchema } from "../sources/registry";
 import { targetLayout } from "../targets/layout";
 
 /**
@@ -33,17 +34,7 @@ const fileName = z.string().refine((f) => f !== "" && f !== "." && f !== ".." &&
 const itemSchema = z.object({
   name: z.string(),
   host: z.string(),
-  source: z.union([
-    z.object({
-      kind: z.literal("disk"),
-      path: z.string(),
-      format: z.enum(["raw", "qcow2"]),
-      // Declared files the disk read besides itself; absent in older manifests.
-      backingFiles: z.array(z.string()).optional(),
-      dataFile: z.string().optional(),
-    }),
-    z.object({ kind: z.literal("qmp"), socket: z.string(), device: z.string() }),
-  ]),
+  source: sourceItemSchema,
   file: fileName,
   format: z.enum(["qcow2", "qcow2-in-luks"]),
   compression: z.enum(["none", "zstd", "zlib"]),

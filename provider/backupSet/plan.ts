@@ -5,10 +5,10 @@ import { targetLayout } from "../targets/layout";
 import type { EscrowLink } from "../escrow/schema";
 import type { BackupSetInputs, SourceInput } from "./schema";
 
-/** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
+/** What the agent reads of a source: the fields of its kind (provider/sources/), without name and host. */
 export function agentSource(source: SourceInput) {
-  const { disk, format, backingFiles, dataFile, qmpSocket, device } = source;
-  return disk !== undefined ? { disk, format, backingFiles, dataFile } : { qmpSocket, device };
+  const { name: _name, host: _host, ...fields } = source;
+  return fields;
 }
 
 /** One source of a point: what to back up, and where its agent runs (undefined: this machine). */

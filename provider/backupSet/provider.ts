@@ -96,7 +96,7 @@ export function createBackupSetProvider(host: SetHost) {
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
       // An unmounted target is an error here, not a "missing" set: that would plan a new set onto the local disk.
-      const verification = await host.agent(local(state.manifestHost)).call<Verified>(
+      const verification = await host.agent(local(state.manifestHost)).call(
         "verify-set",
         {
           target: targetRef(state),

@@ -100,9 +100,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   const { secrets } = plan;
   const manifestHost = plan.manifestWhere ?? "local";
   // Before any work: an unmounted NAS's empty mount point must not receive a set.
-  const { targetId } = await deps
-    .agent(plan.manifestWhere)
-    .call<{ targetId: string }>("check-target", { target: planTarget(plan) });
+  const { targetId } = await deps.agent(plan.manifestWhere).call("check-target", { target: planTarget(plan) });
   const target = planTarget(plan, targetId);
   const abort = new AbortController();
   const signal = deps.engineGone ? AbortSignal.any([abort.signal, deps.engineGone]) : abort.signal;
@@ -129,7 +127,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
   const results = await boundedAll(plan.items, plan.concurrency, async (planned) => {
     try {
-      const item = await deps.agent(planned.via).call<ManifestItem>(
+      const item = await deps.agent(planned.via).call(
         "backup-item",
         {
           target,
@@ -177,7 +175,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   }
   try {
     const agent = deps.agent(plan.manifestWhere);
-    const { qemu } = await agent.call<{ qemu: string }>("version", {}, { signal });
+    const { qemu } = await agent.call("version", {}, { signal });
     const manifest = pointManifest(plan, {
       items: items.map(({ via: _via, ...item }) => item),
       qemuVersion: qemu,
@@ -189,7 +187,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       throw new CofferError("ABORTED", `backup set not taken, nothing of it was kept: ${ENGINE_GONE}`);
     }
     const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret: plan.keys.manifestSecret };
-    const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
+    const manifestPath = await agent.call("write-manifest", manifestRequest, { secrets, signal });
     return { targetId, escrowVersion, items, manifest, manifestPath, manifestHost };
   } catch (error) {
     await discard();

@@ -14,12 +14,12 @@ import * as path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
-import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
 import { listSets, setIdsInStackExport } from "../agent/inventory";
 import { Manifest, misplacement, openManifest, readManifest } from "../agent/manifest";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
+import { restorerOf } from "../sources/registry";
 import { NO_PROGRESS, Progress, showProgress } from "./progress";
 
 /** Bad arguments: exit code 2, with the command's usage. */
@@ -266,36 +266,27 @@ async function restore(values: RestoreOptions): Promise<number> {
     throw new UsageError(
       `no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`,
     );
-  const progressOf = progressOn(values.quiet);
-  const file = path.join(setDir, item.file);
-  const fileSha = await withProgress(progressOf(`check ${item.file}`, item.sizeBytes), (onProgress) =>
-    fileSha256(file, { totalBytes: item.sizeBytes, onProgress }),
-  );
-  if (fileSha !== item.fileSha256)
-    throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
+  const restoreItem = restorerOf(item);
+  if (!restoreItem) {
+    const why = `its source kind, ${item.source.kind}, has no restore in this coffer`;
+    throw new CofferError("INVALID_INPUT", `item ${item.name}: ${why}`);
+  }
   const to = path.resolve(values.to);
   if (!values.force && (await exists(to))) {
     const fix = "restore to another path, or add --force to replace it";
     throw new CofferError("IO_FAILED", `${to} already exists: ${fix}`);
   }
+  const progressOf = progressOn(values.quiet);
   const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
   const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${unique}`);
   try {
+    // What was written must be what was backed up (the kind checks), before it gets the name asked for.
     await withSecretFd(passphrase ?? "", (key) =>
-      withProgress(progressOf(`restore ${item.name}`, item.virtualSize), (onProgress) =>
-        restoreImage(file, item.encrypted, key, partial, format, `item ${item.name}`, onProgress),
+      restoreItem(
+        { file: partial, format },
+        { setDir, key, step: (label, totalBytes, work) => withProgress(progressOf(label, totalBytes), work) },
       ),
     );
-    // What was written must be what was backed up, before it gets the name asked for.
-    const written = sourceImageOpts({ disk: partial, format, backing: [] });
-    const restored = await withProgress(progressOf(`check restored ${item.name}`, item.virtualSize), (onProgress) =>
-      streamSha256(written, undefined, `restored ${item.name}`, undefined, {
-        totalBytes: item.virtualSize,
-        onProgress,
-      }),
-    );
-    if (restored !== item.streamSha256)
-      throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
     await fs.chmod(partial, 0o600);
     await place(partial, to, values.force ?? false);
   } finally {
