@@ -6,34 +6,23 @@ import { CofferError, isCofferError } from "../common/errors";
 import {
   BACKUP_FILE,
   Compression,
-  DiskSource,
   StoredFormat,
   backupFileName,
   backupImageOpts,
   checkImage,
-  convertDisk,
-  createEmptyBackup,
   fileSha256,
-  sourceImageOpts,
-  sourceInfo,
   streamSha256,
 } from "./image";
-import {
-  MANIFEST_FILE,
-  Manifest,
-  ManifestItem,
-  misplacement,
-  openManifest,
-  readManifest,
-  renderSignedManifest,
-} from "./manifest";
-import { QmpClient, backupRunningVm, findSourceNode, sweepStale } from "./qmp";
-import { OWNER_PATTERN, SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
+import { Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
+import { SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
 import { withSecretFd } from "./tempFiles";
-import { PARTIAL_PATTERN, partialName, pidAlive, run } from "./tools";
+import { SourceFields, chooseSourceKind, removeItems, verifyItems } from "../sources/registry";
+import { partialName, pidAlive, run } from "./tools";
+import { MANIFEST_FILE, OWNER_PATTERN, PARTIAL_PATTERN } from "../targets/layout";
 
 export type IntegrityCheck = "none" | "metadata" | "full";
-export type Source = DiskSource | { qmpSocket: string; device: string };
+/** The user's source object without name and host: its fields choose its kind (provider/sources/). */
+export type Source = SourceFields;
 
 export interface ItemRequest {
   /** `<target>/sets/<zone>`: the folder of every set of one zone. */
@@ -66,6 +55,7 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   const subject = `source ${req.name}`;
   if (req.encrypted && !req.passphrase)
     throw new CofferError("INVALID_INPUT", `${subject}: encryption is on but no passphrase reached the agent`);
+  const { kind, input } = chooseSourceKind(req.source, subject);
   const setDir = path.join(req.zoneDir, req.setId, req.pointId ?? "");
   await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
   if (req.owner) await markOwner(setDir, req.owner);
@@ -86,57 +76,21 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   try {
     return await withSecretFd(req.passphrase ?? "", async (passphraseFd) => {
       const key = req.encrypted ? passphraseFd : undefined;
-      let manifestSource: ManifestItem["source"];
-      let virtualSize: number;
-      let sourceStream: (() => Promise<string>) | undefined;
-      if ("disk" in req.source) {
-        const { disk, backingFiles, dataFile } = req.source;
-        const info = await sourceInfo(req.source, subject);
-        virtualSize = info.virtualSize;
-        const declared = { ...(backingFiles ? { backingFiles } : {}), ...(dataFile ? { dataFile } : {}) };
-        manifestSource = { kind: "disk", path: disk, format: info.layout.format, ...declared };
-        const imageOpts = sourceImageOpts(info.layout);
-        sourceStream = () => streamSha256(imageOpts, undefined, subject, events.signal);
-        await convertDisk({
-          sourceImageOpts: imageOpts,
-          target: partial,
-          format,
-          virtualSize,
-          bandwidthLimitMiBps: req.bandwidthLimitMiBps,
-          key,
-          subject,
-          signal: events.signal,
-          onProgress,
-        });
-      } else {
-        const qmp = await QmpClient.connect(req.source.qmpSocket, subject);
-        try {
-          await sweepStale(qmp);
-          const source = await findSourceNode(qmp, req.source.device, subject);
-          virtualSize = source.virtualSize;
-          manifestSource = { kind: "qmp", socket: req.source.qmpSocket, device: req.source.device };
-          await createEmptyBackup(partial, virtualSize, req.compression, key, subject);
-          await backupRunningVm({
-            qmp,
-            sourceNode: source.node,
-            target: partial,
-            encrypted: req.encrypted,
-            passphrase: req.passphrase,
-            compression: req.compression,
-            bandwidthLimitMiBps: req.bandwidthLimitMiBps,
-            subject,
-            signal: events.signal,
-            onProgress,
-          });
-        } finally {
-          qmp.close();
-        }
-      }
+      const ctx = {
+        partial,
+        format,
+        key,
+        bandwidthLimitMiBps: req.bandwidthLimitMiBps,
+        subject,
+        signal: events.signal,
+        onProgress,
+      };
+      const { source: manifestSource, virtualSize, sourceSha256 } = await kind.backup(input, ctx);
       if (req.integrityCheck !== "none") await checkImage(partial, req.encrypted, key, subject);
       const streamHash = await streamSha256(backupImageOpts(partial, req.encrypted), key, subject, events.signal);
-      // A stopped VM's disk still holds what was copied: "full" proves the copy equals it.
-      if (req.integrityCheck === "full" && sourceStream) {
-        const expected = await sourceStream();
+      // A source that still holds what was copied (a stopped VM's disk): "full" proves the copy equals it.
+      if (req.integrityCheck === "full" && sourceSha256) {
+        const expected = await sourceSha256();
         if (expected !== streamHash) {
           throw new CofferError(
             "VERIFY_FAILED",
@@ -245,9 +199,8 @@ export interface Verification {
 }
 
 /**
- * Re-verifies a set: the manifest's HMAC, and per item the backup file's SHA-256 (catches bit
- * rot without the key); "metadata" adds `qemu-img check`; "full" recomputes the SHA-256 of the
- * decrypted guest stream and compares it with the one recorded at backup time.
+ * Re-verifies a set: the manifest's HMAC and place, then its items, each by its source kind
+ * (for a backup image in the set's folder: see provider/sources/storedImage.ts).
  */
 export async function verifySet(
   setDir: string,
@@ -279,60 +232,26 @@ export async function verifySet(
     };
   const misplaced = misplacement(opened.manifest, setDir);
   if (misplaced) return { status: "failed", checkedAt, level, failures: [misplaced], manifest: opened.manifest };
-  const missing: string[] = [];
-  const failed: string[] = [];
-  await withSecretFd(secrets.passphrase ?? "", async (passphraseFd) => {
-    for (const item of opened.manifest.items) {
-      const file = path.join(setDir, item.file);
-      const stat = await fs.stat(file).catch(() => undefined);
-      if (!stat) {
-        missing.push(`item ${item.name}: ${item.file} is missing`);
-        continue;
-      }
-      if (stat.size !== item.sizeBytes) {
-        failed.push(
-          `item ${item.name}: ${item.file} is ${stat.size} bytes, the manifest says ${item.sizeBytes} (truncated or changed)`,
-        );
-        continue;
-      }
-      if ((await fileSha256(file)) !== item.fileSha256) {
-        failed.push(`item ${item.name}: ${item.file} has changed since the backup (its SHA-256 differs)`);
-        continue;
-      }
-      const key = item.encrypted ? passphraseFd : undefined;
-      try {
-        if (level !== "none") await checkImage(file, item.encrypted, key, `item ${item.name}`);
-        if (level === "full") {
-          const stream = await streamSha256(
-            backupImageOpts(file, item.encrypted),
-            key,
-            `item ${item.name}`,
-            events.signal,
-          );
-          if (stream !== item.streamSha256)
-            failed.push(`item ${item.name}: the guest data differs from what was backed up`);
-        }
-      } catch (error) {
-        failed.push(isCofferError(error) ? error.shortMessage : `item ${item.name}: ${(error as Error).message}`);
-      }
-    }
-  });
+  const problems = await withSecretFd(secrets.passphrase ?? "", (key) =>
+    verifyItems(opened.manifest.items, level, { setDir, key, signal: events.signal, progress: events.progress }),
+  );
+  const failed = problems.filter((p) => p.status === "failed").map((p) => p.message);
+  const missing = problems.filter((p) => p.status === "missing").map((p) => p.message);
   const status = failed.length > 0 ? "failed" : missing.length > 0 ? "missing" : "ok";
   return { status, checkedAt, level, failures: [...failed, ...missing], manifest: opened.manifest };
 }
 
 /**
- * Deletes a set: the backup files named by its manifest or by `knownFiles` (the resource's
- * outputs, for when the manifest is gone), partial files, owner markers, the manifest, then the folders up to
- * (not including) `stopAt` while they are empty. Nothing else.
+ * Deletes a set: the backups its manifest names (each by its source kind), the files named by
+ * `knownFiles` (the resource's outputs, for when the manifest is gone), partial files, owner
+ * markers, the manifest last, then the folders up to (not including) `stopAt` while they are
+ * empty. Nothing else.
  */
 export async function deleteSet(setDir: string, stopAt: string, knownFiles: readonly string[] = []): Promise<void> {
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
   const opened = text === undefined ? undefined : readManifest(text);
-  const named = [
-    ...knownFiles.map((f) => path.basename(f)),
-    ...(opened?.ok ? opened.manifest.items.map((i) => i.file) : []),
-  ];
+  if (opened?.ok) await removeItems(opened.manifest.items, { setDir });
+  const named = knownFiles.map((f) => path.basename(f));
   const entries = await fs.readdir(setDir).catch(() => [] as string[]);
   for (const entry of entries) {
     const coffers = named.includes(entry) || PARTIAL_PATTERN.test(entry) || OWNER_PATTERN.test(entry);

@@ -1,9 +1,11 @@
 /**
  * coffer-agent: the host side of Coffer. The provider runs it locally or over ssh.
  *   coffer-agent <command>      request: one JSON document on stdin (secrets travel only here)
- *                               result:  {"ok":true,"result":...} or {"ok":false,"error":{code,message}} on stdout
+ *                               result:  {"ok":true,"protocol":N,"result":...}
+ *                                        or {"ok":false,"protocol":N,"error":{code,message}} on stdout
+ *                               (protocol.ts: each command's request schema, checked first, and result type)
  *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
- * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, read-index, write-index, version.
+ * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, version.
  * Every command that touches a backup target first checks the target's identity (request field
  * `target: { path, id? }`): an unmounted NAS's empty mount point is refused before anything is written.
  * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero; so
@@ -11,14 +13,35 @@
  * Every command first removes what killed agents of this host left in the temp folder.
  */
 import * as path from "node:path";
-import { readFileIfExists, writeFileExclusive } from "../common/atomicFile";
 import { CofferError, isCofferError } from "../common/errors";
 import { watchParent } from "../common/parentWatch";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
-import { documentPath } from "../backupPolicy/document";
+import { targetLayout } from "../targets/layout";
+import { directoryStore } from "../targets/directory";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
-import { currentSetIndex, removeSetIndex, setIndexSchema, writeSetIndex } from "./pointIndex";
+import { Manifest, manifestSchema } from "./manifest";
+import {
+  AGENT_PROTOCOL_VERSION,
+  AgentCommand,
+  AgentReply,
+  AgentResult,
+  CheckedAgentRequest,
+  checkAgentRequest,
+  isAgentCommand,
+} from "./protocol";
+import { currentSetIndex, removeSetIndex, writeSetIndex } from "./pointIndex";
 import { sweepTempLeftovers } from "./tempFiles";
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
+/** The request on stdin; an empty one is `{}`. JSON's own message would quote it, secrets and all. */
+function parseRequest(input: string): unknown {
+  try {
+    return input.trim() ? JSON.parse(input) : {};
+  } catch {
+    throw new CofferError("INVALID_INPUT", "the request on stdin is not valid JSON");
+  }
+}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -26,10 +49,14 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-type Handler = (
-  request: any,
-  events: { signal: AbortSignal; progress: (item: string, percent: number) => void },
-) => Promise<unknown>;
+interface Events {
+  signal: AbortSignal;
+  progress: (item: string, percent: number) => void;
+}
+
+type Handlers = {
+  [C in AgentCommand]: (request: CheckedAgentRequest<C>, events: Events) => Promise<AgentResult<C>>;
+};
 
 /**
  * The id of the request's target, which must be a Coffer target (the one `target.id` names, when
@@ -47,15 +74,15 @@ async function checkedTarget(req: { target?: TargetRef; setDir?: string; zoneDir
     throw new CofferError("INVALID_INPUT", `${workDir} is not inside the backup target ${req.target.path}`);
   }
   const { target } = req;
+  const store = directoryStore(target.path);
   if (target.id === undefined && typeof target.zone === "string") {
-    const document = await readFileIfExists(documentPath(target.path, target.zone)).catch(() => undefined);
-    const files = { readFile: readFileIfExists, writeFileExclusive };
-    if (document !== undefined) return claimTargetIdentity(files, target.path, new Date());
+    const document = await store.readText(targetLayout.policyDocument(target.zone)).catch(() => undefined);
+    if (document !== undefined) return claimTargetIdentity(store, new Date());
   }
-  return checkTargetIdentity({ readFile: readFileIfExists }, target);
+  return checkTargetIdentity(store, target.id);
 }
 
-const commands: Record<string, Handler> = {
+const handlers: Handlers = {
   "check-target": async (req) => ({ targetId: await checkedTarget(req) }),
   "backup-item": async (req, events) => {
     await checkedTarget(req);
@@ -63,7 +90,15 @@ const commands: Record<string, Handler> = {
   },
   "write-manifest": async (req) => {
     await checkedTarget(req);
-    return writeManifest(req.setDir, req.manifest, req.manifestSecret);
+    const manifest = manifestSchema.safeParse(req.manifest);
+    if (!manifest.success) {
+      const issue = manifest.error.issues[0];
+      throw new CofferError("INVALID_INPUT", `the manifest is not one Coffer reads: ${issue.message}`, {
+        field: ["manifest", ...issue.path].join("."),
+      });
+    }
+    // Signed as given: the provider composed it.
+    return writeManifest(req.setDir, req.manifest as Manifest, req.manifestSecret);
   },
   "verify-set": async (req, events) => {
     const targetId = await checkedTarget(req);
@@ -84,31 +119,32 @@ const commands: Record<string, Handler> = {
     // null: the set has no point left here; its folder goes too once empty.
     if (req.index === null) {
       await removeSetIndex(req.setDir, req.target.path);
-      return { removed: req.setDir };
+      return { written: req.setDir };
     }
-    const parsed = setIndexSchema.safeParse(req.index);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new CofferError("INVALID_INPUT", `index ${issue.path.join(".")}: ${issue.message}`);
-    }
-    await writeSetIndex(req.setDir, parsed.data);
+    await writeSetIndex(req.setDir, req.index);
     return { written: req.setDir };
   },
   version: async () => ({ qemu: await qemuVersion(), node: process.version }),
 };
 
+/** Checks the request, then runs its command. */
+async function handle<C extends AgentCommand>(command: C, raw: unknown, events: Events): Promise<AgentResult<C>> {
+  const handler: Handlers[C] = handlers[command];
+  return handler(checkAgentRequest(command, raw), events);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const command = argv[0];
   // Backups, and everything the tools make, are the owner's alone: they hold VMs' data.
   process.umask(0o077);
-  const handler = commands[command ?? ""];
-  const reply = (body: unknown) => process.stdout.write(JSON.stringify(body) + "\n");
-  if (!handler) {
+  const reply = (body: DistributiveOmit<AgentReply, "protocol">) =>
+    process.stdout.write(JSON.stringify({ ...body, protocol: AGENT_PROTOCOL_VERSION }) + "\n");
+  if (command === undefined || !isAgentCommand(command)) {
     reply({
       ok: false,
       error: {
         code: "INVALID_INPUT",
-        message: `unknown command "${command ?? ""}": use one of ${Object.keys(commands).join(", ")}`,
+        message: `unknown command "${command ?? ""}": use one of ${Object.keys(handlers).join(", ")}`,
       },
     });
     process.exitCode = 2;
@@ -137,10 +173,9 @@ export async function main(argv: string[]): Promise<void> {
   };
   try {
     await sweepTempLeftovers();
-    const input = await readStdin();
-    const request = input.trim() ? JSON.parse(input) : {};
-    const result = await handler(request, { signal: abort.signal, progress });
-    reply({ ok: true, result: result ?? null });
+    const request = parseRequest(await readStdin());
+    const result = await handle(command, request, { signal: abort.signal, progress });
+    reply({ ok: true, result });
   } catch (error) {
     const e = isCofferError(error) ? error : new CofferError("IO_FAILED", (error as Error).message);
     reply({ ok: false, error: { code: e.code, message: e.message } });

@@ -364,6 +364,30 @@ export interface ConvertRequest {
   onProgress?: (percent: number) => void;
 }
 
+/** Reads the lines `qemu-img convert -p` writes ("    (40.00/100%)") into percents. */
+function qemuImgProgress(onProgress: (percent: number) => void): (line: string) => void {
+  return (line) => {
+    const match = /\(([\d.]+)\/100%\)/.exec(line);
+    if (match) onProgress(Number(match[1]));
+  };
+}
+
+/** Progress of reading `totalBytes` of data: called with the percent read so far. */
+export interface ReadProgress {
+  totalBytes: number;
+  onProgress(percent: number): void;
+}
+
+/** Counts the chunks read into `progress`'s percents. */
+function countChunks(progress: ReadProgress | undefined): (chunk: Buffer) => void {
+  if (!progress || progress.totalBytes <= 0) return () => undefined;
+  let read = 0;
+  return (chunk) => {
+    read += chunk.length;
+    progress.onProgress(Math.min(100, (100 * read) / progress.totalBytes));
+  };
+}
+
 /** Copies a stopped VM's disk into a new backup image in one pass. */
 export async function convertDisk(req: ConvertRequest): Promise<void> {
   const compress = req.format.compression !== "none";
@@ -375,10 +399,7 @@ export async function convertDisk(req: ConvertRequest): Promise<void> {
     ...(req.bandwidthLimitMiBps > 0 ? ["-r", `${req.bandwidthLimitMiBps}M`] : []),
     "--image-opts",
   ];
-  const onStdoutLine = (line: string) => {
-    const match = /\(([\d.]+)\/100%\)/.exec(line);
-    if (match && req.onProgress) req.onProgress(Number(match[1]));
-  };
+  const onStdoutLine = req.onProgress && qemuImgProgress(req.onProgress);
   if (req.format.encrypted) {
     if (!req.key) throw new Error("an encrypted backup needs its key");
     await createEmptyBackup(req.target, req.virtualSize, req.format.compression, req.key, req.subject);
@@ -417,6 +438,7 @@ export async function streamSha256(
   key: SecretFd | undefined,
   subject: string,
   signal?: AbortSignal,
+  progress?: ReadProgress,
 ): Promise<string> {
   const secrets = key ? [key.value] : [];
   // Named by host and pid: if this process is killed, the next start stops the server and removes the folder.
@@ -433,10 +455,14 @@ export async function streamSha256(
     try {
       await untilServing(server, pidFile, subject);
       const hash = createHash("sha256");
+      const counted = countChunks(progress);
       await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], {
         subject,
         signal,
-        onStdoutChunk: (chunk) => hash.update(chunk),
+        onStdoutChunk: (chunk) => {
+          hash.update(chunk);
+          counted(chunk);
+        },
       }).catch(async (error) => {
         if ((error as CofferError).code === "ABORTED") throw error;
         // nbdcopy only sees the connection drop; qemu-nbd says why (e.g. an unreadable cluster).
@@ -479,9 +505,13 @@ async function untilServing(server: RunningTool, pidFile: string, subject: strin
 }
 
 /** SHA-256 of a file's own bytes: catches bit rot without the key. */
-export async function fileSha256(file: string): Promise<string> {
+export async function fileSha256(file: string, progress?: ReadProgress): Promise<string> {
   const hash = createHash("sha256");
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  const counted = countChunks(progress);
+  for await (const chunk of createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    counted(chunk as Buffer);
+  }
   return hash.digest("hex");
 }
 
@@ -493,8 +523,14 @@ export async function restoreImage(
   to: string,
   format: "raw" | "qcow2",
   subject: string,
+  onProgress?: (percent: number) => void,
 ) {
   const used = encrypted ? key : undefined;
   const image = ["--image-opts", backupImageOpts(file, encrypted)];
-  await run("qemu-img", ["convert", ...keyArgs(used), ...image, "-O", format, to], { subject, key: used });
+  const progress = onProgress ? ["-p"] : [];
+  await run("qemu-img", ["convert", ...progress, ...keyArgs(used), ...image, "-O", format, to], {
+    subject,
+    key: used,
+    onStdoutLine: onProgress && qemuImgProgress(onProgress),
+  });
 }

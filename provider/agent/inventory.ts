@@ -1,12 +1,12 @@
-import { promises as fs } from "node:fs";
-import * as path from "node:path";
-import { readFileIfExists } from "../common/atomicFile";
-import { MANIFEST_FILE, readManifest } from "./manifest";
+import { storeAt } from "../targets/directory";
+import { targetLayout } from "../targets/layout";
+import { TargetStore, listAll } from "../targets/store";
+import { readManifest } from "./manifest";
 import { BACKUP_FILE } from "./image";
-import { folderOwners } from "./setOwner";
+import { markedOwners } from "./setOwner";
 
 /**
- * What is in a target's set folders (`<target>/sets/<zone>/<setId>`), read without any key:
+ * What is in a target's set folders (targetLayout.setFolder), read without any key:
  * - "complete": a manifest is there (its HMAC is not checked here: `coffer verify` does that);
  * - "in-progress": no manifest yet, and its owner (the provider taking it) is alive or on another host;
  * - "crashed": no manifest, and its owner is gone: the next backup on that host removes it;
@@ -22,32 +22,42 @@ export interface SetFolder {
   sizeBytes: number;
 }
 
-export async function listSets(targetPath: string, zone?: string): Promise<SetFolder[]> {
-  const setsDir = path.join(targetPath, "sets");
-  const zones = zone ? [zone] : (await fs.readdir(setsDir).catch(() => [] as string[])).sort();
+/**
+ * The set folders on a target (a store, or a directory target's path), by zone and set id. A
+ * folder is seen through the objects in it, as in any store: an empty folder holds no set.
+ */
+export async function listSets(target: TargetStore | string, zone?: string): Promise<SetFolder[]> {
+  const store = storeAt(target);
+  const prefix = zone === undefined ? targetLayout.sets() : targetLayout.zoneSets(zone);
+  const folders = new Map<string, { zone: string; setId: string; entries: Set<string>; sizeBytes: number }>();
+  for (const { key, sizeBytes } of await listAll(store, prefix).catch(() => [])) {
+    const at = targetLayout.setEntryOf(key);
+    if (!at) continue;
+    const id = JSON.stringify([at.zone, at.setId]);
+    const folder = folders.get(id) ?? { zone: at.zone, setId: at.setId, entries: new Set(), sizeBytes: 0 };
+    folder.entries.add(at.entry);
+    folder.sizeBytes += sizeBytes;
+    folders.set(id, folder);
+  }
+  const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const ordered = [...folders.values()].sort((a, b) => byName(a.zone, b.zone) || byName(a.setId, b.setId));
   const found: SetFolder[] = [];
-  for (const z of zones) {
-    for (const setId of (await fs.readdir(path.join(setsDir, z)).catch(() => [] as string[])).sort()) {
-      const setDir = path.join(setsDir, z, setId);
-      const entries = await fs.readdir(setDir).catch(() => undefined);
-      if (!entries) continue;
-      let sizeBytes = 0;
-      for (const entry of entries) {
-        sizeBytes += (await fs.stat(path.join(setDir, entry)).catch(() => undefined))?.size ?? 0;
-      }
-      const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
-      const manifest = text === undefined ? undefined : readManifest(text);
-      if (text !== undefined) {
-        const m = manifest?.ok ? manifest.manifest : undefined;
-        const items = m?.items.map((i) => i.name) ?? [];
-        found.push({ zone: z, setId, setDir, status: "complete", createdAt: m?.createdAt, items, sizeBytes });
-        continue;
-      }
-      const byOwners = { none: "unknown", alive: "in-progress", gone: "crashed" } as const;
-      const status = byOwners[await folderOwners(setDir, entries)];
-      const items = entries.filter((e) => BACKUP_FILE.test(e));
-      found.push({ zone: z, setId, setDir, status, items, sizeBytes });
+  for (const { zone: z, setId, entries, sizeBytes } of ordered) {
+    const setDir = store.locate(targetLayout.setFolder(z, setId));
+    const text = await store.readText(targetLayout.setManifest(z, setId)).catch(() => undefined);
+    if (text !== undefined) {
+      const manifest = readManifest(text);
+      const m = manifest.ok ? manifest.manifest : undefined;
+      const items = m?.items.map((i) => i.name) ?? [];
+      found.push({ zone: z, setId, setDir, status: "complete", createdAt: m?.createdAt, items, sizeBytes });
+      continue;
     }
+    const names = [...entries];
+    const readMarker = (entry: string) => store.readText(targetLayout.setFile(z, setId, entry)).catch(() => undefined);
+    const byOwners = { none: "unknown", alive: "in-progress", gone: "crashed" } as const;
+    const status = byOwners[await markedOwners(names, readMarker)];
+    const items = names.filter((e) => BACKUP_FILE.test(e));
+    found.push({ zone: z, setId, setDir, status, items, sizeBytes });
   }
   return found;
 }

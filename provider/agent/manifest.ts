@@ -2,6 +2,8 @@ import { createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from "node
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
+import { sourceItemSchema } from "../sources/registry";
+import { targetLayout } from "../targets/layout";
 
 /**
  * A backup set's manifest, signed with HMAC-SHA-256, so that tampering is detected by anyone who
@@ -13,7 +15,6 @@ import { canonicalJson } from "../common/canonicalJson";
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
 export const MANIFEST_SCHEMA_VERSION = 3;
-export const MANIFEST_FILE = "manifest.json";
 
 /**
  * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
@@ -33,17 +34,7 @@ const fileName = z.string().refine((f) => f !== "" && f !== "." && f !== ".." &&
 const itemSchema = z.object({
   name: z.string(),
   host: z.string(),
-  source: z.union([
-    z.object({
-      kind: z.literal("disk"),
-      path: z.string(),
-      format: z.enum(["raw", "qcow2"]),
-      // Declared files the disk read besides itself; absent in older manifests.
-      backingFiles: z.array(z.string()).optional(),
-      dataFile: z.string().optional(),
-    }),
-    z.object({ kind: z.literal("qmp"), socket: z.string(), device: z.string() }),
-  ]),
+  source: sourceItemSchema,
   file: fileName,
   format: z.enum(["qcow2", "qcow2-in-luks"]),
   compression: z.enum(["none", "zstd", "zlib"]),
@@ -181,30 +172,29 @@ export async function openManifest(text: string, secret: string): Promise<Opened
 
 /**
  * Why an authentic manifest does not belong in `dir`, or undefined when it does. A point's
- * manifest names its point id, which is its folder's name, and its set id, the name of the folder
- * above (`<target>/sets/<zone>/<setId>/<pointId>`); a manifest without a point id (a set taken
- * before histories) names its set id, its folder's name. Both name their zone, the name of the
- * folder above the set's when that one sits in a `sets` folder. A manifest copied into another
- * set's or point's folder (a swapped or rolled-back backup) fails here.
+ * manifest names its point id, which is its folder's name, inside its set's folder; a manifest
+ * without a point id (a set taken before histories) sits in the set's folder itself. Either names
+ * its set id and zone, which the set folder's path says (targetLayout.setFolderOf). A manifest
+ * copied into another set's or point's folder (a swapped or rolled-back backup) fails here.
  */
 export function misplacement(manifest: Manifest, dir: string): string | undefined {
-  const copied = "(copied from another set?)";
   let setDir = path.resolve(dir);
   if (manifest.pointId !== undefined) {
-    const folder = path.basename(setDir);
-    if (manifest.pointId !== folder) {
-      return `manifest: it belongs to point ${manifest.pointId}, not to this folder's point ${folder} (copied from another point?)`;
+    const point = path.basename(setDir);
+    if (manifest.pointId !== point) {
+      const copied = "(copied from another point?)";
+      return `manifest: it belongs to point ${manifest.pointId}, not to this folder's point ${point} ${copied}`;
     }
     setDir = path.dirname(setDir);
   }
-  const folder = path.basename(setDir);
+  const { setId: folder, zone } = targetLayout.setFolderOf(setDir);
   if (manifest.setId !== folder) {
+    const copied = "(copied from another set?)";
     return `manifest: it belongs to set ${manifest.setId}, not to this folder's set ${folder} ${copied}`;
   }
-  const zoneDir = path.dirname(setDir);
-  const zone = path.basename(zoneDir);
-  if (path.basename(path.dirname(zoneDir)) === "sets" && manifest.zone !== zone) {
-    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} (copied from another zone?)`;
+  if (zone !== undefined && manifest.zone !== zone) {
+    const copied = "(copied from another zone?)";
+    return `manifest: it belongs to zone ${manifest.zone}, not to this folder's zone ${zone} ${copied}`;
   }
   return undefined;
 }

@@ -2,7 +2,8 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { z } from "zod";
 import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
-import { MANIFEST_FILE, readManifest } from "./manifest";
+import { MANIFEST_FILE } from "../targets/layout";
+import { readManifest } from "./manifest";
 
 /**
  * A set's index, `<target>/sets/<zone>/<set>/index.json`: its points, holds and retention as the

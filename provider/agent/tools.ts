@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CofferError, CofferErrorCode, redact } from "../common/errors";
+import { partialFileName } from "../targets/layout";
 import type { SecretFd } from "./tempFiles";
 
 /** execa, loaded when first needed: it is ESM-only, and this package is CommonJS. */
@@ -127,10 +128,8 @@ export async function retryLuksCreation<T>(create: () => Promise<T>, attempts = 
 
 /** A name for a temporary file that no reader takes for a finished backup, and that says who made it. */
 export function partialName(finalName: string): string {
-  return `.${finalName}.partial-${os.hostname()}-${process.pid}-${randomBytes(4).toString("hex")}`;
+  return partialFileName(finalName, os.hostname(), process.pid, randomBytes(4).toString("hex"));
 }
-
-export const PARTIAL_PATTERN = /^\.(.+)\.partial-(.+)-(\d+)-[0-9a-f]{8}$/;
 
 /** Whether a process of this host is still alive (EPERM: alive, but not ours to signal). */
 export function pidAlive(pid: number): boolean {

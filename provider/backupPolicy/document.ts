@@ -1,11 +1,10 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
-import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
 import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS } from "./schema";
 
 /**
- * The zone's effective policy as host agents read it, at `<target>/.coffer/zones/<zone>/policy.json`.
+ * The zone's effective policy as host agents read it, at targetLayout.policyDocument(zone) on the target.
  * It never holds the passphrase: only whether encryption is on and an HMAC-SHA-256 fingerprint of
  * the passphrase, keyed by a random key that lives in Pulumi's encrypted state. A reader of the
  * file can't test passphrase guesses against it; a holder of the state can check which passphrase
@@ -53,10 +52,6 @@ export const policyDocument = z.object({
   settings: policySettings,
 });
 export type PolicyDocument = z.output<typeof policyDocument>;
-
-export function documentPath(targetPath: string, zone: string): string {
-  return path.join(targetPath, ".coffer", "zones", zone, "policy.json");
-}
 
 export function passphraseFingerprint(passphrase: string, fingerprintKey: string): string {
   return (

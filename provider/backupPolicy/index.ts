@@ -4,8 +4,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
-import { readFileIfExists, removeEmptyDirs, writeFileAtomic, writeFileExclusive } from "../common/atomicFile";
 import { settlingBeforeExit, watchEngine } from "../common/engineWatch";
+import { directoryStore } from "../targets/directory";
 import { PolicyHost, createBackupPolicyProvider } from "./provider";
 
 watchEngine();
@@ -17,13 +17,7 @@ export const localHost: PolicyHost = {
     await fs.access(dir, constants.W_OK);
   },
   realPath: (dir) => fs.realpath(dir),
-  readFile: readFileIfExists,
-  writeFileAtomic,
-  writeFileExclusive,
-  async removeFile(file) {
-    await fs.rm(file, { force: true });
-  },
-  removeEmptyDirs,
+  store: (target) => directoryStore(target.path),
   randomKey: () => randomBytes(32).toString("base64"),
   newId: (zone) => `${zone}-${randomBytes(6).toString("hex")}`,
   now: () => new Date(),

@@ -1,5 +1,4 @@
 import type * as pulumi from "@pulumi/pulumi";
-import * as path from "node:path";
 import {
   checkInputs,
   currentState,
@@ -17,7 +16,6 @@ import {
   ParsedDocument,
   PolicyDocument,
   PolicySettings,
-  documentPath,
   fingerprintMatches,
   parseDocument,
   passphraseFingerprint,
@@ -26,6 +24,8 @@ import {
   settingsFor,
 } from "./document";
 import type { EscrowLink } from "../escrow/schema";
+import { targetLayout } from "../targets/layout";
+import type { TargetStore } from "../targets/store";
 import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from "./schema";
 
 /** What is stored in state: the checked inputs, plus what was written and last observed. */
@@ -58,12 +58,8 @@ export interface PolicyHost {
   assertDirectory(dir: string): Promise<void>;
   /** `dir` with every symlink resolved. */
   realPath(dir: string): Promise<string>;
-  readFile(file: string): Promise<string | undefined>;
-  writeFileAtomic(file: string, content: string): Promise<void>;
-  /** Writes `file` whole unless it exists; false (nothing written) when it does. */
-  writeFileExclusive(file: string, content: string): Promise<boolean>;
-  removeFile(file: string): Promise<void>;
-  removeEmptyDirs(dir: string, stopAt: string): Promise<void>;
+  /** The store on the target, where the policy document and the target's identity are. */
+  store(target: BackupPolicyInputs["target"]): TargetStore;
   randomKey(): string;
   newId(zone: string): string;
   now(): Date;
@@ -108,14 +104,22 @@ export function createBackupPolicyProvider(host: PolicyHost) {
    * found is adopted, or written when this policy's document shows the target is mounted.
    */
   async function checkedTargetId(state: BackupPolicyOutputs, fix?: string): Promise<string> {
-    if (state.targetId === undefined && (await host.readFile(state.documentPath)) !== undefined) {
-      return claimTargetIdentity(host, state.target.path, host.now());
+    const { store, key } = documentOf(state);
+    if (state.targetId === undefined && (await store.readText(key)) !== undefined) {
+      return claimTargetIdentity(store, host.now());
     }
-    return checkTargetIdentity(host, { path: state.target.path, id: state.targetId }, fix);
+    return checkTargetIdentity(store, state.targetId, fix);
   }
 
-  async function readDocument(file: string) {
-    const text = await host.readFile(file);
+  /** Where the zone's policy document is: its target's store, its key, and its path as messages and outputs name it. */
+  function documentOf(policy: Pick<BackupPolicyInputs, "target" | "zone">) {
+    const store = host.store(policy.target);
+    const key = targetLayout.policyDocument(policy.zone);
+    return { store, key, file: store.locate(key) };
+  }
+
+  async function readDocument({ store, key }: { store: TargetStore; key: string }) {
+    const text = await store.readText(key);
     return text === undefined ? undefined : parseDocument(text);
   }
 
@@ -134,7 +138,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     exclusive = false,
   ): Promise<BackupPolicyOutputs | undefined> {
     const { revision, fingerprintKey, manifestKey, targetId } = written;
-    const file = documentPath(inputs.target.path, inputs.zone);
+    const { store, key, file } = documentOf(inputs);
     const fingerprint =
       inputs.encryption && fingerprintKey
         ? passphraseFingerprint(inputs.encryption.passphrase, fingerprintKey)
@@ -152,9 +156,9 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     };
     try {
       if (exclusive) {
-        if (!(await host.writeFileExclusive(file, renderDocument(doc)))) return undefined;
+        if (!(await store.writeTextExclusive(key, renderDocument(doc)))) return undefined;
       } else {
-        await host.writeFileAtomic(file, renderDocument(doc));
+        await store.writeTextAtomic(key, renderDocument(doc));
       }
     } catch (cause) {
       throw new CofferError("IO_FAILED", `could not write the policy document ${file}: ${(cause as Error).message}`, {
@@ -216,17 +220,18 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       const inputs = parseChecked(news);
       await assertTargetReachable(inputs.target.path);
       await refuseSystemFolder(inputs.target.path);
-      const targetId = await claimTargetIdentity(host, inputs.target.path, host.now());
+      const document = documentOf(inputs);
+      const targetId = await claimTargetIdentity(document.store, host.now());
       const id = host.newId(inputs.zone);
-      const file = documentPath(inputs.target.path, inputs.zone);
+      const { file } = document;
       const fingerprintKey = inputs.encryption ? host.randomKey() : undefined;
       const keys = { fingerprintKey, manifestKey: host.randomKey(), targetId };
-      let existing = await readDocument(file);
+      let existing = await readDocument(document);
       if (existing === undefined) {
         // Exclusive: of two policies created for one zone at once, exactly one gets it.
         const outs = await write(id, inputs, { ...keys, revision: 1 }, true);
         if (outs) return { id, outs };
-        existing = await readDocument(file);
+        existing = await readDocument(document);
         if (existing === undefined) {
           throw new CofferError("IO_FAILED", `${file} came and went while this policy was created: run again`);
         }
@@ -240,9 +245,10 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       const inputs = parseChecked(news);
       await assertTargetReachable(inputs.target.path);
       const targetId = await checkedTargetId(previous);
-      const existing = await readDocument(documentPath(inputs.target.path, inputs.zone));
+      const document = documentOf(inputs);
+      const existing = await readDocument(document);
       if (existing?.ok && existing.document.policyId !== id)
-        throw ownedElsewhere(documentPath(inputs.target.path, inputs.zone), existing.document.policyId);
+        throw ownedElsewhere(document.file, existing.document.policyId);
       const lastRevision = Math.max(previous.revision, existing?.ok ? existing.document.revision : 0);
       const fingerprintKey = inputs.encryption ? previous.encryption?.fingerprintKey || host.randomKey() : undefined;
       // State written before manifest keys existed gets one on its next update.
@@ -254,7 +260,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       const state = upgradeOutputs(props);
       await assertTargetReachable(state.target.path);
       const targetId = await checkedTargetId(state);
-      const found = await readDocument(state.documentPath);
+      const found = await readDocument(documentOf(state));
       if (found === undefined) return {};
       const observed = observeDocument(id, { ...state, targetId }, found.ok ? found.document : undefined);
       return { id, props: withoutUndefined(observed), inputs: withoutUndefined(inputsOf(observed)) };
@@ -264,11 +270,12 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       const state = upgradeOutputs(props);
       await assertTargetReachable(state.target.path, `mount it and run again; ${DROP_FROM_STATE}`);
       await checkedTargetId(state, DROP_FROM_STATE);
-      const found = await readDocument(state.documentPath);
+      const document = documentOf(state);
+      const found = await readDocument(document);
       // A document another policy wrote since (or a later incarnation of this one) is not ours to remove.
       if (found?.ok && found.document.policyId !== id) return;
-      if (found !== undefined) await host.removeFile(state.documentPath);
-      await host.removeEmptyDirs(path.dirname(state.documentPath), state.target.path);
+      // Removing it removes the zone's folders it leaves empty.
+      if (found !== undefined) await document.store.remove(document.key);
     },
   };
 }

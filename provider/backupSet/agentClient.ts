@@ -1,15 +1,19 @@
 import * as path from "node:path";
-import { CofferError, CofferErrorCode, redact } from "../common/errors";
+import { CofferError, redact } from "../common/errors";
+import { AgentCommand, AgentReply, AgentRequest, AgentResult, protocolMismatch } from "../agent/protocol";
 import { loadExeca } from "../agent/tools";
+
+export interface CallOptions {
+  /** Values no error may carry (they are replaced with "[secret]"). */
+  secrets?: string[];
+  signal?: AbortSignal;
+  onProgress?: (item: string, percent: number) => void;
+}
 
 export interface AgentClient {
   /** Where it runs: "local", or the ssh destination. */
   readonly where: string;
-  call<T>(
-    command: string,
-    request: object,
-    options?: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void },
-  ): Promise<T>;
+  call<C extends AgentCommand>(command: C, request: AgentRequest<C>, options?: CallOptions): Promise<AgentResult<C>>;
 }
 
 /**
@@ -22,11 +26,7 @@ export function agentClient(host: string | undefined): AgentClient {
   const where = host ?? "local";
   return {
     where,
-    async call<T>(
-      command: string,
-      request: object,
-      options: { secrets?: string[]; signal?: AbortSignal; onProgress?: (item: string, percent: number) => void } = {},
-    ) {
+    async call<C extends AgentCommand>(command: C, request: AgentRequest<C>, options: CallOptions = {}) {
       const { execa } = await loadExeca();
       const secrets = options.secrets ?? [];
       const [file, args] = host
@@ -66,14 +66,21 @@ export function agentClient(host: string | undefined): AgentClient {
       });
       const result = await child;
       const stdout = String(result.stdout ?? "").trim();
-      let reply: { ok: boolean; result?: T; error?: { code: CofferErrorCode; message: string } } | undefined;
+      let reply: Partial<AgentReply<C>> | undefined;
       try {
         reply = stdout ? JSON.parse(stdout.split("\n").pop()!) : undefined;
       } catch {
         reply = undefined;
       }
-      if (reply?.ok) return reply.result as T;
-      if (reply?.error) throw new CofferError(reply.error.code, redact(reply.error.message, secrets), { secrets });
+      if (typeof reply?.ok === "boolean") {
+        // Before the answer is believed: an agent of another Coffer may mean something else by it.
+        const mismatch = protocolMismatch(reply, host ? `host ${host}` : "this machine");
+        if (mismatch) throw mismatch;
+      }
+      if (reply?.ok === true) return reply.result as AgentResult<C>;
+      if (reply?.ok === false && reply.error) {
+        throw new CofferError(reply.error.code, redact(reply.error.message, secrets), { secrets });
+      }
       const stderr = redact(
         String(result.stderr ?? "")
           .split("\n")

@@ -1,13 +1,14 @@
-import * as path from "node:path";
 import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
 import type { TargetRef } from "../common/targetIdentity";
+import { directoryStore } from "../targets/directory";
+import { targetLayout } from "../targets/layout";
 import type { EscrowLink } from "../escrow/schema";
 import type { BackupSetInputs, SourceInput } from "./schema";
 
-/** What the agent reads of a source: the disk and the files declared with it, or the running VM. */
+/** What the agent reads of a source: the fields of its kind (provider/sources/), without name and host. */
 export function agentSource(source: SourceInput) {
-  const { disk, format, backingFiles, dataFile, qmpSocket, device } = source;
-  return disk !== undefined ? { disk, format, backingFiles, dataFile } : { qmpSocket, device };
+  const { name: _name, host: _host, ...fields } = source;
+  return fields;
 }
 
 /** One source of a point: what to back up, and where its agent runs (undefined: this machine). */
@@ -51,14 +52,16 @@ const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host
 /** The plan of point `pointId` of `inputs`, in the folder of `setId` under the policy's target and zone. */
 export function planPoint(inputs: BackupSetInputs, ids: { setId: string; pointId: string }): PointPlan {
   const { policy, keys } = inputs;
-  const zoneDir = path.join(policy.target.path, "sets", policy.zone);
+  // Paths, not keys: the agent's qemu writes the point in place on the directory target.
+  const targetStore = directoryStore(policy.target.path);
+  const zoneDir = targetStore.localPath(targetLayout.zoneSets(policy.zone));
   return {
     setId: ids.setId,
     pointId: ids.pointId,
     zone: policy.zone,
     targetPath: policy.target.path,
     zoneDir,
-    pointDir: path.join(zoneDir, ids.setId, ids.pointId),
+    pointDir: targetStore.localPath(targetLayout.pointFolder(policy.zone, ids.setId, ids.pointId)),
     manifestWhere: inputs.host ?? policy.host,
     items: inputs.sources.map((source) => ({
       name: source.name,

@@ -37,8 +37,6 @@ export interface SetHost extends TakeDeps {
 }
 
 type Outputs = BackupSetOutputs & { __provider?: string };
-/** What verify-set returns: the verification, the manifest it read, and the id of the target it checked. */
-type Verified = Verification & { targetId: string; manifest?: Manifest };
 
 const local = (where: string) => (where === "local" ? undefined : where);
 
@@ -182,7 +180,7 @@ export function createBackupSetProvider(host: SetHost) {
     const keys = keysOfVersion(state, point.key);
     const dir = pointDir(state.setId, location, point.id);
     // An unmounted target is an error here, not a "missing" point: it would look like lost backups.
-    const verified = await host.agent(local(location.manifestHost)).call<Verified>(
+    const verified = await host.agent(local(location.manifestHost)).call(
       "verify-set",
       {
         target: { path: location.targetPath, id: location.targetId, zone: location.zone },
@@ -321,7 +319,7 @@ export function createBackupSetProvider(host: SetHost) {
       const listed = new Map<number, SetIndex>();
       const locations = [...state.locations];
       for (const { loc, setDir, target, agent } of setFolders(state)) {
-        const reply = await agent.call<{ index: SetIndex; targetId: string }>("read-index", {
+        const reply = await agent.call("read-index", {
           target,
           setDir,
           zone: target.zone,

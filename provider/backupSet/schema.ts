@@ -1,76 +1,21 @@
-import * as path from "node:path";
 import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
-import { retentionRules } from "../history/retention";
 import { holds } from "../history/holds";
+import { retentionRules } from "../history/retention";
 import { schedule } from "../history/schedule";
+import { sourceSchema } from "../sources/registry";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
-const absolutePath = (field: string) =>
-  z
-    .string({ error: `${field} must be an absolute path` })
-    .refine((p) => path.isAbsolute(p), { message: `${field} must be an absolute path (start with /)` });
-
-const FORMAT_MESSAGE = 'format must be "raw" or "qcow2": the disk\'s format, which is never guessed from its bytes';
-const BACKING_FILES_MESSAGE = "backingFiles must be a list of absolute paths: the disk's backing chain, nearest first";
-
-const source = z
-  .object({
-    name: z.string({ error: "name is required: it names the backup file" }).regex(NAME, {
-      message:
-        "name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names the backup file)",
-    }),
-    disk: absolutePath("disk").optional(),
-    // No default: sources are compared as canonical JSON, and a new default would replace every set.
-    format: z.enum(["raw", "qcow2"], { error: FORMAT_MESSAGE }).optional(),
-    backingFiles: z.array(absolutePath("each of backingFiles"), { error: BACKING_FILES_MESSAGE }).optional(),
-    dataFile: absolutePath("dataFile").optional(),
-    qmpSocket: absolutePath("qmpSocket").optional(),
-    device: z.string().min(1, { message: 'device names the VM\'s disk, e.g. "vda"' }).optional(),
-    host: sshHost("host").optional(),
-  })
-  .strict()
-  .superRefine((s, ctx) => {
-    const running = s.qmpSocket !== undefined || s.device !== undefined;
-    if (s.disk !== undefined && running) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["disk"],
-        message: "give either disk (a stopped VM's disk file) or qmpSocket and device (a running VM), not both",
-      });
-    } else if (s.disk === undefined && !running) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["disk"],
-        message: "give disk (a stopped VM's disk file) or qmpSocket and device (a running VM)",
-      });
-    } else if (running && (s.qmpSocket === undefined || s.device === undefined)) {
-      ctx.addIssue({
-        code: "custom",
-        path: [s.qmpSocket === undefined ? "qmpSocket" : "device"],
-        message: "a running VM's source needs both qmpSocket and device",
-      });
-    }
-    const qcow2Only = { backingFiles: "backing files", dataFile: "an external data file" };
-    for (const field of ["format", "backingFiles", "dataFile"] as const) {
-      if (s[field] === undefined) continue;
-      if (s.disk === undefined) {
-        const message = `${field} only applies to a stopped VM's disk file (disk): remove ${field}`;
-        ctx.addIssue({ code: "custom", path: [field], message });
-      } else if (field !== "format" && s.format !== "qcow2") {
-        const message = `${field} needs format: "qcow2": only a qcow2 image has ${qcow2Only[field]}`;
-        ctx.addIssue({ code: "custom", path: [field], message });
-      }
-    }
-    const files = [s.disk, ...(s.backingFiles ?? []), s.dataFile].filter((f): f is string => f !== undefined);
-    const repeated = files.find((f, i) => files.indexOf(f) !== i);
-    if (repeated !== undefined && s.disk !== undefined) {
-      const message = `${repeated} is named twice among disk, backingFiles and dataFile: each is a different file`;
-      ctx.addIssue({ code: "custom", path: [repeated === s.dataFile ? "dataFile" : "backingFiles"], message });
-    }
-  });
+/** A source: its name, where it is, and the fields of its kind (see provider/sources/). */
+const source = sourceSchema({
+  name: z.string({ error: "name is required: it names the backup file" }).regex(NAME, {
+    message:
+      "name must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names the backup file)",
+  }),
+  host: sshHost("host").optional(),
+});
 
 /** What the resource class passes from the BackupPolicy: its settings, as applied. */
 const policy = z.object({

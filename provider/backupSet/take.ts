@@ -1,5 +1,6 @@
 import * as path from "node:path";
-import { MANIFEST_FILE, Manifest, ManifestItem } from "../agent/manifest";
+import type { Manifest, ManifestItem } from "../agent/manifest";
+import { MANIFEST_FILE } from "../targets/layout";
 import { thisProcess } from "../agent/setOwner";
 import { CofferError, isCofferError } from "../common/errors";
 import type { TargetRef } from "../common/targetIdentity";
@@ -100,9 +101,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   const { secrets } = plan;
   const manifestHost = plan.manifestWhere ?? "local";
   // Before any work: an unmounted NAS's empty mount point must not receive a set.
-  const { targetId } = await deps
-    .agent(plan.manifestWhere)
-    .call<{ targetId: string }>("check-target", { target: planTarget(plan) });
+  const { targetId } = await deps.agent(plan.manifestWhere).call("check-target", { target: planTarget(plan) });
   const target = planTarget(plan, targetId);
   const abort = new AbortController();
   const signal = deps.engineGone ? AbortSignal.any([abort.signal, deps.engineGone]) : abort.signal;
@@ -129,7 +128,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
   const results = await boundedAll(plan.items, plan.concurrency, async (planned) => {
     try {
-      const item = await deps.agent(planned.via).call<ManifestItem>(
+      const item = await deps.agent(planned.via).call(
         "backup-item",
         {
           target,
@@ -182,7 +181,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   }
   try {
     const agent = deps.agent(plan.manifestWhere);
-    const { qemu } = await agent.call<{ qemu: string }>("version", {}, { signal });
+    const { qemu } = await agent.call("version", {}, { signal });
     const manifest = pointManifest(plan, {
       items: items.map(({ via: _via, ...item }) => item),
       qemuVersion: qemu,
@@ -194,7 +193,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       throw new CofferError("ABORTED", `point not taken, nothing of it was kept: ${ENGINE_GONE}`);
     }
     const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret: plan.keys.manifestSecret };
-    const manifestPath = await agent.call<string>("write-manifest", manifestRequest, { secrets, signal });
+    const manifestPath = await agent.call("write-manifest", manifestRequest, { secrets, signal });
     return { targetId, escrowVersion, items, manifest, manifestPath, manifestHost };
   } catch (error) {
     await discard();

@@ -1,41 +1,66 @@
 /**
- * coffer: what a person needs without Pulumi, with the backup files and the key.
- *   coffer restore --manifest <path> --item <name> --to <file> [--format raw|qcow2] [--force]
- *   coffer verify  --manifest <path> [--full]
- *   coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
- *   coffer sets --target <dir> [--zone <zone>] [--state <stack-export.json> ...]
+ * coffer: what a person needs without Pulumi, with the backup files and the key: restore and
+ * verify a set, recover an escrowed secret, list a target's sets (`coffer --help` for usage).
  * The passphrase (encrypted sets) or manifest key (unencrypted sets) comes from
  * --passphrase-file / --manifest-key-file, from stdin with --passphrase-stdin, or from
  * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line.
+ * Results go to stdout (scripts parse them), progress and messages to stderr.
  * Exit codes: 0 done, 1 failed (verification, restore), 2 usage.
  * What it writes is the owner's alone (umask 077): a restored disk holds a VM's data.
  */
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { parseArgs } from "node:util";
+import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
-import { fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
 import { listSets, setIdsInStackExport } from "../agent/inventory";
-import { misplacement, openManifest, readManifest } from "../agent/manifest";
+import { Manifest, misplacement, openManifest, readManifest } from "../agent/manifest";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
+import { restorerOf } from "../sources/registry";
+import { NO_PROGRESS, Progress, showProgress } from "./progress";
 
-async function escrow(argv: string[]): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub !== "recover") throw new UsageError(`unknown escrow command "${sub ?? ""}"`);
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      store: { type: "string" },
-      id: { type: "string" },
-      key: { type: "string", multiple: true },
-      version: { type: "string" },
-      out: { type: "string" },
-    },
-  });
+/** Bad arguments: exit code 2, with the command's usage. */
+class UsageError extends Error {}
+
+interface KeyOptions {
+  passphraseFile?: string;
+  passphraseStdin?: boolean;
+  manifestKeyFile?: string;
+}
+
+interface VerifyOptions extends KeyOptions {
+  manifest?: string;
+  full?: boolean;
+  quiet?: boolean;
+}
+
+interface RestoreOptions extends KeyOptions {
+  manifest?: string;
+  item?: string;
+  to?: string;
+  format: "raw" | "qcow2";
+  force?: boolean;
+  quiet?: boolean;
+}
+
+interface EscrowRecoverOptions {
+  store?: string;
+  id?: string;
+  key?: string[];
+  version?: string;
+  out?: string;
+}
+
+interface SetsOptions {
+  target?: string;
+  zone?: string;
+  state?: string[];
+}
+
+async function escrowRecover(values: EscrowRecoverOptions): Promise<number> {
   if (!values.store || !values.id || !values.key?.length)
     throw new UsageError("escrow recover needs --store, --id and at least one --key");
   const version = values.version === undefined ? undefined : Number(values.version);
@@ -58,27 +83,8 @@ async function escrow(argv: string[]): Promise<number> {
   return 0;
 }
 
-const USAGE = `usage:
-  coffer restore --manifest <manifest.json> --item <name> --to <file> [--format raw|qcow2] [--force] [key options]
-      --force replaces an existing <file>; without it restore refuses to write over one
-  coffer verify  --manifest <manifest.json> [--full] [key options]
-  coffer escrow recover --store <dir> --id <record> --key <private.pem> [--key ...] [--version N] [--out <file>]
-      prints the escrowed secret, or writes it to <file> (mode 0600); a threshold record needs that many --key
-  coffer sets --target <dir> [--zone <zone>] [--state <stack-export.json> ...]
-      lists the target's set folders; with the \`pulumi stack export\` of every stack that uses the target
-      (--state - reads one from stdin), marks and names the sets no stack tracks
-key options (never the key itself on the command line):
-  --passphrase-file <file> | --passphrase-stdin | COFFER_PASSPHRASE      encrypted sets
-  --manifest-key-file <file> | COFFER_MANIFEST_KEY                        unencrypted sets`;
-
-class UsageError extends Error {}
-
 /** Lists set folders; given stack exports, names the complete sets none of them tracks. */
-async function sets(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { target: { type: "string" }, zone: { type: "string" }, state: { type: "string", multiple: true } },
-  });
+async function sets(values: SetsOptions): Promise<number> {
   if (!values.target) throw new UsageError("sets needs --target");
   let tracked: Set<string> | undefined;
   for (const file of values.state ?? []) {
@@ -165,106 +171,285 @@ async function secretFrom(file: string | undefined, stdin: boolean, envName: str
   return process.env[envName] || undefined;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  process.umask(0o077);
+/** A set's manifest as read (not yet authenticated), with the secrets to open it. */
+interface OpenedSet {
+  text: string;
+  manifest: Manifest;
+  setDir: string;
+  manifestSecret: string;
+  passphrase?: string;
+}
+
+async function openSet(values: { manifest?: string } & KeyOptions): Promise<OpenedSet> {
+  if (!values.manifest) throw new UsageError("--manifest is required");
+  const manifestPath = path.resolve(values.manifest);
+  const text = await fs.readFile(manifestPath, "utf8").catch(() => {
+    throw new CofferError("SOURCE_MISSING", `${manifestPath} can't be read: check the path`);
+  });
+  const unsigned = readManifest(text);
+  if (!unsigned.ok) throw new CofferError("VERIFY_FAILED", unsigned.problem);
+  const passphrase = await secretFrom(values.passphraseFile, values.passphraseStdin ?? false, "COFFER_PASSPHRASE");
+  const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
+  const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
+  if (!manifestSecret) {
+    const escrow = unsigned.manifest.escrow;
+    throw new UsageError(
+      unsigned.manifest.keySource === "passphrase"
+        ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE" +
+            (escrow
+              ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} --version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
+              : "")
+        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked",
+    );
+  }
+  return { text, manifest: unsigned.manifest, setDir: path.dirname(manifestPath), manifestSecret, passphrase };
+}
+
+/** Makes the progress display of one step: on stderr, or none with --quiet. */
+type ProgressOf = (label: string, totalBytes: number) => Progress;
+
+function progressOn(quiet: boolean | undefined): ProgressOf {
+  return quiet ? () => NO_PROGRESS : (label, totalBytes) => showProgress(process.stderr, label, totalBytes);
+}
+
+/** Runs one step with its progress shown; the display ends whether the step succeeds or not. */
+async function withProgress<T>(progress: Progress, step: (onProgress: (percent: number) => void) => Promise<T>) {
   try {
+    const result = await step((percent) => progress.update(percent));
+    progress.update(100);
+    return result;
+  } finally {
+    progress.end();
+  }
+}
+
+async function verify(values: VerifyOptions): Promise<number> {
+  const set = await openSet(values);
+  const progressOf = progressOn(values.quiet);
+  // verifySet reports items one after the other.
+  let current: { item: string; progress: Progress } | undefined;
+  const onItemProgress = (item: string, percent: number) => {
+    if (current?.item !== item) {
+      current?.progress.end();
+      const totalBytes = set.manifest.items.find((i) => i.name === item)?.virtualSize ?? 0;
+      current = { item, progress: progressOf(`verify ${item}`, totalBytes) };
+    }
+    current.progress.update(percent);
+  };
+  const secrets = { manifestSecret: set.manifestSecret, passphrase: set.passphrase };
+  let result: Awaited<ReturnType<typeof verifySet>>;
+  try {
+    result = await verifySet(set.setDir, values.full ? "full" : "metadata", secrets, { progress: onItemProgress });
+  } finally {
+    current?.progress.end();
+  }
+  const { manifest: _m, ...report } = result;
+  process.stdout.write(JSON.stringify(report, null, 2) + "\n");
+  return result.status === "ok" ? 0 : 1;
+}
+
+async function restore(values: RestoreOptions): Promise<number> {
+  const set = await openSet(values);
+  const { setDir, passphrase } = set;
+  if (!values.item || !values.to) throw new UsageError("restore needs --item and --to");
+  const format = values.format;
+  const opened = await openManifest(set.text, set.manifestSecret);
+  if (!opened.ok || !opened.authentic)
+    throw new CofferError(
+      "MANIFEST_TAMPERED",
+      "the manifest's HMAC does not match: it was changed, or this is not the set's key",
+    );
+  const misplaced = misplacement(opened.manifest, setDir);
+  if (misplaced) throw new CofferError("MANIFEST_TAMPERED", `${misplaced}: restore from the set's own folder`);
+  const item = opened.manifest.items.find((i) => i.name === values.item);
+  if (!item)
+    throw new UsageError(
+      `no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`,
+    );
+  const restoreItem = restorerOf(item);
+  if (!restoreItem) {
+    const why = `its source kind, ${item.source.kind}, has no restore in this coffer`;
+    throw new CofferError("INVALID_INPUT", `item ${item.name}: ${why}`);
+  }
+  const to = path.resolve(values.to);
+  if (!values.force && (await exists(to))) {
+    const fix = "restore to another path, or add --force to replace it";
+    throw new CofferError("IO_FAILED", `${to} already exists: ${fix}`);
+  }
+  const progressOf = progressOn(values.quiet);
+  const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
+  const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${unique}`);
+  try {
+    // What was written must be what was backed up (the kind checks), before it gets the name asked for.
+    await withSecretFd(passphrase ?? "", (key) =>
+      restoreItem(
+        { file: partial, format },
+        { setDir, key, step: (label, totalBytes, work) => withProgress(progressOf(label, totalBytes), work) },
+      ),
+    );
+    await fs.chmod(partial, 0o600);
+    await place(partial, to, values.force ?? false);
+  } finally {
+    await fs.rm(partial, { force: true });
+  }
+  process.stdout.write(JSON.stringify({ restored: item.name, to, format, sha256: item.streamSha256 }) + "\n");
+  return 0;
+}
+
+/** Collects a repeatable option's values in order. */
+const repeated = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+
+const example = (...lines: string[]) => `\nExample:\n${lines.map((line) => `  ${line}`).join("\n")}\n`;
+
+/** The key options of restore and verify: files, stdin or the environment, never a value in argv. */
+function withKeyOptions(command: Command): Command {
+  return command
+    .optionsGroup("Key options (the key itself never goes on the command line):")
+    .option("--passphrase-file <file>", "read the passphrase of an encrypted set from <file> (or COFFER_PASSPHRASE)")
+    .option("--passphrase-stdin", "read the passphrase of an encrypted set from stdin")
+    .option(
+      "--manifest-key-file <file>",
+      "read the policy's manifest key (unencrypted sets) from <file> (or COFFER_MANIFEST_KEY)",
+    );
+}
+
+/**
+ * Commander's error message, without the value of an unknown `--name=value`: it may be a secret
+ * typed where none belongs (`--passphrase=...`), and errors never show secrets.
+ */
+function withoutOptionValues(message: string): string {
+  return message.replace(/^error: /, "").replace(/'(--[^'=\s]+)=[^']*'/g, "'$1=...'");
+}
+
+/** The commands; each action leaves its exit code in `exit`. */
+function cofferProgram(exit: { code: number }): Command {
+  const program = new Command("coffer")
+    .description(
+      "Restore and verify Coffer backup sets, recover escrowed secrets, list a target's sets; no Pulumi needed.",
+    )
+    .exitOverride()
+    .showHelpAfterError()
+    .configureOutput({ outputError: (text, write) => write(`coffer: ${withoutOptionValues(text)}`) })
+    .addHelpText(
+      "after",
+      "\nExit codes: 0 done, 1 failed (verification, restore), 2 usage. Progress goes to stderr, results to stdout.\n" +
+        example(
+          "coffer verify --manifest /srv/backups/sets/zone-a/<setId>/manifest.json --full --passphrase-file pass.txt",
+          "coffer help restore",
+        ),
+    );
+
+  const restoreCommand = program
+    .command("restore")
+    .summary("write an item of a set to a disk file, checked against the manifest")
+    .description(
+      "Writes an item of a set to a disk file. The manifest's HMAC and the backup's SHA-256 are checked first; " +
+        "the disk is written under a partial name and gets the name --to only once its data matches " +
+        "the manifest's SHA-256.",
+    )
+    .usage("--manifest <file> --item <name> --to <file> [options]")
+    .option("--manifest <file>", "the set's manifest.json (the set is the folder it is in)")
+    .option("--item <name>", "the item (source) to restore")
+    .option("--to <file>", "the disk file to write; an existing one only with --force")
+    .addOption(new Option("--format <format>", "the restored disk's format").choices(["raw", "qcow2"]).default("raw"))
+    .option("--force", "replace an existing --to file")
+    .option("--quiet", "show no progress on stderr");
+  withKeyOptions(restoreCommand)
+    .addHelpText(
+      "after",
+      example(
+        "coffer restore --manifest /srv/backups/sets/zone-a/<setId>/manifest.json --item web-1-root --to web-1.raw \\",
+        "  --passphrase-file pass.txt",
+      ),
+    )
+    .action(async (options: RestoreOptions) => {
+      exit.code = await restore(options);
+    });
+
+  const verifyCommand = program
+    .command("verify")
+    .summary("check a set against its manifest; prints the result as JSON, exit 1 unless ok")
+    .description(
+      "Checks a set: the manifest's HMAC, each backup's size and SHA-256 and its qcow2 metadata; with --full " +
+        "also the guest data's SHA-256. Prints the result as JSON; exits 1 unless its status is ok.",
+    )
+    .usage("--manifest <file> [options]")
+    .option("--manifest <file>", "the set's manifest.json (the set is the folder it is in)")
+    .option("--full", "also read all guest data and compare its SHA-256 with the manifest's (slow)")
+    .option("--quiet", "show no progress on stderr");
+  withKeyOptions(verifyCommand)
+    .addHelpText("after", example("COFFER_MANIFEST_KEY=... coffer verify --manifest <set>/manifest.json --full"))
+    .action(async (options: VerifyOptions) => {
+      exit.code = await verify(options);
+    });
+
+  program
+    .command("escrow")
+    .summary("recover an escrowed secret (escrow recover)")
+    .description("Key escrow without Pulumi.")
+    .addHelpText("after", example("coffer escrow recover --help"))
+    .command("recover")
+    .summary("open an escrow record with recipients' private keys; print or write the secret")
+    .description(
+      "Opens an escrow record with recipients' private keys (a threshold record needs that many) and " +
+        "prints the secret, or writes it to --out (mode 0600).",
+    )
+    .usage("--store <dir> --id <record> --key <private.pem> [--key ...] [options]")
+    .option("--store <dir>", "the escrow store")
+    .option("--id <record>", "the record's id")
+    .option("--key <private.pem>", "a recipient's private key; repeat for a threshold record", repeated)
+    .option("--version <N>", "the record version (a set's manifest names it); default: the current one")
+    .option("--out <file>", "write the secret to <file> (mode 0600) instead of stdout")
+    .addHelpText(
+      "after",
+      example(
+        "coffer escrow recover --store /srv/escrow --id gold-passphrase --version 3 --key dr-team.pem \\",
+        "  --key security.pem --out pass.txt",
+      ),
+    )
+    .action(async (options: EscrowRecoverOptions) => {
+      exit.code = await escrowRecover(options);
+    });
+
+  program
+    .command("sets")
+    .summary("list a target's set folders; with stack exports, name the sets no stack tracks")
+    .description(
+      "Lists a target's set folders as JSON. Given the `pulumi stack export` of every stack that uses the target, " +
+        "marks each set tracked or not and names the complete sets no stack tracks.",
+    )
+    .usage("--target <dir> [options]")
+    .option("--target <dir>", "the backup target's folder")
+    .option("--zone <zone>", "only this zone's sets")
+    .option("--state <file>", "a `pulumi stack export` (- reads one from stdin); repeat for every stack", repeated)
+    .addHelpText(
+      "after",
+      example("pulumi stack export --stack prod > prod.json", "coffer sets --target /srv/backups --state prod.json"),
+    )
+    .action(async (options: SetsOptions) => {
+      exit.code = await sets(options);
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  process.umask(0o077);
+  const exit = { code: 0 };
+  const program = cofferProgram(exit);
+  let running = program;
+  program.hook("preAction", async (_program, actionCommand) => {
+    running = actionCommand;
     // A killed restore or verify may have left a read-back server or a key folder.
     await sweepTempLeftovers();
-    if (command === "escrow") return await escrow(rest);
-    if (command === "sets") return await sets(rest);
-    const { values } = parseArgs({
-      args: rest,
-      options: {
-        manifest: { type: "string" },
-        item: { type: "string" },
-        to: { type: "string" },
-        format: { type: "string", default: "raw" },
-        full: { type: "boolean", default: false },
-        force: { type: "boolean", default: false },
-        "passphrase-file": { type: "string" },
-        "passphrase-stdin": { type: "boolean", default: false },
-        "manifest-key-file": { type: "string" },
-      },
-    });
-    if (!values.manifest) throw new UsageError("--manifest is required");
-    const manifestPath = path.resolve(values.manifest);
-    const text = await fs.readFile(manifestPath, "utf8").catch(() => {
-      throw new CofferError("SOURCE_MISSING", `${manifestPath} can't be read: check the path`);
-    });
-    const unsigned = readManifest(text);
-    if (!unsigned.ok) throw new CofferError("VERIFY_FAILED", unsigned.problem);
-    const passphrase = await secretFrom(values["passphrase-file"], values["passphrase-stdin"], "COFFER_PASSPHRASE");
-    const manifestKey = await secretFrom(values["manifest-key-file"], false, "COFFER_MANIFEST_KEY");
-    const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
-    if (!manifestSecret) {
-      const escrow = unsigned.manifest.escrow;
-      throw new UsageError(
-        unsigned.manifest.keySource === "passphrase"
-          ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE" +
-              (escrow
-                ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} --version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
-                : "")
-          : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked",
-      );
-    }
-    const setDir = path.dirname(manifestPath);
-
-    if (command === "verify") {
-      const result = await verifySet(setDir, values.full ? "full" : "metadata", { manifestSecret, passphrase });
-      const { manifest: _m, ...report } = result;
-      process.stdout.write(JSON.stringify(report, null, 2) + "\n");
-      return result.status === "ok" ? 0 : 1;
-    }
-
-    if (command === "restore") {
-      if (!values.item || !values.to) throw new UsageError("restore needs --item and --to");
-      if (values.format !== "raw" && values.format !== "qcow2") throw new UsageError('--format is "raw" or "qcow2"');
-      const format = values.format;
-      const opened = await openManifest(text, manifestSecret);
-      if (!opened.ok || !opened.authentic)
-        throw new CofferError(
-          "MANIFEST_TAMPERED",
-          "the manifest's HMAC does not match: it was changed, or this is not the set's key",
-        );
-      const misplaced = misplacement(opened.manifest, setDir);
-      if (misplaced) throw new CofferError("MANIFEST_TAMPERED", `${misplaced}: restore from the set's own folder`);
-      const item = opened.manifest.items.find((i) => i.name === values.item);
-      if (!item)
-        throw new UsageError(
-          `no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`,
-        );
-      const file = path.join(setDir, item.file);
-      if ((await fileSha256(file)) !== item.fileSha256)
-        throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
-      const to = path.resolve(values.to);
-      if (!values.force && (await exists(to))) {
-        const fix = "restore to another path, or add --force to replace it";
-        throw new CofferError("IO_FAILED", `${to} already exists: ${fix}`);
-      }
-      const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
-      const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${unique}`);
-      try {
-        await withSecretFd(passphrase ?? "", async (key) => {
-          await restoreImage(file, item.encrypted, key, partial, format, `item ${item.name}`);
-        });
-        // What was written must be what was backed up, before it gets the name asked for.
-        const written = sourceImageOpts({ disk: partial, format, backing: [] });
-        const restored = await streamSha256(written, undefined, `restored ${item.name}`);
-        if (restored !== item.streamSha256)
-          throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
-        await fs.chmod(partial, 0o600);
-        await place(partial, to, values.force);
-      } finally {
-        await fs.rm(partial, { force: true });
-      }
-      process.stdout.write(JSON.stringify({ restored: item.name, to, format, sha256: item.streamSha256 }) + "\n");
-      return 0;
-    }
-    throw new UsageError(`unknown command "${command ?? ""}"`);
+  });
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return exit.code;
   } catch (error) {
-    if (error instanceof UsageError || (error as NodeJS.ErrnoException).code?.startsWith?.("ERR_PARSE_ARGS")) {
-      process.stderr.write(`coffer: ${(error as Error).message}\n${USAGE}\n`);
+    // Commander has written its message and the usage; exit code 0 is help that was asked for.
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    if (error instanceof UsageError) {
+      process.stderr.write(`coffer: ${error.message}\n\n${running.helpInformation()}`);
       return 2;
     }
     process.stderr.write(`coffer: ${isCofferError(error) ? error.message : (error as Error).message}\n`);

@@ -1,12 +1,34 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 
+/** The names temporary files get: `.<name>.<12 hex>.tmp`, beside the file they become. */
+const TEMPORARY_NAME = /^\..+\.[0-9a-f]{12}\.tmp$/;
+
+/** Whether a file name is one of this module's temporary files (a write under way, or one a crash left). */
+export function isTemporaryName(name: string): boolean {
+  return TEMPORARY_NAME.test(name);
+}
+
+/**
+ * A new, empty 0600 temporary file next to `file`, open for writing; missing parents are made 0700.
+ * A parent removed meanwhile as empty (another writer's clean-up) is made again.
+ */
+async function openTemporary(file: string): Promise<{ temp: string; handle: fs.FileHandle }> {
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
+  for (let attempt = 1; ; attempt++) {
+    await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    try {
+      return { temp, handle: await fs.open(temp, "wx", 0o600) };
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT" || attempt >= 3) throw error;
+    }
+  }
+}
+
 /** A 0600 temporary file next to `file`, holding `content` on disk (fsync); missing parents are made 0700. */
 async function writeTemporary(file: string, content: string): Promise<string> {
-  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString("hex")}.tmp`);
-  const handle = await fs.open(temp, "wx", 0o600);
+  const { temp, handle } = await openTemporary(file);
   try {
     await handle.writeFile(content);
     await handle.sync();
@@ -88,6 +110,46 @@ async function createExclusive(file: string, content: string): Promise<boolean> 
     await handle.close();
   }
   return true;
+}
+
+/**
+ * Copies `from` to `to` as writeFileAtomic writes: a reader of `to` sees the old file or the whole
+ * copy. Returns the size and hex SHA-256 of what was copied. `signal` stops it, leaving `to` as it was.
+ */
+export async function copyFileAtomic(
+  from: string,
+  to: string,
+  signal?: AbortSignal,
+): Promise<{ sizeBytes: number; sha256: string }> {
+  const source = await fs.open(from, "r");
+  let temp: string | undefined;
+  try {
+    const opened = await openTemporary(to);
+    temp = opened.temp;
+    const hash = createHash("sha256");
+    let sizeBytes = 0;
+    try {
+      const buffer = Buffer.alloc(1024 * 1024);
+      for (;;) {
+        signal?.throwIfAborted();
+        const { bytesRead } = await source.read(buffer, 0, buffer.length, null);
+        if (bytesRead === 0) break;
+        hash.update(buffer.subarray(0, bytesRead));
+        await opened.handle.write(buffer, 0, bytesRead);
+        sizeBytes += bytesRead;
+      }
+      await opened.handle.sync();
+    } finally {
+      await opened.handle.close();
+    }
+    await fs.rename(temp, to);
+    temp = undefined;
+    await syncDirectory(path.dirname(to));
+    return { sizeBytes, sha256: hash.digest("hex") };
+  } finally {
+    await source.close();
+    if (temp !== undefined) await fs.rm(temp, { force: true });
+  }
 }
 
 /** The file's text, or undefined when it does not exist. */

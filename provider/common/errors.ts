@@ -22,6 +22,8 @@ export type CofferErrorCode =
   | "WRONG_KEY"
   | "DISK_FULL"
   | "HOST_UNREACHABLE"
+  /** The provider and a host's coffer-agent are of different Coffer versions. */
+  | "AGENT_PROTOCOL_MISMATCH"
   | "QEMU_FAILED"
   | "VERIFY_FAILED"
   | "MANIFEST_TAMPERED"

@@ -1,12 +1,12 @@
-/** A size as people read it: "512 B", "4 KiB", "12.5 MiB", "1.2 GiB". */
+/** A size in binary units, with a decimal below 10: "512 B", "1.5 KiB", "412 MiB", "16 GiB". */
 export function formatBytes(bytes: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = bytes;
   let unit = 0;
   while (value >= 1024 && unit < units.length - 1) {
     value /= 1024;
-    unit += 1;
+    unit++;
   }
-  const digits = unit === 0 || value >= 100 || Number.isInteger(value) ? 0 : 1;
-  return `${value.toFixed(digits)} ${units[unit]}`;
+  if (unit === 0) return `${Math.round(value)} B`;
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
 }

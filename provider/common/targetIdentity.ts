@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
-import * as path from "node:path";
 import { z } from "zod";
+import { targetLayout } from "../targets/layout";
+import type { TargetStore } from "../targets/store";
 import { CofferError } from "./errors";
 
 /**
- * A backup target's identity, `<target>/.coffer/target.json`, written once, at the target's first
+ * A backup target's identity (targetLayout.identity()), written once, at the target's first
  * use by a BackupPolicy. An unmounted NAS leaves its mount point, an empty folder on the local
  * disk: without the identity a folder is not the target. It is then unreachable (an error), never
  * a target whose policy and backups are gone, and never written to.
@@ -31,28 +32,17 @@ export interface TargetRef {
   zone?: string;
 }
 
-/** The file operations the identity needs: the policy provider passes its host, the agent the real ones. */
-export interface IdentityFiles {
-  /** The file's text, or undefined when it does not exist. */
-  readFile(file: string): Promise<string | undefined>;
-  /** Writes `file` whole unless it exists; false (nothing written) when it does. */
-  writeFileExclusive(file: string, content: string): Promise<boolean>;
-}
-
-export function targetIdentityPath(targetPath: string): string {
-  return path.join(targetPath, ".coffer", "target.json");
-}
-
 const MOUNT_FIX = "is the NAS mounted? mount it and run again";
-type ReadFile = Pick<IdentityFiles, "readFile">;
+/** What reading the identity needs of the target's store (the policy provider's host or the agent opens it). */
+type IdentityReader = Pick<TargetStore, "location" | "locate" | "readText">;
 
-async function readIdentity(files: ReadFile, targetPath: string): Promise<TargetIdentity | undefined> {
-  const file = targetIdentityPath(targetPath);
+async function readIdentity(store: IdentityReader): Promise<TargetIdentity | undefined> {
+  const file = store.locate(targetLayout.identity());
   let text: string | undefined;
   try {
-    text = await files.readFile(file);
+    text = await store.readText(targetLayout.identity());
   } catch (cause) {
-    const problem = `backup target ${targetPath}: can't read its identity ${file} (${(cause as Error).message})`;
+    const problem = `backup target ${store.location}: can't read its identity ${file} (${(cause as Error).message})`;
     throw new CofferError("TARGET_UNREACHABLE", `${problem}: ${MOUNT_FIX}`, { field: "target.path", cause });
   }
   if (text === undefined) return undefined;
@@ -74,8 +64,11 @@ async function readIdentity(files: ReadFile, targetPath: string): Promise<Target
 }
 
 /** The target's id: the one it has, or a new one written now, at its first use. */
-export async function claimTargetIdentity(files: IdentityFiles, targetPath: string, now: Date): Promise<string> {
-  const existing = await readIdentity(files, targetPath);
+export async function claimTargetIdentity(
+  store: IdentityReader & Pick<TargetStore, "writeTextExclusive">,
+  now: Date,
+): Promise<string> {
+  const existing = await readIdentity(store);
   if (existing) return existing.targetId;
   const identity: TargetIdentity = {
     kind: TARGET_KIND,
@@ -83,39 +76,44 @@ export async function claimTargetIdentity(files: IdentityFiles, targetPath: stri
     targetId: randomBytes(16).toString("hex"),
     createdAt: now.toISOString(),
   };
-  const file = targetIdentityPath(targetPath);
+  const text = JSON.stringify(identity, null, 2) + "\n";
   try {
-    if (await files.writeFileExclusive(file, JSON.stringify(identity, null, 2) + "\n")) return identity.targetId;
+    if (await store.writeTextExclusive(targetLayout.identity(), text)) return identity.targetId;
   } catch (cause) {
-    const problem = `could not write the identity of backup target ${targetPath} (${file})`;
+    const file = store.locate(targetLayout.identity());
+    const problem = `could not write the identity of backup target ${store.location} (${file})`;
     throw new CofferError("IO_FAILED", `${problem}: ${(cause as Error).message}`, { field: "target.path", cause });
   }
   // Another first use wrote one meanwhile: that one is the target's.
-  return checkTargetIdentity(files, { path: targetPath });
+  return checkTargetIdentity(store, undefined);
 }
 
 /**
- * The target's id, after checking that the folder is the target `target.id` names, or (id not
- * known) any Coffer target; otherwise TARGET_UNREACHABLE, naming the path. `fix` is added to
- * what the message says to do.
+ * The target's id, after checking that the store is the target `id` names, or (id not known) any
+ * Coffer target; otherwise TARGET_UNREACHABLE, naming the path. `fix` is added to what the
+ * message says to do.
  */
-export async function checkTargetIdentity(files: ReadFile, target: TargetRef, fix?: string): Promise<string> {
-  const identity = await readIdentity(files, target.path);
-  const file = targetIdentityPath(target.path);
+export async function checkTargetIdentity(
+  store: IdentityReader,
+  id: string | undefined,
+  fix?: string,
+): Promise<string> {
+  const identity = await readIdentity(store);
+  const file = store.locate(targetLayout.identity());
   const also = fix ? `; ${fix}` : "";
   if (!identity) {
     const howMade =
-      target.id === undefined
+      id === undefined
         ? "a target gets it when a BackupPolicy is created on it, or, first used by an older Coffer, " +
           "when its BackupPolicy is refreshed"
-        : `if it is mounted and the file was removed, put it back (targetId ${target.id})`;
-    const problem = `backup target ${target.path} has no Coffer target identity (${file})`;
+        : `if it is mounted and the file was removed, put it back (targetId ${id})`;
+    const problem = `backup target ${store.location} has no Coffer target identity (${file})`;
     const message = `${problem}: ${MOUNT_FIX}; ${howMade}${also}`;
     throw new CofferError("TARGET_UNREACHABLE", message, { field: "target.path" });
   }
-  if (target.id !== undefined && identity.targetId !== target.id) {
-    const ids = `${file} says ${identity.targetId}, this resource's is ${target.id}`;
-    const problem = `backup target ${target.path} is another target (${ids})`;
+  if (id !== undefined && identity.targetId !== id) {
+    const ids = `${file} says ${identity.targetId}, this resource's is ${id}`;
+    const problem = `backup target ${store.location} is another target (${ids})`;
     const fixIt = "another NAS or share is mounted there; mount the right one and run again";
     throw new CofferError("TARGET_UNREACHABLE", `${problem}: ${fixIt}${also}`, { field: "target.path" });
   }

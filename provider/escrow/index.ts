@@ -4,12 +4,14 @@
  */
 import { localHost as policyHost } from "../backupPolicy";
 import { settlingBeforeExit, watchEngine } from "../common/engineWatch";
+import { directoryStore } from "../targets/directory";
 import { EscrowHost, createSecretEscrowProvider } from "./provider";
 
 watchEngine();
 
 export const localHost: EscrowHost = {
   assertDirectory: policyHost.assertDirectory,
+  store: (location) => directoryStore(location.path),
   now: () => new Date(),
 };
 

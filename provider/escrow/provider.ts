@@ -1,6 +1,4 @@
 import type * as pulumi from "@pulumi/pulumi";
-import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import { canonicalJson } from "../common/canonicalJson";
 import {
   changedKeys,
@@ -15,14 +13,16 @@ import { RecipientKey, parseRecipientKey } from "./envelope";
 import {
   readCurrentVersion,
   readRecord,
-  recordDir,
   recordPath,
   recordVersions,
   removeCurrentVersion,
+  removeVersion,
   writeCurrentVersion,
   writeRecord,
   type EscrowRecord,
 } from "./record";
+import { escrowLayout } from "../targets/layout";
+import type { TargetStore } from "../targets/store";
 import { liveReferences, pruneVersions, removeReferences } from "./references";
 import { ESCROW_SCHEMA_VERSION, SecretEscrowInputs, secretEscrowInputs } from "./schema";
 
@@ -54,6 +54,8 @@ export interface SecretEscrowOutputs extends Omit<SecretEscrowInputs, "recordSta
 export interface EscrowHost {
   /** Throws when `dir` is not an existing, accessible directory. */
   assertDirectory(dir: string): Promise<void>;
+  /** The escrow store the inputs name. */
+  store(location: SecretEscrowInputs["store"]): TargetStore;
   now(): Date;
 }
 
@@ -73,11 +75,12 @@ function recipientKeysOf(inputs: SecretEscrowInputs): { name: string; key: Recip
 
 /** What refresh makes of the record file: the declared recipients and threshold, and the digest written. */
 export function observeRecord(
+  store: TargetStore,
   state: SecretEscrowOutputs,
   found: { record: EscrowRecord; digest: string } | undefined | "unreadable",
   currentVersion: number | undefined,
 ): { status: RecordStatus; problems: string[] } {
-  const file = recordPath(state.store.path, state.recordId, state.version);
+  const file = recordPath(store, state.recordId, state.version);
   if (found === undefined) return { status: "missing", problems: [`${file} is missing`] };
   if (found === "unreadable")
     return {
@@ -98,12 +101,10 @@ export function observeRecord(
   if (found.digest !== state.recordDigest)
     return { status: "altered", problems: [`${file} has changed since it was written (its digest differs)`] };
   if (currentVersion !== state.version) {
-    return {
-      status: "altered",
-      problems: [
-        `${path.join(path.dirname(file), "current.json")} names ${currentVersion === undefined ? "no version" : `v${currentVersion}`}, not v${state.version}: new backup sets would not link to the current version`,
-      ],
-    };
+    const pointer = store.locate(escrowLayout.current(state.recordId));
+    const names = currentVersion === undefined ? "no version" : `v${currentVersion}`;
+    const problem = "new backup sets would not link to the current version";
+    return { status: "altered", problems: [`${pointer} names ${names}, not v${state.version}: ${problem}`] };
   }
   return { status: "ok", problems: [] };
 }
@@ -125,18 +126,11 @@ export function createSecretEscrowProvider(host: EscrowHost) {
 
   async function write(inputs: SecretEscrowInputs, version: number): Promise<SecretEscrowOutputs> {
     const keys = recipientKeysOf(inputs);
+    const store = host.store(inputs.store);
     let written: { path: string; digest: string };
     try {
-      written = await writeRecord(
-        inputs.store.path,
-        inputs.recordId,
-        version,
-        inputs.secret,
-        keys,
-        inputs.threshold,
-        host.now(),
-      );
-      await writeCurrentVersion(inputs.store.path, inputs.recordId, version);
+      written = await writeRecord(store, inputs.recordId, version, inputs.secret, keys, inputs.threshold, host.now());
+      await writeCurrentVersion(store, inputs.recordId, version);
     } catch (cause) {
       throw new CofferError(
         "IO_FAILED",
@@ -151,7 +145,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
       recordPath: written.path,
       recordDigest: written.digest,
       recipientKeys: keys.map(({ name, key }) => ({ name, type: key.type, fingerprint: key.fingerprint })),
-      retainedVersions: await recordVersions(inputs.store.path, inputs.recordId),
+      retainedVersions: await recordVersions(store, inputs.recordId),
       recordStatus: "ok",
       recordProblems: [],
     };
@@ -171,12 +165,15 @@ export function createSecretEscrowProvider(host: EscrowHost) {
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
       const inputs = parseChecked(news);
       await assertStore(inputs.store.path);
-      const existing = await recordVersions(inputs.store.path, inputs.recordId);
+      const store = host.store(inputs.store);
+      const existing = await recordVersions(store, inputs.recordId);
       if (existing.length > 0) {
         // Never overwrite an escrow: it may be the only way to some backup's key.
         throw new CofferError(
           "ESCROW_EXISTS",
-          `${path.join(inputs.store.path, inputs.recordId)} already holds an escrow record (versions ${existing.join(", ")}), written by another stack or before this stack's state was lost: give this SecretEscrow another recordId, or move that folder away once you are sure no backup needs it`,
+          `${store.locate(escrowLayout.record(inputs.recordId))} already holds an escrow record ` +
+            `(versions ${existing.join(", ")}), written by another stack or before this stack's state was lost: ` +
+            "give this SecretEscrow another recordId, or move that folder away once you are sure no backup needs it",
           { field: "recordId" },
         );
       }
@@ -188,17 +185,18 @@ export function createSecretEscrowProvider(host: EscrowHost) {
       const previous = upgradeOutputs(olds);
       const inputs = parseChecked(news);
       await assertStore(inputs.store.path);
+      const store = host.store(inputs.store);
       if (sealedContentChanged(previous, inputs)) {
         // Rotation: a new version; the old ones stay while a backup set's manifest names them.
-        const onDisk = await recordVersions(inputs.store.path, inputs.recordId);
+        const onDisk = await recordVersions(store, inputs.recordId);
         const outs = await write(inputs, Math.max(previous.version, ...onDisk) + 1);
         // The new version is written and current: a failed clean-up must not fail the update
         // (the next rotation or set deletion tries again).
-        await pruneVersions(inputs.store.path, inputs.recordId).catch(() => undefined);
+        await pruneVersions(store, inputs.recordId).catch(() => undefined);
         return {
           outs: withoutUndefined({
             ...outs,
-            retainedVersions: await recordVersions(inputs.store.path, inputs.recordId),
+            retainedVersions: await recordVersions(store, inputs.recordId),
           }),
         };
       }
@@ -212,13 +210,12 @@ export function createSecretEscrowProvider(host: EscrowHost) {
     async read(id: string, olds: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(olds);
       await assertStore(state.store.path);
-      const found = await readRecord(state.store.path, state.recordId, state.version).catch(
-        () => "unreadable" as const,
-      );
-      const observed = observeRecord(state, found, await readCurrentVersion(state.store.path, state.recordId));
+      const store = host.store(state.store);
+      const found = await readRecord(store, state.recordId, state.version).catch(() => "unreadable" as const);
+      const observed = observeRecord(store, state, found, await readCurrentVersion(store, state.recordId));
       const props: SecretEscrowOutputs = {
         ...state,
-        retainedVersions: await recordVersions(state.store.path, state.recordId),
+        retainedVersions: await recordVersions(store, state.recordId),
         recordStatus: observed.status,
         recordProblems: observed.problems,
       };
@@ -227,11 +224,11 @@ export function createSecretEscrowProvider(host: EscrowHost) {
 
     async delete(_id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      const store = state.store.path;
       await assertStore(
-        store,
+        state.store.path,
         "mount it and run again; if the store is gone for good, drop the escrow from state with `pulumi state delete <urn>`",
       );
+      const store = host.store(state.store);
       const live = await liveReferences(store, state.recordId);
       if (live.length > 0 && !state.forceDelete) {
         const sets = live.map(
@@ -249,12 +246,11 @@ export function createSecretEscrowProvider(host: EscrowHost) {
   };
 }
 
-/** Removes a record's versions and references, then its folder if nothing else is in it. */
-async function removeRecord(store: string, id: string): Promise<void> {
+/** Removes a record's versions and references; its folder goes with them if nothing else is in it. */
+async function removeRecord(store: TargetStore, id: string): Promise<void> {
   await removeCurrentVersion(store, id);
-  for (const version of await recordVersions(store, id)) await fs.rm(recordPath(store, id, version), { force: true });
+  for (const version of await recordVersions(store, id)) await removeVersion(store, id, version);
   await removeReferences(store, id);
-  await fs.rmdir(recordDir(store, id)).catch(() => undefined);
 }
 
 export function upgradeOutputs(olds: Outputs): SecretEscrowOutputs {

@@ -1,14 +1,14 @@
 import { createHash } from "node:crypto";
-import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import { z } from "zod";
-import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
+import { storeAt } from "../targets/directory";
+import { escrowLayout } from "../targets/layout";
+import { TargetStore, listAll } from "../targets/store";
 import { RecipientKey, Sealed, open, seal } from "./envelope";
 import { RECORD_ID_PATTERN as ID } from "./schema";
 
 /**
- * An escrow record: `<store>/<id>/v<version>.json`, written atomically, mode 0600. Each version
+ * An escrow record: escrowLayout.version(id, version) in its store, written atomically, mode 0600. Each version
  * is its own file, so a rotation can keep the versions older backups still need. It holds the
  * sealed secret and who can open it; no plaintext and no unkeyed hash of the secret.
  */
@@ -45,15 +45,19 @@ export const recordSchema = z.object({
 });
 export type EscrowRecord = z.output<typeof recordSchema>;
 
-/** `<store>/<id>`: the folder of every version of a record, its current.json and its refs. */
-export function recordDir(store: string, id: string): string {
+/**
+ * The escrow store `where` names (a store, or the folder of a directory store, as state and the
+ * CLI give it), after checking that `id` is a record id.
+ */
+export function escrowStore(where: TargetStore | string, id: string): TargetStore {
   if (!ID.test(id))
     throw new CofferError("INVALID_INPUT", `escrow id "${id}" must be 1-128 letters, digits, '.', '_' or '-'`);
-  return path.join(store, id);
+  return storeAt(where);
 }
 
-export function recordPath(store: string, id: string, version: number): string {
-  return path.join(recordDir(store, id), `v${version}.json`);
+/** Where version `version` of a record is, as messages and outputs name it. */
+export function recordPath(where: TargetStore | string, id: string, version: number): string {
+  return escrowStore(where, id).locate(escrowLayout.version(id, version));
 }
 
 /** The JSON value of `text`, or undefined when it is not JSON. */
@@ -69,7 +73,7 @@ export function jsonOrUndefined(text: string): unknown {
 const context = (id: string, version: number) => `coffer-escrow:${id}:v${version}`;
 
 export async function writeRecord(
-  store: string,
+  where: TargetStore | string,
   id: string,
   version: number,
   secret: string,
@@ -86,47 +90,50 @@ export async function writeRecord(
     sealed: await seal(secret, recipients, threshold, context(id, version)),
   };
   const text = JSON.stringify(record, null, 2) + "\n";
-  const file = recordPath(store, id, version);
-  await writeFileAtomic(file, text);
-  return { path: file, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
+  const store = escrowStore(where, id);
+  await store.writeTextAtomic(escrowLayout.version(id, version), text);
+  return {
+    path: store.locate(escrowLayout.version(id, version)),
+    digest: "sha256:" + createHash("sha256").update(text).digest("hex"),
+  };
 }
 
 /**
- * `<store>/<id>/current.json` names the version the SecretEscrow last wrote: the one a new
- * backup set links to. Written after the version itself, so it never names a version not there.
+ * escrowLayout.current(id) names the version the SecretEscrow last wrote: the one a new backup
+ * set links to. Written after the version itself, so it never names a version not there.
  */
-const currentFile = (store: string, id: string) => path.join(recordDir(store, id), "current.json");
-
-export async function writeCurrentVersion(store: string, id: string, version: number): Promise<void> {
-  await writeFileAtomic(currentFile(store, id), JSON.stringify({ version }) + "\n");
+export async function writeCurrentVersion(where: TargetStore | string, id: string, version: number): Promise<void> {
+  await escrowStore(where, id).writeTextAtomic(escrowLayout.current(id), JSON.stringify({ version }) + "\n");
 }
 
-export async function readCurrentVersion(store: string, id: string): Promise<number | undefined> {
-  const text = await readFileIfExists(currentFile(store, id));
+export async function readCurrentVersion(where: TargetStore | string, id: string): Promise<number | undefined> {
+  const text = await escrowStore(where, id).readText(escrowLayout.current(id));
   if (text === undefined) return undefined;
   const parsed = z.object({ version: z.number().int().min(1) }).safeParse(jsonOrUndefined(text));
   return parsed.success ? parsed.data.version : undefined;
 }
 
-export async function removeCurrentVersion(store: string, id: string): Promise<void> {
-  await fs.rm(currentFile(store, id), { force: true });
+export async function removeCurrentVersion(where: TargetStore | string, id: string): Promise<void> {
+  await escrowStore(where, id).remove(escrowLayout.current(id));
 }
 
 /** The versions of a record in the store, oldest first. */
-export async function recordVersions(store: string, id: string): Promise<number[]> {
-  const entries = await fs.readdir(recordDir(store, id)).catch(() => [] as string[]);
-  return entries
-    .flatMap((e) => /^v(\d+)\.json$/.exec(e)?.[1] ?? [])
-    .map(Number)
-    .sort((a, b) => a - b);
+export async function recordVersions(where: TargetStore | string, id: string): Promise<number[]> {
+  const objects = await listAll(escrowStore(where, id), escrowLayout.record(id)).catch(() => []);
+  return objects.flatMap(({ key }) => escrowLayout.versionOf(id, key) ?? []).sort((a, b) => a - b);
+}
+
+/** Removes a version of a record (nothing there is no error). */
+export async function removeVersion(where: TargetStore | string, id: string, version: number): Promise<void> {
+  await escrowStore(where, id).remove(escrowLayout.version(id, version));
 }
 
 export async function readRecord(
-  store: string,
+  where: TargetStore | string,
   id: string,
   version: number,
 ): Promise<{ record: EscrowRecord; digest: string } | undefined> {
-  const text = await readFileIfExists(recordPath(store, id, version));
+  const text = await escrowStore(where, id).readText(escrowLayout.version(id, version));
   if (text === undefined) return undefined;
   const json = jsonOrUndefined(text);
   if (json === undefined) throw new CofferError("VERIFY_FAILED", `escrow record ${id} v${version} is not valid JSON`);
@@ -142,15 +149,16 @@ export async function readRecord(
 
 /** The secret of a record (its current version unless one is named), opened with recipients' private keys. */
 export async function recoverSecret(
-  store: string,
+  where: TargetStore | string,
   id: string,
   privateKeysPem: string[],
   version?: number,
 ): Promise<string> {
+  const store = escrowStore(where, id);
   const versions = await recordVersions(store, id);
   const wanted = version ?? (await readCurrentVersion(store, id)) ?? versions.at(-1);
   if (wanted === undefined)
-    throw new CofferError("SOURCE_MISSING", `no escrow record "${id}" in ${store}: check --store and --id`);
+    throw new CofferError("SOURCE_MISSING", `no escrow record "${id}" in ${store.location}: check --store and --id`);
   const found = await readRecord(store, id, wanted);
   if (!found)
     throw new CofferError(

@@ -1,14 +1,14 @@
-import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import { z } from "zod";
-import { readFileIfExists, writeFileAtomic } from "../common/atomicFile";
+import { readFileIfExists } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
 import { readManifest } from "../agent/manifest";
-import { jsonOrUndefined, readCurrentVersion, readRecord, recordDir, recordPath, recordVersions } from "./record";
+import { escrowLayout } from "../targets/layout";
+import { TargetStore, listAll } from "../targets/store";
+import { escrowStore, jsonOrUndefined, readCurrentVersion, readRecord, recordVersions, removeVersion } from "./record";
 
 /**
- * Which backup sets depend on which version of an escrow record. A set writes
- * `<store>/<id>/refs/<setId>.json` before its manifest and removes it after the set is deleted.
+ * Which backup sets depend on which version of an escrow record. A set writes its reference,
+ * escrowLayout.ref(id, setId), before its manifest and removes it after the set is deleted.
  * A reference counts while the manifest it names still exists and names this record: a set
  * deleted by hand stops counting, a set kept with `retainOnDelete` (or dropped from state) keeps
  * counting. A manifest on another host can't be looked at from here, so it always counts.
@@ -22,39 +22,43 @@ const referenceSchema = z.object({
 });
 export type Reference = z.output<typeof referenceSchema>;
 
-const refsDir = (store: string, id: string) => path.join(recordDir(store, id), "refs");
-const refFile = (store: string, id: string, setId: string) =>
-  path.join(refsDir(store, id), `${setId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`);
-
-/** Throws unless `store` is an existing folder: a reference is never written onto an empty mount point. */
-async function assertStore(store: string): Promise<void> {
-  const stat = await fs.stat(store).catch(() => undefined);
-  if (!stat?.isDirectory()) {
+/** The record's store, once it is reachable: a reference is never written onto an empty mount point. */
+async function reachableStore(where: TargetStore | string, id: string): Promise<TargetStore> {
+  const store = escrowStore(where, id);
+  if (
+    !(await store.assertReachable().then(
+      () => true,
+      () => false,
+    ))
+  ) {
     throw new CofferError(
       "TARGET_UNREACHABLE",
-      `escrow store ${store} is not an accessible directory: mount it (or create the folder) and run again`,
+      `escrow store ${store.location} is not an accessible directory: mount it (or create the folder) and run again`,
       { field: "escrow" },
     );
   }
+  return store;
 }
 
 /** Records that `ref.setId` depends on the record's current version, which must be readable; returns that version. */
 export async function referenceCurrentVersion(
-  store: string,
+  where: TargetStore | string,
   id: string,
   ref: Omit<Reference, "version">,
 ): Promise<number> {
-  await assertStore(store);
+  const store = await reachableStore(where, id);
   const version = await readCurrentVersion(store, id).catch(() => undefined);
   const found = version === undefined ? undefined : await readRecord(store, id, version).catch(() => undefined);
   if (version === undefined || !found) {
     throw new CofferError(
       "SOURCE_MISSING",
-      `escrow record ${id} ${version === undefined ? "has no current version" : `v${version} is not readable`} in ${store}: run \`pulumi refresh\` and \`pulumi up\` so the SecretEscrow writes it again, then take the set`,
+      `escrow record ${id} ${version === undefined ? "has no current version" : `v${version} is not readable`} ` +
+        `in ${store.location}: run \`pulumi refresh\` and \`pulumi up\` so the SecretEscrow writes it again, ` +
+        "then take the set",
       { field: "escrow" },
     );
   }
-  await writeFileAtomic(refFile(store, id, ref.setId), JSON.stringify({ ...ref, version }, null, 2) + "\n");
+  await store.writeTextAtomic(escrowLayout.ref(id, ref.setId), JSON.stringify({ ...ref, version }, null, 2) + "\n");
   return version;
 }
 
@@ -62,29 +66,34 @@ export async function referenceCurrentVersion(
  * Writes `ref` again if it is gone (someone emptied the store): refresh of a set heals the link,
  * so a record written again by the escrow's next `up` can't lose a version the set needs.
  */
-export async function ensureReference(store: string, id: string, ref: Reference): Promise<boolean> {
-  await assertStore(store);
-  const file = refFile(store, id, ref.setId);
-  if ((await readFileIfExists(file)) !== undefined) return false;
-  await writeFileAtomic(file, JSON.stringify(ref, null, 2) + "\n");
+export async function ensureReference(where: TargetStore | string, id: string, ref: Reference): Promise<boolean> {
+  const store = await reachableStore(where, id);
+  const key = escrowLayout.ref(id, ref.setId);
+  if ((await store.readText(key)) !== undefined) return false;
+  await store.writeTextAtomic(key, JSON.stringify(ref, null, 2) + "\n");
   return true;
 }
 
-export async function readReferences(store: string, id: string): Promise<Reference[]> {
-  const dir = refsDir(store, id);
-  const entries = await fs.readdir(dir).catch((e: NodeJS.ErrnoException) => {
-    if (e.code === "ENOENT") return [] as string[];
-    throw e;
+/** The keys of a record's references with the names they give their sets, in key order. */
+async function referenceKeys(store: TargetStore, id: string): Promise<{ key: string; name: string }[]> {
+  const objects = await listAll(store, escrowLayout.refs(id));
+  return objects.flatMap(({ key }) => {
+    const name = escrowLayout.refNameOf(id, key);
+    return name === undefined ? [] : [{ key, name }];
   });
+}
+
+export async function readReferences(where: TargetStore | string, id: string): Promise<Reference[]> {
+  const store = escrowStore(where, id);
   const refs: Reference[] = [];
-  for (const entry of entries.filter((e) => e.endsWith(".json")).sort()) {
-    const text = await readFileIfExists(path.join(dir, entry));
+  for (const { key, name } of await referenceKeys(store, id)) {
+    const text = await store.readText(key);
     const parsed = text === undefined ? undefined : referenceSchema.safeParse(jsonOrUndefined(text));
     // An unreadable reference can't be proved stale: keep everything it might protect.
     refs.push(
       parsed?.success
         ? parsed.data
-        : { setId: entry.replace(/\.json$/, ""), version: 0, manifestPath: "", manifestHost: "unknown", createdAt: "" },
+        : { setId: name, version: 0, manifestPath: "", manifestHost: "unknown", createdAt: "" },
     );
   }
   return refs;
@@ -100,7 +109,7 @@ export async function referenceIsLive(id: string, ref: Reference): Promise<boole
   return opened.manifest.escrow?.recordId === id;
 }
 
-export async function liveReferences(store: string, id: string): Promise<Reference[]> {
+export async function liveReferences(store: TargetStore | string, id: string): Promise<Reference[]> {
   const live: Reference[] = [];
   for (const ref of await readReferences(store, id)) if (await referenceIsLive(id, ref)) live.push(ref);
   return live;
@@ -110,7 +119,8 @@ export async function liveReferences(store: string, id: string): Promise<Referen
  * Removes the versions older than the newest that no live reference needs; returns them. The
  * newest version is the record's current one and is never removed here.
  */
-export async function pruneVersions(store: string, id: string): Promise<number[]> {
+export async function pruneVersions(where: TargetStore | string, id: string): Promise<number[]> {
+  const store = escrowStore(where, id);
   const versions = await recordVersions(store, id);
   const newest = versions.at(-1);
   const current = await readCurrentVersion(store, id);
@@ -121,23 +131,21 @@ export async function pruneVersions(store: string, id: string): Promise<number[]
   const removed: number[] = [];
   for (const version of versions) {
     if (version === newest || version === current || needed.has(version)) continue;
-    await fs.rm(recordPath(store, id, version), { force: true });
+    await removeVersion(store, id, version);
     removed.push(version);
   }
   return removed;
 }
 
-/** Removes every reference of a record, then the refs folder (the record is being deleted). */
-export async function removeReferences(store: string, id: string): Promise<void> {
-  const dir = refsDir(store, id);
-  for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
-    if (entry.endsWith(".json")) await fs.rm(path.join(dir, entry), { force: true });
-  }
-  await fs.rmdir(dir).catch(() => undefined);
+/** Removes every reference of a record (the record is being deleted). */
+export async function removeReferences(where: TargetStore | string, id: string): Promise<void> {
+  const store = escrowStore(where, id);
+  const refs = await referenceKeys(store, id).catch(() => []);
+  for (const { key } of refs) await store.remove(key);
 }
 
 /** A set is gone: its reference goes, then the versions only it kept. */
-export async function releaseReference(store: string, id: string, setId: string): Promise<number[]> {
-  await fs.rm(refFile(store, id, setId), { force: true });
-  return pruneVersions(store, id);
+export async function releaseReference(where: TargetStore | string, id: string, setId: string): Promise<number[]> {
+  await escrowStore(where, id).remove(escrowLayout.ref(id, setId));
+  return pruneVersions(where, id);
 }

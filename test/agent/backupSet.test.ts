@@ -12,6 +12,7 @@ import {
 } from "../../provider/agent/backupSet";
 import { fileSha256, restoreImage } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, ManifestItem } from "../../provider/agent/manifest";
+import { AGENT_PROTOCOL_VERSION } from "../../provider/agent/protocol";
 import { QmpClient } from "../../provider/agent/qmp";
 import { withSecretFd } from "../../provider/agent/tempFiles";
 import { PLAINTEXT_MARKER, makeRawDisk } from "../support/disks";
@@ -352,7 +353,11 @@ describe("backup sets on the host agent", () => {
     expect(await agentReply("backup-item", item)).toMatchObject(invalid);
     const elsewhere = { path: path.join(tempDir(), "elsewhere") };
     expect(await agentReply("backup-item", { ...item, target: elsewhere })).toMatchObject(invalid);
-    expect(await agentReply("check-target", { target: { path: target } })).toEqual({ ok: true, result: { targetId } });
+    expect(await agentReply("check-target", { target: { path: target } })).toEqual({
+      ok: true,
+      protocol: AGENT_PROTOCOL_VERSION,
+      result: { targetId },
+    });
   });
 });
 

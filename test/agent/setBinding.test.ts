@@ -1,28 +1,18 @@
-import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
-import { promisify } from "node:util";
 import { fileSha256 } from "../../provider/agent/image";
 import { provider } from "../../provider/backupSet";
 import { makeRawDisk } from "../support/disks";
 import { makeTarget } from "../support/targets";
+import { runCoffer } from "../support/cofferCli";
 import { useTempDir } from "../support/tempDir";
 
 jest.setTimeout(300_000);
-const execFileAsync = promisify(execFile);
 const PASSPHRASE = "binding-test-passphrase-42";
-const repoRoot = path.resolve(__dirname, "../..");
 const tempDir = useTempDir();
 
-/** `coffer <args>` with the passphrase in the environment; resolves to its exit code and output. */
-async function coffer(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return execFileAsync(process.execPath, [path.join(repoRoot, "bin/coffer.js"), ...args], {
-    env: { ...process.env, COFFER_PASSPHRASE: PASSPHRASE },
-  }).then(
-    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
-    (error) => ({ code: error.code as number, stdout: error.stdout as string, stderr: error.stderr as string }),
-  );
-}
+/** `coffer <args>` with the passphrase in the environment. */
+const coffer = (args: string[]) => runCoffer(args, { COFFER_PASSPHRASE: PASSPHRASE });
 
 /** One encrypted set of one source named "vm-root" under a shared policy, as the provider makes it. */
 async function takeSet(target: string, disk: string, trigger: string) {

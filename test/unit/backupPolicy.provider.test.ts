@@ -3,6 +3,7 @@ import * as path from "node:path";
 import { isCofferError } from "../../provider/common/errors";
 import { localHost, provider } from "../../provider/backupPolicy";
 import { PolicyHost, createBackupPolicyProvider } from "../../provider/backupPolicy/provider";
+import { memoryStore } from "../support/memoryStore";
 import { useTempDir } from "../support/tempDir";
 
 const PASSPHRASE = "correct horse battery staple";
@@ -292,10 +293,13 @@ describe("BackupPolicy provider on a real directory", () => {
     const before = await fs.readFile(docFile(), "utf8");
     const failing: PolicyHost = {
       ...localHost,
-      async writeFileAtomic() {
-        // As if a lower layer echoed its input: the provider must still not surface the passphrase.
-        throw new Error(`ENOSPC: no space left on device, while writing for ${PASSPHRASE}`);
-      },
+      store: (target) => ({
+        ...localHost.store(target),
+        async writeTextAtomic() {
+          // As if a lower layer echoed its input: the provider must still not surface the passphrase.
+          throw new Error(`ENOSPC: no space left on device, while writing for ${PASSPHRASE}`);
+        },
+      }),
     };
     const error = await createBackupPolicyProvider(failing)
       .update(id, outs, await checked({ integrityCheck: "metadata" }))
@@ -509,13 +513,19 @@ describe("who a zone's document belongs to", () => {
     const bothRead = new Promise<void>((resolve) => (release = resolve));
     const racing: PolicyHost = {
       ...localHost,
-      async readFile(file) {
-        const text = await localHost.readFile(file);
-        if (file === docFile() && waiting < 2) {
-          if (++waiting === 2) release();
-          await bothRead;
-        }
-        return text;
+      store(target) {
+        const store = localHost.store(target);
+        return {
+          ...store,
+          async readText(key) {
+            const text = await store.readText(key);
+            if (store.locate(key) === docFile() && waiting < 2) {
+              if (++waiting === 2) release();
+              await bothRead;
+            }
+            return text;
+          },
+        };
       },
     };
     const racer = createBackupPolicyProvider(racing);
@@ -528,5 +538,24 @@ describe("who a zone's document belongs to", () => {
     expect(lost[0].reason).toMatchObject(refused);
     expect((await readDoc()).policyId).toBe(won[0].value.id);
     expect(await fs.readdir(path.dirname(docFile()))).toEqual(["policy.json"]);
+  });
+});
+
+describe("the policy provider's store", () => {
+  test("everything it writes, reads and removes goes through the target's store", async () => {
+    const store = memoryStore("memory://target");
+    const inMemory = createBackupPolicyProvider({ ...localHost, store: () => store });
+    const { id, outs } = await inMemory.create(await checked());
+    expect(outs.documentPath).toBe("memory://target/.coffer/zones/zone-a/policy.json");
+    expect([...store.objects.keys()].sort()).toEqual([".coffer/target.json", ".coffer/zones/zone-a/policy.json"]);
+    expect(JSON.parse(String(store.objects.get(".coffer/zones/zone-a/policy.json")))).toMatchObject({
+      policyId: id,
+      revision: 1,
+    });
+    expect((await inMemory.read(id, outs)).props).toEqual(outs);
+    await inMemory.delete(id, outs);
+    expect([...store.objects.keys()]).toEqual([".coffer/target.json"]);
+    // The target folder itself was only checked, never written to.
+    expect(await fs.readdir(tempDir())).toEqual([]);
   });
 });

@@ -146,7 +146,7 @@ describe("an EncryptedBackupSet's history of points", () => {
     expect(w.agent.notes).toEqual([
       "set nightly-1a2b3c4d: takes a point: trigger changed",
       expect.stringMatching(
-        /^set nightly-1a2b3c4d: after the new point verifies, prunes 1 point\(s\) by retention: p002 \(2 h old, 4 KiB\)$/,
+        /^set nightly-1a2b3c4d: after the new point verifies, prunes 1 point\(s\) by retention: p002 \(2 h old, 4.0 KiB\)$/,
       ),
     ]);
     expect(ids(w.state)).toEqual(["p003", "p004"]);

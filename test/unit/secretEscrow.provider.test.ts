@@ -13,6 +13,7 @@ import {
 import { recordVersions, recoverSecret, writeCurrentVersion, writeRecord } from "../../provider/escrow/record";
 import { parseRecipientKey } from "../../provider/escrow/envelope";
 import { rsaPair, x25519Pair } from "../support/escrowKeys";
+import { memoryStore } from "../support/memoryStore";
 import { useTempDir } from "../support/tempDir";
 
 // Signing a passphrase-keyed manifest costs a few seconds of scrypt, by design.
@@ -319,5 +320,24 @@ describe("planEscrowChange", () => {
     ],
   ])("a change of %s", (_what, change, expected) => {
     expect(planEscrowChange(olds(), news(change))).toEqual({ ...expected, deleteBeforeReplace: false });
+  });
+});
+
+describe("the escrow provider's store", () => {
+  test("records, the current version and their removal all go through the escrow store", async () => {
+    const store = memoryStore("memory://escrow");
+    const inMemory = createSecretEscrowProvider({ ...localHost, store: () => store });
+    const { outs } = await inMemory.create(inputs());
+    expect(outs).toMatchObject({ recordPath: "memory://escrow/gold-passphrase/v1.json", retainedVersions: [1] });
+    const rotated = await inMemory.update("gold-passphrase", outs as never, inputs({ threshold: 2 }));
+    expect(rotated.outs).toMatchObject({ version: 2, retainedVersions: [2] });
+    expect([...store.objects.keys()].sort()).toEqual(["gold-passphrase/current.json", "gold-passphrase/v2.json"]);
+    expect(await recoverSecret(store, "gold-passphrase", [dr.privateKey, security.privateKey])).toBe(SECRET);
+    const read = await inMemory.read("gold-passphrase", rotated.outs as never);
+    expect(read.props).toMatchObject({ recordStatus: "ok", retainedVersions: [2] });
+    await inMemory.delete("gold-passphrase", rotated.outs as never);
+    expect([...store.objects.keys()]).toEqual([]);
+    // The store's folder was only checked, never written to.
+    expect(await fs.readdir(tempDir())).toEqual([]);
   });
 });

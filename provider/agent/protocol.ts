@@ -1,0 +1,162 @@
+/**
+ * What the provider and coffer-agent say to each other: one JSON request on stdin per command,
+ * one JSON reply on stdout (see cli.ts). Each command has a request schema, which the agent checks
+ * before any work, and a result type. Every reply carries the agent's protocol version, so that a
+ * provider and an agent of different Coffer versions (a remote host not upgraded) say so plainly.
+ */
+import { z } from "zod";
+import { COMPRESSIONS, INTEGRITY_CHECKS } from "../backupPolicy/schema";
+import { CofferError, CofferErrorCode } from "../common/errors";
+import { agentSourceSchema } from "../sources/registry";
+import type { Verification } from "./backupSet";
+import type { Manifest, ManifestItem } from "./manifest";
+import { SetIndex, setIndexSchema } from "./pointIndex";
+import { setOwner } from "./setOwner";
+
+/**
+ * 2: requests checked, versioned replies. 3: points (`pointId`, verify-set's `keys`, read-index
+ * and write-index). The agents before 2 (no `protocol` in replies) count as 1.
+ */
+export const AGENT_PROTOCOL_VERSION = 3;
+/** What a reply without `protocol` comes from. */
+export const UNVERSIONED_AGENT_PROTOCOL = 1;
+
+const NO_TARGET =
+  "the request names no backup target: install the same coffer version where Pulumi runs and on every host";
+
+const target = z.object(
+  { path: z.string({ error: NO_TARGET }), id: z.string().optional(), zone: z.string().optional() },
+  { error: NO_TARGET },
+);
+const folder = (what: string) => z.string({ error: `${what} must be the path of a folder` }).min(1);
+/** A name that becomes part of a file or folder name in the set's folder. */
+const fileName = (what: string) =>
+  z
+    .string({ error: `${what} must be a string` })
+    .refine((f) => f !== "" && f !== "." && f !== ".." && !f.includes("/"), {
+      message: `${what} must be a plain file name (no "/")`,
+    });
+const secret = (what: string) => z.string({ error: `${what} must be a string` });
+
+export const agentRequests = {
+  "check-target": z.object({ target }),
+  "backup-item": z.object({
+    target,
+    /** `<target>/sets/<zone>`: the folder of every set of one zone. */
+    zoneDir: folder("zoneDir"),
+    setId: fileName("setId"),
+    /** The point's folder in the set's; absent: the set's folder is the point's (sets before histories). */
+    pointId: fileName("pointId").optional(),
+    name: fileName("name"),
+    source: agentSourceSchema,
+    compression: z.enum(COMPRESSIONS),
+    encrypted: z.boolean(),
+    bandwidthLimitMiBps: z.number().int().min(0),
+    integrityCheck: z.enum(INTEGRITY_CHECKS),
+    passphrase: secret("passphrase").optional(),
+    /** The provider process taking the set (older providers send none). */
+    owner: setOwner.optional(),
+  }),
+  "write-manifest": z.object({
+    target,
+    setDir: folder("setDir"),
+    // Checked against the manifest schema after the target: what an unmounted target gets is that refusal.
+    manifest: z.record(z.string(), z.unknown(), { error: "manifest must be an object" }),
+    manifestSecret: secret("manifestSecret").min(1),
+  }),
+  "verify-set": z
+    .object({
+      target,
+      setDir: folder("setDir"),
+      level: z.enum(INTEGRITY_CHECKS),
+      /** The keys a point was made with: the agent takes the one its manifest names. */
+      keys: z
+        .object({
+          passphrase: secret("keys.passphrase").optional(),
+          manifestKey: secret("keys.manifestKey").optional(),
+        })
+        .optional(),
+      manifestSecret: secret("manifestSecret").min(1).optional(),
+      passphrase: secret("passphrase").optional(),
+    })
+    .refine((r) => r.keys !== undefined || r.manifestSecret !== undefined, {
+      message: "give keys (or manifestSecret): the key the manifest is signed with",
+      path: ["keys"],
+    }),
+  "delete-set": z.object({
+    target,
+    setDir: folder("setDir"),
+    /** The backup files the resource's state names, for when the manifest is gone. */
+    knownFiles: z.array(z.string()).default([]),
+  }),
+  "read-index": z.object({ target, setDir: folder("setDir"), zone: fileName("zone") }),
+  "write-index": z.object({
+    target,
+    setDir: folder("setDir"),
+    /** null: no point of the set is left here; the index and the empty folders go. */
+    index: setIndexSchema.nullable(),
+  }),
+  version: z.object({}),
+} as const;
+
+/** Fields whose values are secrets: never in a message, whatever zod would say of them. */
+const SECRET_FIELDS = ["passphrase", "manifestSecret"] as const;
+const secretsIn = (given: Record<string, unknown>) => {
+  const keys = (typeof given.keys === "object" && given.keys !== null ? given.keys : {}) as Record<string, unknown>;
+  return [...SECRET_FIELDS.map((field) => given[field]), keys.passphrase, keys.manifestKey];
+};
+
+export interface AgentResults {
+  "check-target": { targetId: string };
+  "backup-item": ManifestItem;
+  /** The manifest's path. */
+  "write-manifest": string;
+  "verify-set": Verification & { manifest?: Manifest; targetId: string };
+  "delete-set": { deleted: string };
+  "read-index": { index: SetIndex; targetId: string };
+  "write-index": { written: string };
+  version: { qemu: string; node: string };
+}
+
+export type AgentCommand = keyof typeof agentRequests;
+/** A request as the provider writes it. */
+export type AgentRequest<C extends AgentCommand> = z.input<(typeof agentRequests)[C]>;
+/** A request as the agent works with it, checked and with defaults filled in. */
+export type CheckedAgentRequest<C extends AgentCommand> = z.output<(typeof agentRequests)[C]>;
+export type AgentResult<C extends AgentCommand> = AgentResults[C];
+
+export type AgentReply<C extends AgentCommand = AgentCommand> = { protocol: number } & (
+  { ok: true; result: AgentResult<C> } | { ok: false; error: { code: CofferErrorCode; message: string } }
+);
+
+export function isAgentCommand(command: string): command is AgentCommand {
+  return Object.hasOwn(agentRequests, command);
+}
+
+/** Checks `raw` as a `command` request; INVALID_INPUT naming the first wrong field, never a secret's value. */
+export function checkAgentRequest<C extends AgentCommand>(command: C, raw: unknown): CheckedAgentRequest<C> {
+  const parsed = agentRequests[command].safeParse(raw);
+  if (parsed.success) return parsed.data as CheckedAgentRequest<C>;
+  const given = (typeof raw === "object" && raw !== null ? raw : {}) as Record<string, unknown>;
+  const secrets = secretsIn(given).filter((v): v is string => typeof v === "string");
+  const issue = parsed.error.issues[0];
+  const at = issue.code === "unrecognized_keys" ? [...issue.path, issue.keys[0]] : issue.path;
+  const message = issue.code === "unrecognized_keys" ? "is not a known field" : issue.message;
+  throw new CofferError("INVALID_INPUT", message, { field: at.join(".") || command, secrets });
+}
+
+/**
+ * The error for a reply of another protocol than this provider's, or undefined when it speaks
+ * this one. `where` names the agent's machine ("host kvm-07", "this machine").
+ */
+export function protocolMismatch(reply: { protocol?: unknown }, where: string): CofferError | undefined {
+  const spoken = typeof reply.protocol === "number" ? reply.protocol : UNVERSIONED_AGENT_PROTOCOL;
+  if (spoken === AGENT_PROTOCOL_VERSION) return undefined;
+  const fix = "install the same coffer version where Pulumi runs and on every host";
+  const age = spoken < AGENT_PROTOCOL_VERSION ? "an older Coffer" : "a newer Coffer";
+  const needs = `this provider needs ${AGENT_PROTOCOL_VERSION}`;
+  return new CofferError(
+    "AGENT_PROTOCOL_MISMATCH",
+    `coffer-agent on ${where} speaks protocol ${spoken} (${age}); ${needs}: ${fix}`,
+  );
+}

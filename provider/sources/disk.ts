@@ -1,0 +1,84 @@
+import { z } from "zod";
+import { DiskSource, convertDisk, sourceImageOpts, sourceInfo, streamSha256 } from "../agent/image";
+import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
+import { SourceKind, SourceRules, absolutePath, kindInput } from "./kind";
+
+/** A stopped VM's disk file: copied with `qemu-img convert`, reading only the declared files. */
+export type DiskInput = DiskSource;
+
+const FORMAT_MESSAGE = 'format must be "raw" or "qcow2": the disk\'s format, which is never guessed from its bytes';
+const BACKING_FILES_MESSAGE = "backingFiles must be a list of absolute paths: the disk's backing chain, nearest first";
+
+const fields = {
+  disk: absolutePath("disk").optional(),
+  // No default: sources are compared as canonical JSON, and a new default would replace every set.
+  format: z.enum(["raw", "qcow2"], { error: FORMAT_MESSAGE }).optional(),
+  backingFiles: z.array(absolutePath("each of backingFiles"), { error: BACKING_FILES_MESSAGE }).optional(),
+  dataFile: absolutePath("dataFile").optional(),
+};
+
+const qcow2Only = { backingFiles: "backing files", dataFile: "an external data file" } as const;
+
+const rules: SourceRules = (source, ctx) => {
+  const s = source as Partial<DiskInput>;
+  for (const field of ["backingFiles", "dataFile"] as const) {
+    if (s[field] !== undefined && s.format !== "qcow2") {
+      const message = `${field} needs format: "qcow2": only a qcow2 image has ${qcow2Only[field]}`;
+      ctx.addIssue({ code: "custom", path: [field], message });
+    }
+  }
+  const files = [s.disk, ...(s.backingFiles ?? []), s.dataFile].filter((f): f is string => f !== undefined);
+  const repeated = files.find((f, i) => files.indexOf(f) !== i);
+  if (repeated !== undefined) {
+    const message = `${repeated} is named twice among disk, backingFiles and dataFile: each is a different file`;
+    ctx.addIssue({ code: "custom", path: [repeated === s.dataFile ? "dataFile" : "backingFiles"], message });
+  }
+};
+
+const item = z.object({
+  kind: z.literal("disk"),
+  path: z.string(),
+  format: z.enum(["raw", "qcow2"]),
+  // Declared files the disk read besides itself; absent in older manifests.
+  backingFiles: z.array(z.string()).optional(),
+  dataFile: z.string().optional(),
+});
+export type DiskItem = z.output<typeof item>;
+
+export const diskSource: SourceKind<DiskInput, DiskItem, typeof fields> = {
+  kind: "disk",
+  label: "a stopped VM's disk file",
+  selectors: ["disk"],
+  fields,
+  rules,
+  input: kindInput<DiskInput>(fields, rules),
+  item,
+  runsOn: "agent",
+
+  async backup(input, ctx) {
+    const { disk, backingFiles, dataFile } = input;
+    const info = await sourceInfo(input, ctx.subject);
+    const declared = { ...(backingFiles ? { backingFiles } : {}), ...(dataFile ? { dataFile } : {}) };
+    const imageOpts = sourceImageOpts(info.layout);
+    await convertDisk({
+      sourceImageOpts: imageOpts,
+      target: ctx.partial,
+      format: ctx.format,
+      virtualSize: info.virtualSize,
+      bandwidthLimitMiBps: ctx.bandwidthLimitMiBps,
+      key: ctx.key,
+      subject: ctx.subject,
+      signal: ctx.signal,
+      onProgress: ctx.onProgress,
+    });
+    return {
+      source: { kind: "disk", path: disk, format: info.layout.format, ...declared },
+      virtualSize: info.virtualSize,
+      // A stopped VM's disk still holds what was copied: "full" proves the copy equals it.
+      sourceSha256: () => streamSha256(imageOpts, undefined, ctx.subject, ctx.signal),
+    };
+  },
+  verify: verifyStoredImages,
+  remove: removeStoredImages,
+  restore: restoreStoredImage,
+};

@@ -1,0 +1,112 @@
+import * as path from "node:path";
+import { z } from "zod";
+import type { IntegrityCheck } from "../agent/backupSet";
+import type { StoredFormat } from "../agent/image";
+import type { ManifestItem } from "../agent/manifest";
+import type { SecretFd } from "../agent/tempFiles";
+
+/** A string field that must be an absolute path, with the message users have always had. */
+export const absolutePath = (field: string) =>
+  z
+    .string({ error: `${field} must be an absolute path` })
+    .refine((p) => path.isAbsolute(p), { message: `${field} must be an absolute path (start with /)` });
+
+/**
+ * A kind's `input`: its fields and rules, strictly. Its rules make the fields its type requires
+ * present, which zod's types can't follow: hence the one cast.
+ */
+export function kindInput<Input>(fields: z.ZodRawShape, rules: SourceRules): z.ZodType<Input> {
+  return z.strictObject(fields).superRefine(rules) as unknown as z.ZodType<Input>;
+}
+
+/** A manifest item whose source is of one kind. */
+export type StoredItem<Item> = Omit<ManifestItem, "source"> & { source: Item };
+
+/** The rules a kind adds once a user's source object chose it (zod's superRefine context). */
+export type SourceRules = (source: Record<string, unknown>, ctx: z.RefinementCtx) => void;
+
+export interface BackupContext {
+  /** The file to write the backup image into; renamed into place by the caller once verified. */
+  partial: string;
+  format: StoredFormat;
+  /** The passphrase on an fd, when the backup is encrypted (its value for QMP, which reads no fd). */
+  key?: SecretFd;
+  bandwidthLimitMiBps: number;
+  /** "source <name>": how errors name the source. */
+  subject: string;
+  signal?: AbortSignal;
+  onProgress(percent: number): void;
+}
+
+export interface BackedUp<Item> {
+  /** What the manifest records of the source. */
+  source: Item;
+  virtualSize: number;
+  /** The SHA-256 of the source's data as the guest sees it, for a `full` check; absent where it moves on. */
+  sourceSha256?: () => Promise<string>;
+}
+
+export interface VerifyContext {
+  setDir: string;
+  /** The passphrase on an fd (an empty one for unencrypted sets). */
+  key: SecretFd;
+  signal?: AbortSignal;
+  /** How far a long read of an item has got. */
+  progress?: (item: string, percent: number) => void;
+}
+
+/** One item's problem: `missing` when its backup is gone, `failed` when it is there but wrong. */
+export interface ItemProblem {
+  item: string;
+  status: "missing" | "failed";
+  message: string;
+}
+
+export interface RemoveContext {
+  setDir: string;
+}
+
+export interface RestoreTarget {
+  /** A file that does not exist yet; the caller gives it its final name. */
+  file: string;
+  format: "raw" | "qcow2";
+}
+
+export interface RestoreContext {
+  setDir: string;
+  key: SecretFd;
+  /** Runs one long step of the restore, showing its progress (the CLI draws it; absent: no progress). */
+  step?: <T>(
+    label: string,
+    totalBytes: number,
+    work: (onProgress?: (percent: number) => void) => Promise<T>,
+  ) => Promise<T>;
+}
+
+/**
+ * One kind of source: how a user's source object chooses it, what it reads, what the signed
+ * manifest records of it, and how its backups are taken, verified, removed and restored.
+ */
+export interface SourceKind<Input, Item extends { kind: string }, Fields extends z.ZodRawShape = z.ZodRawShape> {
+  /** The manifest's discriminator (`item.source.kind`); manifests already written keep theirs. */
+  readonly kind: Item["kind"];
+  /** For messages: what the user backs up with it ("a running VM"). */
+  readonly label: string;
+  /**
+   * Any of these fields in a user's source object chooses this kind (users write no kind field).
+   * The first one is where a source that chooses no kind, or two, is reported.
+   */
+  readonly selectors: readonly [string, ...string[]];
+  /** Its own fields of the user's source object, each optional: `rules` says which it needs. */
+  readonly fields: Fields;
+  readonly rules: SourceRules;
+  /** The source as the agent receives it: `fields` and `rules`, strictly. */
+  readonly input: z.ZodType<Input>;
+  readonly item: z.ZodType<Item>;
+  /** Where its work runs: qemu on a KVM host, or a cloud API from Pulumi's process. */
+  readonly runsOn: "agent" | "provider";
+  backup(input: Input, ctx: BackupContext): Promise<BackedUp<Item>>;
+  verify(items: StoredItem<Item>[], level: IntegrityCheck, ctx: VerifyContext): Promise<ItemProblem[]>;
+  remove(items: StoredItem<Item>[], ctx: RemoveContext): Promise<void>;
+  restore?(item: StoredItem<Item>, to: RestoreTarget, ctx: RestoreContext): Promise<void>;
+}

@@ -1,0 +1,55 @@
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { readManifest } from "../../provider/agent/manifest";
+import { SOURCE_KINDS, kindsChosenBy, sourceItemSchema, sourceKindNamed } from "../../provider/sources/registry";
+
+describe("the source kind registry", () => {
+  test("each kind is registered once, under the manifest's existing discriminators", () => {
+    expect(SOURCE_KINDS.map((k) => k.kind)).toEqual(["disk", "qmp"]);
+    for (const kind of SOURCE_KINDS) expect(sourceKindNamed(kind.kind)).toBe(kind);
+    expect(SOURCE_KINDS.map((k) => k.runsOn)).toEqual(["agent", "agent"]);
+  });
+
+  test("no two kinds share a field, and each kind's selectors are its own fields", () => {
+    const fields = SOURCE_KINDS.flatMap((k) => Object.keys(k.fields));
+    expect(new Set(fields).size).toBe(fields.length);
+    for (const kind of SOURCE_KINDS) {
+      for (const selector of kind.selectors) expect(Object.keys(kind.fields)).toContain(selector);
+    }
+  });
+
+  test("a user's source object chooses its kind by its fields, no kind field needed", () => {
+    expect(kindsChosenBy({ name: "a", disk: "/d" }).map((k) => k.kind)).toEqual(["disk"]);
+    expect(kindsChosenBy({ name: "a", qmpSocket: "/s", device: "vda" }).map((k) => k.kind)).toEqual(["qmp"]);
+    expect(kindsChosenBy({ name: "a", device: "vda" }).map((k) => k.kind)).toEqual(["qmp"]);
+    expect(kindsChosenBy({ name: "a", disk: "/d", device: "vda" }).map((k) => k.kind)).toEqual(["disk", "qmp"]);
+    expect(kindsChosenBy({ name: "a" })).toEqual([]);
+  });
+
+  test("a kind's input refuses another kind's fields", () => {
+    const [disk, qmp] = SOURCE_KINDS;
+    expect(disk.input.safeParse({ disk: "/d", format: "qcow2", backingFiles: ["/b"] }).success).toBe(true);
+    expect(disk.input.safeParse({ disk: "/d", device: "vda" }).success).toBe(false);
+    expect(qmp.input.safeParse({ qmpSocket: "/s", device: "vda" }).success).toBe(true);
+    expect(qmp.input.safeParse({ qmpSocket: "/s" }).error?.issues[0]).toMatchObject({
+      path: ["device"],
+      message: "a running VM's source needs both qmpSocket and device",
+    });
+  });
+
+  test("the manifest's item.source is told apart by kind; manifests written before the registry still read", async () => {
+    expect(sourceItemSchema.parse({ kind: "qmp", socket: "/s", device: "vda" })).toEqual({
+      kind: "qmp",
+      socket: "/s",
+      device: "vda",
+    });
+    expect(sourceItemSchema.safeParse({ kind: "cinder", volume: "v" }).success).toBe(false);
+    expect(sourceItemSchema.safeParse({ kind: "disk", socket: "/s", device: "vda" }).success).toBe(false);
+    const fixtures = path.join(__dirname, "../fixtures");
+    for (const file of ["manifest-v1-manifest-key.json", "manifest-v1-passphrase.json"]) {
+      const read = readManifest(await fs.readFile(path.join(fixtures, file), "utf8"));
+      expect(read).toMatchObject({ ok: true });
+      if (read.ok) expect(read.manifest.items.map((i) => i.source.kind).length).toBeGreaterThan(0);
+    }
+  });
+});
