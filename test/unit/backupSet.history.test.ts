@@ -210,7 +210,7 @@ describe("an EncryptedBackupSet's history of points", () => {
     await w.provider.delete(w.state.setId, w.state);
     expect(w.agent.calls.some((c) => c.command === "delete-set")).toBe(false);
     expect(w.agent.notes.at(-1)).toMatch(
-      /^set nightly-1a2b3c4d: keeps its 2 point\(s\) \(8 KiB\) in \/srv\/b\/sets\/zone-a\/nightly-1a2b3c4d; see them with coffer list --target \/srv\/b --set nightly-1a2b3c4d$/,
+      /^set nightly-1a2b3c4d: keeps its 2 point\(s\) \(8\.0 KiB\) in \/srv\/b\/sets\/zone-a\/nightly-1a2b3c4d; see them with coffer list --target \/srv\/b --set nightly-1a2b3c4d$/,
     );
     const holds = [{ point: "p001", reason: "case 4711" }];
     await w.up({ trigger: "t2", holds, deleteBackupsOnDestroy: true });
