@@ -38,21 +38,25 @@ const policy = new coffer.BackupPolicy("demo-zone", {
   encryption: { passphrase },
   bandwidthLimitMiBps: 50,
   integrityCheck: "full",
-  retention: { keepLast: 7, maxAgeDays: 30 },
+  retention: { keepLast: 3, keepDaily: 7 },
   escrow,
   requireEscrow: true,
 });
 
-// Changing the trigger (e.g. to today's date) takes a new set; the old one is deleted after.
+// A point is taken when the trigger changes or the schedule says one is due; retention prunes the
+// points it no longer keeps. The demo's destroy deletes its points too (a real set keeps them).
 const nightly = new coffer.EncryptedBackupSet("demo-nightly", {
   policy,
   sources: [{ name: "vm-1-root", disk: config.get("diskPath") ?? path.join(work, "disks/vm-1.raw") }],
   trigger: config.get("trigger") ?? "demo-1",
+  schedule: { every: "24h" },
+  deleteBackupsOnDestroy: true,
 });
 
 export const policyDocument = policy.documentPath;
 export const backupManifest = nightly.manifestPath;
 export const backupVerification = nightly.verification;
+export const backupPoints = nightly.points;
 export const policyRevision = policy.revision;
 export const policySettings = policy.settings;
 export const escrowRecord = escrow.recordPath;

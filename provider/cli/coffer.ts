@@ -10,6 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { promises as fs } from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
@@ -20,6 +21,7 @@ import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { recoverSecret } from "../escrow/record";
 import { restorerOf } from "../sources/registry";
+import { listPoints, prunePoints, renderPoints } from "./points";
 import { NO_PROGRESS, Progress, showProgress } from "./progress";
 
 /** Bad arguments: exit code 2, with the command's usage. */
@@ -429,7 +431,107 @@ function cofferProgram(exit: { code: number }): Command {
     .action(async (options: SetsOptions) => {
       exit.code = await sets(options);
     });
+
+  program
+    .command("list")
+    .summary("list the recovery points on a target, without Pulumi and without keys")
+    .description(
+      "Lists every set's points from the sets' indexes (rebuilt from the manifests when missing): time, size, " +
+        "status as last checked, hold and escrow version. Points are not verified here: use coffer verify.",
+    )
+    .usage("--target <dir> [--zone <zone>] [--set <id>] [--json]")
+    .option("--target <dir>", "the backup target's folder")
+    .option("--zone <zone>", "only this zone's sets")
+    .option("--set <id>", "only this set's points")
+    .option("--json", "print JSON instead of a table")
+    .addHelpText("after", example("coffer list --target /srv/backups --set nightly-1a2b3c4d"))
+    .action(async (options: ListOptions) => {
+      exit.code = await list(options);
+    });
+
+  program
+    .command("prune")
+    .summary("apply a set's retention from the target alone, as pulumi up does")
+    .description(
+      "Deletes the points of a set that its retention rules no longer keep, with the rules and holds the set last " +
+        "declared (its index) or the --keep-* options given. Never a held point, a failed or unchecked one, or " +
+        "the newest good one. Each deletion is recorded in the index; the set's next pulumi refresh drops it " +
+        "from state. --dry-run only shows what would go.",
+    )
+    .usage("--target <dir> --zone <zone> --set <id> [--dry-run] [--keep-* N]")
+    .option("--target <dir>", "the backup target's folder")
+    .option("--zone <zone>", "the set's zone")
+    .option("--set <id>", "the set")
+    .option("--dry-run", "show what would be pruned, delete nothing")
+    .option("--point <id>", "delete this one point, whatever its status (not a held one)")
+    .option("--keep-last <N>", "keep the N newest points (instead of the set's rules)")
+    .option("--keep-daily <N>", "keep the newest point of each of the last N days (instead of the set's rules)")
+    .option("--json", "print JSON instead of lines")
+    .addHelpText("after", example("coffer prune --target /srv/backups --zone zone-a --set nightly-1a2b3c4d --dry-run"))
+    .action(async (options: PruneOptions) => {
+      exit.code = await prune(options);
+    });
   return program;
+}
+
+interface ListOptions {
+  target?: string;
+  zone?: string;
+  set?: string;
+  json?: boolean;
+}
+
+async function list(values: ListOptions): Promise<number> {
+  if (!values.target) throw new UsageError("list needs --target");
+  const now = new Date();
+  const points = await listPoints({ target: path.resolve(values.target), zone: values.zone, set: values.set, now });
+  process.stdout.write(values.json ? JSON.stringify({ points }, null, 2) + "\n" : renderPoints(points, now) + "\n");
+  return 0;
+}
+
+interface PruneOptions {
+  target?: string;
+  zone?: string;
+  set?: string;
+  dryRun?: boolean;
+  point?: string;
+  keepLast?: string;
+  keepDaily?: string;
+  json?: boolean;
+}
+
+async function prune(values: PruneOptions): Promise<number> {
+  if (!values.target || !values.zone || !values.set) throw new UsageError("prune needs --target, --zone and --set");
+  const given = { keepLast: values.keepLast, keepDaily: values.keepDaily };
+  const rules = Object.fromEntries(
+    Object.entries(given)
+      .filter(([, value]) => value !== undefined)
+      .map(([rule, value]) => [rule, Number(value)]),
+  );
+  const result = await prunePoints({
+    target: path.resolve(values.target),
+    zone: values.zone,
+    set: values.set,
+    rules: Object.keys(rules).length > 0 ? rules : undefined,
+    point: values.point,
+    dryRun: values.dryRun ?? false,
+    now: new Date(),
+    by: `coffer prune (${os.userInfo().username}@${os.hostname()})`,
+  });
+  if (values.json) {
+    process.stdout.write(JSON.stringify(result, null, 2) + "\n");
+    return 0;
+  }
+  const verb = values.dryRun ? "would prune" : "pruned";
+  const lines = [
+    ...result.prune.map((p) => `${verb} ${p.point}: ${p.reason}`),
+    ...result.keep.map((k) => `keep ${k.point}: ${k.reasons.join("; ")}`),
+  ];
+  if (result.unchecked.length > 0) {
+    lines.push(`kept, not verified since the index was rebuilt: ${result.unchecked.join(", ")} (run pulumi refresh)`);
+  }
+  process.stdout.write(lines.join("\n") + "\n");
+  return 0;
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -106,6 +106,8 @@ export async function prunePoints(options: {
   zone: string;
   set: string;
   rules?: Record<string, unknown>;
+  /** Delete exactly this point, whatever its status (a person's decision), unless it is held. */
+  point?: string;
   dryRun: boolean;
   now: Date;
   by: string;
@@ -126,7 +128,9 @@ export async function prunePoints(options: {
     // Not verified since a rebuild: neither counted nor pruned (as failed points are not).
     status: p.status === "unchecked" ? ("missing" as const) : p.status,
   }));
-  const plan = planRetention({ points, rules, holds: index.holds, now: options.now, timeZone });
+  const plan = options.point
+    ? choosePoint(points, options.point, index.holds, options.now)
+    : planRetention({ points, rules, holds: index.holds, now: options.now, timeZone });
   const result: PruneResult = {
     setDir,
     rules: { ...rules, ...(timeZone ? { timeZone } : {}) },
@@ -146,4 +150,19 @@ export async function prunePoints(options: {
     await writeSetIndex(setDir, { ...current, updatedAt: new Date().toISOString() });
   }
   return result;
+}
+
+/** The plan of deleting one named point by hand: refused for a held point or one the index does not list. */
+function choosePoint<P extends { id: string }>(
+  points: P[],
+  id: string,
+  holds: SetIndex["holds"],
+  now: Date,
+): { keep: { point: P; reasons: string[] }[]; prune: { point: P; reason: string }[] } {
+  const point = points.find((p) => p.id === id);
+  if (!point) throw new Error(`the set has no point ${id}: see coffer list`);
+  const hold = holds.find((h) => h.point === id && holdsAt(h, now));
+  if (hold) throw new Error(`point ${id} is held (${hold.reason}): remove the hold from the set first`);
+  const keep = points.filter((p) => p.id !== id).map((p) => ({ point: p, reasons: ["not the point named"] }));
+  return { keep, prune: [{ point, reason: "named with --point" }] };
 }

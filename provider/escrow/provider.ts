@@ -237,7 +237,7 @@ export function createSecretEscrowProvider(host: EscrowHost) {
         );
         throw new CofferError(
           "ESCROW_IN_USE",
-          `escrow record ${state.recordId} is the way to recover the key of ${live.length} backup set(s) still in the store: ${sets.join("; ")}. Delete those sets first, or set forceDelete: true on this SecretEscrow (run pulumi up) to delete it anyway`,
+          `escrow record ${state.recordId} is the way to recover the key of ${live.length} recovery point(s) still in the store: ${sets.join("; ")}. Delete those points first (coffer prune --point), or set forceDelete: true on this SecretEscrow (run pulumi up) to delete it anyway`,
           { field: "forceDelete" },
         );
       }

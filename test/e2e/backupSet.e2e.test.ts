@@ -29,8 +29,13 @@ for (const p of spec.policies) {
     bandwidthLimitMiBps: p.bandwidthLimitMiBps || 0,
     integrityCheck: p.integrityCheck,
   });
-  const set = new coffer.EncryptedBackupSet(p.zone + "-set", { policy, sources: p.sources, trigger: p.trigger || spec.trigger });
-  exports[p.zone] = { setId: set.setId, manifestPath: set.manifestPath, verification: set.verification, items: set.items };
+  const set = new coffer.EncryptedBackupSet(p.zone + "-set", {
+    policy, sources: p.sources, trigger: p.trigger || spec.trigger, deleteBackupsOnDestroy: true,
+  });
+  exports[p.zone] = {
+    setId: set.setId, setDir: set.setDir, manifestPath: set.manifestPath, verification: set.verification,
+    items: set.items, points: set.points,
+  };
 }
 `;
 
@@ -158,7 +163,7 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     expect((await env.stack.preview(record)).changeSummary).toEqual({ same: 13 });
   });
 
-  test("drift: a flipped byte and a deleted file show on refresh, and up replaces the sets, new first", async () => {
+  test("drift: a flipped byte and a deleted file show on refresh, named by point; up takes new points, keeping the damaged ones as evidence", async () => {
     const before = await outputs();
     const flipped = before["zstd"];
     const file = path.join(path.dirname(flipped.manifestPath), flipped.items[0].file);
@@ -174,26 +179,34 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     const state = env.exportedState();
     const verificationOf = (zone: string) =>
       state.deployment.resources.find((r: { urn: string }) => r.urn.endsWith(`::${zone}-set`)).outputs.verification;
+    const pointOf = (zone: string) => before[zone].points[0].id;
     expect(verificationOf("zstd")).toMatchObject({
       status: "failed",
-      failures: [expect.stringMatching(/item web-1-root: .*changed since the backup/)],
+      failures: [expect.stringMatching(new RegExp(`^point ${pointOf("zstd")}: item web-1-root: .*changed since`))],
     });
     expect(verificationOf("zlib-luks")).toMatchObject({
       status: "missing",
-      failures: [expect.stringMatching(/item web-1-root: .* is missing/)],
+      failures: [expect.stringMatching(new RegExp(`^point ${pointOf("zlib-luks")}: item web-1-root: .* is missing`))],
     });
 
     const preview = await env.stack.preview(record);
-    expect(preview.changeSummary).toMatchObject({ replace: 2 });
+    expect(preview.changeSummary).toMatchObject({ update: 2 });
+    expect(preview.changeSummary.replace).toBeUndefined();
+    expect(preview.stdout).toContain("takes a point: the newest point failed");
+    expect(preview.stdout).toContain("takes a point: the newest point is missing");
     const up = await env.stack.up(record);
-    expect(up.summary.resourceChanges).toMatchObject({ replace: 2 });
+    expect(up.summary.resourceChanges).toMatchObject({ update: 2 });
     const after = await outputs();
     for (const zone of ["zstd", "zlib-luks"]) {
-      expect(after[zone].setId).not.toBe(before[zone].setId);
-      expect(after[zone].verification.status).toBe("ok");
-      await expect(fs.access(path.dirname(before[zone].manifestPath))).rejects.toThrow();
+      expect(after[zone].setId).toBe(before[zone].setId);
+      expect(after[zone].points.map((p: { status: string }) => p.status)).toEqual([
+        zone === "zstd" ? "failed" : "missing",
+        "ok",
+      ]);
+      // The damaged point stays, as evidence.
+      await expect(fs.access(before[zone].manifestPath)).resolves.toBeUndefined();
     }
-    expect(after["plain"].setId).toBe(before["plain"].setId);
+    expect(after["plain"].points).toEqual(before["plain"].points);
   });
 
   test("a kill during a backup leaves no good-looking file and the previous set intact; the next up cleans up and succeeds", async () => {
@@ -216,10 +229,11 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     expect(error).toBeInstanceOf(Error);
     expect(String(error)).toMatch(/source big/);
     const target = path.join(work, "target");
-    // Only the sets that existed before (and maybe a partial file): no finished-looking file.
-    const setDirs = await fs.readdir(path.join(target, "sets", "plain"));
-    for (const dir of setDirs.filter((d) => d !== before["plain"].setId)) {
-      const entries = await fs.readdir(path.join(target, "sets", "plain", dir));
+    // Only the points that existed before (and maybe a partial file): no finished-looking file.
+    const pointDirs = await fs.readdir(before["plain"].setDir);
+    const earlier = before["plain"].points.map((p: { id: string }) => p.id);
+    for (const dir of pointDirs.filter((d) => d !== "index.json" && !earlier.includes(d))) {
+      const entries = await fs.readdir(path.join(before["plain"].setDir, dir));
       expect(entries.filter((e) => !e.includes(".partial-"))).toEqual([]);
     }
     expect(
@@ -240,10 +254,12 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     expect(await partialFiles(target)).toEqual([]);
     const after = await outputs();
     expect(after["plain"].verification.status).toBe("ok");
-    expect(await fs.readdir(path.join(target, "sets", "plain"))).toEqual([after["plain"].setId]);
+    expect(after["plain"].points.map((p: { id: string }) => p.id).slice(0, -1)).toEqual(earlier);
+    const points = [...earlier, after["plain"].points.at(-1).id];
+    expect((await fs.readdir(before["plain"].setDir)).sort()).toEqual(["index.json", ...points].sort());
   });
 
-  test("destroy deletes every set's files and nothing else", async () => {
+  test("destroy with deleteBackupsOnDestroy deletes every set's files and nothing else", async () => {
     await env.stack.destroy(record);
     expect(await fs.readdir(path.join(work, "target"))).toEqual([".coffer", "not-coffers.img"]);
     expect(log.output).not.toContain(PASSPHRASE);

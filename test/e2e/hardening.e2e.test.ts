@@ -20,7 +20,9 @@ const policy = new coffer.BackupPolicy("gold", {
   target: { kind: "directory", path: spec.target },
   encryption: { passphrase: config.requireSecret("passphrase") },
 });
-const set = new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "web-1-root", disk: spec.disk }], trigger: "2026-11-26" });
+const set = new coffer.EncryptedBackupSet("nightly", {
+  policy, sources: [{ name: "web-1-root", disk: spec.disk }], trigger: spec.trigger || "2026-11-26",
+});
 exports.documentPath = policy.documentPath;
 exports.setDir = set.setDir;
 `;
@@ -32,7 +34,7 @@ describeE2e("hardening end to end: an unmounted NAS, and a failed target change 
   let disk: string;
   const log = { output: "" };
   const record = { onOutput: (out: string) => (log.output += out) };
-  const declare = (spec: { zone: string; target: string; disk: string }) =>
+  const declare = (spec: { zone: string; target: string; disk: string; trigger?: string }) =>
     env.stack.setConfig("spec", { value: JSON.stringify(spec) });
   const resourcesInState = async () =>
     (await env.stack.exportStack()).deployment.resources.map((r: { type: string }) => r.type);
@@ -86,8 +88,8 @@ describeE2e("hardening end to end: an unmounted NAS, and a failed target change 
     await declare({ zone: "zone-b", target: first, disk });
     expect((await env.stack.up(record)).summary.result).toBe("succeeded");
 
-    // Moved to a second target, with a source that fails: the new policy is made, its set is not.
-    await declare({ zone: "zone-b", target: second, disk: path.join(work, "no-such-disk.raw") });
+    // Moved to a second target, with a source that fails: the new policy is made, the set's point is not.
+    await declare({ zone: "zone-b", target: second, disk: path.join(work, "no-such-disk.raw"), trigger: "t2" });
     await expect(env.stack.up(record)).rejects.toThrow(/no-such-disk\.raw/);
 
     // Back to the first target: before issue 9, "already holds the policy of another BackupPolicy".

@@ -37,9 +37,11 @@ const policy = new coffer.BackupPolicy("gold", {
   escrow: spec.linkEscrow === false ? undefined : escrow,
   requireEscrow: spec.requireEscrow !== false,
 });
-const set = new coffer.EncryptedBackupSet("nightly", { policy, sources: [{ name: "vm-1-root", disk: spec.disk }], trigger: spec.trigger }, { retainOnDelete: !!spec.retainSets });
+const set = new coffer.EncryptedBackupSet("nightly", {
+  policy, sources: [{ name: "vm-1-root", disk: spec.disk }], trigger: spec.trigger, deleteBackupsOnDestroy: !spec.retainSets,
+});
 exports.escrow = { version: escrow.version, recordPath: escrow.recordPath, retainedVersions: escrow.retainedVersions, recordStatus: escrow.recordStatus, recipientKeys: escrow.recipientKeys };
-exports.set = { setId: set.setId, manifestPath: set.manifestPath, escrow: set.escrow };
+exports.set = { setId: set.setId, manifestPath: set.manifestPath, escrow: set.escrow, points: set.points };
 `;
 
 const run = promisify(execFile);
@@ -247,8 +249,9 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
         recordStatus: "missing",
         recordProblems: [expect.stringMatching(/v1.json is missing/)],
       });
-      const setId = (await outputs()).set.setId;
-      expect(await fs.readdir(path.join(dirs.store, "zone-passphrase", "refs"))).toEqual([`${setId}.json`]);
+      const { setId, points } = (await outputs()).set;
+      const refs = await fs.readdir(path.join(dirs.store, "zone-passphrase", "refs"));
+      expect(refs).toEqual([`${setId}.${points[0].id}.json`]);
       const up = await env.stack.up(record);
       expect(up.summary.resourceChanges).toEqual({ same: 3, update: 1 });
       expect(escrowState()).toMatchObject({ recordStatus: "ok", version: 1 });
@@ -266,7 +269,7 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       expect(stdout).toBe(PASSPHRASE + "\n");
     });
 
-    test("rotation: new recipients write v2 (the set stays on v1, which is kept); a new passphrase writes v3 and the old set and v1 go", async () => {
+    test("rotation: new recipients write v2 (the set stays on v1, which is kept); a new passphrase writes v3 for the next point, and v1 stays for the point that needs it", async () => {
       const before = await outputs();
       await declare({ recipients: recipients("dr-team", "cto") });
       // Only the escrow changes: the policy's passphrase and the set are the same.
@@ -297,30 +300,40 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
 
       env.setSecretConfig("passphrase", ROTATED);
       const up = await env.stack.up(record);
-      // The escrow and the policy update; the set is replaced (new key), new one first.
-      expect(up.summary.resourceChanges).toEqual({ same: 1, update: 2, replace: 1 });
+      // The escrow, the policy and the set update: the new key applies from the set's next point.
+      expect(up.summary.resourceChanges).toEqual({ same: 1, update: 3 });
       out = await outputs();
-      // At the escrow's update the old set still needed v1; nothing needed v2.
+      // The point taken with the old passphrase still needs v1; nothing needs v2.
       expect(out.escrow).toMatchObject({ version: 3, retainedVersions: [1, 3] });
+      expect(out.set.points).toEqual(before.set.points);
+      expect(JSON.parse(await fs.readFile(before.set.manifestPath, "utf8")).manifest.escrow.version).toBe(1);
+      // The next point is made with the new passphrase, and its manifest names v3.
+      await declare({ recipients: recipients("dr-team", "cto"), trigger: "2026-11-25" });
+      await env.stack.up(record);
+      out = await outputs();
+      expect(out.set.points.map((p: { escrowVersion: number }) => p.escrowVersion)).toEqual([1, 3]);
       const manifest = JSON.parse(await fs.readFile(out.set.manifestPath, "utf8")).manifest;
       expect(manifest.escrow).toEqual({ recordId: "zone-passphrase", store: dirs.store, version: 3 });
-      // Then the old set was deleted, and v1 with it.
-      await expect(fs.access(before.set.manifestPath)).rejects.toThrow();
       expect((await fs.readdir(path.join(dirs.store, "zone-passphrase"))).sort()).toEqual([
         "current.json",
         "refs",
+        "v1.json",
         "v3.json",
       ]);
       await env.stack.refresh(record);
-      expect(escrowState()).toMatchObject({ retainedVersions: [3], recordStatus: "ok" });
+      expect(escrowState()).toMatchObject({ retainedVersions: [1, 3], recordStatus: "ok" });
+      expect(await recover(1, "security")).toMatchObject({ code: 0, stdout: PASSPHRASE + "\n" });
       expect(await recover(3, "cto")).toMatchObject({ code: 0, stdout: ROTATED + "\n" });
       expect(await filesContaining(env.root, ROTATED)).toEqual([]);
       expect(await filesContaining(dirs.store, ROTATED)).toEqual([]);
     });
 
-    test("destroy refuses while sets outside Pulumi's state (dropped from it, or kept with retainOnDelete) are in the store, naming them; forceDelete lets it go", async () => {
+    test("destroy refuses while points outside Pulumi's state (dropped from it, or kept by a set's destroy) are in the store, naming them; forceDelete lets it go", async () => {
       const { set: dropped } = await outputs();
-      // The set leaves the state, its files stay: as a set of another stack's would.
+      const ref = (set: { setId: string }, point: { id: string }) => `${set.setId}.${point.id}`;
+      const manifestOf = (set: { manifestPath: string }, point: { id: string }) =>
+        path.join(path.dirname(path.dirname(set.manifestPath)), point.id, "manifest.json");
+      // The set leaves the state, its points stay: as a set of another stack's would.
       const urn = env
         .exportedState()
         .deployment.resources.find((r: { type: string }) => r.type.endsWith(":EncryptedBackupSet")).urn;
@@ -333,28 +346,36 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
       };
       let text = await refusal();
       expect(text).toContain(
-        "escrow record zone-passphrase is the way to recover the key of 1 backup set(s) still in the store",
+        "escrow record zone-passphrase is the way to recover the key of 2 recovery point(s) still in the store",
       );
-      expect(text).toContain(`${dropped.setId} (v3, ${dropped.manifestPath})`);
+      const [v1Point, v3Point] = dropped.points;
+      expect(text).toContain(`${ref(dropped, v1Point)} (v1, ${manifestOf(dropped, v1Point)})`);
+      expect(text).toContain(`${ref(dropped, v3Point)} (v3, ${manifestOf(dropped, v3Point)})`);
       expect(text).toContain("set forceDelete: true");
       expect(await fs.readdir(path.join(dirs.store, "zone-passphrase"))).toContain("v3.json");
 
-      // A new set with retainOnDelete: destroy keeps its files, and so the escrow must stay too.
-      await declare({ recipients: recipients("dr-team", "cto"), retainSets: true });
+      // A new set whose destroy keeps its points (the default): so the escrow must stay too.
+      await declare({ recipients: recipients("dr-team", "cto"), trigger: "2026-11-25", retainSets: true });
       await env.stack.up(record);
-      const { set: retained } = await outputs();
+      const { set: kept } = await outputs();
+      expect(kept.setId).not.toBe(dropped.setId);
       text = await refusal();
-      expect(text).toContain("is the way to recover the key of 2 backup set(s) still in the store");
-      expect(text).toContain(`${retained.setId} (v3, ${retained.manifestPath})`);
+      expect(text).toContain("is the way to recover the key of 3 recovery point(s) still in the store");
+      expect(text).toContain(`${ref(kept, kept.points[0])} (v3, ${kept.manifestPath})`);
 
-      await declare({ recipients: recipients("dr-team", "cto"), retainSets: true, forceDelete: true });
+      const forced = { recipients: recipients("dr-team", "cto"), trigger: "2026-11-25", retainSets: true };
+      await declare({ ...forced, forceDelete: true });
       await env.stack.up(record);
       const destroyed = await env.stack.destroy(record);
       expect(destroyed.summary.result).toBe("succeeded");
       expect(await fs.readdir(dirs.store)).toEqual([]);
-      // The sets' files are not the escrow's to delete.
-      for (const set of [dropped, retained]) {
-        expect((await fs.readdir(path.dirname(set.manifestPath))).sort()).toEqual([
+      // The points' files are not the escrow's to delete.
+      for (const [set, point] of [
+        [dropped, v1Point],
+        [dropped, v3Point],
+        [kept, kept.points[0]],
+      ]) {
+        expect((await fs.readdir(path.dirname(manifestOf(set, point)))).sort()).toEqual([
           "manifest.json",
           "vm-1-root.qcow2.luks",
         ]);
@@ -388,8 +409,12 @@ describeE2e("SecretEscrow end to end with the real Pulumi CLI", () => {
     await expect(fs.access(env.root)).rejects.toThrow();
 
     // What a person has: the backup target, the escrow store, recipients' private keys.
-    const [setId] = await fs.readdir(path.join(target, "sets", "gold"));
-    const manifestPath = path.join(target, "sets", "gold", setId, "manifest.json");
+    // Without state, the target alone says where the points are.
+    const listed = await cofferCli(["list", "--target", target, "--json"]);
+    expect(listed.code).toBe(0);
+    const [point] = JSON.parse(listed.stdout).points;
+    expect(point).toMatchObject({ zone: "gold", status: "ok", escrowVersion: 1 });
+    const manifestPath = path.join(point.dir, "manifest.json");
     const restored = path.join(work, "drill-restored.raw");
     const noKey = await cofferCli(["restore", "--manifest", manifestPath, "--item", "vm-1-root", "--to", restored]);
     expect(noKey.code).toBe(2);
