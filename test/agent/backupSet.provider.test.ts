@@ -79,7 +79,7 @@ describe("EncryptedBackupSet provider with the local agent", () => {
       const pointDir = path.join(target, "sets", "zone-a", id, pointId);
       expect(outs.setDir).toBe(path.join(target, "sets", "zone-a", id));
       expect(outs.manifestPath).toBe(path.join(pointDir, "manifest.json"));
-      expect((await fs.readdir(outs.setDir)).sort()).toEqual(["index.json", pointId]);
+      expect((await fs.readdir(outs.setDir)).sort()).toEqual([pointId, "index.json"].sort());
       expect((await fs.readdir(pointDir)).sort()).toEqual([
         "db-1-vda.qcow2.luks",
         "manifest.json",
