@@ -131,6 +131,10 @@ describe("EncryptedBackupSet check", () => {
       "keys.manifestKey",
       /manifest key did not reach/,
     ],
+    ["a schedule with every and cron", { schedule: { every: "1h", cron: "0 3 * * *" } }, "schedule.cron", /not both/],
+    ["a schedule of no duration", { schedule: { every: "soon" } }, "schedule.every", /a duration such as "24h"/],
+    ["a hold without a reason", { holds: [{ point: "p1" }] }, "holds.0.reason", /reason is required/],
+    ["deleteBackupsOnDestroy as text", { deleteBackupsOnDestroy: "yes" }, "deleteBackupsOnDestroy", /true or false/],
     [
       "an encrypted policy without its passphrase",
       { keys: { manifestKey: "k" } },
