@@ -1,3 +1,4 @@
+import { canonicalJson } from "../common/canonicalJson";
 import { formatBytes } from "../common/sizes";
 import { UNKNOWN, changedKeys, unknownPaths } from "../common/check";
 import { formatAge } from "../history/duration";
@@ -10,7 +11,7 @@ import type { BackupSetOutputs, PointRecord } from "./state";
 /** Settings that shape the next point; a change applies from it on and never touches a point taken. */
 const NEXT_POINT_SETTINGS = ["policy", "keys", "sources", "host", "escrow"] as const;
 /** Settings of the set itself. */
-const SET_SETTINGS = ["concurrency", "schedule", "holds", "deleteBackupsOnDestroy"] as const;
+const SET_SETTINGS = ["concurrency", "schedule", "holds", "deleteBackupsOnDestroy", "history"] as const;
 
 /** What the next `up` does to a set, decided before anything happens; `pulumi preview` prints it. */
 export interface SetChange {
@@ -77,7 +78,10 @@ export function pruneCandidates(
 export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, now: Date): SetChange {
   const sameKey = { keys: (o: unknown, n: unknown) => usedKey(o as object) === usedKey(n as object) };
   const fromNextPoint = changedKeys(state, news, [...NEXT_POINT_SETTINGS], sameKey);
-  const setSettings = changedKeys(state, news, [...SET_SETTINGS]);
+  // State written before histories has no `history`: the same as one with nothing set.
+  const historyOf = (inputs: object) => canonicalJson((inputs as { history?: unknown }).history ?? {});
+  const sameHistory = { history: (o: object, n: object) => historyOf(o) === historyOf(n) };
+  const setSettings = changedKeys(state, news, [...SET_SETTINGS], sameHistory);
   const { newest, newestGood } = newestPoints(state.points);
   // During preview any of these may be Pulumi's unknown sentinel (or hold one); `up` decides then.
   const unknownOf = {
