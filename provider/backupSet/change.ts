@@ -123,6 +123,7 @@ export function describeChange(setId: string, change: SetChange, now: Date): str
       `set ${setId}: ${change.fromNextPoint.join(", ")} changed: applies from the next point; no point taken is changed`,
     );
   }
+  if (change.setSettings.length > 0) lines.push(`set ${setId}: ${change.setSettings.join(", ")} changed`);
   if (change.unknown.length > 0) {
     lines.push(`set ${setId}: ${change.unknown.join(" and ")} not known until apply: the up decides`);
   }

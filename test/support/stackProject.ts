@@ -11,12 +11,17 @@ const repoRoot = path.resolve(__dirname, "../..");
  * node_modules with coffer installed), a file:// backend and a passphrase secrets provider,
  * all in one temporary folder.
  */
-export async function stackProject(program: string, extraEnv: Record<string, string> = {}) {
+export async function stackProject(
+  program: string,
+  extraEnv: Record<string, string> = {},
+  options: { nodeModules?: string } = {},
+) {
   const root = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-e2e-"));
   const project = path.join(root, "project");
   await fs.mkdir(path.join(root, "state"), { recursive: true });
   await fs.mkdir(project);
-  await fs.symlink(path.join(repoRoot, "node_modules"), path.join(project, "node_modules"));
+  const nodeModules = path.join(project, "node_modules");
+  await fs.symlink(options.nodeModules ?? path.join(repoRoot, "node_modules"), nodeModules);
   await fs.writeFile(
     path.join(project, "package.json"),
     JSON.stringify({ name: "coffer-e2e", private: true, main: "index.js" }),
@@ -53,6 +58,11 @@ export async function stackProject(program: string, extraEnv: Record<string, str
     /** The stack's state as `pulumi stack export` gives it (secrets encrypted). */
     exportedState: () => JSON.parse(cli(["stack", "export"])),
     remove: () => fs.rm(root, { recursive: true, force: true }),
+    /** Installs this coffer in the project, as `npm install` of a new release would. */
+    useThisCoffer: async () => {
+      await fs.rm(nodeModules);
+      await fs.symlink(path.join(repoRoot, "node_modules"), nodeModules);
+    },
   };
 }
 
