@@ -110,6 +110,18 @@ const handlers: Handlers = {
     await deleteSet(req.setDir, req.target.path, req.knownFiles);
     return { deleted: req.setDir };
   },
+  "delete-points": async (req) => {
+    for (const dir of req.pointDirs) await checkedTarget({ target: req.target, setDir: dir });
+    const deleted: string[] = [];
+    const failed: { dir: string; message: string }[] = [];
+    for (const dir of req.pointDirs) {
+      await deleteSet(dir, req.target.path).then(
+        () => deleted.push(dir),
+        (error: Error) => failed.push({ dir, message: error.message }),
+      );
+    }
+    return { deleted, failed };
+  },
   "read-index": async (req) => {
     const targetId = await checkedTarget(req);
     return { index: (await currentSetIndex(req.setDir, req.zone)).index, targetId };

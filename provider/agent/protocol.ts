@@ -14,8 +14,8 @@ import { SetIndex, setIndexSchema } from "./pointIndex";
 import { setOwner } from "./setOwner";
 
 /**
- * 2: requests checked, versioned replies. 3: points (`pointId`, verify-set's `keys`, read-index
- * and write-index). The agents before 2 (no `protocol` in replies) count as 1.
+ * 2: requests checked, versioned replies. 3: points (`pointId`, verify-set's `keys`, delete-points,
+ * read-index and write-index). The agents before 2 (no `protocol` in replies) count as 1.
  */
 export const AGENT_PROTOCOL_VERSION = 3;
 /** What a reply without `protocol` comes from. */
@@ -89,6 +89,10 @@ export const agentRequests = {
     /** The backup files the resource's state names, for when the manifest is gone. */
     knownFiles: z.array(z.string()).default([]),
   }),
+  "delete-points": z.object({
+    target,
+    pointDirs: z.array(folder("each of pointDirs")).min(1, { message: "pointDirs must name at least one point" }),
+  }),
   "read-index": z.object({ target, setDir: folder("setDir"), zone: fileName("zone") }),
   "write-index": z.object({
     target,
@@ -113,6 +117,8 @@ export interface AgentResults {
   "write-manifest": string;
   "verify-set": Verification & { manifest?: Manifest; targetId: string };
   "delete-set": { deleted: string };
+  /** Each point's folder deleted, or why not; one point failing does not stop the others. */
+  "delete-points": { deleted: string[]; failed: { dir: string; message: string }[] };
   "read-index": { index: SetIndex; targetId: string };
   "write-index": { written: string };
   version: { qemu: string; node: string };

@@ -24,7 +24,7 @@ import {
   stateSecrets,
   upgradeOutputs,
 } from "./state";
-import { TakeDeps, TakenPoint, removePoint, takePoint } from "./take";
+import { TakeDeps, TakenPoint, takePoint } from "./take";
 export { boundedAll } from "./take";
 export { upgradeOutputs } from "./state";
 export type { BackupSetOutputs } from "./state";
@@ -149,29 +149,47 @@ export function createBackupSetProvider(host: SetHost) {
     return { point, newest };
   }
 
-  /** Deletes `point` everywhere and releases its escrow reference; the error (also noted) when it could not. */
-  async function deletePoint(state: BackupSetOutputs, point: PointRecord): Promise<Error | undefined> {
-    const location = state.locations[point.loc];
-    const target = { path: location.targetPath, id: location.targetId, zone: location.zone };
-    const dir = pointDir(state.setId, location, point.id);
-    try {
-      await removePoint(host, { pointDir: dir, target, knownFiles: [], hosts: location.hosts });
-    } catch (error) {
-      host.note(`point ${point.id}: not deleted (${(error as Error).message}); it stays, and the next up tries again`);
-      return error as Error;
+  /**
+   * Deletes `points` on every host of their locations, one agent call per host and location, and
+   * releases their escrow references. Returns the error of each point that could not be deleted
+   * everywhere (also noted: it stays, and the next up tries again).
+   */
+  async function deletePoints(state: BackupSetOutputs, points: readonly PointRecord[]): Promise<Map<string, Error>> {
+    const failed = new Map<string, Error>();
+    for (const [loc, location] of state.locations.entries()) {
+      const here = points.filter((p) => p.loc === loc);
+      if (here.length === 0) continue;
+      const target = { path: location.targetPath, id: location.targetId, zone: location.zone };
+      const dirOf = new Map(here.map((p) => [pointDir(state.setId, location, p.id), p]));
+      for (const where of location.hosts) {
+        const reply = await host
+          .agent(local(where))
+          .call("delete-points", { target, pointDirs: [...dirOf.keys()] })
+          .catch((error: Error) => ({ deleted: [], failed: [...dirOf.keys()].map((dir) => ({ dir, error })) }));
+        for (const { dir, ...problem } of reply.failed) {
+          const error = "error" in problem ? problem.error : new CofferError("IO_FAILED", problem.message);
+          failed.set(dirOf.get(dir)!.id, error);
+        }
+      }
     }
-    if (location.escrow) {
-      const { store, recordId } = location.escrow;
+    for (const point of points) {
+      const error = failed.get(point.id);
+      if (error) {
+        host.note(`point ${point.id}: not deleted (${error.message}); it stays, and the next up tries again`);
+        continue;
+      }
+      const { escrow } = state.locations[point.loc];
+      if (!escrow) continue;
       // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
-      await releaseReference(store, recordId, referenceName(state.setId, point.id)).then(
+      await releaseReference(escrow.store, escrow.recordId, referenceName(state.setId, point.id)).then(
         (released) =>
           released.length > 0 &&
-          host.progress(`escrow ${recordId}: removed version(s) ${released.join(", ")}, which no point needs any more`),
+          host.progress(`escrow ${escrow.recordId}: removed version(s) ${released.join(", ")}, which no point needs`),
         (error: Error) =>
-          host.progress(`escrow ${recordId}: could not remove point ${point.id}'s reference (${error.message})`),
+          host.progress(`escrow ${escrow.recordId}: could not remove point ${point.id}'s reference (${error.message})`),
       );
     }
-    return undefined;
+    return failed;
   }
 
   /** Verifies one point at `level` with the keys it was made with; its record as the check left it. */
@@ -222,10 +240,8 @@ export function createBackupSetProvider(host: SetHost) {
     const { newest } = newestPoints(state.points);
     if (newest?.status !== "ok") return state.points;
     const pruned = pruneCandidates(state.points, inputs, now, false);
-    const deleted = new Set<string>();
-    for (const point of pruned) {
-      if (!(await deletePoint(state, point))) deleted.add(point.id);
-    }
+    const failed = await deletePoints(state, pruned);
+    const deleted = new Set(pruned.filter((p) => !failed.has(p.id)).map((p) => p.id));
     if (deleted.size > 0) host.progress(`pruned ${deleted.size} point(s) by retention: ${[...deleted].join(", ")}`);
     return state.points.filter((p) => !deleted.has(p.id));
   }
@@ -407,15 +423,12 @@ export function createBackupSetProvider(host: SetHost) {
         return;
       }
       const held = state.points.filter((p) => (state.holds ?? []).some((h) => h.point === p.id && holdsAt(h, now)));
-      const failed: string[] = [];
-      const errors: Error[] = [];
-      for (const point of state.points.filter((p) => !held.includes(p))) {
-        const error = await deletePoint(state, point);
-        if (error) {
-          failed.push(point.id);
-          errors.push(error);
-        }
-      }
+      const errorOf = await deletePoints(
+        state,
+        state.points.filter((p) => !held.includes(p)),
+      );
+      const failed = [...errorOf.keys()];
+      const errors = [...errorOf.values()];
       if (held.length > 0) {
         host.note(`set ${state.setId}: keeps ${held.length} held point(s): ${held.map((p) => p.id).join(", ")}`);
       }

@@ -60,6 +60,10 @@ export function fakeAgent(options: { now: () => Date; hosts?: Record<string, str
       manifests.delete(request.setDir);
       return { deleted: request.setDir };
     },
+    "delete-points": (request) => {
+      for (const dir of request.pointDirs) manifests.delete(dir);
+      return { deleted: request.pointDirs, failed: [] };
+    },
     "read-index": (request) => {
       const index = indexes.get(request.setDir);
       const present = (id: string) => [...manifests.keys()].some((dir) => path.basename(dir) === id);

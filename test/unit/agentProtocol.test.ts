@@ -26,6 +26,7 @@ const valid: { [C in AgentCommand]: unknown } = {
   "write-manifest": { target, setDir: "/srv/b/sets/zone-a/s", manifest: {}, manifestSecret: SECRET },
   "verify-set": { target, setDir: "/srv/b/sets/zone-a/s", level: "metadata", manifestSecret: SECRET },
   "delete-set": { target, setDir: "/srv/b/sets/zone-a/s" },
+  "delete-points": { target, pointDirs: ["/srv/b/sets/zone-a/s/p1"] },
   "read-index": { target, setDir: "/srv/b/sets/zone-a/s", zone: "zone-a" },
   "write-index": { target, setDir: "/srv/b/sets/zone-a/s", index: null },
   version: {},

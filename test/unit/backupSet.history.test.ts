@@ -100,11 +100,13 @@ describe("an EncryptedBackupSet's history of points", () => {
     expect(w.agent.notes).toEqual([
       "set nightly-1a2b3c4d: policy changed: applies from the next point; no point taken is changed",
     ]);
-    expect(w.agent.calls.filter((c) => ["backup-item", "delete-set"].includes(c.command))).toHaveLength(1);
+    expect(
+      w.agent.calls.filter((c) => ["backup-item", "delete-set", "delete-points"].includes(c.command)),
+    ).toHaveLength(1);
     await w.up({ policy: { ...policy, compression: "zlib" }, trigger: "t2" });
     const backups = w.agent.calls.filter((c) => c.command === "backup-item");
     expect(backups.map((c) => c.request.compression)).toEqual(["zstd", "zlib"]);
-    expect(w.agent.calls.some((c) => c.command === "delete-set")).toBe(false);
+    expect(w.agent.calls.some((c) => c.command.startsWith("delete-"))).toBe(false);
   });
 
   test("a rotated passphrase is kept for the points made with it until the last of them is pruned", async () => {
@@ -150,7 +152,7 @@ describe("an EncryptedBackupSet's history of points", () => {
       ),
     ]);
     expect(ids(w.state)).toEqual(["p003", "p004"]);
-    const deleted = w.agent.calls.filter((c) => c.command === "delete-set").map((c) => c.request.setDir);
+    const deleted = w.agent.calls.filter((c) => c.command === "delete-points").flatMap((c) => c.request.pointDirs);
     expect(deleted).toEqual(["/srv/b/sets/zone-a/nightly-1a2b3c4d/p001", "/srv/b/sets/zone-a/nightly-1a2b3c4d/p002"]);
   });
 
@@ -208,14 +210,14 @@ describe("an EncryptedBackupSet's history of points", () => {
     await w.create();
     await w.up({ trigger: "t2" });
     await w.provider.delete(w.state.setId, w.state);
-    expect(w.agent.calls.some((c) => c.command === "delete-set")).toBe(false);
+    expect(w.agent.calls.some((c) => c.command.startsWith("delete-"))).toBe(false);
     expect(w.agent.notes.at(-1)).toMatch(
       /^set nightly-1a2b3c4d: keeps its 2 point\(s\) \(8\.0 KiB\) in \/srv\/b\/sets\/zone-a\/nightly-1a2b3c4d; see them with coffer list --target \/srv\/b --set nightly-1a2b3c4d$/,
     );
     const holds = [{ point: "p001", reason: "case 4711" }];
     await w.up({ trigger: "t2", holds, deleteBackupsOnDestroy: true });
     await w.provider.delete(w.state.setId, w.state);
-    expect(w.agent.calls.filter((c) => c.command === "delete-set").map((c) => c.request.setDir)).toEqual([
+    expect(w.agent.calls.filter((c) => c.command === "delete-points").flatMap((c) => c.request.pointDirs)).toEqual([
       "/srv/b/sets/zone-a/nightly-1a2b3c4d/p002",
     ]);
     expect(w.agent.notes.at(-1)).toBe("set nightly-1a2b3c4d: keeps 1 held point(s): p001");
@@ -345,6 +347,6 @@ describe("state written by the previous release (one set, one backup)", () => {
       ["2026-11-24-0a1b2c3d", "ok"],
       ["p001", "ok"],
     ]);
-    expect(w.agent.calls.some((c) => c.command === "delete-set")).toBe(false);
+    expect(w.agent.calls.some((c) => c.command.startsWith("delete-"))).toBe(false);
   });
 });
