@@ -15,7 +15,7 @@ import * as path from "node:path";
 import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
-import { listSets, setIdsInStackExport } from "../agent/inventory";
+import { listSets, setIdsInStackExport, trackedBy } from "../agent/inventory";
 import { Manifest, misplacement, openManifest, readManifest } from "../agent/manifest";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
@@ -106,7 +106,7 @@ async function sets(values: SetsOptions): Promise<number> {
   }
   const found = (await listSets(path.resolve(values.target), values.zone)).map((set) => ({
     ...set,
-    ...(tracked ? { tracked: tracked.has(set.setId) } : {}),
+    ...(tracked ? { tracked: trackedBy(tracked, set) } : {}),
   }));
   process.stdout.write(JSON.stringify({ sets: found }, null, 2) + "\n");
   const untracked = found.filter((set) => set.tracked === false && set.status === "complete");
