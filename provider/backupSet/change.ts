@@ -26,6 +26,8 @@ export interface SetChange {
   setSettings: string[];
   /** What could not be planned because a value is not known until apply. */
   unknown: string[];
+  /** Held point ids this set has no point of (a typo holds nothing). */
+  strayHolds: string[];
 }
 
 /** The key a set is made with: the passphrase, or for an unencrypted set the manifest key. */
@@ -105,7 +107,10 @@ export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, no
   const take = due.due ? due.reasons : mayBeDue ? ["maybe: a value it depends on is not known until apply"] : undefined;
   const prune = unknownOf.retention ? [] : pruneCandidates(state.points, news, now, take !== undefined);
   const changes = take !== undefined || prune.length > 0 || fromNextPoint.length > 0 || setSettings.length > 0;
-  return { changes, take, prune, fromNextPoint, setSettings, unknown };
+  const ids = new Set(state.points.map((p) => p.id));
+  const holds = Array.isArray(news.holds) ? news.holds : [];
+  const strayHolds = holds.map((h) => h.point).filter((id) => typeof id === "string" && !isUnknown(id) && !ids.has(id));
+  return { changes, take, prune, fromNextPoint, setSettings, unknown, strayHolds };
 }
 
 /** The lines `pulumi preview` shows for a set's change, naming points by id and age. */
@@ -121,6 +126,11 @@ export function describeChange(setId: string, change: SetChange, now: Date): str
   if (change.fromNextPoint.length > 0) {
     lines.push(
       `set ${setId}: ${change.fromNextPoint.join(", ")} changed: applies from the next point; no point taken is changed`,
+    );
+  }
+  for (const id of change.strayHolds) {
+    lines.push(
+      `set ${setId}: holds names point ${id}, which this set does not have: it holds nothing (see coffer list)`,
     );
   }
   if (change.setSettings.length > 0) lines.push(`set ${setId}: ${change.setSettings.join(", ")} changed`);

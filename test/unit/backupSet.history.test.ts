@@ -161,7 +161,10 @@ describe("an EncryptedBackupSet's history of points", () => {
     const rules = { history: { retention: { keepLast: 1 } } };
     await w.create(rules);
     const holds = [{ point: "p001", reason: "case 4711" }];
-    await w.up({ ...rules, holds, trigger: "t2" });
+    await w.up({ ...rules, holds: [...holds, { point: "p0", reason: "typo" }], trigger: "t2" });
+    expect(w.agent.notes).toContain(
+      "set nightly-1a2b3c4d: holds names point p0, which this set does not have: it holds nothing (see coffer list)",
+    );
     await w.up({ ...rules, holds, trigger: "t3" });
     expect(ids(w.state)).toEqual(["p001", "p003"]);
     w.agent.damaged.set("/srv/b/sets/zone-a/nightly-1a2b3c4d/p003", "item web-1-root: the guest data differs");
