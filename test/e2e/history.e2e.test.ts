@@ -12,7 +12,7 @@ const describeE2e = pulumiCliReady() ? describe : describe.skip;
 const FIRST = "KNOWN-history-e2e-first-passphrase";
 const SECOND = "KNOWN-history-e2e-second-passphrase";
 
-// One policy and one set on a 5-second schedule; everything else from stack config.
+// One policy and one set (on a 5-second schedule from its second point); everything from stack config.
 const PROGRAM = `
 const pulumi = require("@pulumi/pulumi");
 const coffer = require("coffer");
@@ -31,7 +31,7 @@ const set = new coffer.EncryptedBackupSet(spec.setName || "nightly", {
   policy,
   sources: [{ name: "vm-root", disk: spec.disk }],
   trigger: "2026-11-26",
-  schedule: { every: "5s" },
+  schedule: spec.schedule,
   holds: spec.holds,
   deleteBackupsOnDestroy: spec.deleteBackupsOnDestroy,
 });

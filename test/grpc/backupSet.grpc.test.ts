@@ -39,6 +39,7 @@ test("EncryptedBackupSet through Pulumi's dynamic-provider host: check → creat
     keys: { manifestKey: "bWFuaWZlc3Qta2V5" },
     sources: [{ name: "d", disk }],
     trigger: "t1",
+    deleteBackupsOnDestroy: true,
   };
   const checked = await host.check(URN, {}, news);
   expect(checked.failures).toEqual([]);
@@ -52,7 +53,7 @@ test("EncryptedBackupSet through Pulumi's dynamic-provider host: check → creat
   });
   expect(await host.diff(URN, created.id, read.properties, { ...checked.inputs!, trigger: "t2" })).toEqual({
     changes: "DIFF_SOME",
-    replaces: ["trigger"],
+    replaces: [],
   });
   await host.delete(URN, created.id, read.properties);
   expect(await fs.readdir(target)).toEqual([".coffer"]);

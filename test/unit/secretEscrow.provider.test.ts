@@ -274,7 +274,7 @@ describe("SecretEscrow provider", () => {
     const error = await codeOf(provider.delete("gold-passphrase", outs));
     expect(error).toMatchObject({ code: "ESCROW_IN_USE", field: "forceDelete" });
     expect(error.message).toContain(`set-kept (v1, ${manifestPath})`);
-    expect(error.message).toMatch(/Delete those sets first, or set forceDelete: true/);
+    expect(error.message).toMatch(/Delete those points first \(coffer prune --point\), or set forceDelete: true/);
     expect(await recordVersions(tempDir(), "gold-passphrase")).toEqual([1]);
 
     const { outs: forced } = await provider.update("gold-passphrase", outs, inputs({ forceDelete: true }));
