@@ -516,15 +516,19 @@ export async function fileSha256(file: string, progress?: ReadProgress): Promise
 }
 
 /** Writes the guest data of a backup to `to` as raw or qcow2. */
-export async function restoreImage(
-  file: string,
-  encrypted: boolean,
-  key: SecretFd | undefined,
-  to: string,
-  format: "raw" | "qcow2",
-  subject: string,
-  onProgress?: (percent: number) => void,
-) {
+export interface RestoreRequest {
+  /** The backup file. */
+  file: string;
+  encrypted: boolean;
+  key: SecretFd | undefined;
+  /** The disk file to write. */
+  to: string;
+  format: "raw" | "qcow2";
+  subject: string;
+  onProgress?: (percent: number) => void;
+}
+
+export async function restoreImage({ file, encrypted, key, to, format, subject, onProgress }: RestoreRequest) {
   const used = encrypted ? key : undefined;
   const image = ["--image-opts", backupImageOpts(file, encrypted)];
   const progress = onProgress ? ["-p"] : [];

@@ -75,7 +75,15 @@ export async function restoreStoredImage(
   if (fileSha !== item.fileSha256)
     throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
   await step(`restore ${item.name}`, item.virtualSize, (onProgress) =>
-    restoreImage(file, item.encrypted, ctx.key, to.file, to.format, `item ${item.name}`, onProgress),
+    restoreImage({
+      file,
+      encrypted: item.encrypted,
+      key: ctx.key,
+      to: to.file,
+      format: to.format,
+      subject: `item ${item.name}`,
+      onProgress,
+    }),
   );
   const written = sourceImageOpts({ disk: to.file, format: to.format, backing: [] });
   const restored = await step(`check restored ${item.name}`, item.virtualSize, (onProgress) =>

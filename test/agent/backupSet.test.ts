@@ -108,7 +108,9 @@ describe("backup sets on the host agent", () => {
       // The running VM's disk restores byte for byte (it is paused, so it did not change).
       const restored = path.join(tempDir(), "db-restored.raw");
       const dbFile = path.join(setDir, db.file);
-      await withSecretFd(PASSPHRASE, (key) => restoreImage(dbFile, true, key, restored, "raw", "test"));
+      await withSecretFd(PASSPHRASE, (key) =>
+        restoreImage({ file: dbFile, encrypted: true, key, to: restored, format: "raw", subject: "test" }),
+      );
       expect(await fileSha256(restored)).toBe(await fileSha256(running));
 
       // A flipped byte in the middle of a backup file.

@@ -67,7 +67,14 @@ describe("the backup data path with Debian's qemu-img", () => {
       const expected = await streamSha256(rawOpts(source), undefined, "test");
       expect(await streamSha256(backupImageOpts(target, format.encrypted), used, "test")).toBe(expected);
       const restored = path.join(tempDir(), "restored.raw");
-      await restoreImage(target, format.encrypted, key, restored, "raw", "test");
+      await restoreImage({
+        file: target,
+        encrypted: format.encrypted,
+        key,
+        to: restored,
+        format: "raw",
+        subject: "test",
+      });
       expect(await fileSha256(restored)).toBe(await fileSha256(source));
     });
     const bytes = await fs.readFile(target);

@@ -68,7 +68,14 @@ async function attackDisk(): Promise<{ disk: string; host: string }> {
 
 async function restored(item: ManifestItem): Promise<string> {
   const to = path.join(tempDir(), `restored-${item.name}.raw`);
-  await restoreImage(path.join(setDir(), item.file), false, undefined, to, "raw", "test");
+  await restoreImage({
+    file: path.join(setDir(), item.file),
+    encrypted: false,
+    key: undefined,
+    to,
+    format: "raw",
+    subject: "test",
+  });
   return to;
 }
 
@@ -252,7 +259,7 @@ describe("a stored backup is opened without following a backing file its header 
     qemuImg("convert", "-f", "raw", "-O", "qcow2", disk, backup);
     qemuImg("rebase", "-u", "-b", host, "-F", "raw", backup);
     const to = path.join(tempDir(), "restored.raw");
-    await restoreImage(backup, false, undefined, to, "raw", "test");
+    await restoreImage({ file: backup, encrypted: false, key: undefined, to, format: "raw", subject: "test" });
     expect((await fs.readFile(to)).includes(HOST_MARKER)).toBe(false);
     expect(await sha256(to)).toBe(await sha256(disk));
     // The stream hash is the SHA-256 of the guest's bytes: a raw disk's own.
