@@ -11,7 +11,7 @@ const path = require("node:path");
 const repo = path.resolve(__dirname, "..");
 const { LocalWorkspace } = require(path.join(repo, "node_modules/@pulumi/pulumi/automation"));
 const { renderSignedManifest } = require(path.join(repo, "dist/provider/agent/manifest.js"));
-const { writeSetIndex } = require(path.join(repo, "dist/provider/agent/pointIndex.js"));
+const { setAt, writeSetIndex } = require(path.join(repo, "dist/provider/agent/pointIndex.js"));
 const { itemsDigest, newPointId } = require(path.join(repo, "dist/provider/backupSet/state.js"));
 
 const MANY = Number(process.env.BENCH_POINTS ?? 1000);
@@ -96,7 +96,8 @@ async function grow(stack, points) {
   await stack.importStack(exported);
   const index = JSON.parse(fs.readFileSync(path.join(set.setDir, "index.json"), "utf8"));
   const indexed = set.points.map((p) => ({ ...index.points[0], id: p.id, takenAt: p.takenAt }));
-  await writeSetIndex(set.setDir, { ...index, points: indexed });
+  const target = path.dirname(path.dirname(path.dirname(set.setDir)));
+  await writeSetIndex(setAt(target, set.setDir), { ...index, points: indexed });
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -29,7 +29,7 @@ import {
   checkAgentRequest,
   isAgentCommand,
 } from "./protocol";
-import { currentSetIndex, removeSetIndex, writeSetIndex } from "./pointIndex";
+import { currentSetIndex, removeSetIndex, setAt, writeSetIndex } from "./pointIndex";
 import { sweepTempLeftovers } from "./tempFiles";
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -124,16 +124,16 @@ const handlers: Handlers = {
   },
   "read-index": async (req) => {
     const targetId = await checkedTarget(req);
-    return { index: (await currentSetIndex(req.setDir, req.zone)).index, targetId };
+    return { index: (await currentSetIndex(setAt(req.target.path, req.setDir))).index, targetId };
   },
   "write-index": async (req) => {
     await checkedTarget(req);
     // null: the set has no point left here; its folder goes too once empty.
     if (req.index === null) {
-      await removeSetIndex(req.setDir, req.target.path);
+      await removeSetIndex(setAt(req.target.path, req.setDir));
       return { written: req.setDir };
     }
-    await writeSetIndex(req.setDir, req.index);
+    await writeSetIndex(setAt(req.target.path, req.setDir), req.index);
     return { written: req.setDir };
   },
   version: async () => ({ qemu: await qemuVersion(), node: process.version }),

@@ -1,8 +1,7 @@
 import { storeAt } from "../targets/directory";
-import { MANIFEST_FILE, targetLayout } from "../targets/layout";
+import { INDEX_FILE, MANIFEST_FILE, targetLayout } from "../targets/layout";
 import { TargetStore, listAll } from "../targets/store";
 import { readManifest } from "./manifest";
-import { INDEX_FILE } from "./pointIndex";
 import { BACKUP_FILE } from "./image";
 import { markedOwners } from "./setOwner";
 

@@ -1,8 +1,8 @@
-import { promises as fs } from "node:fs";
-import * as path from "node:path";
 import { z } from "zod";
-import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
-import { MANIFEST_FILE } from "../targets/layout";
+import { CofferError } from "../common/errors";
+import { directoryStore } from "../targets/directory";
+import { INDEX_FILE, MANIFEST_FILE, targetLayout } from "../targets/layout";
+import { TargetStore, listAll } from "../targets/store";
 import { readManifest } from "./manifest";
 
 /**
@@ -12,7 +12,6 @@ import { readManifest } from "./manifest";
  * the manifests say plus what only Pulumi knows (statuses, holds, rules), and is rebuilt from the
  * manifests when it is missing or unreadable.
  */
-export const INDEX_FILE = "index.json";
 export const INDEX_KIND = "coffer.SetIndex";
 export const INDEX_SCHEMA_VERSION = 1;
 
@@ -45,9 +44,26 @@ export const setIndexSchema = z.object({
 });
 export type SetIndex = z.output<typeof setIndexSchema>;
 
+/** A set on a target: the store, and the set's zone and id (the layout names its keys). */
+export interface SetOnStore {
+  store: TargetStore;
+  zone: string;
+  setId: string;
+}
+
+/** The set whose folder is `setDir` on the directory target `targetPath`. */
+export function setAt(targetPath: string, setDir: string): SetOnStore {
+  const { setId, zone } = targetLayout.setFolderOf(setDir);
+  if (zone === undefined)
+    throw new CofferError("INVALID_INPUT", `${setDir} is not a set's folder (<target>/sets/<zone>/<set>)`);
+  return { store: directoryStore(targetPath), zone, setId };
+}
+
+const indexKey = (set: SetOnStore) => targetLayout.setIndex(set.zone, set.setId);
+
 /** The set's index, or why it can't be read (`undefined` both: there is none). */
-export async function readSetIndex(setDir: string): Promise<{ index?: SetIndex; problem?: string }> {
-  const text = await readFileIfExists(path.join(setDir, INDEX_FILE));
+export async function readSetIndex(set: SetOnStore): Promise<{ index?: SetIndex; problem?: string }> {
+  const text = await set.store.readText(indexKey(set));
   if (text === undefined) return {};
   let json: unknown;
   try {
@@ -64,15 +80,14 @@ export async function readSetIndex(setDir: string): Promise<{ index?: SetIndex; 
 }
 
 /**
- * Writes the index; the record of points pruned without Pulumi is kept (merged with `index`'s)
- * until the index no longer lists them, so the next refresh can tell pruned from lost.
+ * Writes the index atomically; the record of points pruned without Pulumi is kept (merged with
+ * `index`'s) until the index no longer lists them, so the next refresh can tell pruned from lost.
  */
-export async function writeSetIndex(setDir: string, index: SetIndex): Promise<void> {
-  await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
-  const { index: previous } = await readSetIndex(setDir);
+export async function writeSetIndex(set: SetOnStore, index: SetIndex): Promise<void> {
+  const { index: previous } = await readSetIndex(set);
   const pruned = new Map([...(previous?.pruned ?? []), ...index.pruned].map((p) => [p.id, p]));
-  index = { ...index, pruned: [...pruned.values()] };
-  await writeFileAtomic(path.join(setDir, INDEX_FILE), JSON.stringify(index, null, 2) + "\n");
+  const merged = { ...index, pruned: [...pruned.values()] };
+  await set.store.writeTextAtomic(indexKey(set), JSON.stringify(merged, null, 2) + "\n");
 }
 
 /**
@@ -80,15 +95,14 @@ export async function writeSetIndex(setDir: string, index: SetIndex): Promise<vo
  * manifest, and the set folder's own for a set taken before histories. Holds and rules are not in
  * manifests: a rebuilt index has none.
  */
-export async function rebuildSetIndex(setDir: string, zone: string): Promise<SetIndex> {
-  const setId = path.basename(setDir);
-  const folders = [setDir];
-  for (const entry of await fs.readdir(setDir, { withFileTypes: true }).catch(() => [])) {
-    if (entry.isDirectory()) folders.push(path.join(setDir, entry.name));
-  }
+export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
+  const folder = targetLayout.setFolder(set.zone, set.setId);
+  const manifests = (await listAll(set.store, folder).catch(() => []))
+    .map((o) => o.key)
+    .filter((key) => key.endsWith(`/${MANIFEST_FILE}`) && key.split("/").length - folder.split("/").length <= 2);
   const points: IndexedPoint[] = [];
-  for (const folder of folders) {
-    const text = await readFileIfExists(path.join(folder, MANIFEST_FILE)).catch(() => undefined);
+  for (const key of manifests) {
+    const text = await set.store.readText(key).catch(() => undefined);
     const read = text === undefined ? undefined : readManifest(text);
     if (!read?.ok) continue;
     const { manifest } = read;
@@ -103,13 +117,12 @@ export async function rebuildSetIndex(setDir: string, zone: string): Promise<Set
     });
   }
   points.sort((a, b) => a.takenAt.localeCompare(b.takenAt));
-  const updatedAt = new Date().toISOString();
   return {
     kind: INDEX_KIND,
     schemaVersion: INDEX_SCHEMA_VERSION,
-    setId,
-    zone,
-    updatedAt,
+    setId: set.setId,
+    zone: set.zone,
+    updatedAt: new Date().toISOString(),
     retention: null,
     holds: [],
     points,
@@ -122,9 +135,9 @@ export async function rebuildSetIndex(setDir: string, zone: string): Promise<Set
  * unreadable; a point whose manifest is there but the index lacks (a run whose index write
  * failed) added as unchecked; a listed point whose manifest is gone shown as missing.
  */
-export async function currentSetIndex(setDir: string, zone: string): Promise<{ index: SetIndex; rebuilt: boolean }> {
-  const { index } = await readSetIndex(setDir);
-  const found = await rebuildSetIndex(setDir, zone);
+export async function currentSetIndex(set: SetOnStore): Promise<{ index: SetIndex; rebuilt: boolean }> {
+  const { index } = await readSetIndex(set);
+  const found = await rebuildSetIndex(set);
   if (!index) return { index: found, rebuilt: true };
   const present = new Set(found.points.map((p) => p.id));
   const known = new Set(index.points.map((p) => p.id));
@@ -136,8 +149,7 @@ export async function currentSetIndex(setDir: string, zone: string): Promise<{ i
   return { index: { ...index, points }, rebuilt: unlisted.length > 0 };
 }
 
-/** Removes the index of a set with no point left, and its folders up to `stopAt` while empty. */
-export async function removeSetIndex(setDir: string, stopAt: string): Promise<void> {
-  await fs.rm(path.join(setDir, INDEX_FILE), { force: true });
-  await removeEmptyDirs(setDir, stopAt);
+/** Removes the index of a set with no point left; the store removes the folders left empty. */
+export async function removeSetIndex(set: SetOnStore): Promise<void> {
+  await set.store.remove(indexKey(set));
 }

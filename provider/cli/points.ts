@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { deleteSet } from "../agent/backupSet";
-import { IndexedPoint, SetIndex, currentSetIndex, writeSetIndex } from "../agent/pointIndex";
+import { IndexedPoint, SetIndex, currentSetIndex, setAt, writeSetIndex } from "../agent/pointIndex";
 import { formatBytes } from "../common/sizes";
 import { formatAge } from "../history/duration";
 import { holdsAt } from "../history/holds";
@@ -42,7 +42,7 @@ const pointDirOf = (setDir: string, id: string) => (id === path.basename(setDir)
 export async function listPoints(options: { target: string; zone?: string; set?: string; now: Date }) {
   const listed: ListedPoint[] = [];
   for (const { zone, setDir } of await setFolders(options.target, options.zone, options.set)) {
-    const { index } = await currentSetIndex(setDir, zone);
+    const { index } = await currentSetIndex(setAt(options.target, setDir));
     for (const p of index.points) {
       const hold = index.holds.find((h) => h.point === p.id && holdsAt(h, options.now));
       listed.push({
@@ -116,7 +116,8 @@ export async function prunePoints(options: {
   if (!(await fs.stat(setDir).catch(() => undefined))?.isDirectory()) {
     throw new Error(`no set ${options.set} in zone ${options.zone} of ${options.target}: see coffer list`);
   }
-  const { index } = await currentSetIndex(setDir, options.zone);
+  const set = setAt(options.target, setDir);
+  const { index } = await currentSetIndex(set);
   const declared = options.rules ?? index.retention ?? {};
   const { timeZone, ...ruleFields } = declared as Record<string, unknown> & { timeZone?: string };
   const parsed = retentionRules.safeParse(ruleFields);
@@ -147,7 +148,7 @@ export async function prunePoints(options: {
     const pruned = [...current.pruned, { id: point.id, prunedAt: options.now.toISOString(), by: options.by }];
     current = { ...current, points: current.points.filter((p) => p.id !== point.id), pruned };
     // After each deletion: a run stopped half-way still leaves a true index.
-    await writeSetIndex(setDir, { ...current, updatedAt: new Date().toISOString() });
+    await writeSetIndex(set, { ...current, updatedAt: new Date().toISOString() });
   }
   return result;
 }

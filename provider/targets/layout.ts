@@ -36,12 +36,12 @@ export const targetLayout = {
   setFile: (zone: string, setId: string, file: string): string =>
     `${targetLayout.setFolder(zone, setId)}/${name(file, "file")}`,
   setManifest: (zone: string, setId: string): string => targetLayout.setFile(zone, setId, MANIFEST_FILE),
-  /** Coming with points (issue 10 part 2): a set's index of its points. Nothing writes it yet. */
-  setIndex: (zone: string, setId: string): string => targetLayout.setFile(zone, setId, "index.json"),
-  /** Coming with points (issue 10 part 2): the folder of one point in time of a set. Nothing writes it yet. */
+  /** A set's index of its points (agent/pointIndex.ts). */
+  setIndex: (zone: string, setId: string): string => targetLayout.setFile(zone, setId, INDEX_FILE),
+  /** The folder of one point (recovery point) of a set: its backups and signed manifest. */
   pointFolder: (zone: string, setId: string, pointId: string): string =>
     `${targetLayout.setFolder(zone, setId)}/${name(pointId, "point id")}`,
-  /** Coming with points (issue 10 part 2): a point's manifest. Nothing writes it yet. */
+  /** A point's signed manifest. */
   pointManifest: (zone: string, setId: string, pointId: string): string =>
     `${targetLayout.pointFolder(zone, setId, pointId)}/${MANIFEST_FILE}`,
 
@@ -63,8 +63,10 @@ export const targetLayout = {
   },
 };
 
-/** A set's signed manifest, in the set's folder. */
+/** A point's signed manifest, in the point's folder (in the set's own folder for a set before histories). */
 export const MANIFEST_FILE = "manifest.json";
+/** A set's index of its points (agent/pointIndex.ts), in the set's folder. */
+export const INDEX_FILE = "index.json";
 
 /** An owner marker: the provider process `<host>`/`<pid>` is taking the set (agent/setOwner.ts). */
 export const ownerMarkerName = (host: string, pid: number): string => `.owner-${host}-${pid}`;

@@ -4,7 +4,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { backupItem, sweepLeftovers, verifySet, writeManifest } from "../../provider/agent/backupSet";
 import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest } from "../../provider/agent/manifest";
-import { currentSetIndex, readSetIndex, writeSetIndex } from "../../provider/agent/pointIndex";
+import { currentSetIndex, readSetIndex, setAt, writeSetIndex } from "../../provider/agent/pointIndex";
 import { bootId } from "../../provider/agent/setOwner";
 import { makeRawDisk } from "../support/disks";
 import { useTempDir } from "../support/tempDir";
@@ -82,7 +82,8 @@ describe("points in a set's folder", () => {
     const owner = { host: os.hostname(), pid: deadPid(), bootId: bootId() };
     const crashed = await point("nightly", "p2", { sign: false, owner });
     const setDir = path.dirname(good);
-    await writeSetIndex(setDir, (await currentSetIndex(setDir, "zone-a")).index);
+    const set = setAt(path.join(tempDir(), "target"), setDir);
+    await writeSetIndex(set, (await currentSetIndex(set)).index);
     const removed = await sweepLeftovers(zoneDir());
     expect(removed.every((f) => f.startsWith(crashed))).toBe(true);
     expect(removed.length).toBeGreaterThan(0);
@@ -93,22 +94,23 @@ describe("points in a set's folder", () => {
     const legacy = await point("nightly", undefined);
     await point("nightly", "p2");
     const setDir = legacy;
-    const rebuilt = await currentSetIndex(setDir, "zone-a");
+    const set = setAt(path.join(tempDir(), "target"), setDir);
+    const rebuilt = await currentSetIndex(set);
     expect(rebuilt.rebuilt).toBe(true);
     expect(rebuilt.index.points.map((p) => [p.id, p.status, p.keySource])).toEqual([
       ["nightly", "unchecked", "manifest-key"],
       ["p2", "unchecked", "manifest-key"],
     ]);
     const pruned = [{ id: "p0", prunedAt: "2026-11-26T00:00:00Z", by: "coffer prune" }];
-    await writeSetIndex(setDir, { ...rebuilt.index, pruned });
+    await writeSetIndex(set, { ...rebuilt.index, pruned });
     await fs.rm(path.join(setDir, "p2"), { recursive: true });
-    const now = await currentSetIndex(setDir, "zone-a");
+    const now = await currentSetIndex(set);
     expect(now.index.points.map((p) => [p.id, p.status])).toEqual([
       ["nightly", "unchecked"],
       ["p2", "missing"],
     ]);
     // A later write by Pulumi keeps the record of what was pruned without it.
-    await writeSetIndex(setDir, { ...now.index, pruned: [] });
-    expect((await readSetIndex(setDir)).index?.pruned).toEqual(pruned);
+    await writeSetIndex(set, { ...now.index, pruned: [] });
+    expect((await readSetIndex(set)).index?.pruned).toEqual(pruned);
   });
 });
