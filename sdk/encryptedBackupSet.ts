@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import type { Verification } from "../provider/agent/backupSet";
 import type { ManifestItem } from "../provider/agent/manifest";
+import type { PointLocation, PointRecord } from "../provider/backupSet/state";
 import type { BackupPolicy } from "./backupPolicy";
 import { delegatingProvider } from "./delegatingProvider";
 import { EscrowLink, SecretEscrow, escrowLink } from "./secretEscrow";
@@ -63,29 +64,8 @@ export interface HoldArgs {
 }
 
 /** A recovery point as the set's state records it. */
-export interface RecoveryPoint {
-  id: string;
-  takenAt: string;
-  /** Index into `locations`: where the point is, and where its key is escrowed. */
-  loc: number;
-  sizeBytes: number;
-  itemsSha256: string;
-  /** The version of the keys it was made with. */
-  key: number;
-  escrowVersion?: number;
-  status: "ok" | "failed" | "missing";
-  checkedAt: string;
-  failures?: string[];
-}
-
-export interface PointLocation {
-  targetPath: string;
-  targetId?: string;
-  zone: string;
-  manifestHost: string;
-  hosts: string[];
-  escrow?: { recordId: string; store: string };
-}
+export type RecoveryPoint = PointRecord;
+export type { PointLocation };
 
 export type BackupItem = ManifestItem & { via: string };
 export type { Verification };

@@ -1,6 +1,23 @@
 export { BackupPolicy } from "./backupPolicy";
-export type { BackupPolicyArgs, Compression, DirectoryTarget, IntegrityCheck, PolicySettings } from "./backupPolicy";
+export type {
+  BackupPolicyArgs,
+  Compression,
+  DirectoryTarget,
+  IntegrityCheck,
+  PolicySettings,
+  Retention,
+  RetentionArgs,
+} from "./backupPolicy";
 export { EncryptedBackupSet } from "./encryptedBackupSet";
-export type { BackupItem, BackupSourceArgs, EncryptedBackupSetArgs, Verification } from "./encryptedBackupSet";
+export type {
+  BackupItem,
+  BackupSourceArgs,
+  EncryptedBackupSetArgs,
+  HoldArgs,
+  PointLocation,
+  RecoveryPoint,
+  ScheduleArgs,
+  Verification,
+} from "./encryptedBackupSet";
 export { SecretEscrow } from "./secretEscrow";
 export type { EscrowLink, EscrowRecipientArgs, RecipientKeyInfo, RecordStatus, SecretEscrowArgs } from "./secretEscrow";

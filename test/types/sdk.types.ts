@@ -62,6 +62,14 @@ export function declaredEscrow(passphrase: pulumi.Output<string>, publicKey: pul
     dataFile: "/c.data",
   };
   new coffer.EncryptedBackupSet("chain", { policy, sources: [chain], trigger: "t" });
+  const history = { policy, sources: [chain], trigger: "t", deleteBackupsOnDestroy: true };
+  const held = [{ point: "20261126T030000Z-1a2b", reason: "case 4711", until: "2027-06-30T00:00:00Z" }];
+  const nightly = new coffer.EncryptedBackupSet("daily", { ...history, schedule: { every: "24h" }, holds: held });
+  holds<Equal<typeof nightly.points, pulumi.Output<coffer.RecoveryPoint[]>>>();
+  holds<Equal<typeof nightly.overdue, pulumi.Output<boolean>>>();
+  new coffer.EncryptedBackupSet("cron", { ...history, schedule: { cron: "0 3 * * *", timeZone: "Europe/Berlin" } });
+  // @ts-expect-error a schedule is { every } or { cron, timeZone? }
+  new coffer.EncryptedBackupSet("at", { ...history, schedule: { at: "03:00" } });
   // @ts-expect-error format is "raw" or "qcow2"
   new coffer.EncryptedBackupSet("vmdk", { policy, sources: [{ name: "v", disk: "/v", format: "vmdk" }], trigger: "t" });
 
