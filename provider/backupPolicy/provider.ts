@@ -318,7 +318,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
     bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
     integrityCheck: outputs.integrityCheck,
-    retention: outputs.retention ?? undefined,
+    retention: outputs.retention ?? null,
     rpoHours: outputs.rpoHours ?? null,
     reverifyAfterDays: outputs.reverifyAfterDays ?? null,
     host: outputs.host ?? null,

@@ -87,7 +87,8 @@ export const backupPolicyInputs = z
         error: `integrityCheck must be one of ${INTEGRITY_CHECKS.map((c) => `"${c}"`).join(", ")}`,
       })
       .default("none"),
-    retention: retention.optional(),
+    // Absent becomes null, as host does: known while a policy update is previewed (a set builds on it).
+    retention: retention.nullable().default(null),
     /** Recovery point objective: a set whose newest good point is older is overdue, and its next up takes one. */
     rpoHours: positiveHours("rpoHours", "hours, e.g. 24").nullable().default(null),
     /** Refresh re-verifies points whose last check is older (the newest point every time). Default 30. */
