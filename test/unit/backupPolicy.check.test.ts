@@ -36,7 +36,6 @@ describe("BackupPolicy check", () => {
       integrityCheck: "full",
       retention: { keepLast: 7, maxAgeDays: 30 },
       requireEscrow: false,
-      retention: null,
       rpoHours: null,
       reverifyAfterDays: null,
       host: null,
