@@ -149,7 +149,8 @@ async function main() {
     const left = fs.readdirSync(path.join(setsDir, setId)).filter((f) => f !== "index.json").length;
     const baseline = median(results.preview[MANY]);
     console.log(
-      `| up pruning ${MANY - keep} points | | ${prune.toFixed(2)} | ${(prune / baseline).toFixed(2)}x the ${MANY}-point preview |`,
+      `| up pruning ${MANY - keep} points | | ${prune.toFixed(2)} | ` +
+        `${(prune / baseline).toFixed(2)}x the ${MANY}-point preview |`,
     );
     say(`${left} point folder(s) left`);
   } finally {

@@ -38,7 +38,10 @@ export interface BackupPolicyArgs {
    * of each of its last N periods; a point any rule keeps stays. Absent: every point is kept.
    */
   retention?: pulumi.Input<RetentionArgs>;
-  /** Recovery point objective in hours: a set whose newest good point is older is overdue, and its next up takes one. */
+  /**
+   * Recovery point objective in hours: a set whose newest good point is older is overdue, and its
+   * next up takes one.
+   */
   rpoHours?: pulumi.Input<number>;
   /** Refresh re-verifies points last checked longer ago than this (the newest point every time). Default 30. */
   reverifyAfterDays?: pulumi.Input<number>;

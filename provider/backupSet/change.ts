@@ -125,7 +125,8 @@ export function describeChange(setId: string, change: SetChange, now: Date): str
   }
   if (change.fromNextPoint.length > 0) {
     lines.push(
-      `set ${setId}: ${change.fromNextPoint.join(", ")} changed: applies from the next point; no point taken is changed`,
+      `set ${setId}: ${change.fromNextPoint.join(", ")} changed: ` +
+        "applies from the next point; no point taken is changed",
     );
   }
   for (const id of change.strayHolds) {

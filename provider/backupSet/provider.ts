@@ -443,7 +443,8 @@ export function createBackupSetProvider(host: SetHost) {
       if (errors.length > 0) {
         const code = isCofferError(errors[0]) ? errors[0].code : "IO_FAILED";
         const reasons = errors.map((e) => e.message).join("; ");
-        const message = `set ${state.setId}: point(s) ${failed.join(", ")} could not be deleted (${reasons}); run destroy again`;
+        const points = `point(s) ${failed.join(", ")}`;
+        const message = `set ${state.setId}: ${points} could not be deleted (${reasons}); run destroy again`;
         throw new CofferError(code, message, { secrets: stateSecrets(state) });
       }
     },
