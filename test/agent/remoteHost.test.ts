@@ -49,6 +49,8 @@ describe("sources on another host, over ssh (a real sshd on 127.0.0.1)", () => {
         { name: "there", disk: there, host: sshd.alias },
       ],
       trigger: "t1",
+      // Its destroy deletes the points (the default keeps them): the target is left as it was.
+      deleteBackupsOnDestroy: true,
       concurrency: 2,
     };
     const checked = (await provider.check({}, input)).inputs;
