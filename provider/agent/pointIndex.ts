@@ -25,7 +25,8 @@ const indexedPoint = z.object({
   failures: z.array(z.string()).optional(),
   keySource: z.enum(["passphrase", "manifest-key"]),
   escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
-  dependsOn: z.string().optional(),
+  /** The points whose backups this one's incrementals build on. */
+  dependsOn: z.union([z.string(), z.array(z.string())]).optional(),
 });
 export type IndexedPoint = z.output<typeof indexedPoint>;
 

@@ -18,9 +18,13 @@ export interface HistoryPoint {
   sizeBytes: number;
   /** What verification found, for a failed point. */
   failures?: string[];
-  /** The id of the point this one needs to be restored (an incremental's base). */
-  dependsOn?: string;
+  /** The point(s) this one needs to be restored (the bases of its incrementals). */
+  dependsOn?: string | readonly string[];
 }
+
+/** The ids of the points `point` depends on. */
+export const basesOf = (point: Pick<HistoryPoint, "dependsOn">): readonly string[] =>
+  point.dependsOn === undefined ? [] : typeof point.dependsOn === "string" ? [point.dependsOn] : point.dependsOn;
 
 /** Milliseconds since the epoch of `point.takenAt`, or NaN when it is not a valid time. */
 export function takenAtMs(point: Pick<HistoryPoint, "takenAt">): number {

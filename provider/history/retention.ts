@@ -3,7 +3,7 @@ import { CofferError } from "../common/errors";
 import { type Periods, periodsIn } from "./calendar";
 import { formatAge, MS } from "./duration";
 import { type Hold, holdReason, holdsAt } from "./holds";
-import { type HistoryPoint, newestFirst, takenAtMs } from "./point";
+import { basesOf, type HistoryPoint, newestFirst, takenAtMs } from "./point";
 
 /** The calendar rules, in the order they are applied (Proxmox Backup Server's order). */
 export const CALENDAR_RULES = ["keepHourly", "keepDaily", "keepWeekly", "keepMonthly", "keepYearly"] as const;
@@ -211,12 +211,14 @@ function keepDependencies<P extends HistoryPoint>(
   const visited = new Set(pending);
   while (pending.length > 0) {
     const dependent = byId.get(pending.pop()!)!;
-    const base = dependent.dependsOn === undefined ? undefined : byId.get(dependent.dependsOn);
-    if (!base || base.id === dependent.id) continue;
-    keep(base, `needed by ${dependent.id}`);
-    if (!visited.has(base.id)) {
-      visited.add(base.id);
-      pending.push(base.id);
+    for (const baseId of basesOf(dependent)) {
+      const base = byId.get(baseId);
+      if (!base || base.id === dependent.id) continue;
+      keep(base, `needed by ${dependent.id}`);
+      if (!visited.has(base.id)) {
+        visited.add(base.id);
+        pending.push(base.id);
+      }
     }
   }
 }
@@ -234,10 +236,11 @@ function deletionOrder<P extends HistoryPoint>(pruned: P[], byId: Map<string, P>
   const prunedIds = new Set(pruned.map((p) => p.id));
   const dependents = new Map<string, P[]>();
   for (const point of pruned) {
-    if (point.dependsOn !== undefined && prunedIds.has(point.dependsOn) && byId.has(point.dependsOn)) {
-      const list = dependents.get(point.dependsOn);
+    for (const base of basesOf(point)) {
+      if (!prunedIds.has(base) || !byId.has(base)) continue;
+      const list = dependents.get(base);
       if (list) list.push(point);
-      else dependents.set(point.dependsOn, [point]);
+      else dependents.set(base, [point]);
     }
   }
   const order: P[] = [];

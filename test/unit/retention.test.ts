@@ -3,7 +3,7 @@ import { isCofferError } from "../../provider/common/errors";
 import { isoWeek, periodsIn } from "../../provider/history/calendar";
 import type { Hold } from "../../provider/history/holds";
 import { holds as holdsSchema } from "../../provider/history/holds";
-import { newestFirst, newestPoints, type HistoryPoint, type PointStatus } from "../../provider/history/point";
+import { basesOf, newestFirst, newestPoints, type HistoryPoint, type PointStatus } from "../../provider/history/point";
 import {
   CALENDAR_RULES,
   describeRetention,
@@ -360,6 +360,23 @@ describe("planRetention: worked examples", () => {
     ]);
   });
 
+  test("a point with incrementals of several sources keeps every base they build on", () => {
+    // Source a's chain starts at full-a, source b's at full-b; the newest point builds on both.
+    const points = [
+      point("full-a", "2026-11-20T03:00:00Z"),
+      point("full-b", "2026-11-21T03:00:00Z", "ok", { dependsOn: ["full-a"] }),
+      point("both", "2026-11-22T03:00:00Z", "ok", { dependsOn: ["full-b", "full-a"] }),
+      point("older", "2026-11-19T03:00:00Z"),
+    ];
+    const plan = planRetention({ points, rules: { keepLast: 1 }, now });
+    expect(reasonsOf(plan)).toEqual({
+      both: ["keepLast (1 of 1)", "newest good point"],
+      "full-b": ["needed by both"],
+      "full-a": ["needed by both", "needed by full-b"],
+    });
+    expect(ids(plan.prune)).toEqual(["older"]);
+  });
+
   test("a point whose time is unreadable is kept and does not count", () => {
     const points = [point("garbled", "yesterday"), ...novemberDailies().slice(-2)];
     const plan = planRetention({ points, rules: { keepLast: 1 }, now });
@@ -451,14 +468,20 @@ describe("planRetention: properties", () => {
         fc.record({
           minutesAgo: fc.integer({ min: -30, max: spanMinutes }),
           status: fc.constantFrom<PointStatus>("ok", "ok", "ok", "ok", "failed", "missing"),
-          dependsOn: fc.option(fc.nat({ max: MAX_POINTS - 1 }), { nil: undefined }),
+          // One base (a string), or several (sources with their own chains).
+          dependsOn: fc.option(fc.oneof(fc.nat({ max: MAX_POINTS - 1 }), fc.array(fc.nat({ max: MAX_POINTS - 1 }))), {
+            nil: undefined,
+          }),
         }),
         { selector: (r) => r.minutesAgo, maxLength: MAX_POINTS },
       )
       .map((records) =>
         records.map((r, i): HistoryPoint => {
           const p = point(idOf(i), new Date(NOW - r.minutesAgo * MINUTE).toISOString(), r.status);
-          return r.dependsOn !== undefined && r.dependsOn < records.length ? { ...p, dependsOn: idOf(r.dependsOn) } : p;
+          if (r.dependsOn === undefined) return p;
+          if (typeof r.dependsOn === "number")
+            return r.dependsOn < records.length ? { ...p, dependsOn: idOf(r.dependsOn) } : p;
+          return { ...p, dependsOn: r.dependsOn.filter((d) => d < records.length).map(idOf) };
         }),
       ),
   );
@@ -582,15 +605,14 @@ describe("planRetention: properties", () => {
         const kept = new Set(ids(result.keep));
         const byId = new Map(input.points.map((p) => [p.id, p]));
         for (const k of result.keep) {
-          if (k.point.dependsOn !== undefined && byId.has(k.point.dependsOn)) {
-            expect(kept.has(k.point.dependsOn)).toBe(true);
-          }
+          for (const base of basesOf(k.point)) if (byId.has(base)) expect(kept.has(base)).toBe(true);
         }
         const position = new Map(ids(result.prune).map((id, i) => [id, i]));
         for (const p of result.prune) {
-          const base = p.point.dependsOn;
-          if (base !== undefined && base !== p.point.id && position.has(base)) {
-            expect(position.get(p.point.id)!).toBeLessThan(position.get(base)!);
+          for (const base of basesOf(p.point)) {
+            if (base !== p.point.id && position.has(base)) {
+              expect(position.get(p.point.id)!).toBeLessThan(position.get(base)!);
+            }
           }
         }
       }),
