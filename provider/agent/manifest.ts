@@ -14,7 +14,7 @@ import { targetLayout } from "../targets/layout";
  * against the backup's LUKS header. Schema 1 manifests (HKDF from the passphrase) still verify.
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
-export const MANIFEST_SCHEMA_VERSION = 3;
+export const MANIFEST_SCHEMA_VERSION = 4;
 
 /**
  * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
@@ -48,6 +48,20 @@ const itemSchema = z.object({
   finishedAt: z.string(),
 });
 export type ManifestItem = z.output<typeof itemSchema>;
+
+/**
+ * Since schema 4: a source whose backup only the cloud holds (a Cinder backup with no copy in the
+ * target). `source` records what restores it; `items` keeps what the target itself holds.
+ */
+const cloudItemSchema = z.object({
+  name: z.string(),
+  /** The machine whose Coffer took it (the provider's). */
+  host: z.string(),
+  source: sourceItemSchema,
+  startedAt: z.string(),
+  finishedAt: z.string(),
+});
+export type CloudItem = z.output<typeof cloudItemSchema>;
 
 const within = (name: keyof typeof SCRYPT_LIMITS) =>
   z.number().int().min(SCRYPT_LIMITS[name][0]).max(SCRYPT_LIMITS[name][1]);
@@ -90,6 +104,7 @@ export const manifestSchema = z.object({
   qemuVersion: z.string(),
   createdAt: z.string(),
   items: z.array(itemSchema),
+  cloudItems: z.array(cloudItemSchema).optional(),
 });
 export type Manifest = z.output<typeof manifestSchema>;
 

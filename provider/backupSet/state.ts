@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import * as path from "node:path";
 import type { Verification } from "../agent/backupSet";
-import type { ManifestItem } from "../agent/manifest";
+import type { CloudItem, ManifestItem } from "../agent/manifest";
 import { canonicalJson } from "../common/canonicalJson";
 import { currentState } from "../common/check";
 import type { EscrowLink } from "../escrow/schema";
@@ -97,20 +97,28 @@ interface SingleSetState extends Omit<BackupSetInputs, "escrow"> {
 
 type StoredState = (BackupSetOutputs | SingleSetState) & { __provider?: string };
 
-/** What refresh compares between the manifest and state: each item's file, size and hashes. */
+const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+/**
+ * What refresh compares between the manifest and state: each item's file, size and hashes, and
+ * what the cloud holds of each cloud item (its backup's id). Points without cloud items keep the
+ * digest they had before cloud items existed.
+ */
 export function itemsDigest(
   items: readonly Pick<ManifestItem, "name" | "file" | "sizeBytes" | "fileSha256" | "streamSha256">[],
+  cloudItems: readonly Pick<CloudItem, "name" | "source">[] = [],
 ) {
-  const compared = [...items]
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
-    .map(({ name, file, sizeBytes, fileSha256, streamSha256 }) => ({
-      name,
-      file,
-      sizeBytes,
-      fileSha256,
-      streamSha256,
-    }));
-  return createHash("sha256").update(canonicalJson(compared)).digest("hex");
+  const compared = [...items].sort(byName).map(({ name, file, sizeBytes, fileSha256, streamSha256 }) => ({
+    name,
+    file,
+    sizeBytes,
+    fileSha256,
+    streamSha256,
+  }));
+  const cloud = [...cloudItems].sort(byName).map(({ name, source }) => ({ name, source }));
+  return createHash("sha256")
+    .update(canonicalJson(cloud.length > 0 ? { items: compared, cloud } : compared))
+    .digest("hex");
 }
 
 /** A point's folder: `<target>/sets/<zone>/<set>/<point>`, or the set's own folder for a set taken before histories. */

@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { canonicalJson } from "../../provider/common/canonicalJson";
 import {
   MANIFEST_KIND,
+  MANIFEST_SCHEMA_VERSION,
   Manifest,
   misplacement,
   openManifest,
@@ -47,7 +48,10 @@ describe("manifest signatures", () => {
     const signed = JSON.parse(await renderSignedManifest(manifest(), PASSPHRASE));
     // With schema 1 this guess, at ~20,000 per second, confirmed the passphrase.
     expect(fastGuess(signed, PASSPHRASE)).not.toBe(signed.hmacSha256);
-    expect(signed.manifest).toMatchObject({ schemaVersion: 3, mac: { kdf: "scrypt", salt: expect.any(String) } });
+    expect(signed.manifest).toMatchObject({
+      schemaVersion: MANIFEST_SCHEMA_VERSION,
+      mac: { kdf: "scrypt", salt: expect.any(String) },
+    });
     const { N, r, p } = signed.manifest.mac;
     expect(128 * N * r).toBeGreaterThanOrEqual(256 * 2 ** 20);
     expect(p).toBeGreaterThanOrEqual(1);
