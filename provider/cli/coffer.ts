@@ -19,7 +19,7 @@ import { listSets, setIdsInStackExport, trackedBy } from "../agent/inventory";
 import { Manifest, misplacement, openManifest, readManifest } from "../agent/manifest";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
-import { recoverSecret } from "../escrow/record";
+import { SecretFormat, recoverSecret } from "../escrow/record";
 import { restorerOf } from "../sources/registry";
 import { listPoints, prunePoints, renderPoints } from "./points";
 import { NO_PROGRESS, Progress, showProgress } from "./progress";
@@ -54,6 +54,7 @@ interface EscrowRecoverOptions {
   key?: string[];
   version?: string;
   out?: string;
+  format?: SecretFormat;
 }
 
 interface SetsOptions {
@@ -75,7 +76,7 @@ async function escrowRecover(values: EscrowRecoverOptions): Promise<number> {
       }),
     ),
   );
-  const secret = await recoverSecret(path.resolve(values.store), values.id, keys, version);
+  const secret = await recoverSecret(path.resolve(values.store), values.id, keys, version, values.format);
   if (values.out) {
     await writeFileAtomic(path.resolve(values.out), secret);
     process.stderr.write(`coffer: wrote the secret of ${values.id} to ${values.out} (mode 0600)\n`);
@@ -402,11 +403,20 @@ function cofferProgram(exit: { code: number }): Command {
     .option("--key <private.pem>", "a recipient's private key; repeat for a threshold record", repeated)
     .option("--version <N>", "the record version (a set's manifest names it); default: the current one")
     .option("--out <file>", "write the secret to <file> (mode 0600) instead of stdout")
+    .addOption(
+      new Option(
+        "--format <format>",
+        "text: the secret as escrowed; hex: a volume key's bytes in hex, the passphrase Cinder gives LUKS",
+      )
+        .choices(["text", "hex"])
+        .default("text"),
+    )
     .addHelpText(
       "after",
       example(
         "coffer escrow recover --store /srv/escrow --id gold-passphrase --version 3 --key dr-team.pem \\",
         "  --key security.pem --out pass.txt",
+        "coffer escrow recover --store /srv/escrow --id volume-key-<barbican secret id> --key dr-team.pem --format hex",
       ),
     )
     .action(async (options: EscrowRecoverOptions) => {

@@ -13,7 +13,8 @@ import { RECORD_ID_PATTERN as ID } from "./schema";
  * sealed secret and who can open it; no plaintext and no unkeyed hash of the secret.
  */
 export const RECORD_KIND = "coffer.EscrowRecord";
-export const RECORD_SCHEMA_VERSION = 1;
+/** 2: `content`, for records of a key's bytes; a passphrase's record is still written as 1, for older readers. */
+export const RECORD_SCHEMA_VERSION = 2;
 
 const wrapped = z.union([
   z.object({ alg: z.literal("RSA-OAEP-SHA256"), data: z.string() }),
@@ -26,12 +27,25 @@ const wrapped = z.union([
   }),
 ]);
 
+/**
+ * What a record holds, when it is not a passphrase: a volume's encryption key, sealed as base64 of
+ * its bytes, and the Barbican secret it is a copy of.
+ */
+const volumeKeyContent = z.object({
+  type: z.literal("volume-key"),
+  encoding: z.literal("base64"),
+  barbicanSecret: z.string(),
+});
+export type RecordContent = z.output<typeof volumeKeyContent>;
+
 export const recordSchema = z.object({
   kind: z.literal(RECORD_KIND),
   schemaVersion: z.number().int().min(1).max(RECORD_SCHEMA_VERSION),
   id: z.string().regex(ID),
   version: z.number().int().min(1),
   createdAt: z.string(),
+  /** Absent: the secret is a passphrase (text). */
+  content: volumeKeyContent.optional(),
   sealed: z.object({
     alg: z.literal("AES-256-GCM"),
     threshold: z.number().int().min(1),
@@ -80,13 +94,15 @@ export async function writeRecord(
   recipients: { name: string; key: RecipientKey }[],
   threshold: number,
   now = new Date(),
+  content?: RecordContent,
 ): Promise<{ path: string; digest: string }> {
   const record: EscrowRecord = {
     kind: RECORD_KIND,
-    schemaVersion: RECORD_SCHEMA_VERSION,
+    schemaVersion: content ? RECORD_SCHEMA_VERSION : 1,
     id,
     version,
     createdAt: now.toISOString(),
+    ...(content ? { content } : {}),
     sealed: await seal(secret, recipients, threshold, context(id, version)),
   };
   const text = JSON.stringify(record, null, 2) + "\n";
@@ -147,12 +163,41 @@ export async function readRecord(
   return { record: parsed.data, digest: "sha256:" + createHash("sha256").update(text).digest("hex") };
 }
 
-/** The secret of a record (its current version unless one is named), opened with recipients' private keys. */
+/** The record id under which a volume key, Barbican secret `secretId`, is escrowed (one record per key). */
+export const volumeKeyRecordId = (secretId: string) => `volume-key-${secretId.replace(/[^A-Za-z0-9._-]/g, "_")}`;
+
+/**
+ * Escrows a volume's encryption key: version 1 of its own record, sealed for `recipients`. A key
+ * is never changed, so a record already there is kept as it is. Returns the record's id.
+ */
+export async function escrowVolumeKey(
+  where: TargetStore | string,
+  key: { barbicanSecret: string; bytes: Buffer },
+  recipients: { name: string; key: RecipientKey }[],
+  threshold: number,
+  now = new Date(),
+): Promise<string> {
+  const id = volumeKeyRecordId(key.barbicanSecret);
+  if ((await recordVersions(where, id)).length > 0) return id;
+  const content: RecordContent = { type: "volume-key", encoding: "base64", barbicanSecret: key.barbicanSecret };
+  await writeRecord(where, id, 1, key.bytes.toString("base64"), recipients, threshold, now, content);
+  await writeCurrentVersion(where, id, 1);
+  return id;
+}
+
+/** The forms `coffer escrow recover` prints a secret in. */
+export type SecretFormat = "text" | "hex";
+
+/**
+ * The secret of a record (its current version unless one is named), opened with recipients' private keys.
+ * `hex`, for a volume key: its bytes in hex, the passphrase Cinder gives LUKS (binascii.hexlify).
+ */
 export async function recoverSecret(
   where: TargetStore | string,
   id: string,
   privateKeysPem: string[],
   version?: number,
+  format: SecretFormat = "text",
 ): Promise<string> {
   const store = escrowStore(where, id);
   const versions = await recordVersions(store, id);
@@ -165,5 +210,9 @@ export async function recoverSecret(
       "SOURCE_MISSING",
       `escrow record ${id} has no version ${wanted} (it has: ${versions.join(", ") || "none"})`,
     );
-  return open(found.record.sealed as Sealed, privateKeysPem, context(id, wanted));
+  const secret = await open(found.record.sealed as Sealed, privateKeysPem, context(id, wanted));
+  if (format === "text") return secret;
+  if (found.record.content?.type !== "volume-key")
+    throw new CofferError("INVALID_INPUT", `escrow record ${id} holds a passphrase, not a key: leave out --format hex`);
+  return Buffer.from(secret, "base64").toString("hex");
 }

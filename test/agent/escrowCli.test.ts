@@ -4,7 +4,7 @@ import { promises as fs, statSync } from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { RecipientKey, parseRecipientKey } from "../../provider/escrow/envelope";
-import { writeRecord } from "../../provider/escrow/record";
+import { escrowVolumeKey, writeRecord } from "../../provider/escrow/record";
 import { useTempDir } from "../support/tempDir";
 
 const run = promisify(execFile);
@@ -63,6 +63,23 @@ describe("coffer escrow recover, with nothing but the store and the private keys
     ]);
     expect(await fs.readFile(out, "utf8")).toBe(SECRET);
     expect(statSync(out).mode & 0o777).toBe(0o600);
+  });
+
+  test("--format hex prints an escrowed volume key as Cinder's LUKS passphrase", async () => {
+    const store = path.join(tempDir(), "escrow");
+    const { files, recipients } = await keyFiles(1);
+    const bytes = Buffer.from("a".repeat(64), "hex");
+    const id = await escrowVolumeKey(
+      store,
+      { barbicanSecret: "5e1c2d3e-0000-4000-8000-000000000001", bytes },
+      recipients,
+      1,
+    );
+    const recover = ["escrow", "recover", "--store", store, "--id", id, "--key", files[0]];
+    expect((await coffer([...recover, "--format", "hex"])).stdout).toBe("a".repeat(64) + "\n");
+    const wrong = await coffer([...recover, "--format", "base32"]).catch((e) => e);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toMatch(/--format.*base32.*Allowed choices are text, hex/s);
   });
 
   test("a wrong key says so and exits non-zero, printing no secret", async () => {
