@@ -10,8 +10,10 @@ import type { BackupSetInputs } from "./schema";
 /**
  * Bumped when the shape of state changes; readers accept every older one.
  * 2: `targetId`. 3: a history of points (`points`, `locations`, `keyring`), the set keeps its id.
+ * 4: points' backups in the cloud (`cloud`, `dependsOn`), a location's cloud. An older Coffer must
+ * not prune such points: it would leave their cloud backups behind.
  */
-export const SET_SCHEMA_VERSION = 3;
+export const SET_SCHEMA_VERSION = 4;
 
 /**
  * Where points were taken (a target, zone and hosts) and where their key is escrowed. Points
@@ -28,6 +30,26 @@ export interface PointLocation {
   hosts: string[];
   /** The escrow record that holds the passphrase of the points taken here. */
   escrow?: { recordId: string; store: string };
+  /** The cloud project that holds the cloud backups of the points taken here. */
+  cloud?: CloudProject;
+}
+
+/** A cloud project, as Keystone names it: enough to find its backups again with the same credentials. */
+export interface CloudProject {
+  authUrl: string;
+  region?: string;
+  projectId: string;
+}
+
+/**
+ * A backup the cloud holds for one source of a point: a Cinder backup (`parent`: the backup an
+ * incremental builds on), or an image.
+ */
+export interface CloudBackupRef {
+  source: string;
+  kind: "cinder-backup" | "glance-image";
+  id: string;
+  parent?: string;
 }
 
 export type PointStatus = "ok" | "failed" | "missing";
@@ -50,6 +72,10 @@ export interface PointRecord {
   checkedAt: string;
   /** What its last check found, when it did not pass. */
   failures?: string[];
+  /** Its sources' backups in the cloud; refresh checks them with one listing per project. */
+  cloud?: CloudBackupRef[];
+  /** The points whose cloud backups its incrementals build on: retention keeps them while it stays. */
+  dependsOn?: string[];
 }
 
 /** The keys of an earlier `keyVersion`, kept (secret) while a point made with them remains. */

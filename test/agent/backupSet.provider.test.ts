@@ -4,6 +4,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { localHost, provider } from "../../provider/backupSet";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
+import { SET_SCHEMA_VERSION } from "../../provider/backupSet/state";
 import { provider as escrowProvider } from "../../provider/escrow";
 import { readReferences } from "../../provider/escrow/references";
 import { recordVersions } from "../../provider/escrow/record";
@@ -350,7 +351,10 @@ describe("EncryptedBackupSet and its target's identity", () => {
     const disk = path.join(tempDir(), "d.raw");
     await makeRawDisk(disk, 4);
     const { id, outs } = await provider.create(await oneDiskSet(target, disk));
-    expect(outs).toMatchObject({ locations: [expect.objectContaining({ targetId })], schemaVersion: 3 });
+    expect(outs).toMatchObject({
+      locations: [expect.objectContaining({ targetId })],
+      schemaVersion: SET_SCHEMA_VERSION,
+    });
     return { target, targetId, disk, id, outs };
   }
 
@@ -420,7 +424,7 @@ describe("EncryptedBackupSet and its target's identity", () => {
     const read = await provider.read(id, old);
     expect(read.props).toMatchObject({
       locations: [expect.objectContaining({ targetId })],
-      schemaVersion: 3,
+      schemaVersion: SET_SCHEMA_VERSION,
       verification: { status: "ok" },
     });
     await emptyFolder(target);

@@ -7,6 +7,7 @@ import { makeRawDisk } from "../support/disks";
 import { previousRelease } from "../support/previousRelease";
 import { pulumiCliReady } from "../support/pulumiCli";
 import { stackProject } from "../support/stackProject";
+import { SET_SCHEMA_VERSION } from "../../provider/backupSet/state";
 
 jest.setTimeout(900_000);
 const describeE2e = pulumiCliReady() ? describe : describe.skip;
@@ -72,7 +73,11 @@ describeE2e("a stack made with the previous release (0.2), then refreshed and up
     const refreshed = env
       .exportedState()
       .deployment.resources.find((r: { type: string }) => r.type.endsWith(":EncryptedBackupSet")).outputs;
-    expect(refreshed).toMatchObject({ setId: before.setId, schemaVersion: 3, verification: { status: "ok" } });
+    expect(refreshed).toMatchObject({
+      setId: before.setId,
+      schemaVersion: SET_SCHEMA_VERSION,
+      verification: { status: "ok" },
+    });
     expect(refreshed.points).toEqual([expect.objectContaining({ id: before.setId, status: "ok", key: 1 })]);
     // Nothing is replaced or deleted (the policy's retention reaching the set shows as its update).
     const preview = (await env.stack.preview()).changeSummary;

@@ -1,7 +1,7 @@
 import { provider as checker } from "../../provider/backupSet";
 import { planSetChange } from "../../provider/backupSet/change";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
-import { BackupSetOutputs, upgradeOutputs } from "../../provider/backupSet/state";
+import { BackupSetOutputs, SET_SCHEMA_VERSION, upgradeOutputs } from "../../provider/backupSet/state";
 import { UNKNOWN } from "../../provider/common/check";
 import { fakeAgent } from "../support/fakeAgent";
 
@@ -66,7 +66,12 @@ describe("an EncryptedBackupSet's history of points", () => {
   test("create takes the first point in the set's folder and indexes it; an unchanged set plans nothing", async () => {
     const w = world();
     const state = await w.create();
-    expect(state).toMatchObject({ setId: "nightly-1a2b3c4d", keyVersion: 1, keyring: [], schemaVersion: 3 });
+    expect(state).toMatchObject({
+      setId: "nightly-1a2b3c4d",
+      keyVersion: 1,
+      keyring: [],
+      schemaVersion: SET_SCHEMA_VERSION,
+    });
     expect(state.points).toEqual([expect.objectContaining({ id: "p001", status: "ok", loc: 0, key: 1 })]);
     expect(state.locations).toEqual([
       { targetPath: "/srv/b", targetId: "target-1", zone: "zone-a", manifestHost: "local", hosts: ["local"] },
@@ -336,7 +341,12 @@ describe("state written by the previous release (one set, one backup)", () => {
       },
     ]);
     expect(state.escrow).toEqual({ recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true });
-    expect(state).toMatchObject({ keyVersion: 1, keyring: [], setDir: previous.setDir, schemaVersion: 3 });
+    expect(state).toMatchObject({
+      keyVersion: 1,
+      keyring: [],
+      setDir: previous.setDir,
+      schemaVersion: SET_SCHEMA_VERSION,
+    });
   });
 
   test("an unchanged declaration plans nothing; a new trigger takes a second point beside the first", async () => {
