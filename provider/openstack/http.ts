@@ -144,7 +144,9 @@ async function sendKeepingTimer(
       return { response, release: timer.release };
     }
     const waitMs = retryWaitMs(ctx, response, attempt);
-    if (retryStatuses.has(response.status) && (retriable || response.status === 429) && waitMs !== undefined) {
+    // 429 means "not done, come back": safe to repeat even a POST, but not a stream already read.
+    const repeatable = retriable || (response.status === 429 && req.body === undefined);
+    if (retryStatuses.has(response.status) && repeatable && waitMs !== undefined) {
       timer.release();
       await response.body?.cancel().catch(() => undefined);
       log(ctx, `${req.service} ${req.resource}: HTTP ${response.status}; retry ${attempt} in ${waitMs} ms`);

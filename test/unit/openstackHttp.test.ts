@@ -1,3 +1,7 @@
+import { rmSync, writeFileSync } from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import fc from "fast-check";
 import { cloudConfig } from "../../provider/openstack/config";
 import { openCloud } from "../../provider/openstack/index";
 import { serverMessageOf } from "../../provider/openstack/cloudError";
@@ -147,6 +151,17 @@ describe("retries", () => {
     expect(fake.serviceRequests()).toHaveLength(1);
   });
 
+  test("an upload streaming a file is sent once, even on 429 (the stream is spent)", async () => {
+    const fake = new FakeCloud();
+    fake.on("PUT", /\/file$/, () => ({ status: 429, raw: "", headers: { "Retry-After": "1" } }));
+    const file = path.join(os.tmpdir(), `coffer-upload-${process.pid}.raw`);
+    writeFileSync(file, "bytes");
+    const error = await failure(openCloud(config, fake.deps()).glance.uploadImageData("img-1", file));
+    rmSync(file, { force: true });
+    expect(error).toMatchObject({ code: "CLOUD_QUOTA", service: "glance", resource: "image img-1" });
+    expect(fake.serviceRequests()).toHaveLength(1);
+  });
+
   test("Retry-After as seconds or an HTTP date", () => {
     const now = Date.parse("2026-11-26T12:00:00Z");
     expect(retryAfterMs("5", now)).toBe(5000);
@@ -211,5 +226,23 @@ describe("no password, token or application-credential secret in any error, caus
     expect(error).toMatchObject({ code: "CLOUD_AUTH_FAILED", service: "keystone", requestId: "req-auth" });
     expect(error.message).toContain("keystone token for application credential ac1: HTTP 401");
     expect(serializeError(error)).not.toContain(secret);
+  });
+
+  test("property: whatever the server echoes around the secrets, no error or log line shows them", async () => {
+    const fake = new FakeCloud();
+    const cloud = openCloud(config, fake.deps());
+    const [token] = [(await cloud.session.token()).value];
+    const status = fc.constantFrom(400, 403, 404, 409, 413, 500, 503);
+    const text = fc.string({ maxLength: 20 });
+    await fc.assert(
+      fc.asyncProperty(status, text, text, text, async (code, a, b, c) => {
+        const echo = `${a}${token}${b}${password}${c}`;
+        fake.on("GET", backupPath, () => ({ status: code, json: { error: { message: echo } } }), 4);
+        const error = await failure(cloud.cinder.getBackup("b-1"));
+        const seen = serializeError(error) + fake.logLines.join("\n");
+        return !seen.includes(token) && !seen.includes(password);
+      }),
+      { numRuns: 60 },
+    );
   });
 });
