@@ -68,7 +68,7 @@ describe("resolveCloudConfig: precedence stack > OS_* > clouds.yaml, field by fi
     expect(config.secrets).toEqual(["yaml-secret-pw"]);
   });
 
-  test("OS_CLOUD picks the cloud; ./clouds.yaml wins over ~/.config and /etc; XDG_CONFIG_HOME is honoured", async () => {
+  test("OS_CLOUD picks the cloud; ./clouds.yaml beats ~/.config and /etc; XDG_CONFIG_HOME is honoured", async () => {
     write("etc/clouds.yaml", cloudsYaml.replace("yaml.example", "etc.example"));
     write("xdg/openstack/clouds.yaml", cloudsYaml.replace("yaml.example", "xdg.example"));
     const env = { OS_CLOUD: "loop", OS_PASSWORD: "pw", XDG_CONFIG_HOME: path.join(dir(), "xdg") };
