@@ -109,6 +109,22 @@ describeCloud(`the loopback OpenStack cloud${cloud ? "" : ` (${cloudMissingNote}
     expect(demo.endpoints.volumev3).toBe(`http://127.0.0.1:8776/v3/${demo.projectId}`);
   });
 
+  it("has the volume types of cloud.json: a default one and an encrypted (LUKS) one", async () => {
+    const admin = await login(cloud!, cloud!.admin);
+    const cinder = admin.endpoints.volumev3;
+    expect((await call(admin, "GET", `${cinder}/types/default`)).volume_type.name).toBe(cloud!.volumeTypes.default);
+    const { volume_types: types } = await call(admin, "GET", `${cinder}/types`);
+    const encrypted = types.find((t: { name: string }) => t.name === cloud!.volumeTypes.encrypted);
+    expect(encrypted.extra_specs).toEqual({ volume_backend_name: "loopfile" });
+    const encryption = await call(admin, "GET", `${cinder}/types/${encrypted.id}/encryption`); // not wrapped
+    expect(encryption).toMatchObject({
+      provider: "luks",
+      cipher: "aes-xts-plain64",
+      key_size: 256,
+      control_location: "front-end",
+    });
+  });
+
   it("backs up a volume's real bytes and restores them into a new volume", async () => {
     const cinder = demo.endpoints.volumev3;
     const createVolume = async (name: string, extra: object = {}, headers: Record<string, string> = {}) => {

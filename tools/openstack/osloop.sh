@@ -204,10 +204,14 @@ start_rabbitmq() {
 
 rabbitmq_ready() { "${as_rabbitmq[@]}" rabbitmqctl --timeout 5 await_startup; }
 
-rabbitmq_user() {
+# RabbitMQ starts epmd as a daemon outside its process group: down stops it if up started it.
+record_epmd() {
   local pid
-  # RabbitMQ starts epmd as a daemon outside its process group: down stops it if up started it.
-  if [ "$epmd_was_running" = 0 ] && pid=$(pgrep -x epmd); then record_pid epmd "$pid"; fi
+  if [ "${epmd_was_running:-1}" = 0 ] && pid=$(pgrep -x epmd); then record_pid epmd "$pid"; fi
+}
+
+rabbitmq_user() {
+  record_epmd
   # The password goes on stdin, not argv; re-set each up, so secrets.env stays the truth.
   local users
   users=$("${as_rabbitmq[@]}" rabbitmqctl --quiet list_users)
@@ -353,6 +357,7 @@ cmd_up() {
 
 up_failed() {
   say "up failed; logs: $state/log. Stopping what it started."
+  record_epmd
   cmd_down || true
 }
 
