@@ -61,3 +61,82 @@ coffer_system_packages() {
   coffer_say "installing ${missing[*]} (apt-get)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# The cloud tier (test/cloud) runs against a real OpenStack control plane on 127.0.0.1 that
+# tools/openstack/osloop.sh installs (apt-get, root) and starts. It runs with CI=true, and locally
+# with COFFER_CLOUD=1 (it installs ~600 MB of Debian packages and takes ~1.4 GiB of RAM, so not
+# unasked), or when a cloud that `osloop.sh up` started is up already (that one stays up).
+# coffer_cloud_start runs install + up in the background, coffer_cloud_ready waits for it and exports
+# COFFER_OSLOOP_CLOUD, and an EXIT trap runs `osloop.sh down` for a cloud it started.
+coffer_osloop=$coffer_repo/tools/openstack/osloop.sh
+coffer_osloop_state=${COFFER_OSLOOP_DIR:-$coffer_repo/.work/osloop}
+coffer_cloud_job=
+
+# Whether jest's arguments select the cloud project: no --selectProjects and no test paths, a
+# --selectProjects list with `cloud`, or a path under test/cloud.
+coffer_cloud_selected() {
+  local arg in_projects=0 projects=0 paths=0
+  for arg in "$@"; do
+    case "$arg" in
+      --selectProjects=*) projects=1 && [ "${arg#*=}" = cloud ] && return 0 ;;
+      --selectProjects) in_projects=1 projects=1 ;;
+      -*) in_projects=0 ;;
+      *)
+        if [ "$in_projects" = 1 ]; then
+          [ "$arg" = cloud ] && return 0
+        else
+          [[ "$arg" == *cloud* ]] && return 0
+          paths=1
+        fi
+        ;;
+    esac
+  done
+  [ "$projects" = 0 ] && [ "$paths" = 0 ]
+}
+
+coffer_cloud_start() {
+  coffer_cloud_selected "$@" || return 0
+  if "$coffer_osloop" status >/dev/null 2>&1; then
+    coffer_say "the loopback cloud is up already: the cloud tier uses it and leaves it running"
+    return 0
+  fi
+  if [ "${CI:-}" != true ] && [ "${COFFER_CLOUD:-0}" != 1 ]; then
+    coffer_say "skipping the cloud tier: the loopback OpenStack cloud is not up. To enable it (root, Debian 12:" \
+      "installs OpenStack's packages once, ~1.4 GiB of RAM while it runs): COFFER_CLOUD=1 tools/test.sh"
+    return 0
+  fi
+  mkdir -p "$coffer_osloop_state/log"
+  coffer_say "starting the loopback OpenStack cloud in the background (log: $coffer_osloop_state/log/up.log)"
+  trap coffer_cloud_stop EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+  ("$coffer_osloop" install && "$coffer_osloop" up) >"$coffer_osloop_state/log/up.log" 2>&1 &
+  coffer_cloud_job=$!
+}
+
+coffer_cloud_ready() {
+  if [ -n "$coffer_cloud_job" ]; then
+    coffer_say "waiting for the loopback cloud to be up"
+    local status=0
+    wait "$coffer_cloud_job" || status=$?
+    coffer_cloud_job=
+    if [ "$status" -ne 0 ]; then
+      coffer_say "the loopback cloud did not start (exit $status); the end of $coffer_osloop_state/log/up.log:"
+      tail -n 15 "$coffer_osloop_state/log/up.log" >&2
+      return 1
+    fi
+    grep -h '^osloop: up after' "$coffer_osloop_state/log/up.log" >&2 || true
+  fi
+  [ -f "$coffer_osloop_state/cloud.json" ] && export COFFER_OSLOOP_CLOUD=$coffer_osloop_state/cloud.json
+  return 0
+}
+
+coffer_cloud_stop() {
+  if [ -n "$coffer_cloud_job" ]; then
+    coffer_say "waiting for the loopback cloud's start to finish, to stop it"
+    wait "$coffer_cloud_job" || true
+  fi
+  coffer_say "stopping the loopback cloud"
+  "$coffer_osloop" down >>"$coffer_osloop_state/log/up.log" 2>&1 ||
+    coffer_say "osloop.sh down failed: $coffer_osloop_state/log/up.log"
+}

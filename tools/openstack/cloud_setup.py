@@ -1,0 +1,85 @@
+"""Sets up the loopback cloud through its APIs; run by osloop.sh with /usr/bin/python3. Idempotent.
+
+  cloud_setup.py identity      projects, users, roles and the service catalog (Keystone, as admin)
+  cloud_setup.py volume-types  the default volume type and the encrypted type (Cinder, as admin)
+
+Passwords come from the environment (OSLOOP_*), never from argv. One keystoneclient session does
+what would take ~30 `openstack` CLI calls of 1-4 s each.
+"""
+import os
+import sys
+
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+AUTH_URL = "http://127.0.0.1:5000/v3"
+REGION = "RegionOne"
+SERVICES = [  # (user and service name, service type, public endpoint)
+    ("glance", "image", "http://127.0.0.1:9292"),
+    ("cinder", "volumev3", "http://127.0.0.1:8776/v3/%(project_id)s"),
+    ("barbican", "key-manager", "http://127.0.0.1:9311"),
+]
+
+
+def admin_session():
+    auth = v3.Password(auth_url=AUTH_URL, username="admin", password=os.environ["OSLOOP_ADMIN_PASSWORD"],
+                       project_name="admin", user_domain_name="Default", project_domain_name="Default")
+    return ks_session.Session(auth=auth)
+
+
+def find_or_create(manager, name, **create):
+    found = [item for item in manager.list(**({"domain": create["domain"]} if "domain" in create else {}))
+             if item.name == name]
+    return found[0] if found else manager.create(name=name, **create)
+
+
+def setup_identity():
+    from keystoneclient.v3 import client
+
+    keystone = client.Client(session=admin_session(), interface="public")
+    domain = keystone.domains.get("default")
+    roles = {name: find_or_create(keystone.roles, name) for name in ("admin", "member", "service", "creator")}
+    service_project = find_or_create(keystone.projects, "service", domain=domain)
+    demo_project = find_or_create(keystone.projects, "demo", domain=domain)
+
+    def user(name, password, project, role_names):
+        found = keystone.users.list(domain=domain, name=name)
+        account = found[0] if found else keystone.users.create(name=name, domain=domain, password=password,
+                                                               default_project=project)
+        keystone.users.update(account, password=password)  # the password in secrets.env is the truth
+        for role in role_names:
+            keystone.roles.grant(roles[role], user=account, project=project)
+
+    # member + creator: Barbican's policy lets creators store secrets.
+    user("demo", os.environ["OSLOOP_DEMO_PASSWORD"], demo_project, ["member", "creator"])
+    for name, service_type, url in SERVICES:
+        user(name, os.environ["OSLOOP_SERVICE_PASSWORD"], service_project, ["admin", "service"])
+        services = [s for s in keystone.services.list(type=service_type) if s.name == name]
+        service = services[0] if services else keystone.services.create(name=name, type=service_type)
+        endpoints = keystone.endpoints.list(service=service, interface="public", region=REGION)
+        if not endpoints:
+            keystone.endpoints.create(service=service, url=url, interface="public", region=REGION)
+
+
+def setup_volume_types():
+    from cinderclient import client
+
+    cinder = client.Client("3", session=admin_session(), region_name=REGION)
+    existing = {t.name: t for t in cinder.volume_types.list(is_public=None)}
+    default_name = os.environ["OSLOOP_DEFAULT_VOLUME_TYPE"]
+    encrypted_name = os.environ["OSLOOP_ENCRYPTED_VOLUME_TYPE"]
+    for name in (default_name, encrypted_name):
+        if name not in existing:
+            existing[name] = cinder.volume_types.create(name, is_public=True)
+            existing[name].set_keys({"volume_backend_name": "loopfile"})
+    luks = existing[encrypted_name]
+    if not getattr(cinder.volume_encryption_types.get(luks), "provider", None):
+        cinder.volume_encryption_types.create(luks, {"provider": "luks", "cipher": "aes-xts-plain64",
+                                                     "key_size": 256, "control_location": "front-end"})
+
+
+if __name__ == "__main__":
+    steps = {"identity": setup_identity, "volume-types": setup_volume_types}
+    if len(sys.argv) != 2 or sys.argv[1] not in steps:
+        sys.exit("usage: cloud_setup.py " + "|".join(steps))
+    steps[sys.argv[1]]()

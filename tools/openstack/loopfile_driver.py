@@ -1,0 +1,93 @@
+"""A Cinder volume driver whose volumes are sparse files, for the loopback cloud (osloop.sh).
+
+The machine has no device-mapper (so no LVM) and no iSCSI target. Each volume is
+<loopfile_dir>/volume-<id>, each snapshot snapshot-<id>. initialize_connection returns os-brick's
+LOCAL connection ('local', device_path = the file), so cinder-backup really reads and writes the
+bytes; the API, scheduler, RPC, state machine, quotas and key manager are stock Cinder. It
+subclasses the fake driver that python3-cinder ships, which stubs out everything LVM would run.
+Only cinder-volume has this file on its PYTHONPATH.
+"""
+import os
+
+from oslo_config import cfg
+
+from cinder.tests import fake_driver
+from cinder.volume import configuration
+
+loopfile_opts = [cfg.StrOpt("loopfile_dir", help="Folder of the volume and snapshot files")]
+cfg.CONF.register_opts(loopfile_opts, group=configuration.SHARED_CONF_GROUP)
+
+GIB = 1024**3
+CHUNK = 1024**2
+
+
+def copy_sparse(source, destination, size_bytes):
+    """Copies a file, leaving all-zero chunks as holes, and sizes the copy to size_bytes."""
+    with open(source, "rb") as reader, open(destination, "wb") as writer:
+        while True:
+            chunk = reader.read(CHUNK)
+            if not chunk:
+                break
+            if chunk.count(0) == len(chunk):
+                writer.seek(len(chunk), os.SEEK_CUR)
+            else:
+                writer.write(chunk)
+        writer.truncate(max(size_bytes, writer.tell()))
+
+
+class LoopFileDriver(fake_driver.FakeLoggingVolumeDriver):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.configuration.append_config_values(loopfile_opts)
+        self.backend_name = self.configuration.safe_get("volume_backend_name") or "loopfile"
+        self.protocol = "local"
+
+    def _path(self, name):
+        return os.path.join(self.configuration.loopfile_dir, name)
+
+    def do_setup(self, context):
+        os.makedirs(self.configuration.loopfile_dir, exist_ok=True)
+
+    def local_path(self, volume, vg=None):
+        return self._path(volume.name)
+
+    def create_volume(self, volume):
+        with open(self._path(volume.name), "wb") as writer:
+            writer.truncate(volume.size * GIB)
+
+    def delete_volume(self, volume):
+        self._remove(volume.name)
+
+    def extend_volume(self, volume, new_size):
+        os.truncate(self._path(volume.name), new_size * GIB)
+
+    def create_snapshot(self, snapshot):
+        copy_sparse(self._path(snapshot.volume_name), self._path(snapshot.name), snapshot.volume_size * GIB)
+
+    def delete_snapshot(self, snapshot):
+        self._remove(snapshot.name)
+
+    def create_volume_from_snapshot(self, volume, snapshot):
+        copy_sparse(self._path(snapshot.name), self._path(volume.name), volume.size * GIB)
+
+    def create_cloned_volume(self, volume, src_vref):
+        copy_sparse(self._path(src_vref.name), self._path(volume.name), volume.size * GIB)
+
+    def initialize_connection(self, volume, connector):
+        return {"driver_volume_type": "local", "data": {"device_path": self._path(volume.name), "access_mode": "rw"}}
+
+    def initialize_connection_snapshot(self, snapshot, connector, **kwargs):
+        return {"driver_volume_type": "local", "data": {"device_path": self._path(snapshot.name), "access_mode": "ro"}}
+
+    def _update_volume_stats(self):
+        super()._update_volume_stats()
+        for pool in self._stats["pools"]:
+            pool["reserved_percentage"] = 0
+            pool["replication_enabled"] = False
+            pool["group_replication_enabled"] = False
+
+    def _remove(self, name):
+        try:
+            os.remove(self._path(name))
+        except FileNotFoundError:
+            pass
