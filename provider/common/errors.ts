@@ -29,7 +29,29 @@ export type CofferErrorCode =
   | "MANIFEST_TAMPERED"
   | "ESCROW_EXISTS"
   | "ESCROW_IN_USE"
-  | "ABORTED";
+  | "ABORTED"
+  /** OpenStack: the cloud settings (stack config, OS_* variables, clouds.yaml) are incomplete or contradictory. */
+  | "CLOUD_CONFIG_INVALID"
+  /** OpenStack: HTTP 401, the credentials were refused. */
+  | "CLOUD_AUTH_FAILED"
+  /** OpenStack: HTTP 403, the user's roles or the cloud's policy do not allow the call. */
+  | "CLOUD_FORBIDDEN"
+  /** OpenStack: HTTP 404. */
+  | "CLOUD_NOT_FOUND"
+  /** OpenStack: HTTP 409, the resource is busy or in a state that refuses the call. */
+  | "CLOUD_CONFLICT"
+  /** OpenStack: HTTP 413, or 429 still after the retries: a quota or rate limit. */
+  | "CLOUD_QUOTA"
+  /** OpenStack: HTTP 400, 406 and other 4xx: the cloud rejected the request itself. */
+  | "CLOUD_BAD_REQUEST"
+  /** OpenStack: HTTP 5xx or no connection, after the retries. */
+  | "CLOUD_UNAVAILABLE"
+  /** OpenStack: a request or a wait for a status took too long. */
+  | "CLOUD_TIMEOUT"
+  /** OpenStack: a response that is not what the API reference describes. */
+  | "CLOUD_BAD_RESPONSE"
+  /** OpenStack: a resource went to an error status (e.g. a backup in "error"). */
+  | "CLOUD_RESOURCE_FAILED";
 
 export class CofferError extends Error {
   readonly code: CofferErrorCode;

@@ -1,0 +1,86 @@
+import type { CinderClient } from "./cinder";
+import type { Backup, Snapshot, Volume } from "./cinderSchemas";
+import type { CloudDeps } from "./deps";
+import { waitForDeletion, waitForStatus } from "./poll";
+
+export interface CinderWaitOptions {
+  readonly timeoutMs: number;
+  readonly deps: Pick<CloudDeps, "now" | "sleep">;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: { status: string; elapsedMs: number }) => void;
+}
+
+const backupCheck = "cinder-backup's log and `openstack volume service list` (is cinder-backup up?)";
+const volumeCheck = "cinder-volume's and cinder-scheduler's logs and `openstack volume service list`";
+
+/** Waits for a volume to become `until` (default "available"); an error status fails at once. */
+export function waitForVolume(
+  cinder: CinderClient,
+  id: string,
+  options: CinderWaitOptions,
+  until: readonly string[] = ["available"],
+): Promise<Volume> {
+  return waitForStatus<Volume>({
+    ...options,
+    what: `cinder volume ${id}`,
+    get: () => cinder.getVolume(id, options.signal),
+    status: (volume) => volume.status,
+    until,
+    whatToCheck: volumeCheck,
+  });
+}
+
+/** Waits for a backup to become available; "error" fails at once with the backup's fail_reason. */
+export function waitForBackup(cinder: CinderClient, id: string, options: CinderWaitOptions): Promise<Backup> {
+  return waitForStatus<Backup>({
+    ...options,
+    what: `cinder backup ${id}`,
+    get: () => cinder.getBackup(id, options.signal),
+    status: (backup) => backup.status,
+    failReason: (backup) => backup.fail_reason,
+    until: ["available"],
+    whatToCheck: backupCheck,
+  });
+}
+
+export function waitForSnapshot(cinder: CinderClient, id: string, options: CinderWaitOptions): Promise<Snapshot> {
+  return waitForStatus<Snapshot>({
+    ...options,
+    what: `cinder snapshot ${id}`,
+    get: () => cinder.getSnapshot(id, options.signal),
+    status: (snapshot) => snapshot.status,
+    until: ["available"],
+    whatToCheck: volumeCheck,
+  });
+}
+
+export function waitForBackupDeleted(cinder: CinderClient, id: string, options: CinderWaitOptions): Promise<void> {
+  return waitForDeletion<Backup>({
+    ...options,
+    what: `cinder backup ${id}`,
+    get: () => cinder.getBackup(id, options.signal),
+    status: (backup) => backup.status,
+    failReason: (backup) => backup.fail_reason,
+    whatToCheck: backupCheck,
+  });
+}
+
+export function waitForVolumeDeleted(cinder: CinderClient, id: string, options: CinderWaitOptions): Promise<void> {
+  return waitForDeletion<Volume>({
+    ...options,
+    what: `cinder volume ${id}`,
+    get: () => cinder.getVolume(id, options.signal),
+    status: (volume) => volume.status,
+    whatToCheck: volumeCheck,
+  });
+}
+
+export function waitForSnapshotDeleted(cinder: CinderClient, id: string, options: CinderWaitOptions): Promise<void> {
+  return waitForDeletion<Snapshot>({
+    ...options,
+    what: `cinder snapshot ${id}`,
+    get: () => cinder.getSnapshot(id, options.signal),
+    status: (snapshot) => snapshot.status,
+    whatToCheck: volumeCheck,
+  });
+}
