@@ -14,7 +14,12 @@ const backupCheck = "cinder-backup's log and `openstack volume service list` (is
 const volumeCheck = "cinder-volume's and cinder-scheduler's logs and `openstack volume service list`";
 
 /** Waits for a volume to become `until` (default "available"); an error status fails at once. */
-export function waitForVolume(cinder: CinderClient, id: string, options: CinderWaitOptions, until = ["available"]) {
+export function waitForVolume(
+  cinder: CinderClient,
+  id: string,
+  options: CinderWaitOptions,
+  until: readonly string[] = ["available"],
+): Promise<Volume> {
   return waitForStatus<Volume>({
     ...options,
     what: `cinder volume ${id}`,

@@ -1,7 +1,7 @@
 import type { z } from "zod";
-import { CofferError, redact } from "../common/errors";
-import { CloudError, classifyStatus, requestIdOf, serverMessageOf } from "./cloudError";
+import { redact } from "../common/errors";
 import type { CloudDeps } from "./deps";
+import { aborted, causeText, failure, statusError, timeout, unreachable } from "./httpErrors";
 
 export type HttpMethod = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
 
@@ -87,29 +87,6 @@ function decode<T>(ctx: HttpContext, req: HttpRequest, response: Response, text:
   const issue = parsed.error.issues[0];
   const where = issue.path.length ? issue.path.join(".") : "(the body)";
   throw failure(ctx, req, "CLOUD_BAD_RESPONSE", `the response's ${where} is unexpected: ${issue.message}`, response);
-}
-
-function failure(
-  ctx: HttpContext,
-  req: HttpRequest,
-  code: "CLOUD_UNAVAILABLE" | "CLOUD_BAD_RESPONSE",
-  what: string,
-  response: Response,
-  cause?: unknown,
-): CloudError {
-  const requestId = requestIdOf(response.headers);
-  const message =
-    `${req.service} ${req.resource}: ${what} (${req.method} ${pathOf(req.url)}, HTTP ${response.status}` +
-    `${requestId ? `, request id ${requestId}` : ""}). ` +
-    (code === "CLOUD_BAD_RESPONSE"
-      ? "The endpoint in the catalog may not be this service, or its API version differs from what Coffer speaks."
-      : "Retry later.");
-  return new CloudError(
-    code,
-    message,
-    { service: req.service, resource: req.resource, status: response.status, requestId },
-    { cause, secrets: ctx.secrets() },
-  );
 }
 
 async function sendKeepingTimer(
@@ -237,73 +214,4 @@ function observe(ctx: HttpContext, req: HttpRequest, attempt: number, started: n
 
 function log(ctx: HttpContext, line: string): void {
   ctx.deps.log(redact(line, ctx.secrets()));
-}
-
-async function statusError(ctx: HttpContext, req: HttpRequest, response: Response): Promise<CloudError> {
-  const text = await response.text().catch(() => "");
-  const serverMessage = serverMessageOf(text);
-  const requestId = requestIdOf(response.headers);
-  const { code, advice } = classifyStatus(response.status);
-  const statusText = response.statusText ? ` ${response.statusText}` : "";
-  const message =
-    `${req.service} ${req.resource}: HTTP ${response.status}${statusText} on ${req.method} ${pathOf(req.url)}` +
-    `${serverMessage ? `: ${serverMessage}` : ""}${requestId ? ` (request id ${requestId})` : ""}. ${advice}`;
-  return new CloudError(
-    code,
-    message,
-    { service: req.service, resource: req.resource, status: response.status, requestId },
-    { secrets: ctx.secrets() },
-  );
-}
-
-function unreachable(ctx: HttpContext, req: HttpRequest, error: unknown): CloudError {
-  return new CloudError(
-    "CLOUD_UNAVAILABLE",
-    `${req.service} ${req.resource}: no connection to ${originOf(req.url)} (${causeText(error)}) on ` +
-      `${req.method} ${pathOf(req.url)}. Check that the service runs and that the catalog's endpoint is reachable ` +
-      "from this machine.",
-    { service: req.service, resource: req.resource },
-    { cause: error, secrets: ctx.secrets() },
-  );
-}
-
-function timeout(ctx: HttpContext, req: HttpRequest, ms: number, error: unknown): CloudError {
-  return new CloudError(
-    "CLOUD_TIMEOUT",
-    `${req.service} ${req.resource}: no response within ${ms / 1000} s on ${req.method} ${pathOf(req.url)} ` +
-      `from ${originOf(req.url)}. The service may be overloaded; retry later.`,
-    { service: req.service, resource: req.resource },
-    { cause: error, secrets: ctx.secrets() },
-  );
-}
-
-function aborted(ctx: HttpContext, req: HttpRequest, error: unknown): CofferError {
-  return new CofferError("ABORTED", `${req.service} ${req.resource}: cancelled`, {
-    cause: error,
-    secrets: ctx.secrets(),
-  });
-}
-
-/** "ECONNREFUSED 127.0.0.1:8776" from fetch's TypeError("fetch failed", { cause }). */
-function causeText(error: unknown): string {
-  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
-  if (!(cause instanceof Error)) return String(cause);
-  const code = (cause as NodeJS.ErrnoException).code;
-  return code && !cause.message.includes(code) ? `${code}: ${cause.message}` : cause.message;
-}
-
-function pathOf(url: string): string {
-  try {
-    return new URL(url).pathname;
-  } catch {
-    return url;
-  }
-}
-
-function originOf(url: string): string {
-  try {
-    return new URL(url).origin;
-  } catch {
-    return url;
-  }
 }

@@ -6,7 +6,7 @@
 import { CofferError } from "../common/errors";
 import { BarbicanClient } from "./barbican";
 import { CinderClient, defaultCinderMicroversion } from "./cinder";
-import type { CloudConfig } from "./config";
+import { resolveCloudConfig, type CloudConfig, type ConfigSources } from "./config";
 import { cloudDeps, type CloudDeps } from "./deps";
 import { GlanceClient } from "./glance";
 import { CloudSession } from "./session";
@@ -35,6 +35,18 @@ export function openCloud(config: CloudConfig, deps: Partial<CloudDeps> = {}, op
     glance: new GlanceClient(session),
     barbican: new BarbicanClient(session),
   };
+}
+
+/**
+ * Resolves the config from the stack, OS_* and clouds.yaml, then opens the cloud. In a dynamic
+ * provider's `configure`: `openCloudFrom({ stack: (key) => req.config.get(key) })`.
+ */
+export async function openCloudFrom(
+  sources: ConfigSources,
+  deps: Partial<CloudDeps> = {},
+  options: CloudOptions = {},
+): Promise<Cloud> {
+  return openCloud(await resolveCloudConfig(sources), deps, options);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { endpointFor } from "../../provider/openstack/catalog";
 import { cloudConfig, type CloudSettings } from "../../provider/openstack/config";
-import { openCloud } from "../../provider/openstack/index";
+import { openCloud, openCloudFrom } from "../../provider/openstack/index";
 import { authBody, type CatalogEntry } from "../../provider/openstack/keystone";
 import { FakeCloud, cinderError, projectId } from "../support/fakeOpenStack";
 
@@ -178,5 +178,33 @@ describe("the service catalog", () => {
     const publicCloud = openCloud(cloudConfig(base), fake.deps());
     expect(await publicCloud.session.endpoint("glance")).toBe("http://127.0.0.1:9292/v2");
     expect(await publicCloud.session.endpoint("barbican")).toBe("http://127.0.0.1:9311/v1");
+  });
+});
+
+describe("openCloud and openCloudFrom", () => {
+  test("TLS settings that Node's fetch cannot apply are refused, not ignored", () => {
+    expect(() => openCloud(cloudConfig({ ...base, insecure: "true" }))).toThrow(
+      /openstack:insecure .* is set, which Coffer's OpenStack client cannot apply/,
+    );
+    expect(() => openCloud(cloudConfig({ ...base, cacertFile: "/nonexistent/ca.pem" }))).toThrow(
+      /NODE_EXTRA_CA_CERTS set to the same file/,
+    );
+    const fake = new FakeCloud();
+    expect(() => openCloud(cloudConfig({ ...base, insecure: "true" }), fake.deps())).not.toThrow();
+  });
+
+  test("openCloudFrom resolves the stack's openstack:* keys, then authenticates on first use", async () => {
+    const fake = new FakeCloud();
+    fake.on("GET", /\/volumes\/v-1$/, () => ({ json: { volume } }));
+    const stack: Record<string, string> = {
+      "openstack:authUrl": "http://127.0.0.1:5000/v3",
+      "openstack:userName": "demo",
+      "openstack:password": "pw",
+      "openstack:tenantName": "demo",
+    };
+    const cloud = await openCloudFrom({ stack: (key) => stack[key], env: {} }, fake.deps());
+    expect(fake.requests).toHaveLength(0);
+    await cloud.cinder.getVolume("v-1");
+    expect(fake.tokensIssued).toBe(1);
   });
 });
