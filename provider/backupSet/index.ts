@@ -6,13 +6,35 @@ import { randomBytes } from "node:crypto";
 import { agentClient } from "./agentClient";
 import { engineLog } from "../common/engineLog";
 import { engineGone, settlingBeforeExit, watchEngine } from "../common/engineWatch";
+import { cloudDeps, openCloudFrom } from "../openstack";
 import { SetHost, createBackupSetProvider } from "./provider";
+import type { CloudAccess } from "./take";
 import { newPointId } from "./state";
 
 watchEngine();
 
+/** The stack's config, as the engine's `configure` gave it: `openstack:*` keys for cloud sources. */
+let stackConfig: ((key: string) => string | undefined) | undefined;
+let cloudAccess: Promise<CloudAccess> | undefined;
+
+/** Signs in to the cloud on first use (stack config, then OS_* variables, then clouds.yaml), once per process. */
+function openCloudAccess(): Promise<CloudAccess> {
+  cloudAccess ??= (async () => {
+    const deps = cloudDeps({ log: (line) => engineLog(line) });
+    const cloud = await openCloudFrom({ stack: stackConfig, env: process.env }, deps);
+    const { config } = cloud.session;
+    const projectId = await cloud.session.projectId();
+    const project = { authUrl: config.authUrl, ...(config.region ? { region: config.region } : {}), projectId };
+    return { cloud, project, waits: deps };
+  })();
+  // A failed sign-in is not kept: the next call tries again (and says why again).
+  cloudAccess.catch(() => (cloudAccess = undefined));
+  return cloudAccess;
+}
+
 export const localHost: SetHost = {
   agent: agentClient,
+  cloud: openCloudAccess,
   newSetId: (trigger) =>
     `${
       trigger
@@ -31,4 +53,10 @@ export const localHost: SetHost = {
  * The object the serialized shim delegates to (see sdk/delegatingProvider.ts). A create stopped
  * by the engine's exit removes what it made before the process exits.
  */
-export const provider = settlingBeforeExit(createBackupSetProvider(localHost));
+export const provider = {
+  ...settlingBeforeExit(createBackupSetProvider(localHost)),
+  async configure(req: { config: { get(key: string): string | undefined } }): Promise<void> {
+    stackConfig = (key) => req.config.get(key);
+    cloudAccess = undefined;
+  },
+};

@@ -1,4 +1,5 @@
-import { MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import { CloudItem, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import type { CloudBackupRef, KeyEscrow } from "../sources/kind";
 import type { TargetRef } from "../common/targetIdentity";
 import { directoryStore } from "../targets/directory";
 import { targetLayout } from "../targets/layout";
@@ -45,12 +46,23 @@ export interface PointPlan {
   /** Every secret the inputs hold, for redaction. */
   secrets: string[];
   escrow?: EscrowLink;
+  /** The cloud backups of the set's earlier points, oldest first: what incrementals may build on. */
+  earlier: CloudBackupRef[];
+  /** Where encrypted volumes' keys are escrowed. */
+  keyEscrow?: KeyEscrow;
 }
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
 
-/** The plan of point `pointId` of `inputs`, in the folder of `setId` under the policy's target and zone. */
-export function planPoint(inputs: BackupSetInputs, ids: { setId: string; pointId: string }): PointPlan {
+/**
+ * The plan of point `pointId` of `inputs`, in the folder of `setId` under the policy's target and
+ * zone; `earlier`: the cloud backups of the set's points so far, oldest first.
+ */
+export function planPoint(
+  inputs: BackupSetInputs,
+  ids: { setId: string; pointId: string },
+  earlier: CloudBackupRef[] = [],
+): PointPlan {
   const { policy, keys } = inputs;
   // Paths, not keys: the agent's qemu writes the point in place on the directory target.
   const targetStore = directoryStore(policy.target.path);
@@ -83,6 +95,7 @@ export function planPoint(inputs: BackupSetInputs, ids: { setId: string; pointId
     },
     secrets: [keys.passphrase, keys.manifestKey].filter((s): s is string => !!s),
     escrow: inputs.escrow,
+    earlier,
   };
 }
 
@@ -101,7 +114,13 @@ export const planHosts = (plan: PointPlan): string[] => [
 /** What the point's manifest says, once its items are backed up. */
 export function pointManifest(
   plan: PointPlan,
-  taken: { items: ManifestItem[]; qemuVersion: string; createdAt: string; escrowVersion?: number },
+  taken: {
+    items: ManifestItem[];
+    cloudItems?: CloudItem[];
+    qemuVersion: string;
+    createdAt: string;
+    escrowVersion?: number;
+  },
 ): Manifest {
   const { escrow } = plan;
   return {
@@ -120,5 +139,6 @@ export function pointManifest(
     qemuVersion: taken.qemuVersion,
     createdAt: taken.createdAt,
     items: taken.items,
+    ...(taken.cloudItems && taken.cloudItems.length > 0 ? { cloudItems: taken.cloudItems } : {}),
   };
 }

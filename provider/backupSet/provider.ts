@@ -7,6 +7,7 @@ import { formatBytes } from "../common/sizes";
 import { checkInputs, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
 import { ensureReference, releaseReference } from "../escrow/references";
 import { holdsAt } from "../history/holds";
+import { newestFirst } from "../history/point";
 import { overdue } from "../history/schedule";
 import { describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
 import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex } from "../agent/pointIndex";
@@ -24,7 +25,9 @@ import {
   stateSecrets,
   upgradeOutputs,
 } from "./state";
-import { TakeDeps, TakenPoint, takePoint } from "./take";
+import { cinderBackups } from "../sources/cinderVolume";
+import type { CloudBackupRef } from "../sources/kind";
+import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
 export { boundedAll } from "./take";
 export { upgradeOutputs } from "./state";
 export type { BackupSetOutputs } from "./state";
@@ -38,6 +41,9 @@ export interface SetHost extends TakeDeps {
 
 type Outputs = BackupSetOutputs & { __provider?: string };
 
+const newestFirstOf = (points: readonly PointRecord[]) => [...points].sort(newestFirst);
+const refSource = (point: PointRecord, id: string) => point.cloud?.find((ref) => ref.id === id)?.source ?? "?";
+
 const local = (where: string) => (where === "local" ? undefined : where);
 
 /** The location a point of `inputs` taken now goes to. */
@@ -49,7 +55,14 @@ function locationOf(inputs: BackupSetInputs, taken: TakenPoint): PointLocation {
     manifestHost: taken.manifestHost,
     hosts: [...new Set([...taken.items.map((i) => i.via), taken.manifestHost])],
     ...(inputs.escrow ? { escrow: { recordId: inputs.escrow.recordId, store: inputs.escrow.store } } : {}),
+    ...(taken.project ? { cloud: taken.project } : {}),
   };
+}
+
+/** The points that hold the backups `refs` build on (incrementals' parents), oldest first. */
+function basesOf(points: readonly PointRecord[], refs: readonly CloudBackupRef[]): string[] {
+  const parents = new Set(refs.flatMap((r) => (r.parent ? [r.parent] : [])));
+  return points.filter((p) => (p.cloud ?? []).some((r) => parents.has(r.id))).map((p) => p.id);
 }
 
 /** The index of `location` in `locations`, added when new. */
@@ -114,7 +127,7 @@ export function matchState(setId: string, point: PointRecord, manifest: Manifest
     failures.push(`manifest: it is set ${manifest.setId}'s, but Pulumi recorded set ${setId}`);
   const pointId = manifest.pointId ?? manifest.setId;
   if (pointId !== point.id) failures.push(`manifest: it is point ${pointId}'s, but Pulumi recorded point ${point.id}`);
-  if (itemsDigest(manifest.items) !== point.itemsSha256) {
+  if (itemsDigest(manifest.items, manifest.cloudItems) !== point.itemsSha256) {
     failures.push("manifest: its items (files, sizes or hashes) differ from what Pulumi recorded");
   }
   return failures;
@@ -123,21 +136,34 @@ export function matchState(setId: string, point: PointRecord, manifest: Manifest
 export function createBackupSetProvider(host: SetHost) {
   const parseChecked = (news: Record<string, unknown>) => parseCheckedInputs(backupSetInputs, news);
 
-  /** Takes a point of `inputs` into the set's folder: its record, and the outputs that name the newest point. */
-  async function takeNewPoint(inputs: BackupSetInputs, setId: string, keyVersion: number, locations: PointLocation[]) {
+  /**
+   * Takes a point of `inputs` into the set's folder, after `points`: its record, and the outputs
+   * that name the newest point.
+   */
+  async function takeNewPoint(
+    inputs: BackupSetInputs,
+    setId: string,
+    keyVersion: number,
+    locations: PointLocation[],
+    points: readonly PointRecord[] = [],
+  ) {
     const now = host.now();
-    const plan = planPoint(inputs, { setId, pointId: host.newPointId(now) });
+    const earlier = points.flatMap((p) => p.cloud ?? []);
+    const plan = planPoint(inputs, { setId, pointId: host.newPointId(now) }, earlier);
     const taken = await takePoint(plan, host);
+    const bases = basesOf(points, taken.refs);
     const point: PointRecord = {
       id: plan.pointId,
       takenAt: taken.manifest.createdAt,
       loc: placeOf(locations, locationOf(inputs, taken)),
       sizeBytes: taken.items.reduce((sum, i) => sum + i.sizeBytes, 0),
-      itemsSha256: itemsDigest(taken.items),
+      itemsSha256: itemsDigest(taken.items, taken.cloudItems),
       key: keyVersion,
       ...(taken.escrowVersion !== undefined ? { escrowVersion: taken.escrowVersion } : {}),
       status: "ok",
       checkedAt: host.now().toISOString(),
+      ...(taken.refs.length > 0 ? { cloud: taken.refs } : {}),
+      ...(bases.length > 0 ? { dependsOn: bases } : {}),
     };
     host.progress(`point ${point.id}: ${taken.items.length} source(s), ${formatBytes(point.sizeBytes)}, verified`);
     const newest = {
@@ -155,9 +181,10 @@ export function createBackupSetProvider(host: SetHost) {
    * everywhere (also noted: it stays, and the next up tries again).
    */
   async function deletePoints(state: BackupSetOutputs, points: readonly PointRecord[]): Promise<Map<string, Error>> {
-    const failed = new Map<string, Error>();
+    // Their cloud backups first: a point whose cloud backups are not all deleted keeps its manifest.
+    const failed = await deleteCloudBackups(state, points);
     for (const [loc, location] of state.locations.entries()) {
-      const here = points.filter((p) => p.loc === loc);
+      const here = points.filter((p) => p.loc === loc && !failed.has(p.id));
       if (here.length === 0) continue;
       const target = { path: location.targetPath, id: location.targetId, zone: location.zone };
       const dirOf = new Map(here.map((p) => [pointDir(state.setId, location, p.id), p]));
@@ -190,6 +217,82 @@ export function createBackupSetProvider(host: SetHost) {
       );
     }
     return failed;
+  }
+
+  /** The cloud, project and waits to reach `location`'s cloud backups with. */
+  async function cloudOf(location: PointLocation): Promise<CloudAccess> {
+    if (!host.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to reach cloud backups");
+    const access = await host.cloud();
+    const wanted = location.cloud;
+    if (wanted && wanted.projectId !== access.project.projectId) {
+      const message =
+        `the set's cloud backups are in project ${wanted.projectId} (${wanted.authUrl}), ` +
+        `but the credentials given are for project ${access.project.projectId}: use that project's credentials`;
+      throw new CofferError("CLOUD_CONFIG_INVALID", message);
+    }
+    return access;
+  }
+
+  /**
+   * Deletes the cloud backups of `points`, incrementals before what they build on. Returns the
+   * error of each point whose backups could not all be deleted (it stays, and is noted).
+   */
+  async function deleteCloudBackups(state: BackupSetOutputs, points: readonly PointRecord[]) {
+    const failed = new Map<string, Error>();
+    for (const [loc, location] of state.locations.entries()) {
+      const here = points.filter((p) => p.loc === loc && (p.cloud ?? []).length > 0);
+      if (here.length === 0) continue;
+      for (const point of newestFirstOf(here)) {
+        try {
+          const access = await cloudOf(location);
+          const ctx = { ...access, subject: `point ${point.id}`, progress: host.progress };
+          await cinderBackups.remove(point.cloud ?? [], ctx);
+        } catch (error) {
+          failed.set(point.id, error as Error);
+        }
+      }
+    }
+    return failed;
+  }
+
+  /**
+   * Checks every point's cloud backups, with one listing per project: a backup gone or in error
+   * marks its point. Points without cloud backups come back as they were.
+   */
+  async function checkCloud(state: BackupSetOutputs, points: PointRecord[], now: Date): Promise<PointRecord[]> {
+    const withRefs = points.filter((p) => (p.cloud ?? []).length > 0);
+    if (withRefs.length === 0) return points;
+    const problems = new Map<string, string[]>();
+    const gone = new Set<string>();
+    for (const [loc, location] of state.locations.entries()) {
+      const here = withRefs.filter((p) => p.loc === loc);
+      if (here.length === 0) continue;
+      const access = await cloudOf(location);
+      const refs = here.flatMap((p) => p.cloud ?? []);
+      const found = await cinderBackups.check(refs, {
+        ...access,
+        subject: `set ${state.setId}`,
+        progress: host.progress,
+      });
+      const byId = new Map(found.map((problem) => [problem.id, problem]));
+      for (const point of here) {
+        const mine = (point.cloud ?? []).flatMap((ref) => byId.get(ref.id) ?? []);
+        if (mine.length === 0) continue;
+        problems.set(
+          point.id,
+          mine.map((problem) => `${problem.message} (source ${refSource(point, problem.id)})`),
+        );
+        if (mine.every((problem) => problem.status === "missing")) gone.add(point.id);
+      }
+    }
+    return points.map((point) => {
+      const found = problems.get(point.id);
+      if (!found) return point;
+      const failures = [...(point.status === "ok" ? [] : (point.failures ?? [])), ...found];
+      // Missing only when nothing of it is left: no cloud backup, and nothing in the target.
+      const status = gone.has(point.id) && point.sizeBytes === 0 && point.status !== "failed" ? "missing" : "failed";
+      return { ...point, status, checkedAt: now.toISOString(), failures };
+    });
   }
 
   /** Verifies one point at `level` with the keys it was made with; its record as the check left it. */
@@ -329,7 +432,10 @@ export function createBackupSetProvider(host: SetHost) {
       const now = host.now();
       const { newest } = newestPoints(state.points);
       const staleAfterMs = (state.history?.reverifyAfterDays ?? 30) * 86_400_000;
-      const due = (p: PointRecord) => p === newest || now.getTime() - Date.parse(p.checkedAt) >= staleAfterMs;
+      // A point a cloud check failed is checked again: its backup may be back (a cloud's outage ended).
+      const cloudFailed = (p: PointRecord) => p.status !== "ok" && (p.cloud ?? []).length > 0;
+      const due = (p: PointRecord) =>
+        p === newest || cloudFailed(p) || now.getTime() - Date.parse(p.checkedAt) >= staleAfterMs;
       // What each location holds now (one listing, no verification): points pruned without Pulumi
       // leave state, named; a point whose manifest is gone shows as missing.
       const listed = new Map<number, SetIndex>();
@@ -366,7 +472,8 @@ export function createBackupSetProvider(host: SetHost) {
           });
         else points.push(point);
       }
-      const refreshed = settle({ ...state, locations, points }, now);
+      const checked = await checkCloud({ ...state, locations }, points, now);
+      const refreshed = settle({ ...state, locations, points: checked }, now);
       await writeIndexes(refreshed, now);
       return { id, props: withoutUndefined(refreshed) };
     },
@@ -388,7 +495,7 @@ export function createBackupSetProvider(host: SetHost) {
       let newest = { setDir, manifestPath, manifestHost, items };
       if (change.take) {
         host.progress(`taking a point: ${change.take.join("; ")}`);
-        const taken = await takeNewPoint(inputs, setId, keyVersion, locations);
+        const taken = await takeNewPoint(inputs, setId, keyVersion, locations, points);
         points.push(taken.point);
         newest = taken.newest;
       }

@@ -5,6 +5,8 @@ import type { CloudItem, ManifestItem } from "../agent/manifest";
 import { canonicalJson } from "../common/canonicalJson";
 import { currentState } from "../common/check";
 import type { EscrowLink } from "../escrow/schema";
+import type { CloudBackupRef, CloudProject } from "../sources/kind";
+export type { CloudBackupRef, CloudProject };
 import type { BackupSetInputs } from "./schema";
 
 /**
@@ -34,23 +36,6 @@ export interface PointLocation {
   cloud?: CloudProject;
 }
 
-/** A cloud project, as Keystone names it: enough to find its backups again with the same credentials. */
-export interface CloudProject {
-  authUrl: string;
-  region?: string;
-  projectId: string;
-}
-
-/**
- * A backup the cloud holds for one source of a point: a Cinder backup (`parent`: the backup an
- * incremental builds on), or an image.
- */
-export interface CloudBackupRef {
-  source: string;
-  kind: "cinder-backup" | "glance-image";
-  id: string;
-  parent?: string;
-}
 
 export type PointStatus = "ok" | "failed" | "missing";
 

@@ -1,17 +1,30 @@
+import * as os from "node:os";
 import * as path from "node:path";
-import type { Manifest, ManifestItem } from "../agent/manifest";
+import type { CloudItem, Manifest, ManifestItem } from "../agent/manifest";
 import { MANIFEST_FILE } from "../targets/layout";
 import { thisProcess } from "../agent/setOwner";
 import { CofferError, isCofferError } from "../common/errors";
 import type { TargetRef } from "../common/targetIdentity";
 import { referenceCurrentVersion, releaseReference } from "../escrow/references";
 import type { AgentClient } from "./agentClient";
-import { PointPlan, planHosts, planTarget, pointManifest } from "./plan";
+import type { Cloud } from "../openstack";
+import type { CloudBackupRef, CloudContext, CloudKind, CloudProject, CloudTaken } from "../sources/kind";
+import { kindsChosenBy } from "../sources/registry";
+import { PlannedItem, PointPlan, planHosts, planTarget, pointManifest } from "./plan";
 import { referenceName } from "./state";
+
+/** A cloud, signed in, and the project its backups go to. */
+export interface CloudAccess {
+  cloud: Cloud;
+  project: CloudProject;
+  waits: CloudContext["waits"];
+}
 
 /** What taking a point needs from its surroundings (the provider process, or a test). */
 export interface TakeDeps {
   agent(host: string | undefined): AgentClient;
+  /** The cloud that cloud kinds (Cinder volumes) work with; opened on first use. */
+  cloud?(): Promise<CloudAccess>;
   now(): Date;
   /** Reports progress where the user sees it (the Pulumi engine's log). */
   progress(message: string): void;
@@ -26,6 +39,11 @@ export interface TakenPoint {
   escrowVersion?: number;
   /** Per source: what the agent made, and `via`, where it ran ("local" or an ssh destination). */
   items: (ManifestItem & { via: string })[];
+  /** Per cloud source: what the cloud holds of it, and its backups there. */
+  cloudItems: CloudItem[];
+  refs: CloudBackupRef[];
+  /** The project the cloud backups are in, when there are any. */
+  project?: CloudProject;
   manifest: Manifest;
   manifestPath: string;
   /** Where the manifest was written: "local" or an ssh destination. */
@@ -126,8 +144,33 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     }));
   const owner = thisProcess();
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
+  const takenInCloud: CloudTaken<unknown>[] = [];
+  let access: CloudAccess | undefined;
+  const inCloud = async (planned: PlannedItem, kind: CloudKind<unknown, unknown>): Promise<CloudItem> => {
+    if (!deps.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to back up a cloud source");
+    access ??= await deps.cloud();
+    const startedAt = deps.now().toISOString();
+    const taken = await kind.take(planned.source, {
+      ...access,
+      subject: `source ${planned.name}`,
+      signal,
+      progress: deps.progress,
+      label: { setId: plan.setId, pointId: plan.pointId, source: planned.name },
+      earlier: plan.earlier.filter((ref) => ref.source === planned.name),
+      keyEscrow: plan.keyEscrow,
+    });
+    takenInCloud.push(taken);
+    const source = taken.source as CloudItem["source"];
+    return { name: planned.name, host: os.hostname(), source, startedAt, finishedAt: deps.now().toISOString() };
+  };
   const results = await boundedAll(plan.items, plan.concurrency, async (planned) => {
     try {
+      const cloudKind = kindsChosenBy(planned.source)[0]?.cloud as CloudKind<unknown, unknown> | undefined;
+      if (cloudKind) {
+        const item = await inCloud(planned, cloudKind);
+        deps.progress(`${planned.name}: done (in the cloud)`);
+        return { in: "cloud" as const, item };
+      }
       const item = await deps.agent(planned.via).call(
         "backup-item",
         {
@@ -144,7 +187,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
         { secrets, signal, onProgress },
       );
       deps.progress(`${planned.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
-      return { ...item, via: planned.via ?? "local" };
+      return { in: "target" as const, item: { ...item, via: planned.via ?? "local" } };
     } catch (error) {
       abort.abort();
       // Name the source, whatever failed: qemu, the agent process, ssh.
@@ -157,9 +200,12 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   const failures = results.flatMap((r) =>
     r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : [],
   );
-  const items = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-  // A point not taken leaves nothing: no file on any host, no escrow reference.
+  const done = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  const items = done.flatMap((r) => (r.in === "target" ? [r.item] : []));
+  const cloudItems = done.flatMap((r) => (r.in === "cloud" ? [r.item] : []));
+  // A point not taken leaves nothing: no file on any host, no cloud backup, no escrow reference.
   const discard = async () => {
+    for (const taken of takenInCloud) await taken.discard().catch(() => undefined);
     const knownFiles = items.map((i) => i.file);
     await removePoint(deps, { pointDir: plan.pointDir, target, knownFiles, hosts: planHosts(plan) }).catch(
       () => undefined,
@@ -171,7 +217,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     }
   };
   const engineGone = deps.engineGone?.aborted ?? false;
-  if (failures.length > 0 || items.length !== plan.items.length || engineGone) {
+  if (failures.length > 0 || done.length !== plan.items.length || engineGone) {
     await discard();
     const stopped = engineGone ? ENGINE_GONE : "stopped before every source was backed up";
     const reasons = failures.map((f) => f.message).join("; ") || stopped;
@@ -184,6 +230,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     const { qemu } = await agent.call("version", {}, { signal });
     const manifest = pointManifest(plan, {
       items: items.map(({ via: _via, ...item }) => item),
+      cloudItems,
       qemuVersion: qemu,
       createdAt: deps.now().toISOString(),
       escrowVersion,
@@ -194,7 +241,9 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     }
     const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret: plan.keys.manifestSecret };
     const manifestPath = await agent.call("write-manifest", manifestRequest, { secrets, signal });
-    return { targetId, escrowVersion, items, manifest, manifestPath, manifestHost };
+    const refs = takenInCloud.flatMap((t) => t.refs);
+    const project = access?.project;
+    return { targetId, escrowVersion, items, cloudItems, refs, project, manifest, manifestPath, manifestHost };
   } catch (error) {
     await discard();
     throw error;

@@ -54,6 +54,8 @@ export interface ListOptions {
   /** Page size. */
   readonly limit?: number;
   readonly signal?: AbortSignal;
+  /** Cinder's list filters, e.g. { volume_id: "..." }. */
+  readonly filters?: Readonly<Record<string, string>>;
 }
 
 /** Cinder's block-storage API v3, with microversions. */
@@ -198,7 +200,7 @@ export class CinderClient {
   /** Every backup of the project (GET /backups/detail, page by page). */
   listBackups(options: ListOptions = {}): AsyncGenerator<s.Backup> {
     return paginate(async (query) => {
-      const path = withQuery("/backups/detail", query ?? { limit: options.limit });
+      const path = withQuery("/backups/detail", query ?? { ...options.filters, limit: options.limit });
       const page = await this.call("GET", path, "backups", s.backupPage, { signal: options.signal });
       return { items: page.backups, next: nextLink(page.backups_links) };
     }, "cinder backups");

@@ -11,6 +11,10 @@ export const volumeSchema = z.object({
   status: z.string(),
   size: z.number(),
   volume_type: z.string().nullish(),
+  /** Microversion 3.63. */
+  volume_type_id: z.string().nullish(),
+  /** The Glance metadata a volume made from an image carries (image properties, licensing data). */
+  volume_image_metadata: metadata.nullish(),
   /** Cinder sends "true"/"false". */
   bootable: z.union([z.boolean(), z.string()]).transform((value) => value === true || value === "true"),
   encrypted: z.boolean().nullish(),

@@ -4,6 +4,9 @@ import type { IntegrityCheck } from "../agent/backupSet";
 import type { StoredFormat } from "../agent/image";
 import type { ManifestItem } from "../agent/manifest";
 import type { SecretFd } from "../agent/tempFiles";
+import type { RecipientKey } from "../escrow/envelope";
+import type { Cloud } from "../openstack";
+import type { CloudDeps } from "../openstack/deps";
 
 /** A string field that must be an absolute path, with the message users have always had. */
 export const absolutePath = (field: string) =>
@@ -83,6 +86,67 @@ export interface RestoreContext {
   ) => Promise<T>;
 }
 
+/** A cloud project, as Keystone names it: enough to find its backups again with the same credentials. */
+export interface CloudProject {
+  authUrl: string;
+  region?: string;
+  projectId: string;
+}
+
+/** A backup the cloud holds for one source of a point (`parent`: the backup an incremental builds on). */
+export interface CloudBackupRef {
+  source: string;
+  kind: "cinder-backup";
+  id: string;
+  parent?: string;
+}
+
+/** What a kind that works through cloud APIs, from Pulumi's process, works with. */
+export interface CloudContext {
+  cloud: Cloud;
+  project: CloudProject;
+  /** The clock and sleep that status waits use. */
+  waits: Pick<CloudDeps, "now" | "sleep">;
+  /** "source <name>": how errors name the source. */
+  subject: string;
+  signal?: AbortSignal;
+  progress(message: string): void;
+}
+
+/** Where an encrypted volume's key is escrowed: the set's escrow store and recipients. */
+export interface KeyEscrow {
+  store: string;
+  recipients: { name: string; key: RecipientKey }[];
+  threshold: number;
+}
+
+export interface CloudTakeContext extends CloudContext {
+  /** Names what the backup is part of, for people who find it in the cloud. */
+  label: { setId: string; pointId: string; source: string };
+  /** This source's backups in the set's earlier points, oldest first: what an incremental may build on. */
+  earlier: readonly CloudBackupRef[];
+  keyEscrow?: KeyEscrow;
+}
+
+export interface CloudTaken<Item> {
+  source: Item;
+  refs: CloudBackupRef[];
+  /** Removes what `take` made, when the point is not kept (another source failed). */
+  discard(): Promise<void>;
+}
+
+/** What a check of cloud backups found wrong with one. */
+export interface CloudProblem {
+  id: string;
+  status: "missing" | "failed";
+  message: string;
+}
+
+/** How a kind takes a backup through cloud APIs (the item is then a manifest's cloud item). */
+export interface CloudKind<Input, Item> {
+  take(input: Input, ctx: CloudTakeContext): Promise<CloudTaken<Item>>;
+}
+
 /**
  * One kind of source: how a user's source object chooses it, what it reads, what the signed
  * manifest records of it, and how its backups are taken, verified, removed and restored.
@@ -103,8 +167,9 @@ export interface SourceKind<Input, Item extends { kind: string }, Fields extends
   /** The source as the agent receives it: `fields` and `rules`, strictly. */
   readonly input: z.ZodType<Input>;
   readonly item: z.ZodType<Item>;
-  /** Where its work runs: qemu on a KVM host, or a cloud API from Pulumi's process. */
+  /** Where its work runs: qemu on a KVM host, or a cloud API from Pulumi's process (`cloud`). */
   readonly runsOn: "agent" | "provider";
+  readonly cloud?: CloudKind<Input, Item>;
   backup(input: Input, ctx: BackupContext): Promise<BackedUp<Item>>;
   verify(items: StoredItem<Item>[], level: IntegrityCheck, ctx: VerifyContext): Promise<ItemProblem[]>;
   remove(items: StoredItem<Item>[], ctx: RemoveContext): Promise<void>;

@@ -8,7 +8,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { MANIFEST_KIND, Manifest } from "../../provider/agent/manifest";
 import { AgentClient, agentClient } from "../../provider/backupSet/agentClient";
-import { SOURCE_KINDS, SourceFields, SourceKindName } from "../../provider/sources/registry";
+import { AGENT_KINDS, AgentKindName, SourceFields } from "../../provider/sources/registry";
 import { makeRawDisk } from "../support/disks";
 import { startVm } from "../support/qemuVm";
 import { watchCommandLines } from "../support/stackProject";
@@ -26,8 +26,8 @@ interface Fixture {
   stop(): Promise<void>;
 }
 
-/** A real source of each kind, of `MIB` MiB; a kind without one here does not compile. */
-const fixtures: { [K in SourceKindName]: (dir: string) => Promise<Fixture> } = {
+/** A real source of each agent kind, of `MIB` MiB; a kind without one here does not compile. */
+const fixtures: { [K in AgentKindName]: (dir: string) => Promise<Fixture> } = {
   disk: async (dir) => {
     const disk = path.join(dir, "stopped.raw");
     await makeRawDisk(disk, MIB);
@@ -41,7 +41,7 @@ const fixtures: { [K in SourceKindName]: (dir: string) => Promise<Fixture> } = {
   },
 };
 
-const agentKinds = SOURCE_KINDS.filter((kind) => kind.runsOn === "agent").map((kind) => kind.kind);
+const agentKinds = AGENT_KINDS.map((kind) => kind.kind);
 
 describe.each(agentKinds)("source kind %s", (kind) => {
   const tempDir = useTempDir();

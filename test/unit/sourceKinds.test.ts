@@ -5,9 +5,11 @@ import { SOURCE_KINDS, kindsChosenBy, sourceItemSchema, sourceKindNamed } from "
 
 describe("the source kind registry", () => {
   test("each kind is registered once, under the manifest's existing discriminators", () => {
-    expect(SOURCE_KINDS.map((k) => k.kind)).toEqual(["disk", "qmp"]);
+    expect(SOURCE_KINDS.map((k) => k.kind)).toEqual(["disk", "qmp", "cinderVolume"]);
     for (const kind of SOURCE_KINDS) expect(sourceKindNamed(kind.kind)).toBe(kind);
-    expect(SOURCE_KINDS.map((k) => k.runsOn)).toEqual(["agent", "agent"]);
+    expect(SOURCE_KINDS.map((k) => k.runsOn)).toEqual(["agent", "agent", "provider"]);
+    // A kind that runs in Pulumi's process takes its backups through `cloud`.
+    for (const kind of SOURCE_KINDS) expect(kind.cloud !== undefined).toBe(kind.runsOn === "provider");
   });
 
   test("no two kinds share a field, and each kind's selectors are its own fields", () => {
@@ -24,6 +26,9 @@ describe("the source kind registry", () => {
     expect(kindsChosenBy({ name: "a", device: "vda" }).map((k) => k.kind)).toEqual(["qmp"]);
     expect(kindsChosenBy({ name: "a", disk: "/d", device: "vda" }).map((k) => k.kind)).toEqual(["disk", "qmp"]);
     expect(kindsChosenBy({ name: "a" })).toEqual([]);
+    expect(kindsChosenBy({ name: "a", cinderVolume: "5c0e", incremental: true }).map((k) => k.kind)).toEqual([
+      "cinderVolume",
+    ]);
   });
 
   test("a kind's input refuses another kind's fields", () => {

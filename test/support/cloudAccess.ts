@@ -1,0 +1,66 @@
+import { randomBytes } from "node:crypto";
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { agentClient } from "../../provider/backupSet/agentClient";
+import type { SetHost } from "../../provider/backupSet/provider";
+import { newPointId } from "../../provider/backupSet/state";
+import type { CloudAccess } from "../../provider/backupSet/take";
+import { Cloud, cloudConfig, cloudDeps, openCloud } from "../../provider/openstack";
+import type { LoopbackCloud, LoopbackCloudUser } from "./loopbackCloud";
+
+/** The loopback cloud as `user` (demo by default) sees it, through Coffer's own client. */
+export function cloudAs(cloud: LoopbackCloud, user: LoopbackCloudUser = cloud.demo): Cloud {
+  const config = cloudConfig({
+    authUrl: cloud.authUrl,
+    region: cloud.region,
+    userName: user.username,
+    password: user.password,
+    projectName: user.projectName,
+    userDomainName: user.userDomainName,
+    projectDomainName: user.projectDomainName,
+  });
+  return openCloud(config, cloudDeps());
+}
+
+/** What the provider's `cloud()` gives: the cloud signed in as `user`, and its project. */
+export async function cloudAccess(cloud: LoopbackCloud, user?: LoopbackCloudUser): Promise<CloudAccess> {
+  const signedIn = cloudAs(cloud, user);
+  const projectId = await signedIn.session.projectId();
+  return { cloud: signedIn, project: { authUrl: cloud.authUrl, region: cloud.region, projectId }, waits: cloudDeps() };
+}
+
+/** A set's host as the provider process has it, with the loopback cloud; `notes` collects what it notes. */
+export function cloudSetHost(cloud: LoopbackCloud, notes: string[] = []): SetHost {
+  const access = cloudAccess(cloud);
+  return {
+    agent: agentClient,
+    cloud: () => access,
+    newSetId: (trigger) => `${trigger}-${randomBytes(4).toString("hex")}`,
+    newPointId: (now) => newPointId(now, randomBytes(2).toString("hex")),
+    now: () => new Date(),
+    progress: () => undefined,
+    note: (message) => notes.push(message),
+  };
+}
+
+/** Writes `bytes` at `offset` into the file that holds volume `id`'s data (the loopback driver's). */
+export async function writeVolumeBytes(cloud: LoopbackCloud, id: string, offset: number, bytes: Buffer) {
+  const file = await fs.open(path.join(cloud.volumesDir, `volume-${id}`), "r+");
+  try {
+    await file.write(bytes, 0, bytes.length, offset);
+  } finally {
+    await file.close();
+  }
+}
+
+/** Reads `length` bytes at `offset` of volume `id`'s data. */
+export async function readVolumeBytes(cloud: LoopbackCloud, id: string, offset: number, length: number) {
+  const file = await fs.open(path.join(cloud.volumesDir, `volume-${id}`), "r");
+  try {
+    const buffer = Buffer.alloc(length);
+    await file.read(buffer, 0, length, offset);
+    return buffer;
+  } finally {
+    await file.close();
+  }
+}
