@@ -113,13 +113,21 @@ export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, no
   return { changes, take, prune, fromNextPoint, setSettings, unknown, strayHolds };
 }
 
+/** What deleting a point deletes: its bytes in the target, and its backups in the cloud by id. */
+function holdings(point: PointRecord): string {
+  const cloud = (point.cloud ?? []).map((ref) => ref.id);
+  if (cloud.length === 0) return formatBytes(point.sizeBytes);
+  const backups = `cinder backup${cloud.length > 1 ? "s" : ""} ${cloud.join(", ")}`;
+  return point.sizeBytes > 0 ? `${formatBytes(point.sizeBytes)} and ${backups}` : backups;
+}
+
 /** The lines `pulumi preview` shows for a set's change, naming points by id and age. */
 export function describeChange(setId: string, change: SetChange, now: Date): string[] {
   const lines: string[] = [];
   const age = (p: PointRecord) => formatAge(now.getTime() - Date.parse(p.takenAt));
   if (change.take) lines.push(`set ${setId}: takes a point: ${change.take.join("; ")}`);
   if (change.prune.length > 0) {
-    const named = change.prune.map((p) => `${p.id} (${age(p)} old, ${formatBytes(p.sizeBytes)})`).join(", ");
+    const named = change.prune.map((p) => `${p.id} (${age(p)} old, ${holdings(p)})`).join(", ");
     const after = change.take ? "after the new point verifies, " : "";
     lines.push(`set ${setId}: ${after}prunes ${change.prune.length} point(s) by retention: ${named}`);
   }

@@ -1,7 +1,7 @@
 import { provider as checker } from "../../provider/backupSet";
-import { planSetChange } from "../../provider/backupSet/change";
+import { describeChange, planSetChange } from "../../provider/backupSet/change";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
-import { BackupSetOutputs, SET_SCHEMA_VERSION, upgradeOutputs } from "../../provider/backupSet/state";
+import { BackupSetOutputs, PointRecord, SET_SCHEMA_VERSION, upgradeOutputs } from "../../provider/backupSet/state";
 import { UNKNOWN } from "../../provider/common/check";
 import { fakeAgent } from "../support/fakeAgent";
 
@@ -159,6 +159,38 @@ describe("an EncryptedBackupSet's history of points", () => {
     expect(ids(w.state)).toEqual(["p003", "p004"]);
     const deleted = w.agent.calls.filter((c) => c.command === "delete-points").flatMap((c) => c.request.pointDirs);
     expect(deleted).toEqual(["/srv/b/sets/zone-a/nightly-1a2b3c4d/p001", "/srv/b/sets/zone-a/nightly-1a2b3c4d/p002"]);
+  });
+
+  test("preview names the cloud backups a pruned point deletes", () => {
+    const point = (id: string, sizeBytes: number, cloud?: PointRecord["cloud"]): PointRecord => ({
+      id,
+      takenAt: "2026-11-25T03:00:00Z",
+      loc: 0,
+      sizeBytes,
+      itemsSha256: "",
+      key: 1,
+      status: "ok",
+      checkedAt: "2026-11-25T03:00:00Z",
+      ...(cloud ? { cloud } : {}),
+    });
+    const change = {
+      changes: true,
+      prune: [
+        point("p1", 0, [{ source: "data", kind: "cinder-backup", id: "b-1" }]),
+        point("p2", 4096, [
+          { source: "data", kind: "cinder-backup", id: "b-2" },
+          { source: "logs", kind: "cinder-backup", id: "b-3" },
+        ]),
+      ],
+      fromNextPoint: [],
+      setSettings: [],
+      unknown: [],
+      strayHolds: [],
+    };
+    expect(describeChange("s", change, new Date("2026-11-26T03:00:00Z"))).toEqual([
+      "set s: prunes 2 point(s) by retention: p1 (24 h old, cinder backup b-1), " +
+        "p2 (24 h old, 4.0 KiB and cinder backups b-2, b-3)",
+    ]);
   });
 
   test("a held point is never pruned; a failed point is evidence: kept, named as drift, and the next up takes a point", async () => {
