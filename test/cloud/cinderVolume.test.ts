@@ -5,6 +5,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
+import { z } from "zod";
 import { readManifest } from "../../provider/agent/manifest";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
@@ -47,6 +48,28 @@ describeCloud(cloud ? "Cinder volumes in a set's history, on the loopback cloud"
     made.volumes.push(created.id);
     await waitForVolume(cinder, created.id, waits);
     return created.id;
+  }
+
+  /** Marks volume `id` in-use with a Cinder attachment (3.54), as Nova would; returns the detach. */
+  async function attach(id: string): Promise<() => Promise<void>> {
+    const { session, cinder } = demo();
+    const headers = { "OpenStack-API-Version": "volume 3.54" };
+    const json = { attachment: { volume_uuid: id, instance_uuid: randomUUID() } };
+    const call = { service: "cinder" as const, resource: `attachment of volume ${id}`, headers };
+    const reply = await session.request(
+      { ...call, method: "POST", path: "/attachments", json },
+      z.object({ attachment: z.object({ id: z.string() }) }),
+    );
+    const attachment = reply.body.attachment.id;
+    await session.request(
+      { ...call, method: "POST", path: `/attachments/${attachment}/action`, json: { "os-complete": null } },
+      z.unknown(),
+    );
+    await waitForVolume(cinder, id, waits, ["in-use"]);
+    return async () => {
+      await session.request({ ...call, method: "DELETE", path: `/attachments/${attachment}` }, z.unknown());
+      await waitForVolume(cinder, id, waits);
+    };
   }
 
   function declared(target: string, sources: object[], overrides: Record<string, unknown> = {}) {
@@ -159,5 +182,45 @@ describeCloud(cloud ? "Cinder volumes in a set's history, on the loopback cloud"
     // Nothing of this test's backups is left in the cloud.
     const left = (await collect(cinder.listBackups())).filter((b) => b.name?.includes(unique));
     expect(left).toEqual([]);
+  });
+
+  test("an in-use volume needs force; fromSnapshot backs up a snapshot taken for it and deletes the snapshot", async () => {
+    const provider = createBackupSetProvider(cloudSetHost(cloud!));
+    const target = path.join(tempDir(), "target");
+    await makeTarget(target);
+    const volumeId = await volume();
+    const detach = await attach(volumeId);
+    const { cinder } = demo();
+    try {
+      const inputs = async (source: object, trigger: string) =>
+        (await provider.check({}, declared(target, [source], { trigger: `${unique}-${trigger}` }))).inputs!;
+      // Cinder refuses an in-use volume without force: nothing of the point is left, no backup, no folder.
+      const refused = await provider.create(await inputs({ name: "db", cinderVolume: volumeId }, "u")).catch((e) => e);
+      expect(refused).toMatchObject({ code: "CLOUD_BAD_REQUEST" });
+      expect(refused.message).toMatch(/^point not taken, nothing of it was kept: source db: .*in-use/);
+      expect(refused.message).toMatch(/cinder .*HTTP 400.*req-[0-9a-f-]{36}/);
+      expect(await fs.readdir(path.join(target, "sets", "zone-c")).catch(() => [])).toEqual([]);
+      const mine = async () => (await collect(cinder.listBackups({ filters: { volume_id: volumeId } }))).length;
+      expect(await mine()).toBe(0);
+
+      const forced = await provider.create(await inputs({ name: "db", cinderVolume: volumeId, force: true }, "f"));
+      expect(await cinder.getBackup((forced.outs as BackupSetOutputs).points[0].cloud![0].id)).toMatchObject({
+        status: "available",
+      });
+
+      const source = { name: "db", cinderVolume: volumeId, force: true, fromSnapshot: true };
+      const snapped = (await provider.create(await inputs(source, "s"))).outs as BackupSetOutputs;
+      const read = readManifest(await fs.readFile(snapped.manifestPath, "utf8"));
+      if (!read.ok) throw new Error(read.problem);
+      const item = read.manifest.cloudItems![0].source as { snapshotId?: string; backupId: string };
+      expect(item.snapshotId).toEqual(expect.any(String));
+      expect(await cinder.getBackup(item.backupId)).toMatchObject({
+        snapshot_id: item.snapshotId,
+        status: "available",
+      });
+      await expect(cinder.getSnapshot(item.snapshotId!)).rejects.toMatchObject({ code: "CLOUD_NOT_FOUND" });
+    } finally {
+      await detach();
+    }
   });
 });
