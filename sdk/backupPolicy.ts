@@ -103,6 +103,8 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   /** "<project>/<stack>/<name>": a policy document with this owner is this resource's own. */
   declare readonly owner: pulumi.Output<string>;
   declare readonly schemaVersion: pulumi.Output<number>;
+  /** The SecretEscrow given as `escrow`: its recipients also receive encrypted Cinder volumes' keys. */
+  readonly escrowResource?: SecretEscrow;
 
   constructor(name: string, args: BackupPolicyArgs, opts?: pulumi.CustomResourceOptions) {
     super(
@@ -141,5 +143,6 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
       "coffer",
       "BackupPolicy",
     );
+    this.escrowResource = args.escrow;
   }
 }

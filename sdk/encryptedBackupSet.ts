@@ -4,7 +4,7 @@ import type { ManifestItem } from "../provider/agent/manifest";
 import type { PointLocation, PointRecord } from "../provider/backupSet/state";
 import type { BackupPolicy } from "./backupPolicy";
 import { delegatingProvider } from "./delegatingProvider";
-import { EscrowLink, SecretEscrow, escrowLink } from "./secretEscrow";
+import { EscrowLink, SecretEscrow, escrowLink, keyEscrowOf } from "./secretEscrow";
 
 /**
  * @internal Exported for the serialization tests.
@@ -30,6 +30,14 @@ export interface BackupSourceArgs {
   device?: pulumi.Input<string>;
   /** The ssh destination of the host with this disk; default: the set's, then the policy's host. */
   host?: pulumi.Input<string>;
+  /** A Cinder volume's id (e.g. an openstack.blockstorage.Volume's `id`): backed up by Cinder's backup service. */
+  cinderVolume?: pulumi.Input<string>;
+  /** Cinder: build on the volume's newest backup in this set's history (a full when there is none). */
+  incremental?: pulumi.Input<boolean>;
+  /** Cinder: back the volume up while it is attached (in-use). */
+  force?: pulumi.Input<boolean>;
+  /** Cinder: back up a snapshot taken for the purpose, deleted afterwards. */
+  fromSnapshot?: pulumi.Input<boolean>;
 }
 
 export interface EncryptedBackupSetArgs {
@@ -44,6 +52,12 @@ export interface EncryptedBackupSetArgs {
   concurrency?: pulumi.Input<number>;
   /** The escrow of the policy's passphrase; default: the policy's `escrow`. The manifest names its record and current version. */
   escrow?: SecretEscrow;
+  /**
+   * Where the keys of encrypted Cinder volumes are escrowed (sealed for its recipients, in its
+   * store), so a backup stays restorable when Barbican loses the key. Default: `escrow`, then the
+   * policy's escrow. A set that backs up an encrypted volume without one fails before any backup.
+   */
+  keyEscrow?: SecretEscrow;
   /** When a point is due besides a new trigger: `{ every: "24h" }`, or `{ cron: "0 3 * * *", timeZone: "Europe/Berlin" }`. */
   schedule?: pulumi.Input<ScheduleArgs>;
   /** Points kept whatever retention says (a legal hold): `[{ point, reason, until? }]`. */
@@ -154,6 +168,12 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
               policy.encryption.apply((e) => e?.passphrase),
             )
           : policy.escrow.apply((e) => e ?? undefined),
+        // Only sets with Cinder sources carry it: others keep the inputs they had.
+        keyEscrow: pulumi.output(args.sources).apply((sources) => {
+          const escrow = args.keyEscrow ?? args.escrow ?? policy.escrowResource;
+          const cloud = sources.some((source) => source.cinderVolume !== undefined);
+          return cloud && escrow ? keyEscrowOf(escrow) : undefined;
+        }),
         schedule: args.schedule,
         holds: args.holds,
         deleteBackupsOnDestroy: args.deleteBackupsOnDestroy,

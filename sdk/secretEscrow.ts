@@ -43,6 +43,7 @@ export class SecretEscrow extends pulumi.dynamic.Resource {
   /** Secret. */
   declare readonly secret: pulumi.Output<string>;
   declare readonly recordId: pulumi.Output<string>;
+  declare readonly recipients: pulumi.Output<{ name: string; publicKey: string }[]>;
   declare readonly store: pulumi.Output<DirectoryTarget>;
   declare readonly threshold: pulumi.Output<number>;
   declare readonly forceDelete: pulumi.Output<boolean>;
@@ -87,6 +88,19 @@ export class SecretEscrow extends pulumi.dynamic.Resource {
       "SecretEscrow",
     );
   }
+}
+
+/**
+ * Where a set escrows encrypted Cinder volumes' keys: the escrow's store, recipients and threshold
+ * (all public), for sealing keys the set finds when it backs a volume up.
+ * @internal
+ */
+export function keyEscrowOf(escrow: SecretEscrow) {
+  return pulumi.all([escrow.store, escrow.recipients, escrow.threshold]).apply(([store, recipients, threshold]) => ({
+    store: store.path,
+    recipients: recipients.map(({ name, publicKey }) => ({ name, publicKey })),
+    threshold,
+  }));
 }
 
 /**

@@ -9,7 +9,7 @@ import type { BackupSetInputs } from "./schema";
 import type { BackupSetOutputs, PointRecord } from "./state";
 
 /** Settings that shape the next point; a change applies from it on and never touches a point taken. */
-const NEXT_POINT_SETTINGS = ["policy", "keys", "sources", "host", "escrow"] as const;
+const NEXT_POINT_SETTINGS = ["policy", "keys", "sources", "host", "escrow", "keyEscrow"] as const;
 /** Settings of the set itself. */
 const SET_SETTINGS = ["concurrency", "schedule", "holds", "deleteBackupsOnDestroy", "history"] as const;
 

@@ -1,4 +1,6 @@
 import { CloudItem, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import { CofferError } from "../common/errors";
+import { parseRecipientKey } from "../escrow/envelope";
 import type { CloudBackupRef, KeyEscrow } from "../sources/kind";
 import type { TargetRef } from "../common/targetIdentity";
 import { directoryStore } from "../targets/directory";
@@ -96,7 +98,18 @@ export function planPoint(
     secrets: [keys.passphrase, keys.manifestKey].filter((s): s is string => !!s),
     escrow: inputs.escrow,
     earlier,
+    ...(inputs.keyEscrow ? { keyEscrow: keyEscrowOf(inputs.keyEscrow) } : {}),
   };
+}
+
+/** The recipients' keys, parsed (check refused any that does not parse). */
+function keyEscrowOf(escrow: NonNullable<BackupSetInputs["keyEscrow"]>): KeyEscrow {
+  const recipients = escrow.recipients.map(({ name, publicKey }) => {
+    const parsed = parseRecipientKey(publicKey);
+    if (!parsed.ok) throw new CofferError("INVALID_INPUT", `keyEscrow: ${name}'s publicKey ${parsed.reason}`);
+    return { name, key: parsed.key };
+  });
+  return { store: escrow.store, recipients, threshold: escrow.threshold };
 }
 
 /** The target as agent requests name it: its path and zone, and its identity when known. */

@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS, sshHost } from "../backupPolicy/schema";
+import { parseRecipientKey } from "../escrow/envelope";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
 import { holds } from "../history/holds";
 import { retentionRules } from "../history/retention";
@@ -42,15 +43,40 @@ const history = z.object({
   reverifyAfterDays: z.number().positive().nullish(),
 });
 
+/** A SecretEscrow's store and recipients, to seal volume keys for; each public key is checked at preview. */
+const keyEscrow = z
+  .object(
+    {
+      store: z.string(),
+      recipients: z
+        .array(
+          z.object({
+            name: z.string(),
+            publicKey: z.string().superRefine((pem, ctx) => {
+              const parsed = parseRecipientKey(pem);
+              if (!parsed.ok) ctx.addIssue({ code: "custom", message: `publicKey ${parsed.reason}` });
+            }),
+          }),
+        )
+        .min(1),
+      threshold: z.number().int().min(1),
+    },
+    { error: "keyEscrow must be a coffer.SecretEscrow" },
+  )
+  .strict()
+  .refine((e) => e.threshold <= e.recipients.length, {
+    message: "keyEscrow.threshold is more than its recipients: nobody could recover a key",
+  });
+
 export const backupSetInputs = z
   .object({
     policy,
     history: history.optional(),
     /** Secret: the policy's passphrase (encrypted sets) and manifest key. */
     keys: z.object({ passphrase: z.string().optional(), manifestKey: z.string().min(1).optional() }),
-    sources: z.array(source, { error: "sources must be a list of disks and running VMs to back up" }).min(1, {
-      message: "sources must name at least one disk or running VM",
-    }),
+    sources: z
+      .array(source, { error: "sources must be a list of disks, running VMs and Cinder volumes to back up" })
+      .min(1, { message: "sources must name at least one disk, running VM or Cinder volume" }),
     trigger: z
       .string({ error: 'trigger is required: a value whose change takes a new set, e.g. "2026-11-24"' })
       .min(1, {
@@ -68,6 +94,11 @@ export const backupSetInputs = z
      * version of the record, and a later rotation does not touch the set.
      */
     escrow: escrowLink.optional(),
+    /**
+     * Where the keys of encrypted Cinder volumes are escrowed: a SecretEscrow's store, recipients
+     * and threshold (the resource class passes them for sets with Cinder sources).
+     */
+    keyEscrow: keyEscrow.optional(),
     /** When a point is due besides a new trigger: `{ every: "24h" }` or `{ cron, timeZone? }`. */
     schedule: schedule.optional(),
     /** Points kept whatever retention says (a legal hold), by the CLI too. */

@@ -10,7 +10,15 @@ import {
   waitForSnapshot,
   waitForSnapshotDeleted,
 } from "../openstack/cinderWaits";
-import type { CloudBackupRef, CloudContext, CloudProblem, CloudTakeContext, SourceKind, SourceRules } from "./kind";
+import type {
+  CloudBackupRef,
+  CloudContext,
+  CloudProblem,
+  CloudTakeContext,
+  KeyEscrow,
+  SourceKind,
+  SourceRules,
+} from "./kind";
 import { kindInput } from "./kind";
 import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
 
@@ -145,16 +153,17 @@ async function parentFor(volumeId: string, ctx: CloudTakeContext): Promise<strin
   return undefined;
 }
 
-/** Escrows the keys the backup's data needs; refuses an encrypted volume when the set has no escrow. */
-async function escrowKeys(keyIds: string[], volumeId: string, ctx: CloudTakeContext) {
-  if (keyIds.length === 0) return undefined;
-  const escrow = ctx.keyEscrow;
-  if (!escrow) {
-    const message =
-      `volume ${volumeId} is encrypted: its key must be escrowed, or a backup is lost with Barbican's copy; ` +
-      "give the set (or its policy) an escrow (a coffer.SecretEscrow)";
-    throw new CofferError("INVALID_INPUT", `${ctx.subject}: ${message}`);
-  }
+/** An encrypted volume's backup is only taken when its key can be escrowed. */
+function refuseWithoutEscrow(volume: Volume, ctx: CloudTakeContext): KeyEscrow {
+  if (ctx.keyEscrow) return ctx.keyEscrow;
+  const message =
+    `volume ${volume.id} is encrypted: its key must be escrowed, or its backups are lost with Barbican's copy; ` +
+    "give the set (keyEscrow or escrow) or its policy a coffer.SecretEscrow";
+  throw new CofferError("INVALID_INPUT", `${ctx.subject}: ${message}`);
+}
+
+/** Escrows the keys the backup's data needs, each in its own record. */
+async function escrowKeys(keyIds: string[], escrow: KeyEscrow, ctx: CloudTakeContext) {
   const escrowed = [];
   for (const barbicanSecret of keyIds) {
     const bytes = await ctx.cloud.barbican.getSecretPayload(barbicanSecret, ctx.signal);
@@ -170,6 +179,7 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
   const { cinder } = ctx.cloud;
   const volumeId = input.cinderVolume;
   const volume = await cinder.getVolume(volumeId, ctx.signal);
+  const keyEscrow = volume.encrypted ? refuseWithoutEscrow(volume, ctx) : undefined;
   const type = await typeOf(volume, ctx);
   const parent = input.incremental ? await parentFor(volumeId, ctx) : undefined;
   const made: { snapshot?: string; backup?: string; snapshotDeleted?: string } = {};
@@ -220,8 +230,13 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
       made.snapshot = undefined;
       made.snapshotDeleted = snapshot;
     }
+    // The backup's data is encrypted with its own clone of the volume's key: that one restores it.
     const keyIds = [backup.encryption_key_id].filter((k): k is string => !!k);
-    const escrowedKeys = await escrowKeys(volume.encrypted ? keyIds : [], volumeId, ctx);
+    if (keyEscrow && keyIds.length === 0) {
+      const message = `cinder backup ${backup.id} of encrypted volume ${volumeId} names no key (encryption_key_id)`;
+      throw new CofferError("CLOUD_BAD_RESPONSE", `${ctx.subject}: ${message}: is Cinder's API older than 3.64?`);
+    }
+    const escrowedKeys = keyEscrow ? await escrowKeys(keyIds, keyEscrow, ctx) : undefined;
     const source: CinderVolumeItem = {
       kind: "cinderVolume",
       cloud: ctx.project,

@@ -9,9 +9,12 @@ import { z } from "zod";
 import { readManifest } from "../../provider/agent/manifest";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
+import { recoverSecret, volumeKeyRecordId } from "../../provider/escrow/record";
+import type { CinderVolumeItem } from "../../provider/sources/cinderVolume";
 import { collect, waitForBackupDeleted, waitForVolume, waitForVolumeDeleted } from "../../provider/openstack";
 import { cloudAs, cloudSetHost, writeVolumeBytes } from "../support/cloudAccess";
 import { cloudMissingNote, loopbackCloud } from "../support/loopbackCloud";
+import { x25519Pair } from "../support/escrowKeys";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
@@ -42,9 +45,9 @@ describeCloud(cloud ? "Cinder volumes in a set's history, on the loopback cloud"
     }
   });
 
-  async function volume(sizeGiB = 1): Promise<string> {
+  async function volume(sizeGiB = 1, volumeType?: string): Promise<string> {
     const { cinder } = demo();
-    const created = await cinder.createVolume({ size: sizeGiB, name: `${unique}-vol` });
+    const created = await cinder.createVolume({ size: sizeGiB, name: `${unique}-vol`, volumeType });
     made.volumes.push(created.id);
     await waitForVolume(cinder, created.id, waits);
     return created.id;
@@ -222,5 +225,50 @@ describeCloud(cloud ? "Cinder volumes in a set's history, on the loopback cloud"
     } finally {
       await detach();
     }
+  });
+
+  test("an encrypted volume's backup key is escrowed for the set's recipients; without an escrow nothing is taken", async () => {
+    const provider = createBackupSetProvider(cloudSetHost(cloud!));
+    const target = path.join(tempDir(), "target");
+    const store = path.join(tempDir(), "escrow");
+    await makeTarget(target);
+    const volumeId = await volume(1, cloud!.volumeTypes.encrypted);
+    const { cinder, barbican } = demo();
+    const source = { name: "secure", cinderVolume: volumeId };
+    const inputs = async (overrides: Record<string, unknown>) =>
+      (await provider.check({}, declared(target, [source], overrides))).inputs!;
+
+    const refused = await provider.create(await inputs({ trigger: `${unique}-e0` })).catch((e) => e);
+    expect(refused).toMatchObject({ code: "INVALID_INPUT" });
+    expect(refused.message).toMatch(/volume .* is encrypted: its key must be escrowed.*coffer\.SecretEscrow/);
+    expect(await collect(cinder.listBackups({ filters: { volume_id: volumeId } }))).toEqual([]);
+
+    const [first, second] = [x25519Pair(), x25519Pair()];
+    const keyEscrow = {
+      store,
+      recipients: [
+        { name: "dr-team", publicKey: first.publicKey },
+        { name: "security", publicKey: second.publicKey },
+      ],
+      threshold: 1,
+    };
+    const created = (await provider.create(await inputs({ trigger: `${unique}-e1`, keyEscrow })))
+      .outs as BackupSetOutputs;
+    const read = readManifest(await fs.readFile(created.manifestPath, "utf8"));
+    if (!read.ok) throw new Error(read.problem);
+    const item = read.manifest.cloudItems![0].source as CinderVolumeItem;
+    const backup = await cinder.getBackup(item.backupId);
+    expect(item.volume).toMatchObject({ encrypted: true, encryptionKeyId: expect.any(String) });
+    expect(item.volume.type.name).toBe(cloud!.volumeTypes.encrypted);
+    expect(item.backupKeyId).toBe(backup.encryption_key_id);
+    expect(item.backupKeyId).not.toBe(item.volume.encryptionKeyId);
+    expect(item.escrowedKeys).toEqual([
+      { barbicanSecret: item.backupKeyId, record: volumeKeyRecordId(item.backupKeyId!), store },
+    ]);
+    // Either recipient alone opens it (threshold 1): the hex form is what Cinder gives LUKS.
+    const payload = await barbican.getSecretPayload(item.backupKeyId!);
+    const recovered = await recoverSecret(store, item.escrowedKeys![0].record, [second.privateKey], undefined, "hex");
+    expect(recovered).toBe(payload.toString("hex"));
+    expect(payload.length).toBe(32);
   });
 });
