@@ -247,7 +247,8 @@ export function signatureProblem(text: string, expected: SigningPublicKey): Sign
     return { kind: "other-key", message };
   }
   if (!signatureMatches(signedContent(parsed.raw), parsed.signature, expected.pem)) {
-    const message = `manifest: its Ed25519 signature (key ${claimed}) does not match: the manifest was changed after signing`;
+    const changed = "the manifest was changed after signing";
+    const message = `manifest: its Ed25519 signature (key ${claimed}) does not match: ${changed}`;
     return { kind: "mismatch", message };
   }
   return undefined;

@@ -46,7 +46,7 @@ export interface BackupPolicyOutputs extends Omit<
   encryption?: { passphrase: string; fingerprintKey: string } | null;
   /** Secret: signs the manifests of unencrypted backup sets (encrypted ones use the passphrase). */
   manifestKey: string;
-  /** Secret as a whole (the resource class forces it): the Ed25519 private key; null when off (absent before signing). */
+  /** Secret (the resource class forces it): the Ed25519 private key; null when off, absent in older state. */
   signing?: { privateKey: string } | null;
   /** Public: the signing key's public half, which checks manifests without any secret; null when off. */
   signingPublicKey?: SigningPublicKey | null;

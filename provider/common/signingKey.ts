@@ -43,7 +43,8 @@ export function signingKeyProblem(pem: unknown, field: string): string | undefin
     const encrypted = /passphrase/i.test((error as Error).message) || pem.includes("ENCRYPTED");
     return encrypted
       ? `${field} is encrypted with a passphrase: give it unencrypted, as a Pulumi secret (${MAKE_SIGNING_KEY})`
-      : `${field} is not a PEM private key: give the whole file, from its -----BEGIN PRIVATE KEY----- line (${MAKE_SIGNING_KEY})`;
+      : `${field} is not a PEM private key: give the whole file, from its -----BEGIN PRIVATE KEY----- line ` +
+          `(${MAKE_SIGNING_KEY})`;
   }
   if (key.asymmetricKeyType !== SIGNATURE_ALGORITHM) {
     return `${field} is an ${kindOf(key)} key; Coffer signs manifests with Ed25519 only: ${MAKE_SIGNING_KEY}`;

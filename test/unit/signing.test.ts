@@ -106,7 +106,7 @@ describe("signing keys", () => {
 });
 
 describe("signed manifests", () => {
-  test("the signature covers a context and the HMAC's canonical bytes, which name the key: anyone can check it", async () => {
+  test("the signature covers a context and the HMAC's bytes, which name the key: anyone can check it", async () => {
     const pair = ed25519Pair();
     const { manifest: signed, signature } = signManifest(manifest(), pair.privateKey);
     const fingerprint = publicKeyOf(pair.privateKey).fingerprint;
@@ -279,7 +279,7 @@ describe("an EncryptedBackupSet's signed points", () => {
     expect(JSON.stringify(result)).not.toContain(rsa.split("\n")[1]);
   });
 
-  test("each point records its key; a rotated key leaves old points checked with theirs; tampering is drift", async () => {
+  test("each point records its key; after a rotation old points keep theirs; tampering is drift", async () => {
     const first = ed25519Pair();
     const second = ed25519Pair();
     const fingerprint = (pair: { privateKey: string }) => publicKeyOf(pair.privateKey).fingerprint;
