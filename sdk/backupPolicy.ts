@@ -51,6 +51,20 @@ export interface BackupPolicyArgs {
   escrow?: SecretEscrow;
   /** Refuse, at preview, an encrypted policy without `escrow`. Default false. */
   requireEscrow?: pulumi.Input<boolean>;
+  /**
+   * An Ed25519 private key (PEM, e.g. from `openssl genpkey -algorithm ed25519`) that signs every
+   * manifest of the policy's sets, so that `coffer verify --public-key` checks them without any secret.
+   * Always kept as a Pulumi secret; it is used only in Pulumi's process. Absent: HMAC only.
+   */
+  signing?: pulumi.Input<{ privateKey: pulumi.Input<string> }>;
+}
+
+/** The public half of a policy's signing key. */
+export interface SigningPublicKey {
+  /** SPKI PEM: give it to `coffer verify --public-key`. */
+  pem: string;
+  /** "SHA256:" and the base64 of the SHA-256 of the key (as ssh shows keys); manifests name their key by it. */
+  fingerprint: string;
 }
 
 export interface Retention {
@@ -90,6 +104,10 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly requireEscrow: pulumi.Output<boolean>;
   /** Secret: signs the manifests of unencrypted backup sets. */
   declare readonly manifestKey: pulumi.Output<string>;
+  /** Secret: the Ed25519 private key that signs the sets' manifests; null when off. */
+  declare readonly signing: pulumi.Output<{ privateKey: string } | null>;
+  /** The signing key's public half and fingerprint, for `coffer verify --public-key`; null when off. */
+  declare readonly signingPublicKey: pulumi.Output<SigningPublicKey | null>;
   /** Absolute path of the policy document. */
   declare readonly documentPath: pulumi.Output<string>;
   /** Increases with every write of the document. */
@@ -105,8 +123,15 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly schemaVersion: pulumi.Output<number>;
   /** The SecretEscrow given as `escrow`: its recipients also receive encrypted Cinder volumes' keys. */
   readonly escrowResource?: SecretEscrow;
+  /**
+   * @internal The signing key as declared (secret), for the policy's sets: known in a preview even
+   * when the policy's state predates `signing`, where the output would be unknown.
+   */
+  readonly declaredSigning: pulumi.Output<{ privateKey: string } | undefined>;
 
   constructor(name: string, args: BackupPolicyArgs, opts?: pulumi.CustomResourceOptions) {
+    // The key is a secret even if the caller passed a plain string.
+    const signing = args.signing === undefined ? undefined : pulumi.secret(args.signing);
     super(
       backupPolicyProvider,
       name,
@@ -129,9 +154,11 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
             pulumi.output(args.encryption).apply((e) => e?.passphrase),
           ),
         requireEscrow: args.requireEscrow,
+        signing,
         // Stable across replacements, so a document an earlier incarnation wrote is recognized as its own.
         owner: `${pulumi.getProject()}/${pulumi.getStack()}/${name}`,
         manifestKey: undefined,
+        signingPublicKey: undefined,
         documentPath: undefined,
         revision: undefined,
         settings: undefined,
@@ -139,10 +166,11 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         targetId: undefined,
         schemaVersion: undefined,
       },
-      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey"] }),
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey", "signing"] }),
       "coffer",
       "BackupPolicy",
     );
     this.escrowResource = args.escrow;
+    this.declaredSigning = pulumi.output(signing) as pulumi.Output<{ privateKey: string } | undefined>;
   }
 }

@@ -2,7 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import type { Verification } from "../provider/agent/backupSet";
 import type { ManifestItem } from "../provider/agent/manifest";
 import type { PointLocation, PointRecord } from "../provider/backupSet/state";
-import type { BackupPolicy } from "./backupPolicy";
+import type { BackupPolicy, SigningPublicKey } from "./backupPolicy";
 import { delegatingProvider } from "./delegatingProvider";
 import { EscrowLink, SecretEscrow, escrowLink, keyEscrowOf } from "./secretEscrow";
 
@@ -108,6 +108,8 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   declare readonly locations: pulumi.Output<PointLocation[]>;
   /** True when the policy's `rpoHours` is set and the newest good point is older. */
   declare readonly overdue: pulumi.Output<boolean>;
+  /** The public keys the points are signed with (a point's `signedBy` names one); absent while none is. */
+  declare readonly signers: pulumi.Output<SigningPublicKey[] | undefined>;
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
     const policy = args.policy;
@@ -150,13 +152,19 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
             rpoHours: rpoHours ?? undefined,
             reverifyAfterDays: reverifyAfterDays ?? undefined,
           })),
-        // The one key the set needs: the passphrase, or for unencrypted sets the manifest key.
+        // The one key the set's HMAC needs: the passphrase, or for unencrypted sets the manifest key;
+        // and the policy's signing key, when it has one.
         keys: pulumi.secret(
-          policy.encryption.apply((encryption) =>
-            encryption
-              ? pulumi.output({ passphrase: encryption.passphrase })
-              : policy.manifestKey.apply((manifestKey) => ({ manifestKey })),
-          ),
+          pulumi
+            .all([
+              policy.encryption.apply((encryption) =>
+                encryption
+                  ? pulumi.output({ passphrase: encryption.passphrase })
+                  : policy.manifestKey.apply((manifestKey) => ({ manifestKey })),
+              ),
+              policy.declaredSigning,
+            ])
+            .apply(([keys, signing]) => (signing ? { ...keys, signingKey: signing.privateKey } : keys)),
         ),
         sources: args.sources,
         trigger: args.trigger,
@@ -181,6 +189,7 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         points: undefined,
         locations: undefined,
         overdue: undefined,
+        signers: undefined,
         keyVersion: undefined,
         keyring: undefined,
         setDir: undefined,

@@ -7,6 +7,7 @@ export type {
   PolicySettings,
   Retention,
   RetentionArgs,
+  SigningPublicKey,
 } from "./backupPolicy";
 export { EncryptedBackupSet } from "./encryptedBackupSet";
 export type {

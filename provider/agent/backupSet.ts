@@ -13,7 +13,16 @@ import {
   fileSha256,
   streamSha256,
 } from "./image";
-import { Manifest, ManifestItem, misplacement, openManifest, readManifest, renderSignedManifest } from "./manifest";
+import type { SigningPublicKey } from "../common/signingKey";
+import {
+  Manifest,
+  ManifestItem,
+  misplacement,
+  openManifest,
+  readManifest,
+  renderSignedManifest,
+  signatureProblem,
+} from "./manifest";
 import { SetOwner, clearOwners, folderOwners, markOwner } from "./setOwner";
 import { withSecretFd } from "./tempFiles";
 import { SourceFields, chooseSourceKind, removeItems, verifyItems } from "../sources/registry";
@@ -183,10 +192,18 @@ export async function qemuVersion(): Promise<string> {
   return out.split("\n")[0].replace(/^qemu-img version /, "");
 }
 
-/** Writes the signed manifest last: a set without one is never taken for a good set. */
-export async function writeManifest(setDir: string, manifest: Manifest, secret: string): Promise<string> {
+/**
+ * Writes the signed manifest last: a set without one is never taken for a good set. `signature`:
+ * the Ed25519 signature the provider made (signManifest), written beside the HMAC.
+ */
+export async function writeManifest(
+  setDir: string,
+  manifest: Manifest,
+  secret: string,
+  signature?: string,
+): Promise<string> {
   const file = path.join(setDir, MANIFEST_FILE);
-  await writeFileAtomic(file, await renderSignedManifest(manifest, secret));
+  await writeFileAtomic(file, await renderSignedManifest(manifest, secret, signature));
   await clearOwners(setDir);
   return file;
 }
@@ -199,46 +216,86 @@ export interface Verification {
 }
 
 /**
- * Re-verifies a set: the manifest's HMAC and place, then its items, each by its source kind
- * (for a backup image in the set's folder: see provider/sources/storedImage.ts).
+ * What a manifest is checked with: the secret of its HMAC (`manifestSecret`, or the one of
+ * `passphrase` and `manifestKey` its key source names) and, for a signed point, the public key
+ * it must be signed with. With a public key and no secret, the HMAC is not checked.
+ */
+export interface VerifyKeys {
+  manifestSecret?: string;
+  passphrase?: string;
+  manifestKey?: string;
+  publicKey?: SigningPublicKey;
+}
+
+/** A set's verification, with what it covered in words (`coffer verify` prints them). */
+export type SetVerification = Verification & { manifest?: Manifest; checked: string[]; notChecked: string[] };
+
+/**
+ * Re-verifies a set: the manifest's signature (given a public key), HMAC and place, then its items,
+ * each by its source kind (for a backup image in the set's folder: see provider/sources/storedImage.ts).
+ * An encrypted set's items are checked at level "none" without the passphrase.
  */
 export async function verifySet(
   setDir: string,
   level: IntegrityCheck,
-  secrets: { manifestSecret?: string; passphrase?: string; manifestKey?: string },
+  secrets: VerifyKeys,
   events: Events = {},
-): Promise<Verification & { manifest?: Manifest }> {
+): Promise<SetVerification> {
   const checkedAt = new Date().toISOString();
+  const checked: string[] = [];
+  const notChecked: string[] = [];
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
-  if (text === undefined)
-    return {
-      status: "missing",
-      checkedAt,
-      level,
-      failures: [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`],
-    };
+  if (text === undefined) {
+    const failures = [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`];
+    return { status: "missing", checkedAt, level, failures, checked, notChecked: ["everything: no manifest"] };
+  }
+  const fail = (failures: string[], manifest?: Manifest): SetVerification => {
+    notChecked.push("the items: the manifest did not pass");
+    return { status: "failed", checkedAt, level, failures, manifest, checked, notChecked };
+  };
   // A set's points may be signed with different keys: the manifest says which one it needs.
-  const unsigned = readManifest(text);
-  const needed = unsigned.ok && unsigned.manifest.keySource === "passphrase" ? secrets.passphrase : secrets.manifestKey;
-  const opened = await openManifest(text, secrets.manifestSecret ?? needed ?? "");
-  if (!opened.ok) return { status: "failed", checkedAt, level, failures: [opened.problem] };
-  if (!opened.authentic)
-    return {
-      status: "failed",
-      checkedAt,
-      level,
-      failures: ["manifest: its HMAC does not match: it was changed, or the key is not this set's"],
-      manifest: opened.manifest,
-    };
-  const misplaced = misplacement(opened.manifest, setDir);
-  if (misplaced) return { status: "failed", checkedAt, level, failures: [misplaced], manifest: opened.manifest };
+  const read = readManifest(text);
+  if (!read.ok) return fail([read.problem]);
+  const { manifest } = read;
+  const keyName = manifest.keySource === "passphrase" ? "the passphrase" : "the manifest key";
+  const needed = manifest.keySource === "passphrase" ? secrets.passphrase : secrets.manifestKey;
+  const secret = secrets.manifestSecret ?? needed;
+  const failures: string[] = [];
+  if (secrets.publicKey) {
+    const problem = signatureProblem(text, secrets.publicKey);
+    if (problem) failures.push(problem.message);
+    else checked.push(`the manifest's Ed25519 signature, with key ${secrets.publicKey.fingerprint}`);
+  } else if (manifest.signing) {
+    notChecked.push(`the manifest's Ed25519 signature (key ${manifest.signing.keyFingerprint}): give its public key`);
+  }
+  // Without a secret the public key alone vouches for the manifest; with neither, nothing does.
+  if (secret !== undefined || !secrets.publicKey) {
+    const opened = await openManifest(text, secret ?? "");
+    if (opened.ok && opened.authentic) checked.push(`the manifest's HMAC, with ${keyName}`);
+    else failures.push("manifest: its HMAC does not match: it was changed, or the key is not this set's");
+  } else {
+    notChecked.push(`the manifest's HMAC: it needs ${keyName}`);
+  }
+  if (failures.length > 0) return fail(failures, manifest);
+  const misplaced = misplacement(manifest, setDir);
+  if (misplaced) return fail([misplaced], manifest);
+  checked.push("the manifest's place: its set's, point's and zone's folder");
+  const itemLevel = manifest.policy.encrypted && !secrets.passphrase ? "none" : level;
   const problems = await withSecretFd(secrets.passphrase ?? "", (key) =>
-    verifyItems(opened.manifest.items, level, { setDir, key, signal: events.signal, progress: events.progress }),
+    verifyItems(manifest.items, itemLevel, { setDir, key, signal: events.signal, progress: events.progress }),
   );
+  checked.push("each item's stored file: its size and SHA-256");
+  if (itemLevel !== "none") checked.push("each item's qcow2 metadata (qemu-img check)");
+  if (itemLevel === "full") checked.push("each item's guest data: its SHA-256");
+  if (itemLevel !== level) {
+    notChecked.push(
+      "each item's qcow2 metadata and guest data: the backups are encrypted, and that needs the passphrase",
+    );
+  } else if (level !== "full") notChecked.push("each item's guest data: that is a full check");
   const failed = problems.filter((p) => p.status === "failed").map((p) => p.message);
   const missing = problems.filter((p) => p.status === "missing").map((p) => p.message);
   const status = failed.length > 0 ? "failed" : missing.length > 0 ? "missing" : "ok";
-  return { status, checkedAt, level, failures: [...failed, ...missing], manifest: opened.manifest };
+  return { status, checkedAt, level: itemLevel, failures: [...failed, ...missing], manifest, checked, notChecked };
 }
 
 /**

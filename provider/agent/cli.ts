@@ -15,6 +15,7 @@
 import * as path from "node:path";
 import { CofferError, isCofferError } from "../common/errors";
 import { watchParent } from "../common/parentWatch";
+import { parsePublicKey } from "../common/signingKey";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
 import { targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
@@ -97,13 +98,16 @@ const handlers: Handlers = {
         field: ["manifest", ...issue.path].join("."),
       });
     }
-    // Signed as given: the provider composed it.
-    return writeManifest(req.setDir, req.manifest as Manifest, req.manifestSecret);
+    // Signed as given: the provider composed it (and signed it, with a signing key).
+    return writeManifest(req.setDir, req.manifest as Manifest, req.manifestSecret, req.signature);
   },
   "verify-set": async (req, events) => {
     const targetId = await checkedTarget(req);
+    const parsed = req.publicKey === undefined ? undefined : parsePublicKey(req.publicKey, "publicKey");
+    if (parsed && !parsed.ok) throw new CofferError("INVALID_INPUT", parsed.problem, { field: "publicKey" });
     const secrets = req.keys ?? { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
-    return { ...(await verifySet(req.setDir, req.level, secrets, events)), targetId };
+    const publicKey = parsed?.key;
+    return { ...(await verifySet(req.setDir, req.level, { ...secrets, publicKey }, events)), targetId };
   },
   "delete-set": async (req) => {
     await checkedTarget(req);

@@ -2,6 +2,15 @@ import { createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from "node
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
+import { CofferError } from "../common/errors";
+import {
+  FINGERPRINT_PATTERN,
+  SIGNATURE_ALGORITHM,
+  SigningPublicKey,
+  publicKeyOf,
+  signData,
+  signatureMatches,
+} from "../common/signingKey";
 import { sourceItemSchema } from "../sources/registry";
 import { targetLayout } from "../targets/layout";
 
@@ -12,6 +21,9 @@ import { targetLayout } from "../targets/layout";
  * when it is on. A passphrase can be guessed, so since schema 2 its key is derived with scrypt
  * (parameters and salt in `mac`): testing a guess against a manifest costs at least what it costs
  * against the backup's LUKS header. Schema 1 manifests (HKDF from the passphrase) still verify.
+ * A policy with a signing key also signs it with Ed25519 (`signing` names the key, the envelope's
+ * `ed25519Signature` holds the signature over the same bytes as the HMAC), so that the public key
+ * alone tells a changed manifest; unsigned manifests stay as they were.
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
 export const MANIFEST_SCHEMA_VERSION = 4;
@@ -99,6 +111,13 @@ export const manifestSchema = z.object({
   /** Which secret the HMAC key comes from, so a verifier knows what to ask for. */
   keySource: z.enum(["passphrase", "manifest-key"]),
   mac: macSchema.optional(),
+  /** The Ed25519 key the manifest is signed with; absent: not signed (HMAC only). */
+  signing: z
+    .object({
+      algorithm: z.literal(SIGNATURE_ALGORITHM),
+      keyFingerprint: z.string().regex(FINGERPRINT_PATTERN, { message: 'must be "SHA256:" and 43 base64 digits' }),
+    })
+    .optional(),
   /** The escrow record that recovers the passphrase, when the set has one. */
   escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
   qemuVersion: z.string(),
@@ -108,7 +127,15 @@ export const manifestSchema = z.object({
 });
 export type Manifest = z.output<typeof manifestSchema>;
 
-const envelopeSchema = z.object({ manifest: z.unknown(), hmacSha256: z.string().regex(/^[0-9a-f]{64}$/) });
+const envelopeSchema = z.object({
+  manifest: z.unknown(),
+  hmacSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** Base64 of 64 bytes, over signedContent(manifest); with the manifest's `signing` only. */
+  ed25519Signature: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]{86}==$/)
+    .optional(),
+});
 
 /** The HMAC key of a manifest: scrypt when `mac` says so, else HKDF with the set's id as salt. */
 async function macKey(secret: string, manifest: Pick<Manifest, "setId" | "mac">): Promise<Buffer> {
@@ -138,13 +165,40 @@ async function mac(manifest: unknown, parsed: Pick<Manifest, "setId" | "mac">, s
     .digest();
 }
 
-/** Signs `manifest` as given; a manifest without `mac` gets one for its key source (and schema 2). */
-export async function renderSignedManifest(manifest: Manifest, secret: string): Promise<string> {
-  const signed: Manifest = manifest.mac
+/** `manifest` as given, or with a `mac` for its key source (and the current schema) when it has none. */
+function withMac(manifest: Manifest): Manifest {
+  return manifest.mac
     ? manifest
     : { ...manifest, schemaVersion: MANIFEST_SCHEMA_VERSION, mac: newMac(manifest.keySource) };
+}
+
+/** The bytes an Ed25519 signature covers: a context (no signature of anything else can pass) and the HMAC's bytes. */
+const SIGNATURE_CONTEXT = "coffer manifest signature v1\n";
+export const signedContent = (manifest: unknown) => Buffer.from(SIGNATURE_CONTEXT + canonicalJson(manifest), "utf8");
+
+/**
+ * Signs `manifest` with an Ed25519 private key (in Pulumi's process: the key goes nowhere else). The
+ * result names the key and has its final `mac`, so the agent's HMAC covers the same bytes.
+ */
+export function signManifest(manifest: Manifest, privateKeyPem: string): { manifest: Manifest; signature: string } {
+  const keyFingerprint = publicKeyOf(privateKeyPem).fingerprint;
+  const signed: Manifest = { ...withMac(manifest), signing: { algorithm: SIGNATURE_ALGORITHM, keyFingerprint } };
+  return { manifest: signed, signature: signData(signedContent(signed), privateKeyPem) };
+}
+
+/**
+ * The manifest file: `manifest` with its HMAC (a manifest without `mac` gets one for its key source,
+ * and schema 2 or later), and `signature` when signManifest made one.
+ */
+export async function renderSignedManifest(manifest: Manifest, secret: string, signature?: string): Promise<string> {
+  if ((signature === undefined) !== (manifest.signing === undefined)) {
+    const message = "a manifest's Ed25519 signature and its `signing` come together: sign it with signManifest";
+    throw new CofferError("INVALID_INPUT", message, { field: "signature" });
+  }
+  const signed = withMac(manifest);
   const hmacSha256 = (await mac(signed, signed, secret)).toString("hex");
-  return JSON.stringify({ manifest: signed, hmacSha256 }, null, 2) + "\n";
+  const envelope = { manifest: signed, hmacSha256, ...(signature ? { ed25519Signature: signature } : {}) };
+  return JSON.stringify(envelope, null, 2) + "\n";
 }
 
 export type ReadManifest = { ok: true; manifest: Manifest } | { ok: false; problem: string };
@@ -156,7 +210,8 @@ export function readManifest(text: string): ReadManifest {
   return parsed.ok ? { ok: true, manifest: parsed.manifest } : parsed;
 }
 
-type Envelope = { ok: true; manifest: Manifest; raw: unknown; hmac: string } | { ok: false; problem: string };
+type Envelope =
+  { ok: true; manifest: Manifest; raw: unknown; hmac: string; signature?: string } | { ok: false; problem: string };
 
 function parseEnvelope(text: string): Envelope {
   let json: unknown;
@@ -172,7 +227,8 @@ function parseEnvelope(text: string): Envelope {
     const issue = parsed.error.issues[0];
     return { ok: false, problem: `manifest ${issue.path.join(".")}: ${issue.message}` };
   }
-  return { ok: true, manifest: parsed.data, raw: envelope.data.manifest, hmac: envelope.data.hmacSha256 };
+  const { manifest: raw, hmacSha256: hmac, ed25519Signature: signature } = envelope.data;
+  return { ok: true, manifest: parsed.data, raw, hmac, signature };
 }
 
 /** Parses a signed manifest and checks its HMAC with `secret`. */
@@ -183,6 +239,34 @@ export async function openManifest(text: string, secret: string): Promise<Opened
   const expected = await mac(parsed.raw, parsed.manifest, secret);
   const authentic = timingSafeEqual(expected, Buffer.from(parsed.hmac, "hex"));
   return { ok: true, manifest: parsed.manifest, authentic };
+}
+
+/** Why a manifest's Ed25519 signature does not pass: none, another key's, or one that does not match. */
+export type SignatureProblem = { kind: "unreadable" | "unsigned" | "other-key" | "mismatch"; message: string };
+
+/**
+ * Checks a manifest's Ed25519 signature with `expected`, the public key the verifier trusts (never
+ * the manifest's own claim): undefined when it is signed with that key over exactly what it says.
+ */
+export function signatureProblem(text: string, expected: SigningPublicKey): SignatureProblem | undefined {
+  const parsed = parseEnvelope(text);
+  if (!parsed.ok) return { kind: "unreadable", message: parsed.problem };
+  const claimed = parsed.manifest.signing?.keyFingerprint;
+  if (claimed === undefined || parsed.signature === undefined) {
+    const what =
+      claimed === undefined ? "it is not signed" : `it names key ${claimed} but carries no Ed25519 signature`;
+    return { kind: "unsigned", message: `manifest: ${what}; it should be signed with ${expected.fingerprint}` };
+  }
+  if (claimed !== expected.fingerprint) {
+    const message = `manifest: it is signed with key ${claimed}, not with the expected ${expected.fingerprint}`;
+    return { kind: "other-key", message };
+  }
+  if (!signatureMatches(signedContent(parsed.raw), parsed.signature, expected.pem)) {
+    const changed = "the manifest was changed after signing";
+    const message = `manifest: its Ed25519 signature (key ${claimed}) does not match: ${changed}`;
+    return { kind: "mismatch", message };
+  }
+  return undefined;
 }
 
 /**

@@ -15,9 +15,11 @@ import { setOwner } from "./setOwner";
 
 /**
  * 2: requests checked, versioned replies. 3: points (`pointId`, verify-set's `keys`, delete-points,
- * read-index and write-index). The agents before 2 (no `protocol` in replies) count as 1.
+ * read-index and write-index). 4: Ed25519-signed manifests (write-manifest's `signature`,
+ * verify-set's `publicKey`): an older agent would drop the signature unseen. The agents before 2
+ * (no `protocol` in replies) count as 1.
  */
-export const AGENT_PROTOCOL_VERSION = 3;
+export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
 export const UNVERSIONED_AGENT_PROTOCOL = 1;
 
@@ -63,6 +65,11 @@ export const agentRequests = {
     // Checked against the manifest schema after the target: what an unmounted target gets is that refusal.
     manifest: z.record(z.string(), z.unknown(), { error: "manifest must be an object" }),
     manifestSecret: secret("manifestSecret").min(1),
+    /** The manifest's Ed25519 signature (base64), made in Pulumi's process: the private key never comes here. */
+    signature: z
+      .string({ error: "signature must be a base64 Ed25519 signature" })
+      .regex(/^[A-Za-z0-9+/]{86}==$/, { message: "signature must be a base64 Ed25519 signature (64 bytes)" })
+      .optional(),
   }),
   "verify-set": z
     .object({
@@ -78,6 +85,8 @@ export const agentRequests = {
         .optional(),
       manifestSecret: secret("manifestSecret").min(1).optional(),
       passphrase: secret("passphrase").optional(),
+      /** The PEM of the Ed25519 public key the point was signed with (the set's state says): the manifest must be. */
+      publicKey: z.string({ error: "publicKey must be the PEM of an Ed25519 public key" }).optional(),
     })
     .refine((r) => r.keys !== undefined || r.manifestSecret !== undefined, {
       message: "give keys (or manifestSecret): the key the manifest is signed with",

@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
+import { FINGERPRINT_PATTERN, SIGNATURE_ALGORITHM, publicKeyOf } from "../common/signingKey";
 import { BackupPolicyInputs, COMPRESSIONS, INTEGRITY_CHECKS } from "./schema";
 
 /**
@@ -37,6 +38,17 @@ export const policySettings = z.object({
   reverifyAfterDays: z.number().positive().optional(),
   /** Where the passphrase is escrowed (documents written before escrow existed have none). */
   escrow: z.object({ recordId: z.string(), store: z.string() }).nullable().default(null),
+  /**
+   * The public key the sets' manifests are signed with (never the private key); absent: unsigned.
+   * For information: a verifier takes the public key from the operator, not from the target.
+   */
+  signing: z
+    .object({
+      algorithm: z.literal(SIGNATURE_ALGORITHM),
+      publicKey: z.string(),
+      fingerprint: z.string().regex(FINGERPRINT_PATTERN),
+    })
+    .optional(),
 });
 export type PolicySettings = z.output<typeof policySettings>;
 
@@ -80,7 +92,14 @@ export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | un
     ...(inputs.rpoHours != null ? { rpoHours: inputs.rpoHours } : {}),
     ...(inputs.reverifyAfterDays != null ? { reverifyAfterDays: inputs.reverifyAfterDays } : {}),
     escrow: inputs.escrow ? { recordId: inputs.escrow.recordId, store: inputs.escrow.store } : null,
+    ...(inputs.signing ? { signing: signingSettings(inputs.signing.privateKey) } : {}),
   };
+}
+
+/** What a document says of a signing key: its public half. */
+export function signingSettings(privateKeyPem: string): NonNullable<PolicySettings["signing"]> {
+  const { pem, fingerprint } = publicKeyOf(privateKeyPem);
+  return { algorithm: SIGNATURE_ALGORITHM, publicKey: pem, fingerprint };
 }
 
 export function renderDocument(doc: PolicyDocument): string {

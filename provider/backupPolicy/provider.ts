@@ -24,6 +24,7 @@ import {
   settingsFor,
 } from "./document";
 import type { EscrowLink } from "../escrow/schema";
+import { SigningPublicKey, publicKeyOf } from "../common/signingKey";
 import { targetLayout } from "../targets/layout";
 import type { TargetStore } from "../targets/store";
 import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from "./schema";
@@ -33,7 +34,10 @@ import { BackupPolicyInputs, POLICY_SCHEMA_VERSION, backupPolicyInputs } from ".
  * Every output is present, null meaning "not set": during preview Pulumi takes an output missing
  * from state for an unknown one, which would make everything built on it look about to change.
  */
-export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryption" | "retention" | "host" | "escrow"> {
+export interface BackupPolicyOutputs extends Omit<
+  BackupPolicyInputs,
+  "encryption" | "retention" | "host" | "escrow" | "signing"
+> {
   retention: BackupPolicyInputs["retention"] | null;
   escrow: EscrowLink | null;
   host: string | null;
@@ -42,6 +46,10 @@ export interface BackupPolicyOutputs extends Omit<BackupPolicyInputs, "encryptio
   encryption?: { passphrase: string; fingerprintKey: string } | null;
   /** Secret: signs the manifests of unencrypted backup sets (encrypted ones use the passphrase). */
   manifestKey: string;
+  /** Secret (the resource class forces it): the Ed25519 private key; null when off, absent in older state. */
+  signing?: { privateKey: string } | null;
+  /** Public: the signing key's public half, which checks manifests without any secret; null when off. */
+  signingPublicKey?: SigningPublicKey | null;
   documentPath: string;
   revision: number;
   /** The settings in the policy document as last written or read: refresh puts drift here. */
@@ -163,7 +171,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     } catch (cause) {
       throw new CofferError("IO_FAILED", `could not write the policy document ${file}: ${(cause as Error).message}`, {
         cause,
-        secrets: inputs.encryption ? [inputs.encryption.passphrase] : [],
+        secrets: [inputs.encryption?.passphrase, inputs.signing?.privateKey].filter((s): s is string => !!s),
       });
     }
     return withoutUndefined({
@@ -174,6 +182,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
       retention: inputs.retention ?? null,
       host: inputs.host ?? null,
       escrow: inputs.escrow ?? null,
+      signing: inputs.signing ? { privateKey: inputs.signing.privateKey } : null,
+      signingPublicKey: inputs.signing ? publicKeyOf(inputs.signing.privateKey) : null,
       manifestKey,
       documentPath: file,
       revision,
@@ -303,6 +313,9 @@ export function observeDocument(
     rpoHours: s.rpoHours ?? null,
     reverifyAfterDays: s.reverifyAfterDays ?? null,
     encryption: s.encryption.enabled ? state.encryption : null,
+    // A document without signing shows the key as removed (as encryption), so the next up writes it back.
+    ...(state.signing !== undefined ? { signing: s.signing ? state.signing : null } : {}),
+    ...(state.signingPublicKey !== undefined ? { signingPublicKey: s.signing ? state.signingPublicKey : null } : {}),
     revision: doc.revision,
     settings: s,
     documentStatus: "ok",
@@ -316,6 +329,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     target: outputs.target,
     compression: outputs.compression,
     encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
+    signing: outputs.signing ? { privateKey: outputs.signing.privateKey } : undefined,
     bandwidthLimitMiBps: outputs.bandwidthLimitMiBps,
     integrityCheck: outputs.integrityCheck,
     retention: outputs.retention ?? null,

@@ -3,6 +3,7 @@ import { isTimeZone } from "../history/calendar";
 import { retentionRules } from "../history/retention";
 import { directoryLocation } from "../common/directoryLocation";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
+import { signingKeyProblem } from "../common/signingKey";
 
 /**
  * Bumped when the shape of state changes; readers accept every older one.
@@ -47,6 +48,22 @@ const encryption = z
   )
   .strict();
 
+/** The operator's Ed25519 key: every manifest of the policy's sets is signed with it, in Pulumi's process. */
+const signing = z
+  .object(
+    {
+      privateKey: z.string({ error: signingKeyProblem(undefined, "signing.privateKey") }).superRefine((pem, ctx) => {
+        const problem = signingKeyProblem(pem, "signing.privateKey");
+        if (problem) ctx.addIssue({ code: "custom", message: problem });
+      }),
+    },
+    {
+      error:
+        "signing must be an object like { privateKey: pulumi.secret(pem) }, or absent for manifests with an HMAC only",
+    },
+  )
+  .strict();
+
 /** Retention rules, and the zone whose calendar their days, weeks, ... are counted in (default UTC). */
 const retention = retentionRules.extend({
   timeZone: z
@@ -75,6 +92,7 @@ export const backupPolicyInputs = z
       .enum(COMPRESSIONS, { error: `compression must be one of ${COMPRESSIONS.map((c) => `"${c}"`).join(", ")}` })
       .default("none"),
     encryption: encryption.optional(),
+    signing: signing.optional(),
     bandwidthLimitMiBps: z
       .number({ error: "bandwidthLimitMiBps must be a whole number of MiB/s: 0 or absent means unlimited" })
       .int({

@@ -78,7 +78,11 @@ export function pruneCandidates(
  * `news` are checked inputs; during preview some values are Pulumi's unknown sentinel.
  */
 export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, now: Date): SetChange {
-  const sameKey = { keys: (o: unknown, n: unknown) => usedKey(o as object) === usedKey(n as object) };
+  const signingKeyOf = (inputs: unknown) => (inputs as { keys?: { signingKey?: unknown } }).keys?.signingKey;
+  const sameKey = {
+    keys: (o: unknown, n: unknown) =>
+      usedKey(o as object) === usedKey(n as object) && signingKeyOf(o) === signingKeyOf(n),
+  };
   const fromNextPoint = changedKeys(state, news, [...NEXT_POINT_SETTINGS], sameKey);
   // State written before histories has no `history`: the same as one with nothing set.
   const historyOf = (inputs: object) => canonicalJson((inputs as { history?: unknown }).history ?? {});

@@ -43,8 +43,8 @@ export interface PointPlan {
   trigger: string;
   policy: Manifest["policy"];
   keySource: Manifest["keySource"];
-  /** The passphrase of an encrypted point; the key its manifest is signed with. */
-  keys: { passphrase?: string; manifestSecret: string };
+  /** The passphrase of an encrypted point; the key of its manifest's HMAC; the PEM of its Ed25519 signing key. */
+  keys: { passphrase?: string; manifestSecret: string; signingKey?: string };
   /** Every secret the inputs hold, for redaction. */
   secrets: string[];
   escrow?: EscrowLink;
@@ -94,8 +94,9 @@ export function planPoint(
     keys: {
       passphrase: policy.encrypted ? keys.passphrase : undefined,
       manifestSecret: policy.encrypted ? keys.passphrase! : keys.manifestKey!,
+      ...(keys.signingKey ? { signingKey: keys.signingKey } : {}),
     },
-    secrets: [keys.passphrase, keys.manifestKey].filter((s): s is string => !!s),
+    secrets: [keys.passphrase, keys.manifestKey, keys.signingKey].filter((s): s is string => !!s),
     escrow: inputs.escrow,
     earlier,
     ...(inputs.keyEscrow ? { keyEscrow: keyEscrowOf(inputs.keyEscrow) } : {}),

@@ -22,12 +22,14 @@ import {
   keysOfVersion,
   pointDir,
   referenceName,
+  signerOf,
   stateSecrets,
   upgradeOutputs,
 } from "./state";
 import { cinderBackups } from "../sources/cinderVolume";
 import type { CloudBackupRef } from "../sources/kind";
 import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
+import type { SigningPublicKey } from "../common/signingKey";
 export { boundedAll } from "./take";
 export { upgradeOutputs } from "./state";
 export type { BackupSetOutputs } from "./state";
@@ -138,20 +140,23 @@ export function createBackupSetProvider(host: SetHost) {
 
   /**
    * Takes a point of `inputs` into the set's folder, after `points`: its record, and the outputs
-   * that name the newest point.
+   * that name the newest point. Its location joins `locations`, and its signer `signers`, when new.
    */
   async function takeNewPoint(
     inputs: BackupSetInputs,
     setId: string,
     keyVersion: number,
-    locations: PointLocation[],
+    places: { locations: PointLocation[]; signers: SigningPublicKey[] },
     points: readonly PointRecord[] = [],
   ) {
+    const { locations, signers } = places;
     const now = host.now();
     const earlier = points.flatMap((p) => p.cloud ?? []);
     const plan = planPoint(inputs, { setId, pointId: host.newPointId(now) }, earlier);
     const taken = await takePoint(plan, host);
     const bases = basesOf(points, taken.refs);
+    const { signedBy } = taken;
+    if (signedBy && !signers.some((s) => s.fingerprint === signedBy.fingerprint)) signers.push(signedBy);
     const point: PointRecord = {
       id: plan.pointId,
       takenAt: taken.manifest.createdAt,
@@ -160,6 +165,7 @@ export function createBackupSetProvider(host: SetHost) {
       itemsSha256: itemsDigest(taken.items, taken.cloudItems),
       key: keyVersion,
       ...(taken.escrowVersion !== undefined ? { escrowVersion: taken.escrowVersion } : {}),
+      ...(signedBy ? { signedBy: signedBy.fingerprint } : {}),
       status: "ok",
       checkedAt: host.now().toISOString(),
       ...(taken.refs.length > 0 ? { cloud: taken.refs } : {}),
@@ -300,6 +306,12 @@ export function createBackupSetProvider(host: SetHost) {
     const location = state.locations[point.loc];
     const keys = keysOfVersion(state, point.key);
     const dir = pointDir(state.setId, location, point.id);
+    // The key state recorded for the point, not the one its manifest names nor the policy's now.
+    const signer = signerOf(state, point);
+    if (point.signedBy !== undefined && signer === undefined) {
+      const failures = [`state has no public key ${point.signedBy} to check its signature with`];
+      return { ...point, status: "failed", checkedAt: host.now().toISOString(), failures };
+    }
     // An unmounted target is an error here, not a "missing" point: it would look like lost backups.
     const verified = await host.agent(local(location.manifestHost)).call(
       "verify-set",
@@ -308,6 +320,7 @@ export function createBackupSetProvider(host: SetHost) {
         setDir: dir,
         level: state.policy.integrityCheck,
         keys,
+        ...(signer ? { publicKey: signer.pem } : {}),
       },
       { secrets: stateSecrets(state) },
     );
@@ -384,12 +397,15 @@ export function createBackupSetProvider(host: SetHost) {
   function settle(state: BackupSetOutputs, now: Date): BackupSetOutputs {
     const used = new Set(state.points.map((p) => p.key));
     const keyring = state.keyring.filter((k) => used.has(k.version));
+    const signing = new Set(state.points.map((p) => p.signedBy));
+    const { signers: allSigners, ...rest } = state;
+    const signers = (allSigners ?? []).filter((s) => signing.has(s.fingerprint));
     const verification = setVerification(state.points, state.policy.integrityCheck, now);
     const { newestGood } = newestPoints(state.points);
     const rpoHours = state.history?.rpoHours ?? undefined;
     const newestGoodAt = newestGood ? new Date(newestGood.takenAt) : undefined;
     const late = rpoHours !== undefined && overdue({ newestGoodAt, rpoHours, now }).overdue;
-    return { ...state, keyring, verification, overdue: late };
+    return { ...rest, ...(signers.length > 0 ? { signers } : {}), keyring, verification, overdue: late };
   }
 
   return {
@@ -410,7 +426,8 @@ export function createBackupSetProvider(host: SetHost) {
       const inputs = parseChecked(news);
       const setId = host.newSetId(inputs.trigger);
       const locations: PointLocation[] = [];
-      const { point, newest } = await takeNewPoint(inputs, setId, 1, locations);
+      const signers: SigningPublicKey[] = [];
+      const { point, newest } = await takeNewPoint(inputs, setId, 1, { locations, signers });
       const state: BackupSetOutputs = {
         ...inputs,
         ...newest,
@@ -419,6 +436,7 @@ export function createBackupSetProvider(host: SetHost) {
         keyVersion: 1,
         keyring: [],
         locations,
+        signers,
         points: [point],
         verification: setVerification([point], inputs.policy.integrityCheck, host.now()),
       };
@@ -485,17 +503,19 @@ export function createBackupSetProvider(host: SetHost) {
       const change = planSetChange(previous, inputs, now);
       let { keyVersion, keyring } = previous;
       // A new key: the points made with the old one keep it (secret) until the last of them is pruned.
+      // Not a signing key: its points are checked with its public key, which `signers` keeps.
       if (usedKey(previous) !== usedKey(inputs)) {
-        keyring = [...keyring, { version: keyVersion, ...previous.keys }];
+        keyring = [...keyring, { version: keyVersion, ...keysOfVersion(previous, keyVersion) }];
         keyVersion += 1;
       }
       const locations = [...previous.locations];
+      const signers = [...(previous.signers ?? [])];
       const points = [...previous.points];
       const { setId, verification, setDir, manifestPath, manifestHost, items } = previous;
       let newest = { setDir, manifestPath, manifestHost, items };
       if (change.take) {
         host.progress(`taking a point: ${change.take.join("; ")}`);
-        const taken = await takeNewPoint(inputs, setId, keyVersion, locations, points);
+        const taken = await takeNewPoint(inputs, setId, keyVersion, { locations, signers }, points);
         points.push(taken.point);
         newest = taken.newest;
       }
@@ -507,6 +527,7 @@ export function createBackupSetProvider(host: SetHost) {
         keyVersion,
         keyring,
         locations,
+        signers,
         points,
         verification,
       };

@@ -6,6 +6,7 @@ import { holds } from "../history/holds";
 import { retentionRules } from "../history/retention";
 import { schedule } from "../history/schedule";
 import { sourceSchema } from "../sources/registry";
+import { signingKeyProblem } from "../common/signingKey";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -72,8 +73,19 @@ export const backupSetInputs = z
   .object({
     policy,
     history: history.optional(),
-    /** Secret: the policy's passphrase (encrypted sets) and manifest key. */
-    keys: z.object({ passphrase: z.string().optional(), manifestKey: z.string().min(1).optional() }),
+    /** Secret: the policy's passphrase (encrypted sets) and manifest key, and its signing key when it has one. */
+    keys: z.object({
+      passphrase: z.string().optional(),
+      manifestKey: z.string().min(1).optional(),
+      /** The PEM of the policy's Ed25519 private key: every point's manifest is signed with it. */
+      signingKey: z
+        .string()
+        .superRefine((pem, ctx) => {
+          const problem = signingKeyProblem(pem, "the policy's signing.privateKey");
+          if (problem) ctx.addIssue({ code: "custom", message: problem });
+        })
+        .optional(),
+    }),
     sources: z
       .array(source, { error: "sources must be a list of disks, running VMs and Cinder volumes to back up" })
       .min(1, { message: "sources must name at least one disk, running VM or Cinder volume" }),

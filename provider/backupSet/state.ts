@@ -4,6 +4,7 @@ import type { Verification } from "../agent/backupSet";
 import type { CloudItem, ManifestItem } from "../agent/manifest";
 import { canonicalJson } from "../common/canonicalJson";
 import { currentState } from "../common/check";
+import type { SigningPublicKey } from "../common/signingKey";
 import type { EscrowLink } from "../escrow/schema";
 import type { CloudBackupRef, CloudProject } from "../sources/kind";
 export type { CloudBackupRef, CloudProject };
@@ -36,7 +37,6 @@ export interface PointLocation {
   cloud?: CloudProject;
 }
 
-
 export type PointStatus = "ok" | "failed" | "missing";
 
 /** One recovery point, as state records it: enough to verify, prune and delete it from state alone. */
@@ -53,6 +53,11 @@ export interface PointRecord {
   key: number;
   /** The version of its location's escrow record that its manifest names. */
   escrowVersion?: number;
+  /**
+   * The fingerprint of the Ed25519 key its manifest was signed with (its PEM is in `signers`):
+   * refresh checks the signature with that key, whatever key the policy has now. Absent: unsigned.
+   */
+  signedBy?: string;
   status: PointStatus;
   checkedAt: string;
   /** What its last check found, when it did not pass. */
@@ -80,6 +85,11 @@ export interface BackupSetOutputs extends Omit<BackupSetInputs, "escrow"> {
   locations: PointLocation[];
   /** Oldest first. */
   points: PointRecord[];
+  /**
+   * The public keys the points' manifests are signed with (`PointRecord.signedBy`), kept while a
+   * point needs one. Absent in state written before signatures, and while no point is signed.
+   */
+  signers?: SigningPublicKey[];
   /** The set as a whole: "ok" when every point verified, else which points did not, by name. */
   verification: Verification;
   /** True when the policy's `rpoHours` is set and the newest good point is older. */
@@ -200,13 +210,22 @@ export function newPointId(now: Date, random: string): string {
   return `${stamp}-${random}`;
 }
 
-/** The keys of `version`: the current ones, or those kept for older points. */
+/**
+ * The HMAC keys of `version`: the current ones, or those kept for older points. Never the signing
+ * key: these go to agents, and it stays in Pulumi's process.
+ */
 export function keysOfVersion(state: BackupSetOutputs, version: number): { passphrase?: string; manifestKey?: string } {
-  if (version === state.keyVersion) return state.keys;
-  const past = state.keyring.find((k) => k.version === version);
-  return { passphrase: past?.passphrase, manifestKey: past?.manifestKey };
+  const keys = version === state.keyVersion ? state.keys : state.keyring.find((k) => k.version === version);
+  return { passphrase: keys?.passphrase, manifestKey: keys?.manifestKey };
+}
+
+/** The public key a point's manifest is signed with, from state; undefined for an unsigned point. */
+export function signerOf(state: BackupSetOutputs, point: PointRecord): SigningPublicKey | undefined {
+  return point.signedBy === undefined ? undefined : state.signers?.find((s) => s.fingerprint === point.signedBy);
 }
 
 /** Every secret state holds, for redaction. */
 export const stateSecrets = (state: BackupSetOutputs): string[] =>
-  [state.keys, ...state.keyring].flatMap((k) => [k.passphrase, k.manifestKey]).filter((s): s is string => !!s);
+  [state.keys, ...state.keyring]
+    .flatMap((k) => [k.passphrase, k.manifestKey, (k as { signingKey?: string }).signingKey])
+    .filter((s): s is string => !!s);

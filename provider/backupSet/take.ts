@@ -1,6 +1,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
-import type { CloudItem, Manifest, ManifestItem } from "../agent/manifest";
+import { CloudItem, Manifest, ManifestItem, signManifest } from "../agent/manifest";
+import { SigningPublicKey, publicKeyOf } from "../common/signingKey";
 import { MANIFEST_FILE } from "../targets/layout";
 import { thisProcess } from "../agent/setOwner";
 import { CofferError, isCofferError } from "../common/errors";
@@ -48,6 +49,8 @@ export interface TakenPoint {
   manifestPath: string;
   /** Where the manifest was written: "local" or an ssh destination. */
   manifestHost: string;
+  /** The public key of the manifest's Ed25519 signature; absent: not signed. */
+  signedBy?: SigningPublicKey;
 }
 
 const ENGINE_GONE = "the Pulumi engine exited, so no state would record the point";
@@ -228,22 +231,38 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   try {
     const agent = deps.agent(plan.manifestWhere);
     const { qemu } = await agent.call("version", {}, { signal });
-    const manifest = pointManifest(plan, {
+    const composed = pointManifest(plan, {
       items: items.map(({ via: _via, ...item }) => item),
       cloudItems,
       qemuVersion: qemu,
       createdAt: deps.now().toISOString(),
       escrowVersion,
     });
+    // Signed here, in Pulumi's process: the private key never goes to an agent or a host.
+    const { signingKey } = plan.keys;
+    const { manifest, signature } = signingKey ? signManifest(composed, signingKey) : { manifest: composed };
+    const signedBy = signingKey ? publicKeyOf(signingKey) : undefined;
     // The last moment to keep the set out of sight: a manifest makes it a set.
     if (deps.engineGone?.aborted) {
       throw new CofferError("ABORTED", `point not taken, nothing of it was kept: ${ENGINE_GONE}`);
     }
-    const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret: plan.keys.manifestSecret };
+    const { manifestSecret } = plan.keys;
+    const manifestRequest = { target, setDir: plan.pointDir, manifest, manifestSecret, signature };
     const manifestPath = await agent.call("write-manifest", manifestRequest, { secrets, signal });
     const refs = takenInCloud.flatMap((t) => t.refs);
     const project = access?.project;
-    return { targetId, escrowVersion, items, cloudItems, refs, project, manifest, manifestPath, manifestHost };
+    return {
+      targetId,
+      escrowVersion,
+      items,
+      cloudItems,
+      refs,
+      project,
+      manifest,
+      manifestPath,
+      manifestHost,
+      signedBy,
+    };
   } catch (error) {
     await discard();
     throw error;

@@ -3,7 +3,8 @@
  * verify a set, recover an escrowed secret, list a target's sets (`coffer --help` for usage).
  * The passphrase (encrypted sets) or manifest key (unencrypted sets) comes from
  * --passphrase-file / --manifest-key-file, from stdin with --passphrase-stdin, or from
- * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line.
+ * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line. `verify --public-key`
+ * checks a signed set's manifest with the policy's Ed25519 public key, no secret needed.
  * Results go to stdout (scripts parse them), progress and messages to stderr.
  * Exit codes: 0 done, 1 failed (verification, restore), 2 usage.
  * What it writes is the owner's alone (umask 077): a restored disk holds a VM's data.
@@ -17,6 +18,7 @@ import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { listSets, setIdsInStackExport, trackedBy } from "../agent/inventory";
 import { Manifest, misplacement, openManifest, readManifest } from "../agent/manifest";
+import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { SecretFormat, recoverSecret } from "../escrow/record";
@@ -35,6 +37,7 @@ interface KeyOptions {
 
 interface VerifyOptions extends KeyOptions {
   manifest?: string;
+  publicKey?: string;
   full?: boolean;
   quiet?: boolean;
 }
@@ -179,11 +182,13 @@ interface OpenedSet {
   text: string;
   manifest: Manifest;
   setDir: string;
-  manifestSecret: string;
+  /** Absent only for a verify with a public key. */
+  manifestSecret?: string;
   passphrase?: string;
 }
 
-async function openSet(values: { manifest?: string } & KeyOptions): Promise<OpenedSet> {
+/** `withoutSecret`: a missing key is no usage error (a public key checks the manifest instead). */
+async function openSet(values: { manifest?: string } & KeyOptions, withoutSecret = false): Promise<OpenedSet> {
   if (!values.manifest) throw new UsageError("--manifest is required");
   const manifestPath = path.resolve(values.manifest);
   const text = await fs.readFile(manifestPath, "utf8").catch(() => {
@@ -194,7 +199,7 @@ async function openSet(values: { manifest?: string } & KeyOptions): Promise<Open
   const passphrase = await secretFrom(values.passphraseFile, values.passphraseStdin ?? false, "COFFER_PASSPHRASE");
   const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
   const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
-  if (!manifestSecret) {
+  if (!manifestSecret && !withoutSecret) {
     const escrow = unsigned.manifest.escrow;
     throw new UsageError(
       unsigned.manifest.keySource === "passphrase"
@@ -202,7 +207,8 @@ async function openSet(values: { manifest?: string } & KeyOptions): Promise<Open
             (escrow
               ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} --version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
               : "")
-        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked",
+        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked" +
+            (unsigned.manifest.signing ? "; or its signing key's public key with --public-key" : ""),
     );
   }
   return { text, manifest: unsigned.manifest, setDir: path.dirname(manifestPath), manifestSecret, passphrase };
@@ -226,8 +232,18 @@ async function withProgress<T>(progress: Progress, step: (onProgress: (percent: 
   }
 }
 
+async function readPublicKey(file: string): Promise<SigningPublicKey> {
+  const pem = await fs.readFile(file, "utf8").catch(() => {
+    throw new UsageError(`--public-key ${file} can't be read`);
+  });
+  const parsed = parsePublicKey(pem, `--public-key ${file}`);
+  if (!parsed.ok) throw new UsageError(parsed.problem);
+  return parsed.key;
+}
+
 async function verify(values: VerifyOptions): Promise<number> {
-  const set = await openSet(values);
+  const publicKey = values.publicKey === undefined ? undefined : await readPublicKey(values.publicKey);
+  const set = await openSet(values, publicKey !== undefined);
   const progressOf = progressOn(values.quiet);
   // verifySet reports items one after the other.
   let current: { item: string; progress: Progress } | undefined;
@@ -239,7 +255,7 @@ async function verify(values: VerifyOptions): Promise<number> {
     }
     current.progress.update(percent);
   };
-  const secrets = { manifestSecret: set.manifestSecret, passphrase: set.passphrase };
+  const secrets = { manifestSecret: set.manifestSecret, passphrase: set.passphrase, publicKey };
   let result: Awaited<ReturnType<typeof verifySet>>;
   try {
     result = await verifySet(set.setDir, values.full ? "full" : "metadata", secrets, { progress: onItemProgress });
@@ -256,7 +272,7 @@ async function restore(values: RestoreOptions): Promise<number> {
   const { setDir, passphrase } = set;
   if (!values.item || !values.to) throw new UsageError("restore needs --item and --to");
   const format = values.format;
-  const opened = await openManifest(set.text, set.manifestSecret);
+  const opened = await openManifest(set.text, set.manifestSecret!);
   if (!opened.ok || !opened.authentic)
     throw new CofferError(
       "MANIFEST_TAMPERED",
@@ -374,14 +390,24 @@ function cofferProgram(exit: { code: number }): Command {
     .summary("check a set against its manifest; prints the result as JSON, exit 1 unless ok")
     .description(
       "Checks a set: the manifest's HMAC, each backup's size and SHA-256 and its qcow2 metadata; with --full " +
-        "also the guest data's SHA-256. Prints the result as JSON; exits 1 unless its status is ok.",
+        "also the guest data's SHA-256. With --public-key, also the manifest's Ed25519 signature; then no " +
+        "passphrase is needed, and without one the HMAC and an encrypted set's qcow2 metadata and guest data are " +
+        "not checked. Prints the result as JSON, with what was checked and what was not; exits 1 unless its " +
+        "status is ok (an unsigned manifest, one signed with another key, or a bad signature fail).",
     )
     .usage("--manifest <file> [options]")
     .option("--manifest <file>", "the set's manifest.json (the set is the folder it is in)")
+    .option("--public-key <file.pem>", "the policy's signing public key (PEM): check the manifest's signature")
     .option("--full", "also read all guest data and compare its SHA-256 with the manifest's (slow)")
     .option("--quiet", "show no progress on stderr");
   withKeyOptions(verifyCommand)
-    .addHelpText("after", example("COFFER_MANIFEST_KEY=... coffer verify --manifest <set>/manifest.json --full"))
+    .addHelpText(
+      "after",
+      example(
+        "COFFER_MANIFEST_KEY=... coffer verify --manifest <set>/manifest.json --full",
+        "coffer verify --public-key signing.pub --manifest <set>/manifest.json",
+      ),
+    )
     .action(async (options: VerifyOptions) => {
       exit.code = await verify(options);
     });

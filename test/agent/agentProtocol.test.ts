@@ -40,7 +40,7 @@ afterAll(async () => {
 
 const target = () => ({ path: path.join(tempDir(), "target") });
 const OLDER =
-  /^coffer-agent on host kvm-07 speaks protocol 1 \(an older Coffer\); this provider needs 3: install the same coffer version where Pulumi runs and on every host$/;
+  /^coffer-agent on host kvm-07 speaks protocol 1 \(an older Coffer\); this provider needs 4: install the same coffer version where Pulumi runs and on every host$/;
 
 describe("a provider and an agent of different Coffer versions", () => {
   test("an older agent (replies without protocol) is named, with what to do", async () => {
@@ -61,14 +61,14 @@ describe("a provider and an agent of different Coffer versions", () => {
   });
 
   test("a newer agent is named too", async () => {
-    await useRemoteAgent({ ok: true, protocol: 4, result: { qemu: "9", node: "v30" } });
+    await useRemoteAgent({ ok: true, protocol: 5, result: { qemu: "9", node: "v30" } });
     const error = await agentClient(sshd.alias)
       .call("version", {})
       .catch((e) => e);
     expect(error).toMatchObject({
       code: "AGENT_PROTOCOL_MISMATCH",
       message: expect.stringMatching(
-        /^coffer-agent on host kvm-07 speaks protocol 4 \(a newer Coffer\); this provider/,
+        /^coffer-agent on host kvm-07 speaks protocol 5 \(a newer Coffer\); this provider/,
       ),
     });
   });

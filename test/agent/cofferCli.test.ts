@@ -19,7 +19,18 @@ describe("coffer's usage", () => {
       ["restore"],
       ["--manifest", "--item", "--to", "--format", "--force", "--quiet", "--passphrase-file", "--passphrase-stdin"],
     ],
-    [["verify"], ["--manifest", "--full", "--quiet", "--passphrase-file", "--passphrase-stdin", "--manifest-key-file"]],
+    [
+      ["verify"],
+      [
+        "--manifest",
+        "--public-key",
+        "--full",
+        "--quiet",
+        "--passphrase-file",
+        "--passphrase-stdin",
+        "--manifest-key-file",
+      ],
+    ],
     [
       ["escrow", "recover"],
       ["--store", "--id", "--key", "--version", "--out"],

@@ -35,7 +35,7 @@ describe("BackupPolicy resource class", () => {
 
     const request = monitor.requests.find((r) => r.name === "gold")!;
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:BackupPolicy");
-    expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey"]);
+    expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey", "signing"]);
     // A plain-string passphrase still reaches the engine marked secret.
     expect(request.object.encryption).toEqual({
       [SECRET_SIG]: SECRET_VALUE,
@@ -61,7 +61,22 @@ describe("BackupPolicy resource class", () => {
     );
     await new Promise((r) => setTimeout(r, 100));
     const request = monitor.requests.find((r) => r.name === "silver")!;
-    expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "manifestKey", "settings"]);
+    expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "manifestKey", "settings", "signing"]);
     expect(request.object.encryption).toBeUndefined();
+    expect(request.object.signing).toBeUndefined();
+  });
+
+  test("a signing key given as a plain string reaches the engine marked secret", async () => {
+    new coffer.BackupPolicy("signed", {
+      zone: "zone-c",
+      target: { kind: "directory", path: "/srv/b" },
+      signing: { privateKey: "-----BEGIN PRIVATE KEY-----\nplain\n-----END PRIVATE KEY-----\n" },
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    const request = monitor.requests.find((r) => r.name === "signed")!;
+    expect(request.object.signing).toEqual({
+      [SECRET_SIG]: SECRET_VALUE,
+      value: { privateKey: "-----BEGIN PRIVATE KEY-----\nplain\n-----END PRIVATE KEY-----\n" },
+    });
   });
 });

@@ -73,4 +73,25 @@ describe("EncryptedBackupSet resource class", () => {
     expect(request.object.sources).toHaveLength(2);
     expect(request.object.trigger).toBe("2026-11-24");
   });
+
+  test("a policy's signing key reaches its sets inside the secret keys, never in the clear", async () => {
+    const privateKey = "-----BEGIN PRIVATE KEY-----\nsigning\n-----END PRIVATE KEY-----\n";
+    const policy = new coffer.BackupPolicy("signed", {
+      zone: "zone-b",
+      target: { kind: "directory", path: "/srv/b" },
+      encryption: { passphrase: "a long passphrase here" },
+      signing: { privateKey },
+    });
+    const set = new coffer.EncryptedBackupSet("signed-nightly", {
+      policy,
+      sources: [{ name: "web-1-root", disk: "/var/lib/libvirt/images/web-1.qcow2" }],
+      trigger: "2026-11-24",
+    });
+    await new Promise<void>((resolve) => set.verification.apply(() => resolve()));
+    const request = monitor.requests.find((r) => r.name === "signed-nightly")!;
+    expect(request.object.keys[SECRET_SIG]).toBe(SECRET_VALUE);
+    expect(request.object.keys.value).toEqual({ passphrase: "a long passphrase here", signingKey: privateKey });
+    const { keys: _keys, ...clear } = request.object;
+    expect(JSON.stringify(clear)).not.toContain("signing\\n");
+  });
 });

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import * as path from "node:path";
-import type { Manifest, ManifestItem } from "../../provider/agent/manifest";
+import { Manifest, ManifestItem, signatureProblem } from "../../provider/agent/manifest";
+import { parsePublicKey } from "../../provider/common/signingKey";
 import type { SetIndex } from "../../provider/agent/pointIndex";
 import type { SetHost } from "../../provider/backupSet/provider";
 
@@ -12,6 +13,8 @@ import type { SetHost } from "../../provider/backupSet/provider";
 export function fakeAgent(options: { now: () => Date; hosts?: Record<string, string> } = { now: () => new Date() }) {
   const calls: { where: string; command: string; request: Record<string, any> }[] = [];
   const manifests = new Map<string, Manifest>();
+  /** The Ed25519 signature written beside each manifest, by folder. */
+  const signatures = new Map<string, string>();
   const indexes = new Map<string, SetIndex>();
   const damaged = new Map<string, string>();
   const unreachable = new Set<string>();
@@ -45,6 +48,7 @@ export function fakeAgent(options: { now: () => Date; hosts?: Record<string, str
     version: () => ({ qemu: "7.2.0", node: process.version }),
     "write-manifest": (request) => {
       manifests.set(request.setDir, request.manifest);
+      if (request.signature) signatures.set(request.setDir, request.signature);
       return path.join(request.setDir, "manifest.json");
     },
     "verify-set": (request) => {
@@ -54,6 +58,15 @@ export function fakeAgent(options: { now: () => Date; hosts?: Record<string, str
       if (!manifest) return { ...base, status: "missing", failures: [`manifest: ${request.setDir} is missing`] };
       const problem = damaged.get(request.setDir);
       if (problem) return { ...base, status: "failed", failures: [problem], manifest };
+      // The real check of the signature, over the manifest as the test may have changed it.
+      if (request.publicKey) {
+        const parsed = parsePublicKey(request.publicKey, "publicKey");
+        if (!parsed.ok) throw new Error(parsed.problem);
+        const signature = signatures.get(request.setDir);
+        const text = JSON.stringify({ manifest, hmacSha256: "0".repeat(64), ed25519Signature: signature });
+        const bad = signatureProblem(text, parsed.key);
+        if (bad) return { ...base, status: "failed", failures: [bad.message], manifest };
+      }
       return { ...base, status: "ok", failures: [], manifest };
     },
     "delete-set": (request) => {
@@ -91,5 +104,5 @@ export function fakeAgent(options: { now: () => Date; hosts?: Record<string, str
     progress: () => undefined,
     note: (message) => notes.push(message),
   };
-  return { host, calls, manifests, indexes, damaged, unreachable, notes };
+  return { host, calls, manifests, signatures, indexes, damaged, unreachable, notes };
 }

@@ -20,6 +20,15 @@ export function declaredPolicies(passphrase: pulumi.Output<string>) {
   holds<Equal<typeof policy.settings, pulumi.Output<coffer.PolicySettings>>>();
   holds<Equal<typeof policy.documentStatus, pulumi.Output<"ok" | "unreadable" | "owned-elsewhere">>>();
   holds<Equal<coffer.IntegrityCheck, "none" | "metadata" | "full">>();
+  const signed = new coffer.BackupPolicy("signed", {
+    zone: "z",
+    target: { kind: "directory", path: "/x" },
+    signing: { privateKey: passphrase },
+  });
+  holds<Equal<typeof signed.signingPublicKey, pulumi.Output<coffer.SigningPublicKey | null>>>();
+  holds<Equal<coffer.SigningPublicKey, { pem: string; fingerprint: string }>>();
+  // @ts-expect-error signing needs a privateKey
+  new coffer.BackupPolicy("no-key", { zone: "z", target: { kind: "directory", path: "/x" }, signing: {} });
 
   new coffer.BackupPolicy("bad-compression", {
     zone: "z",

@@ -83,23 +83,24 @@ describe("the agent protocol's requests", () => {
 });
 
 describe("protocol versions in replies", () => {
-  test("this version is 3; a reply of it is accepted", () => {
-    expect(AGENT_PROTOCOL_VERSION).toBe(3);
-    expect(protocolMismatch({ protocol: 3 }, "host kvm-07")).toBeUndefined();
+  test("this version is 4; a reply of it is accepted, and one of 3 (no manifest signatures) is not", () => {
+    expect(AGENT_PROTOCOL_VERSION).toBe(4);
+    expect(protocolMismatch({ protocol: 4 }, "host kvm-07")).toBeUndefined();
+    expect(protocolMismatch({ protocol: 3 }, "host kvm-07")?.message).toMatch(/speaks protocol 3 \(an older Coffer\)/);
   });
 
   test("a reply without protocol is an older agent's (1): the error says which host and what to do", () => {
     expect(protocolMismatch({}, "host kvm-07")).toMatchObject({
       code: "AGENT_PROTOCOL_MISMATCH",
       message:
-        "coffer-agent on host kvm-07 speaks protocol 1 (an older Coffer); this provider needs 3: " +
+        "coffer-agent on host kvm-07 speaks protocol 1 (an older Coffer); this provider needs 4: " +
         "install the same coffer version where Pulumi runs and on every host",
     });
   });
 
   test("a newer agent is named too", () => {
-    expect(protocolMismatch({ protocol: 4 }, "this machine")?.message).toMatch(
-      /^coffer-agent on this machine speaks protocol 4 \(a newer Coffer\); this provider needs 3: install/,
+    expect(protocolMismatch({ protocol: 5 }, "this machine")?.message).toMatch(
+      /^coffer-agent on this machine speaks protocol 5 \(a newer Coffer\); this provider needs 4: install/,
     );
     expect(protocolMismatch({ protocol: 2 }, "host x")?.message).toMatch(/speaks protocol 2 \(an older Coffer\)/);
     expect(protocolMismatch({ protocol: "3" }, "host x")?.message).toMatch(/speaks protocol 1/);
