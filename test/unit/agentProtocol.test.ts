@@ -60,7 +60,12 @@ describe("the agent protocol's requests", () => {
   test.each([
     ["check-target", { target: undefined }, "target", /names no backup target: install the same coffer version/],
     ["backup-item", { source: { disk: "images/a.raw" } }, "source.disk", /disk must be an absolute path/],
-    ["backup-item", { source: {} }, "source.disk", /give disk .* or qmpSocket and device/],
+    [
+      "backup-item",
+      { source: {} },
+      "source.disk",
+      /give disk .*, qmpSocket and device .* or cinderVolume \(a Cinder volume\)/,
+    ],
     ["backup-item", { source: { disk: "/a", colour: "red" } }, "source.colour", /not a known field/],
     ["backup-item", { setId: "../elsewhere" }, "setId", /plain file name/],
     ["backup-item", { name: "a/b" }, "name", /plain file name/],

@@ -39,7 +39,12 @@ describe("EncryptedBackupSet check", () => {
       "sources.0.disk",
       /either disk .* or qmpSocket and device .*, not both/,
     ],
-    ["a source with neither", { sources: [{ name: "a" }] }, "sources.0.disk", /give disk .* or qmpSocket and device/],
+    [
+      "a source with neither",
+      { sources: [{ name: "a" }] },
+      "sources.0.disk",
+      /give disk .*, qmpSocket and device .* or cinderVolume \(a Cinder volume\)/,
+    ],
     [
       "a running VM without device",
       { sources: [{ name: "a", qmpSocket: "/s" }] },
