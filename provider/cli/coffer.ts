@@ -17,11 +17,13 @@ import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { listSets, setIdsInStackExport, trackedBy } from "../agent/inventory";
-import { Manifest, misplacement, openManifest, readManifest } from "../agent/manifest";
+import { Manifest, misplacement, openManifest, readManifest, signatureProblem } from "../agent/manifest";
 import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { SecretFormat, recoverSecret } from "../escrow/record";
+import { cloudDeps, openCloudFrom } from "../openstack";
+import { preflight, restoreToCinder } from "../sources/cinderRestore";
 import { restorerOf } from "../sources/registry";
 import { listPoints, prunePoints, renderPoints } from "./points";
 import { NO_PROGRESS, Progress, showProgress } from "./progress";
@@ -49,6 +51,12 @@ interface RestoreOptions extends KeyOptions {
   format: "raw" | "qcow2";
   force?: boolean;
   quiet?: boolean;
+  toCinder?: boolean;
+  name?: string;
+  recreateType?: boolean;
+  preflight?: boolean;
+  withoutMetadata?: boolean;
+  publicKey?: string;
 }
 
 interface EscrowRecoverOptions {
@@ -267,7 +275,73 @@ async function verify(values: VerifyOptions): Promise<number> {
   return result.status === "ok" ? 0 : 1;
 }
 
+/**
+ * Why the manifest of `set` is not authentic, or undefined when its HMAC (with the set's key) or
+ * its signature (with `publicKey`) checks out; "unchecked" when there was nothing to check it with.
+ */
+async function authenticity(set: OpenedSet, publicKey?: SigningPublicKey): Promise<string | undefined> {
+  if (set.manifestSecret) {
+    const opened = await openManifest(set.text, set.manifestSecret);
+    if (!opened.ok) return opened.problem;
+    if (!opened.authentic) return "its HMAC does not match: it was changed, or this is not the set's key";
+  } else if (publicKey) {
+    const problem = signatureProblem(set.text, publicKey);
+    if (problem) return problem.message;
+  } else {
+    return "unchecked";
+  }
+  return misplacement(set.manifest, set.setDir);
+}
+
+/** `restore --to-cinder`: the item's Cinder backup into a new volume, its metadata only from an authentic manifest. */
+async function restoreToCloud(values: RestoreOptions): Promise<number> {
+  const publicKey = values.publicKey === undefined ? undefined : await readPublicKey(values.publicKey);
+  const set = await openSet(values, true);
+  if (!values.item) throw new UsageError("restore --to-cinder needs --item");
+  const all = [...set.manifest.items, ...(set.manifest.cloudItems ?? [])];
+  const found = all.find((i) => i.name === values.item);
+  if (!found)
+    throw new UsageError(`no item "${values.item}" in this set (it has: ${all.map((i) => i.name).join(", ")})`);
+  if (found.source.kind !== "cinderVolume")
+    throw new UsageError(`item ${found.name} is a ${found.source.kind} source: --to-cinder restores Cinder volumes`);
+  const item = found.source;
+  const problem = await authenticity(set, publicKey);
+  if (problem === "unchecked" && !values.withoutMetadata) {
+    throw new UsageError(
+      "the manifest must be checked before its metadata is applied: give the set's key (--passphrase-file or " +
+        "--manifest-key-file) or the policy's --public-key; or --without-metadata to restore the data alone",
+    );
+  }
+  if (problem && problem !== "unchecked" && !values.withoutMetadata) {
+    const fix = "its metadata is refused; --without-metadata restores the data alone, without it";
+    throw new CofferError("MANIFEST_TAMPERED", `the manifest failed its check (${problem}): ${fix}`);
+  }
+  const say = (line: string) => values.quiet || process.stderr.write(`coffer: ${line}\n`);
+  if (problem && problem !== "unchecked") say(`the manifest failed its check (${problem}): restoring the data alone`);
+  const deps = cloudDeps();
+  const cloud = await openCloudFrom({ env: process.env }, deps);
+  if (values.preflight) {
+    const result = await preflight(item, cloud);
+    process.stdout.write(JSON.stringify({ item: found.name, ok: result.ok, checks: result.checks }, null, 2) + "\n");
+    return result.ok ? 0 : 1;
+  }
+  const restored = await restoreToCinder(item, cloud, {
+    name: values.name,
+    recreateType: values.recreateType ?? false,
+    applyMetadata: problem === undefined,
+    waits: deps,
+    progress: say,
+  });
+  process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
+  return 0;
+}
+
 async function restore(values: RestoreOptions): Promise<number> {
+  if (values.toCinder) return restoreToCloud(values);
+  if (values.publicKey || values.recreateType || values.preflight || values.withoutMetadata || values.name)
+    throw new UsageError(
+      "--public-key, --name, --recreate-type, --preflight and --without-metadata go with --to-cinder",
+    );
   const set = await openSet(values);
   const { setDir, passphrase } = set;
   if (!values.item || !values.to) throw new UsageError("restore needs --item and --to");
@@ -366,19 +440,27 @@ function cofferProgram(exit: { code: number }): Command {
         "the disk is written under a partial name and gets the name --to only once its data matches " +
         "the manifest's SHA-256.",
     )
-    .usage("--manifest <file> --item <name> --to <file> [options]")
+    .usage("--manifest <file> --item <name> (--to <file> | --to-cinder) [options]")
     .option("--manifest <file>", "the set's manifest.json (the set is the folder it is in)")
     .option("--item <name>", "the item (source) to restore")
     .option("--to <file>", "the disk file to write; an existing one only with --force")
     .addOption(new Option("--format <format>", "the restored disk's format").choices(["raw", "qcow2"]).default("raw"))
     .option("--force", "replace an existing --to file")
-    .option("--quiet", "show no progress on stderr");
+    .option("--quiet", "show no progress on stderr")
+    .optionsGroup("Cinder (credentials from OS_* variables or clouds.yaml with OS_CLOUD):")
+    .option("--to-cinder", "restore a Cinder source's backup into a new volume of its recorded type")
+    .option("--name <volume>", "the new volume's name (default: the recorded name with -restored)")
+    .option("--preflight", "only check whether the restore can succeed, and say what blocks it")
+    .option("--recreate-type", "create the recorded volume type when it is gone (needs an admin)")
+    .option("--without-metadata", "restore the data even when the manifest can't be checked; apply no metadata")
+    .option("--public-key <file.pem>", "the policy's signing public key: check the manifest with it");
   withKeyOptions(restoreCommand)
     .addHelpText(
       "after",
       example(
         "coffer restore --manifest /srv/backups/sets/zone-a/<setId>/manifest.json --item web-1-root --to web-1.raw \\",
         "  --passphrase-file pass.txt",
+        "OS_CLOUD=prod coffer restore --manifest <point>/manifest.json --item db --to-cinder --public-key signing.pub",
       ),
     )
     .action(async (options: RestoreOptions) => {

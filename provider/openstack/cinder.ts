@@ -120,6 +120,11 @@ export class CinderClient {
     return { imageId: reply["os-volume_upload_image"].image_id };
   }
 
+  /** Sets a volume's Glance metadata (image properties a volume made from an image carries). */
+  async setImageMetadata(id: string, metadata: Readonly<Record<string, string>>, signal?: AbortSignal): Promise<void> {
+    await this.action(id, { "os-set_image_metadata": { metadata } }, signal);
+  }
+
   /** Adds or updates metadata keys (POST /volumes/{id}/metadata; other keys stay). */
   async setVolumeMetadata(id: string, metadata: Readonly<Record<string, string>>, signal?: AbortSignal) {
     const path = `/volumes/${enc(id)}/metadata`;
@@ -154,6 +159,11 @@ export class CinderClient {
   async getVolumeTypeEncryption(typeId: string, signal?: AbortSignal): Promise<s.VolumeTypeEncryption | undefined> {
     const path = `/types/${enc(typeId)}/encryption`;
     return this.call("GET", path, `encryption of volume type ${typeId}`, s.encryptionOrEmpty, { signal });
+  }
+
+  /** Needs an admin role; Cinder refuses while a volume has the type. */
+  async deleteVolumeType(id: string, signal?: AbortSignal): Promise<void> {
+    await this.call("DELETE", `/types/${enc(id)}`, `volume type ${id}`, s.anyBody, { signal });
   }
 
   /** Needs an admin role. E.g. { provider: "luks", cipher: "aes-xts-plain64", keySize: 256 }. */
