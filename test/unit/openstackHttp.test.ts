@@ -1,11 +1,13 @@
 import { rmSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { runInNewContext } from "node:vm";
 import fc from "fast-check";
 import { cloudConfig } from "../../provider/openstack/config";
 import { openCloud } from "../../provider/openstack/index";
 import { serverMessageOf } from "../../provider/openstack/cloudError";
 import { retryAfterMs } from "../../provider/openstack/http";
+import { causeText } from "../../provider/openstack/httpErrors";
 import { FakeCloud, cinderError, serializeError, type FakeReply } from "../support/fakeOpenStack";
 
 const password = "pw-Hunter2-very-secret";
@@ -79,6 +81,26 @@ describe("HTTP errors become CofferErrors naming service, resource, status, serv
       "no connection to http://127.0.0.1:8776 (connect ECONNREFUSED 127.0.0.1:8776) on GET",
     );
     expect(down.fake.serviceRequests()).toHaveLength(4);
+  });
+
+  test("a connection error from another realm (Node's fetch seen from Jest's or Pulumi's vm) names its cause", async () => {
+    const refused: unknown = runInNewContext(
+      'Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error("connect ECONNREFUSED ' +
+        '127.0.0.1:8776"), { code: "ECONNREFUSED" }) })',
+    );
+    expect(refused instanceof Error).toBe(false);
+    const fake = new FakeCloud();
+    const fetch = (url: string, init: RequestInit) =>
+      url.includes("auth/tokens") ? fake.deps().fetch(url, init) : Promise.reject(refused);
+    const cloud = openCloud(config, { ...fake.deps(), fetch });
+    const error = await failure(cloud.cinder.getBackup("b-1"));
+    expect(error.code).toBe("CLOUD_UNAVAILABLE");
+    expect(error.message).toContain(
+      "no connection to http://127.0.0.1:8776 (connect ECONNREFUSED 127.0.0.1:8776) on GET",
+    );
+    expect(causeText(runInNewContext('Object.assign(new Error("socket hang up"), { code: "ECONNRESET" })'))).toBe(
+      "ECONNRESET: socket hang up",
+    );
   });
 
   test("a request with no answer within the timeout is CLOUD_TIMEOUT", async () => {
