@@ -32,7 +32,7 @@ export async function statusError(ctx: HttpContext, req: HttpRequest, response: 
   const text = await response.text().catch(() => "");
   const serverMessage = serverMessageOf(text);
   const requestId = requestIdOf(response.headers);
-  const { code, advice } = classifyStatus(response.status);
+  const { code, advice } = classifyStatus(req.authenticates && response.status === 404 ? 401 : response.status);
   const statusText = response.statusText ? ` ${response.statusText}` : "";
   const message =
     `${req.service} ${req.resource}: HTTP ${response.status}${statusText} on ${req.method} ${pathOf(req.url)}` +

@@ -83,7 +83,7 @@ describe("HTTP errors become CofferErrors naming service, resource, status, serv
     expect(down.fake.serviceRequests()).toHaveLength(4);
   });
 
-  test("a connection error from another realm (Node's fetch seen from Jest's or Pulumi's vm) names its cause", async () => {
+  test("a connection error from another realm (fetch seen from a vm: Jest, Pulumi) names its cause", async () => {
     const refused: unknown = runInNewContext(
       'Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error("connect ECONNREFUSED ' +
         '127.0.0.1:8776"), { code: "ECONNREFUSED" }) })',
@@ -248,6 +248,27 @@ describe("no password, token or application-credential secret in any error, caus
     expect(error).toMatchObject({ code: "CLOUD_AUTH_FAILED", service: "keystone", requestId: "req-auth" });
     expect(error.message).toContain("keystone token for application credential ac1: HTTP 401");
     expect(serializeError(error)).not.toContain(secret);
+  });
+
+  test("a deleted application credential (Keystone's 404) is CLOUD_AUTH_FAILED, not CLOUD_NOT_FOUND", async () => {
+    const fake = new FakeCloud();
+    fake.on("POST", /auth\/tokens$/, () => ({
+      status: 404,
+      json: { error: { code: 404, message: "Could not find Application Credential: ac1.", title: "Not Found" } },
+      headers: { "x-openstack-request-id": "req-auth" },
+    }));
+    const acConfig = cloudConfig({
+      authUrl: "http://127.0.0.1:5000/v3",
+      applicationCredentialId: "ac1",
+      applicationCredentialSecret: "ac-secret-0123456789",
+    });
+    const error = await failure(openCloud(acConfig, fake.deps()).cinder.getBackup("b-1"));
+    expect(error).toMatchObject({ code: "CLOUD_AUTH_FAILED", service: "keystone", status: 404, requestId: "req-auth" });
+    expect(error.message).toBe(
+      "keystone token for application credential ac1: HTTP 404 on POST /v3/auth/tokens: Could not find " +
+        "Application Credential: ac1. (request id req-auth). Check the credentials (openstack:userName/password " +
+        "or the application credential) and that the user has a role on the project.",
+    );
   });
 
   test("property: whatever the server echoes around the secrets, no error or log line shows them", async () => {
