@@ -117,16 +117,20 @@ class AdminApi {
     this.client = connect(settingsOf(c.admin)).client;
   }
 
-  async keystone(method: string, route: string, json?: unknown): Promise<Record<string, any>> {
+  async keystone(method: string, route: string, json?: unknown, headers: Record<string, string> = {}) {
     const token = await this.client.session.token();
     const response = await fetch(`${cloud!.authUrl}${route}`, {
       method,
-      headers: { "X-Auth-Token": token.value, ...(json === undefined ? {} : { "Content-Type": "application/json" }) },
+      headers: {
+        "X-Auth-Token": token.value,
+        ...(json === undefined ? {} : { "Content-Type": "application/json" }),
+        ...headers,
+      },
       body: json === undefined ? undefined : JSON.stringify(json),
     });
     const text = await response.text();
     if (!response.ok) throw new Error(`keystone ${method} ${route}: HTTP ${response.status}: ${text}`);
-    return text ? JSON.parse(text) : {};
+    return (text ? JSON.parse(text) : {}) as Record<string, any>;
   }
 
   /** Sets some of the project's Cinder quotas; `undefined` puts them back to the defaults. */
@@ -225,6 +229,27 @@ describeCloud(`Coffer's OpenStack client against the loopback cloud${cloud ? "" 
       await client.cinder.getVolumeType(types.find((type) => type.name === cloud!.volumeTypes.default)!.id);
       expect(requests.filter((event) => event.service === "keystone")).toHaveLength(1);
       expect(requests.filter((event) => event.service === "cinder").map((event) => event.status)).toEqual([200, 200]);
+    });
+
+    it("a revoked token: the service answers 401, the client authenticates again and repeats the call", async () => {
+      const lines: string[] = [];
+      const requests: RequestEvent[] = [];
+      const deps = {
+        onRequest: (event: RequestEvent) => requests.push(event),
+        log: (line: string) => lines.push(line),
+      };
+      const client = openCloud(cloudConfig(settingsOf(cloud!.demo)), deps);
+      const revoked = (await client.session.token()).value; // not yet seen by Cinder, so not in its token cache
+      await admin.keystone("DELETE", "/auth/tokens", undefined, { "X-Subject-Token": revoked });
+      expect((await client.cinder.listVolumeTypes()).length).toBeGreaterThan(0);
+      expect(requests.map((event) => `${event.service} ${event.status}`)).toEqual([
+        "keystone 201",
+        "cinder 401",
+        "keystone 201",
+        "cinder 200",
+      ]);
+      expect(lines).toEqual(["cinder volume types: HTTP 401 with a token; authenticating again"]);
+      expect((await client.session.token()).value).not.toBe(revoked);
     });
 
     it("authenticates with an application credential", async () => {
