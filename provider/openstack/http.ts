@@ -32,6 +32,11 @@ export interface HttpRequest {
   readonly signal?: AbortSignal;
   /** Secrets in this request's body (e.g. a Barbican payload), redacted like the session's. */
   readonly secrets?: readonly string[];
+  /**
+   * Keystone's token request: a 404 there (an application credential that was deleted) is an
+   * authentication failure, never a CLOUD_NOT_FOUND that a caller could take for "the resource is gone".
+   */
+  readonly authenticates?: boolean;
 }
 
 const retryStatuses = new Set([429, 502, 503, 504]);

@@ -1,4 +1,5 @@
 /** The errors an HTTP exchange ends in, each naming the service, resource, method, path and what to do. */
+import { isNativeError } from "node:util/types";
 import { CofferError } from "../common/errors";
 import { CloudError, classifyStatus, requestIdOf, serverMessageOf } from "./cloudError";
 import type { HttpContext, HttpRequest } from "./http";
@@ -31,7 +32,7 @@ export async function statusError(ctx: HttpContext, req: HttpRequest, response: 
   const text = await response.text().catch(() => "");
   const serverMessage = serverMessageOf(text);
   const requestId = requestIdOf(response.headers);
-  const { code, advice } = classifyStatus(response.status);
+  const { code, advice } = classifyStatus(req.authenticates && response.status === 404 ? 401 : response.status);
   const statusText = response.statusText ? ` ${response.statusText}` : "";
   const message =
     `${req.service} ${req.resource}: HTTP ${response.status}${statusText} on ${req.method} ${pathOf(req.url)}` +
@@ -72,10 +73,13 @@ export function aborted(ctx: HttpContext, req: HttpRequest, error: unknown): Cof
   });
 }
 
-/** "ECONNREFUSED 127.0.0.1:8776" from fetch's TypeError("fetch failed", { cause }). */
+/**
+ * "ECONNREFUSED 127.0.0.1:8776" from fetch's TypeError("fetch failed", { cause }). isNativeError, not
+ * instanceof: fetch's errors come from Node's own realm, not the one of a vm context (Jest, Pulumi closures).
+ */
 export function causeText(error: unknown): string {
-  const cause = error instanceof Error && error.cause instanceof Error ? error.cause : error;
-  if (!(cause instanceof Error)) return String(cause);
+  const cause = isNativeError(error) && isNativeError(error.cause) ? error.cause : error;
+  if (!isNativeError(cause)) return String(cause);
   const code = (cause as NodeJS.ErrnoException).code;
   return code && !cause.message.includes(code) ? `${code}: ${cause.message}` : cause.message;
 }

@@ -44,6 +44,7 @@ export async function issueToken(http: HttpContext, config: CloudConfig): Promis
     url: `${config.authUrl.replace(/\/$/, "")}/auth/tokens`,
     json: authBody(config),
     idempotent: true, // issuing a second token is harmless
+    authenticates: true,
   };
   const { body, headers, status } = await request(http, req, tokenBodySchema);
   const value = headers.get("x-subject-token");

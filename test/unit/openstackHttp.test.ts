@@ -1,11 +1,13 @@
 import { rmSync, writeFileSync } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { runInNewContext } from "node:vm";
 import fc from "fast-check";
 import { cloudConfig } from "../../provider/openstack/config";
 import { openCloud } from "../../provider/openstack/index";
 import { serverMessageOf } from "../../provider/openstack/cloudError";
 import { retryAfterMs } from "../../provider/openstack/http";
+import { causeText } from "../../provider/openstack/httpErrors";
 import { FakeCloud, cinderError, serializeError, type FakeReply } from "../support/fakeOpenStack";
 
 const password = "pw-Hunter2-very-secret";
@@ -79,6 +81,26 @@ describe("HTTP errors become CofferErrors naming service, resource, status, serv
       "no connection to http://127.0.0.1:8776 (connect ECONNREFUSED 127.0.0.1:8776) on GET",
     );
     expect(down.fake.serviceRequests()).toHaveLength(4);
+  });
+
+  test("a connection error from another realm (fetch seen from a vm: Jest, Pulumi) names its cause", async () => {
+    const refused: unknown = runInNewContext(
+      'Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error("connect ECONNREFUSED ' +
+        '127.0.0.1:8776"), { code: "ECONNREFUSED" }) })',
+    );
+    expect(refused instanceof Error).toBe(false);
+    const fake = new FakeCloud();
+    const fetch = (url: string, init: RequestInit) =>
+      url.includes("auth/tokens") ? fake.deps().fetch(url, init) : Promise.reject(refused);
+    const cloud = openCloud(config, { ...fake.deps(), fetch });
+    const error = await failure(cloud.cinder.getBackup("b-1"));
+    expect(error.code).toBe("CLOUD_UNAVAILABLE");
+    expect(error.message).toContain(
+      "no connection to http://127.0.0.1:8776 (connect ECONNREFUSED 127.0.0.1:8776) on GET",
+    );
+    expect(causeText(runInNewContext('Object.assign(new Error("socket hang up"), { code: "ECONNRESET" })'))).toBe(
+      "ECONNRESET: socket hang up",
+    );
   });
 
   test("a request with no answer within the timeout is CLOUD_TIMEOUT", async () => {
@@ -226,6 +248,27 @@ describe("no password, token or application-credential secret in any error, caus
     expect(error).toMatchObject({ code: "CLOUD_AUTH_FAILED", service: "keystone", requestId: "req-auth" });
     expect(error.message).toContain("keystone token for application credential ac1: HTTP 401");
     expect(serializeError(error)).not.toContain(secret);
+  });
+
+  test("a deleted application credential (Keystone's 404) is CLOUD_AUTH_FAILED, not CLOUD_NOT_FOUND", async () => {
+    const fake = new FakeCloud();
+    fake.on("POST", /auth\/tokens$/, () => ({
+      status: 404,
+      json: { error: { code: 404, message: "Could not find Application Credential: ac1.", title: "Not Found" } },
+      headers: { "x-openstack-request-id": "req-auth" },
+    }));
+    const acConfig = cloudConfig({
+      authUrl: "http://127.0.0.1:5000/v3",
+      applicationCredentialId: "ac1",
+      applicationCredentialSecret: "ac-secret-0123456789",
+    });
+    const error = await failure(openCloud(acConfig, fake.deps()).cinder.getBackup("b-1"));
+    expect(error).toMatchObject({ code: "CLOUD_AUTH_FAILED", service: "keystone", status: 404, requestId: "req-auth" });
+    expect(error.message).toBe(
+      "keystone token for application credential ac1: HTTP 404 on POST /v3/auth/tokens: Could not find " +
+        "Application Credential: ac1. (request id req-auth). Check the credentials (openstack:userName/password " +
+        "or the application credential) and that the user has a role on the project.",
+    );
   });
 
   test("property: whatever the server echoes around the secrets, no error or log line shows them", async () => {
