@@ -125,6 +125,12 @@ export class CinderClient {
     await this.action(id, { "os-set_image_metadata": { metadata } }, signal);
   }
 
+  /** Replaces a volume's metadata with exactly `metadata` (PUT /volumes/{id}/metadata: other keys go). */
+  async replaceVolumeMetadata(id: string, metadata: Readonly<Record<string, string>>, signal?: AbortSignal) {
+    const path = `/volumes/${enc(id)}/metadata`;
+    return (await this.call("PUT", path, `volume ${id}`, s.metadataBody, { json: { metadata }, signal })).metadata;
+  }
+
   /** Adds or updates metadata keys (POST /volumes/{id}/metadata; other keys stay). */
   async setVolumeMetadata(id: string, metadata: Readonly<Record<string, string>>, signal?: AbortSignal) {
     const path = `/volumes/${enc(id)}/metadata`;

@@ -166,11 +166,13 @@ export async function restoreToCinder(item: CinderVolumeItem, cloud: Cloud, opti
       options.progress(`volume ${created.id}: ${status} (${Math.round(elapsedMs / 1000)} s)`);
     },
   });
+  // Cinder restores the metadata its backup store kept, which nothing protects (Cinder bug 1137908):
+  // the signed record replaces it.
   if (options.applyMetadata) {
     const { metadata, imageMetadata, bootable } = item.volume;
-    if (Object.keys(metadata).length > 0) await cinder.setVolumeMetadata(created.id, metadata, options.signal);
+    await cinder.replaceVolumeMetadata(created.id, metadata, options.signal);
     if (Object.keys(imageMetadata).length > 0) await cinder.setImageMetadata(created.id, imageMetadata, options.signal);
-    if (bootable) await cinder.setBootable(created.id, true, options.signal);
+    await cinder.setBootable(created.id, bootable, options.signal);
   }
   return { volumeId: created.id, name, typeName, metadataApplied: options.applyMetadata };
 }
