@@ -26,6 +26,7 @@ import {
   stateSecrets,
   upgradeOutputs,
 } from "./state";
+import { volumeKeyRecordId } from "../escrow/record";
 import { cinderBackups } from "../sources/cinderVolume";
 import type { CloudBackupRef } from "../sources/kind";
 import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
@@ -275,11 +276,15 @@ export function createBackupSetProvider(host: SetHost) {
       if (here.length === 0) continue;
       const access = await cloudOf(location);
       const refs = here.flatMap((p) => p.cloud ?? []);
-      const found = await cinderBackups.check(refs, {
-        ...access,
-        subject: `set ${state.setId}`,
-        progress: host.progress,
-      });
+      const ctx = { ...access, subject: `set ${state.setId}`, progress: host.progress };
+      const found = await cinderBackups.check(refs, ctx);
+      for (const ref of await cinderBackups.keysGone(refs, ctx)) {
+        host.note(
+          `set ${state.setId}: the key ${ref.key} of cinder backup ${ref.id} (source ${ref.source}) is gone from ` +
+            `Barbican, so Cinder can't restore that backup any more; the key is escrowed: record ` +
+            `${volumeKeyRecordId(ref.key!)} (coffer escrow recover --format hex)`,
+        );
+      }
       const byId = new Map(found.map((problem) => [problem.id, problem]));
       for (const point of here) {
         const mine = (point.cloud ?? []).flatMap((ref) => byId.get(ref.id) ?? []);

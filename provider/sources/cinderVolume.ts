@@ -265,6 +265,7 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
       kind: "cinder-backup",
       id: backup.id,
       ...(parent ? { parent } : {}),
+      ...(escrowedKeys && backup.encryption_key_id ? { key: backup.encryption_key_id } : {}),
     };
     return { source, refs: [ref], discard };
   } catch (error) {
@@ -326,8 +327,20 @@ async function removeBackups(refs: readonly CloudBackupRef[], ctx: CloudContext)
   if (failures.length > 0) throw new CofferError("IO_FAILED", failures.join("; "));
 }
 
+/**
+ * The escrowed keys among `refs` whose Barbican original is gone, with one listing of the
+ * project's secrets. Not a failure: the escrow is why such a backup's copy stays restorable.
+ */
+async function keysGone(refs: readonly CloudBackupRef[], ctx: CloudContext): Promise<CloudBackupRef[]> {
+  const withKeys = refs.filter((ref) => ref.key !== undefined);
+  if (withKeys.length === 0) return [];
+  const present = new Set<string>();
+  for await (const secret of ctx.cloud.barbican.listSecrets({}, { signal: ctx.signal })) present.add(secret.id);
+  return withKeys.filter((ref) => !present.has(ref.key!));
+}
+
 /** What the cloud holds of points, by the kind of its refs. */
-export const cinderBackups = { check: checkBackups, remove: removeBackups };
+export const cinderBackups = { check: checkBackups, remove: removeBackups, keysGone };
 
 const RUNS_IN_PULUMI = "a Cinder volume is backed up through Cinder's API from Pulumi's process, not by an agent";
 

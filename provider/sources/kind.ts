@@ -99,6 +99,8 @@ export interface CloudBackupRef {
   kind: "cinder-backup";
   id: string;
   parent?: string;
+  /** The Barbican secret of the backup's key (an encrypted volume's), escrowed when it was taken. */
+  key?: string;
 }
 
 /** What a kind that works through cloud APIs, from Pulumi's process, works with. */

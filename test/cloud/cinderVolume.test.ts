@@ -10,6 +10,7 @@ import { readManifest } from "../../provider/agent/manifest";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
 import { recoverSecret, volumeKeyRecordId } from "../../provider/escrow/record";
+import { preflight } from "../../provider/sources/cinderRestore";
 import type { CinderVolumeItem } from "../../provider/sources/cinderVolume";
 import { collect, waitForBackupDeleted, waitForVolume, waitForVolumeDeleted } from "../../provider/openstack";
 import { cloudAs, cloudSetHost, writeVolumeBytes } from "../support/cloudAccess";
@@ -270,5 +271,27 @@ describeCloud(cloud ? "Cinder volumes in a set's history, on the loopback cloud"
     const recovered = await recoverSecret(store, item.escrowedKeys![0].record, [second.privateKey], undefined, "hex");
     expect(recovered).toBe(payload.toString("hex"));
     expect(payload.length).toBe(32);
+    expect(created.points[0].cloud![0].key).toBe(item.backupKeyId);
+
+    // Barbican loses the backup's key: refresh notes it (the escrow has it), the point stays good.
+    const notes: string[] = [];
+    const refresher = createBackupSetProvider(cloudSetHost(cloud!, notes));
+    await barbican.deleteSecret(item.backupKeyId!);
+    const refreshed = (await refresher.read(created.setId, created as never)).props as BackupSetOutputs;
+    expect(refreshed.points[0].status).toBe("ok");
+    expect(notes).toContainEqual(
+      expect.stringMatching(
+        new RegExp(`the key ${item.backupKeyId} of cinder backup ${item.backupId} .* is gone from Barbican`),
+      ),
+    );
+    // The preflight of a restore says Cinder can't restore it, and points to the escrow.
+    const blocked = await preflight(item, demo());
+    expect(blocked.ok).toBe(false);
+    expect(blocked.checks).toContainEqual({
+      check: "key",
+      status: "blocked",
+      message: expect.stringMatching(/the backup's key .* is gone from Barbican, and Cinder restores only with it/),
+    });
+    expect(blocked.checks).toContainEqual({ check: "escrow", status: "ok", message: expect.any(String) });
   });
 });
