@@ -38,6 +38,11 @@ export interface BackupSourceArgs {
   force?: pulumi.Input<boolean>;
   /** Cinder: back up a snapshot taken for the purpose, deleted afterwards. */
   fromSnapshot?: pulumi.Input<boolean>;
+  /**
+   * Cinder: also keep a copy of the volume's data in the policy's target, in Coffer's format
+   * (compressed, encrypted, verified), streamed through a Glance image: restorable without the cloud.
+   */
+  copyToTarget?: pulumi.Input<boolean>;
 }
 
 export interface EncryptedBackupSetArgs {

@@ -528,6 +528,32 @@ export interface RestoreRequest {
   onProgress?: (percent: number) => void;
 }
 
+/**
+ * Opens a LUKS container with `key` (an encrypted Cinder volume's data, whose LUKS passphrase is
+ * the hex of its Barbican key) and writes its plain data to `to`: qemu-img's luks driver, no
+ * dm-crypt. A wrong key fails with WRONG_PASSPHRASE.
+ */
+export async function openLuks(req: {
+  file: string;
+  key: SecretFd;
+  to: string;
+  format: "raw" | "qcow2";
+  subject: string;
+  onProgress?: (percent: number) => void;
+}): Promise<void> {
+  const image = `driver=luks,key-secret=${SECRET_ID},file.driver=file,file.filename=${optionValue(req.file)}`;
+  const progress = req.onProgress ? ["-p"] : [];
+  await run(
+    "qemu-img",
+    ["convert", ...progress, ...keyArgs(req.key), "--image-opts", image, "-O", req.format, req.to],
+    {
+      subject: req.subject,
+      key: req.key,
+      onStdoutLine: req.onProgress && qemuImgProgress(req.onProgress),
+    },
+  );
+}
+
 export async function restoreImage({ file, encrypted, key, to, format, subject, onProgress }: RestoreRequest) {
   const used = encrypted ? key : undefined;
   const image = ["--image-opts", backupImageOpts(file, encrypted)];

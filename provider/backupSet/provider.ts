@@ -27,7 +27,7 @@ import {
   upgradeOutputs,
 } from "./state";
 import { volumeKeyRecordId } from "../escrow/record";
-import { cinderBackups } from "../sources/cinderVolume";
+import { cinderBackups } from "../sources/cinderBackups";
 import type { CloudBackupRef } from "../sources/kind";
 import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
 import type { SigningPublicKey } from "../common/signingKey";

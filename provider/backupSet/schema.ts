@@ -124,6 +124,16 @@ export const backupSetInputs = z
   .superRefine((inputs, ctx) => {
     const seen = new Map<string, number>();
     inputs.sources.forEach((s, i) => {
+      const remote = inputs.host ?? inputs.policy.host;
+      if ((s as { copyToTarget?: boolean }).copyToTarget && remote !== undefined) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["sources", i, "copyToTarget"],
+          message:
+            `copyToTarget stages the volume's data on the machine that runs Pulumi, but the set's target is ` +
+            `reached through ${remote}: run Pulumi where the target is mounted (no host), or remove copyToTarget`,
+        });
+      }
       if (seen.has(s.name))
         ctx.addIssue({
           code: "custom",

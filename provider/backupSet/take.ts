@@ -2,7 +2,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { CloudItem, Manifest, ManifestItem, signManifest } from "../agent/manifest";
 import { SigningPublicKey, publicKeyOf } from "../common/signingKey";
-import { MANIFEST_FILE } from "../targets/layout";
+import { directoryStore } from "../targets/directory";
+import { MANIFEST_FILE, targetLayout } from "../targets/layout";
 import { thisProcess } from "../agent/setOwner";
 import { CofferError, isCofferError } from "../common/errors";
 import type { TargetRef } from "../common/targetIdentity";
@@ -149,10 +150,32 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
   const takenInCloud: CloudTaken<unknown>[] = [];
   let access: CloudAccess | undefined;
-  const inCloud = async (planned: PlannedItem, kind: CloudKind<unknown, unknown>): Promise<CloudItem> => {
+  /** Backs up `planned` through the cloud's API: a cloud item, or (with a copy in the target) a stored one. */
+  const inCloud = async (planned: PlannedItem, kind: CloudKind<unknown, unknown>) => {
     if (!deps.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to back up a cloud source");
     access ??= await deps.cloud();
     const startedAt = deps.now().toISOString();
+    // A copy is staged on this machine, next to the points, for the agent here to store.
+    const storeCopy = async (file: string) => {
+      if (plan.manifestWhere !== undefined) {
+        const why = "its copy is staged on the machine that runs Pulumi, and the set's target is reached over ssh";
+        throw new CofferError("INVALID_INPUT", `source ${planned.name}: ${why}: remove copyToTarget or host`);
+      }
+      const request = {
+        target,
+        zoneDir: plan.zoneDir,
+        setId: plan.setId,
+        pointId: plan.pointId,
+        name: planned.name,
+        source: { disk: file, format: "raw" as const },
+        ...plan.policy,
+        passphrase: plan.keys.passphrase,
+        owner,
+      };
+      const onCopyProgress = (_item: string, percent: number) => onProgress(planned.name, percent);
+      return deps.agent(undefined).call("backup-item", request, { secrets, signal, onProgress: onCopyProgress });
+    };
+    const stagingDir = directoryStore(plan.targetPath).localPath(targetLayout.staging());
     const taken = await kind.take(planned.source, {
       ...access,
       subject: `source ${planned.name}`,
@@ -161,18 +184,24 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       label: { setId: plan.setId, pointId: plan.pointId, source: planned.name },
       earlier: plan.earlier.filter((ref) => ref.source === planned.name),
       keyEscrow: plan.keyEscrow,
+      stagingDir,
+      storeCopy,
     });
     takenInCloud.push(taken);
     const source = taken.source as CloudItem["source"];
-    return { name: planned.name, host: os.hostname(), source, startedAt, finishedAt: deps.now().toISOString() };
+    if (taken.stored) return { in: "target" as const, item: { ...taken.stored, source, via: "local" } };
+    const finishedAt = deps.now().toISOString();
+    return { in: "cloud" as const, item: { name: planned.name, host: os.hostname(), source, startedAt, finishedAt } };
   };
   const results = await boundedAll(plan.items, plan.concurrency, async (planned) => {
     try {
       const cloudKind = kindsChosenBy(planned.source)[0]?.cloud as CloudKind<unknown, unknown> | undefined;
       if (cloudKind) {
-        const item = await inCloud(planned, cloudKind);
-        deps.progress(`${planned.name}: done (in the cloud)`);
-        return { in: "cloud" as const, item };
+        const taken = await inCloud(planned, cloudKind);
+        deps.progress(
+          `${planned.name}: done (in the cloud${taken.in === "target" ? ", and a copy in the target" : ""})`,
+        );
+        return taken;
       }
       const item = await deps.agent(planned.via).call(
         "backup-item",

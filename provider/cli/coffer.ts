@@ -17,7 +17,8 @@ import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { listSets, setIdsInStackExport, trackedBy } from "../agent/inventory";
-import { Manifest, misplacement, openManifest, readManifest, signatureProblem } from "../agent/manifest";
+import { Manifest, ManifestItem, misplacement, openManifest, readManifest, signatureProblem } from "../agent/manifest";
+import { openLuks } from "../agent/image";
 import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
@@ -57,6 +58,8 @@ interface RestoreOptions extends KeyOptions {
   preflight?: boolean;
   withoutMetadata?: boolean;
   publicKey?: string;
+  volumeKeyFile?: string;
+  keepLuks?: boolean;
 }
 
 interface EscrowRecoverOptions {
@@ -336,6 +339,24 @@ async function restoreToCloud(values: RestoreOptions): Promise<number> {
   return 0;
 }
 
+/**
+ * For the copy of an encrypted Cinder volume (a LUKS container): the file with its key, or
+ * undefined with --keep-luks (the container as it is) and for every other item.
+ */
+function luksOf(item: ManifestItem, values: RestoreOptions): { keyFile?: string } | undefined {
+  if (item.source.kind !== "cinderVolume" || !item.source.volume.encrypted || values.keepLuks) return undefined;
+  if (values.volumeKeyFile || process.env.COFFER_VOLUME_KEY) return { keyFile: values.volumeKeyFile };
+  const escrowed = item.source.escrowedKeys?.[0];
+  const recover = escrowed
+    ? `coffer escrow recover --store ${escrowed.store} --id ${escrowed.record} --key <private.pem> --format hex ` +
+      "--out key.hex"
+    : "its volume's key in hex";
+  throw new UsageError(
+    `item ${item.name} is an encrypted volume's copy (a LUKS container): give its key with --volume-key-file ` +
+      `(${recover}) or COFFER_VOLUME_KEY, or --keep-luks to write the container as it is`,
+  );
+}
+
 async function restore(values: RestoreOptions): Promise<number> {
   if (values.toCinder) return restoreToCloud(values);
   if (values.publicKey || values.recreateType || values.preflight || values.withoutMetadata || values.name)
@@ -364,6 +385,7 @@ async function restore(values: RestoreOptions): Promise<number> {
     const why = `its source kind, ${item.source.kind}, has no restore in this coffer`;
     throw new CofferError("INVALID_INPUT", `item ${item.name}: ${why}`);
   }
+  const luks = luksOf(item, values);
   const to = path.resolve(values.to);
   if (!values.force && (await exists(to))) {
     const fix = "restore to another path, or add --force to replace it";
@@ -372,20 +394,32 @@ async function restore(values: RestoreOptions): Promise<number> {
   const progressOf = progressOn(values.quiet);
   const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
   const partial = path.join(path.dirname(to), `.${path.basename(to)}.partial-${unique}`);
+  const container = `${partial}.luks`;
   try {
     // What was written must be what was backed up (the kind checks), before it gets the name asked for.
+    const step = <T>(label: string, totalBytes: number, work: (onProgress?: (p: number) => void) => Promise<T>) =>
+      withProgress(progressOf(label, totalBytes), work);
     await withSecretFd(passphrase ?? "", (key) =>
-      restoreItem(
-        { file: partial, format },
-        { setDir, key, step: (label, totalBytes, work) => withProgress(progressOf(label, totalBytes), work) },
-      ),
+      restoreItem({ file: luks ? container : partial, format: luks ? "raw" : format }, { setDir, key, step }),
     );
+    // An encrypted volume's copy: its LUKS container, opened with the volume's key.
+    if (luks) {
+      const volumeKey = await secretFrom(luks.keyFile, false, "COFFER_VOLUME_KEY");
+      await withSecretFd(volumeKey ?? "", (key) =>
+        step(`open ${item.name}'s LUKS container`, item.virtualSize, (onProgress) =>
+          openLuks({ file: container, key, to: partial, format, subject: `item ${item.name}`, onProgress }),
+        ),
+      );
+    }
     await fs.chmod(partial, 0o600);
     await place(partial, to, values.force ?? false);
   } finally {
     await fs.rm(partial, { force: true });
+    await fs.rm(container, { force: true });
   }
-  process.stdout.write(JSON.stringify({ restored: item.name, to, format, sha256: item.streamSha256 }) + "\n");
+  // The SHA-256 Coffer checked is the stored data's: for an opened LUKS container, the container's.
+  const checked = luks ? { containerSha256: item.streamSha256 } : { sha256: item.streamSha256 };
+  process.stdout.write(JSON.stringify({ restored: item.name, to, format, ...checked }) + "\n");
   return 0;
 }
 
@@ -447,6 +481,8 @@ function cofferProgram(exit: { code: number }): Command {
     .addOption(new Option("--format <format>", "the restored disk's format").choices(["raw", "qcow2"]).default("raw"))
     .option("--force", "replace an existing --to file")
     .option("--quiet", "show no progress on stderr")
+    .option("--volume-key-file <file>", "an encrypted Cinder volume's key in hex (escrow recover --format hex)")
+    .option("--keep-luks", "write an encrypted Cinder volume's copy as its LUKS container, not opened")
     .optionsGroup("Cinder (credentials from OS_* variables or clouds.yaml with OS_CLOUD):")
     .option("--to-cinder", "restore a Cinder source's backup into a new volume of its recorded type")
     .option("--name <volume>", "the new volume's name (default: the recorded name with -restored)")

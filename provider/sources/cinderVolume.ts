@@ -3,22 +3,10 @@ import { CofferError, isCofferError } from "../common/errors";
 import { escrowVolumeKey } from "../escrow/record";
 import type { Volume } from "../openstack/cinderSchemas";
 import { collect } from "../openstack/paginate";
-import {
-  CinderWaitOptions,
-  waitForBackup,
-  waitForBackupDeleted,
-  waitForSnapshot,
-  waitForSnapshotDeleted,
-} from "../openstack/cinderWaits";
-import type {
-  CloudBackupRef,
-  CloudContext,
-  CloudProblem,
-  CloudTakeContext,
-  KeyEscrow,
-  SourceKind,
-  SourceRules,
-} from "./kind";
+import { waitForBackup, waitForBackupDeleted, waitForSnapshot, waitForSnapshotDeleted } from "../openstack/cinderWaits";
+import { copyToTarget } from "./cinderCopy";
+import { BACKUP_TIMEOUT_MS, SNAPSHOT_TIMEOUT_MS, waitOptions } from "./cloudWaits";
+import type { CloudBackupRef, CloudContext, CloudTakeContext, KeyEscrow, SourceKind, SourceRules } from "./kind";
 import { kindInput } from "./kind";
 import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
 
@@ -28,6 +16,7 @@ export interface CinderVolumeInput {
   incremental?: boolean;
   force?: boolean;
   fromSnapshot?: boolean;
+  copyToTarget?: boolean;
 }
 
 const flag = (field: string, meaning: string) =>
@@ -41,6 +30,7 @@ const fields = {
   incremental: flag("incremental", "build on the newest backup of this volume in the set's history"),
   force: flag("force", "back up the volume while it is attached (in-use)"),
   fromSnapshot: flag("fromSnapshot", "back up a snapshot taken for the purpose, deleted afterwards"),
+  copyToTarget: flag("copyToTarget", "also keep a copy of the volume's data in the policy's target"),
 };
 
 const rules: SourceRules = () => undefined;
@@ -89,28 +79,20 @@ const item = z.object({
   backupKeyId: z.string().optional(),
   /** Escrow records of the keys its data needs (the backup's), for when Barbican loses them. */
   escrowedKeys: z.array(z.object({ barbicanSecret: z.string(), record: z.string(), store: z.string() })).optional(),
+  /**
+   * The copy in the target (copyToTarget): the Glance image it was streamed through and its hash as
+   * Glance had it. An encrypted volume's copy holds its LUKS container: its key is escrowed.
+   */
+  copy: z
+    .object({
+      via: z.enum(["volume", "snapshot"]),
+      hashAlgo: z.string(),
+      hashValue: z.string(),
+      sizeBytes: z.number().int(),
+    })
+    .optional(),
 });
 export type CinderVolumeItem = z.output<typeof item>;
-
-/** A backup can take long: a status wait gives up after this, naming what to check. */
-const BACKUP_TIMEOUT_MS = 6 * 3_600_000;
-const SNAPSHOT_TIMEOUT_MS = 30 * 60_000;
-/** How often a long wait reports that it is still going. */
-const PROGRESS_EVERY_MS = 30_000;
-
-function waitOptions(ctx: CloudContext, what: string, timeoutMs: number): CinderWaitOptions {
-  let shownAt = -PROGRESS_EVERY_MS;
-  return {
-    timeoutMs,
-    deps: ctx.waits,
-    signal: ctx.signal,
-    onProgress: ({ status, elapsedMs }) => {
-      if (elapsedMs - shownAt < PROGRESS_EVERY_MS) return;
-      shownAt = elapsedMs;
-      ctx.progress(`${ctx.subject}: ${what} is ${status} (${Math.round(elapsedMs / 1000)} s)`);
-    },
-  };
-}
 
 /** The volume's type as the manifest records it; the encryption spec needs an admin API, so it may be unreadable. */
 async function typeOf(volume: Volume, ctx: CloudContext) {
@@ -223,6 +205,7 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
       `${ctx.subject}: cinder backup ${created.id} started (${parent ? `incremental on ${parent}` : "full"})`,
     );
     const backup = await waitForBackup(cinder, created.id, waitOptions(ctx, `backup ${created.id}`, BACKUP_TIMEOUT_MS));
+    const copied = input.copyToTarget ? await copyToTarget(volume, made.snapshot, ctx) : undefined;
     if (made.snapshot) {
       const snapshot = made.snapshot;
       await cinder.deleteSnapshot(snapshot, ctx.signal);
@@ -259,6 +242,7 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
       },
       ...(backup.encryption_key_id ? { backupKeyId: backup.encryption_key_id } : {}),
       ...(escrowedKeys ? { escrowedKeys } : {}),
+      ...(copied ? { copy: copied.copy } : {}),
     };
     const ref: CloudBackupRef = {
       source: ctx.label.source,
@@ -267,80 +251,12 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
       ...(parent ? { parent } : {}),
       ...(escrowedKeys && backup.encryption_key_id ? { key: backup.encryption_key_id } : {}),
     };
-    return { source, refs: [ref], discard };
+    return { source, refs: [ref], discard, ...(copied ? { stored: copied.stored } : {}) };
   } catch (error) {
     await discard();
     throw error;
   }
 }
-
-/** Checks backups with one listing of the project's backups, not one request per backup. */
-async function checkBackups(refs: readonly CloudBackupRef[], ctx: CloudContext): Promise<CloudProblem[]> {
-  if (refs.length === 0) return [];
-  const listed = new Map<string, { status: string; fail_reason?: string | null }>();
-  for await (const backup of ctx.cloud.cinder.listBackups({ signal: ctx.signal })) listed.set(backup.id, backup);
-  const problems: CloudProblem[] = [];
-  for (const ref of refs) {
-    const backup = listed.get(ref.id);
-    if (!backup) {
-      problems.push({ id: ref.id, status: "missing", message: `cinder backup ${ref.id} is gone from the cloud` });
-    } else if (backup.status.startsWith("error")) {
-      const reason = backup.fail_reason ? `: ${backup.fail_reason}` : "";
-      problems.push({ id: ref.id, status: "failed", message: `cinder backup ${ref.id} is ${backup.status}${reason}` });
-    }
-  }
-  return problems;
-}
-
-/**
- * Deletes backups, each incremental before the backup it builds on (Cinder refuses the other
- * order); one already gone is no error. Throws naming every backup that could not be deleted.
- */
-async function removeBackups(refs: readonly CloudBackupRef[], ctx: CloudContext): Promise<void> {
-  const failures: string[] = [];
-  const pending = [...refs];
-  // Each round deletes the backups no pending backup builds on: children before their parents.
-  while (pending.length > 0) {
-    const needed = new Set(pending.flatMap((r) => (r.parent ? [r.parent] : [])));
-    const ready = pending.filter((r) => !needed.has(r.id));
-    if (ready.length === 0) break;
-    for (const ref of ready) {
-      pending.splice(pending.indexOf(ref), 1);
-      try {
-        await ctx.cloud.cinder.deleteBackup(ref.id, ctx.signal);
-        await waitForBackupDeleted(ctx.cloud.cinder, ref.id, waitOptions(ctx, `backup ${ref.id}`, BACKUP_TIMEOUT_MS));
-      } catch (error) {
-        if (isCofferError(error) && error.code === "CLOUD_NOT_FOUND") continue;
-        failures.push(`cinder backup ${ref.id}: ${(error as Error).message}`);
-        // Its parents stay: Cinder refuses to delete a backup an incremental still builds on.
-        const keep = (id?: string) => {
-          const parent = pending.find((r) => r.id === id);
-          if (!parent) return;
-          pending.splice(pending.indexOf(parent), 1);
-          failures.push(`cinder backup ${parent.id}: kept, an incremental built on it was not deleted`);
-          keep(parent.parent);
-        };
-        keep(ref.parent);
-      }
-    }
-  }
-  if (failures.length > 0) throw new CofferError("IO_FAILED", failures.join("; "));
-}
-
-/**
- * The escrowed keys among `refs` whose Barbican original is gone, with one listing of the
- * project's secrets. Not a failure: the escrow is why such a backup's copy stays restorable.
- */
-async function keysGone(refs: readonly CloudBackupRef[], ctx: CloudContext): Promise<CloudBackupRef[]> {
-  const withKeys = refs.filter((ref) => ref.key !== undefined);
-  if (withKeys.length === 0) return [];
-  const present = new Set<string>();
-  for await (const secret of ctx.cloud.barbican.listSecrets({}, { signal: ctx.signal })) present.add(secret.id);
-  return withKeys.filter((ref) => !present.has(ref.key!));
-}
-
-/** What the cloud holds of points, by the kind of its refs. */
-export const cinderBackups = { check: checkBackups, remove: removeBackups, keysGone };
 
 const RUNS_IN_PULUMI = "a Cinder volume is backed up through Cinder's API from Pulumi's process, not by an agent";
 

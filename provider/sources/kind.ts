@@ -122,17 +122,26 @@ export interface KeyEscrow {
   threshold: number;
 }
 
+/** What the target holds of a cloud source's copy: an item's stored image, as the agent made it. */
+export type StoredCopy = Omit<ManifestItem, "source">;
+
 export interface CloudTakeContext extends CloudContext {
   /** Names what the backup is part of, for people who find it in the cloud. */
   label: { setId: string; pointId: string; source: string };
   /** This source's backups in the set's earlier points, oldest first: what an incremental may build on. */
   earlier: readonly CloudBackupRef[];
   keyEscrow?: KeyEscrow;
+  /** A folder on this machine for data on its way into the target (the target's own staging folder). */
+  stagingDir: string;
+  /** Stores a raw disk file in the target as the point's copy of the source (compressed, encrypted, verified). */
+  storeCopy(file: string): Promise<StoredCopy>;
 }
 
 export interface CloudTaken<Item> {
   source: Item;
   refs: CloudBackupRef[];
+  /** The copy of the source's data in the target, when the kind made one. */
+  stored?: StoredCopy;
   /** Removes what `take` made, when the point is not kept (another source failed). */
   discard(): Promise<void>;
 }

@@ -26,6 +26,8 @@ const SETS = "sets";
 
 export const targetLayout = {
   identity: (): string => ".coffer/target.json",
+  /** Where cloud data is staged on its way into a point (a Glance download); emptied after each use. */
+  staging: (): string => ".coffer/staging",
   policyDocument: (zone: string): string => `.coffer/zones/${name(zone, "zone")}/policy.json`,
   /** The folder of every set (of every zone). */
   sets: (): string => SETS,

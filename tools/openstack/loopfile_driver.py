@@ -11,8 +11,10 @@ import os
 
 from oslo_config import cfg
 
+from cinder.image import image_utils
 from cinder.tests import fake_driver
 from cinder.volume import configuration
+from cinder.volume import volume_utils
 
 loopfile_opts = [cfg.StrOpt("loopfile_dir", help="Folder of the volume and snapshot files")]
 cfg.CONF.register_opts(loopfile_opts, group=configuration.SHARED_CONF_GROUP)
@@ -72,6 +74,21 @@ class LoopFileDriver(fake_driver.FakeLoggingVolumeDriver):
 
     def create_cloned_volume(self, volume, src_vref):
         copy_sparse(self._path(src_vref.name), self._path(volume.name), volume.size * GIB)
+
+    # Image copies as Cinder's LVM driver makes them (the fake driver's are no-ops): a volume
+    # uploaded to Glance (os-volume_upload_image), and a volume created from an image.
+    def copy_volume_to_image(self, context, volume, image_service, image_meta):
+        volume_utils.upload_volume(context, image_service, image_meta, self._path(volume.name), volume)
+
+    def copy_image_to_volume(self, context, volume, image_service, image_id):
+        image_utils.fetch_to_raw(
+            context,
+            image_service,
+            image_id,
+            self._path(volume.name),
+            self.configuration.volume_dd_blocksize,
+            size=volume["size"],
+        )
 
     def initialize_connection(self, volume, connector):
         return {"driver_volume_type": "local", "data": {"device_path": self._path(volume.name), "access_mode": "rw"}}

@@ -1,0 +1,45 @@
+/**
+ * Glance image data staged into a local file, for the agent to store in the target in Coffer's own
+ * format: the image waited for until active, downloaded, and checked against Glance's hashes.
+ */
+import { createWriteStream, promises as fs } from "node:fs";
+import type { DownloadResult, Image } from "../openstack";
+import { waitForStatus } from "../openstack/poll";
+import type { CloudContext } from "./kind";
+
+/** An image is made (an upload from a volume) within this, or the wait gives up naming what to check. */
+const IMAGE_TIMEOUT_MS = 6 * 3_600_000;
+
+/** Waits until image `id` is active; an image that was killed or deleted fails at once. */
+export function waitForImage(id: string, ctx: CloudContext): Promise<Image> {
+  let shownAt = -30_000;
+  return waitForStatus<Image>({
+    what: `glance image ${id}`,
+    get: () => ctx.cloud.glance.getImage(id, ctx.signal),
+    status: (image) => image.status,
+    until: ["active"],
+    failed: ["killed", "deleted", "pending_delete", "deactivated"],
+    timeoutMs: IMAGE_TIMEOUT_MS,
+    whatToCheck: "glance-api's log, and cinder-volume's log when the image comes from a volume",
+    deps: ctx.waits,
+    signal: ctx.signal,
+    onProgress: ({ status, elapsedMs }) => {
+      if (elapsedMs - shownAt < 30_000) return;
+      shownAt = elapsedMs;
+      ctx.progress(`${ctx.subject}: glance image ${id} is ${status} (${Math.round(elapsedMs / 1000)} s)`);
+    },
+  });
+}
+
+/** Downloads active image `id` into a new file `file` (0600), checked against its os_hash_value and checksum. */
+export async function stageImage(id: string, file: string, ctx: CloudContext): Promise<DownloadResult> {
+  const out = createWriteStream(file, { mode: 0o600, flags: "wx" });
+  try {
+    // The download's pipeline ends `out` and waits for it to finish writing.
+    return await ctx.cloud.glance.downloadImageData(id, out, ctx.signal);
+  } catch (error) {
+    out.destroy();
+    await fs.rm(file, { force: true });
+    throw error;
+  }
+}
