@@ -43,6 +43,8 @@ export interface BackupSourceArgs {
    * (compressed, encrypted, verified), streamed through a Glance image: restorable without the cloud.
    */
   copyToTarget?: pulumi.Input<boolean>;
+  /** A Glance image's id: its data is stored in the policy's target, its properties recorded. */
+  glanceImage?: pulumi.Input<string>;
 }
 
 export interface EncryptedBackupSetArgs {

@@ -25,6 +25,7 @@ import { writeFileAtomic } from "../common/atomicFile";
 import { SecretFormat, recoverSecret } from "../escrow/record";
 import { cloudDeps, openCloudFrom } from "../openstack";
 import { preflight, restoreToCinder } from "../sources/cinderRestore";
+import { restoreToGlance } from "../sources/glanceRestore";
 import { restorerOf } from "../sources/registry";
 import { listPoints, prunePoints, renderPoints } from "./points";
 import { NO_PROGRESS, Progress, showProgress } from "./progress";
@@ -53,6 +54,7 @@ interface RestoreOptions extends KeyOptions {
   force?: boolean;
   quiet?: boolean;
   toCinder?: boolean;
+  toGlance?: boolean;
   name?: string;
   recreateType?: boolean;
   preflight?: boolean;
@@ -300,14 +302,17 @@ async function authenticity(set: OpenedSet, publicKey?: SigningPublicKey): Promi
 async function restoreToCloud(values: RestoreOptions): Promise<number> {
   const publicKey = values.publicKey === undefined ? undefined : await readPublicKey(values.publicKey);
   const set = await openSet(values, true);
-  if (!values.item) throw new UsageError("restore --to-cinder needs --item");
+  const option = values.toCinder ? "--to-cinder" : "--to-glance";
+  if (!values.item) throw new UsageError(`restore ${option} needs --item`);
   const all = [...set.manifest.items, ...(set.manifest.cloudItems ?? [])];
   const found = all.find((i) => i.name === values.item);
   if (!found)
     throw new UsageError(`no item "${values.item}" in this set (it has: ${all.map((i) => i.name).join(", ")})`);
-  if (found.source.kind !== "cinderVolume")
-    throw new UsageError(`item ${found.name} is a ${found.source.kind} source: --to-cinder restores Cinder volumes`);
-  const item = found.source;
+  const wanted = values.toCinder ? "cinderVolume" : "glanceImage";
+  if (found.source.kind !== wanted) {
+    const restores = values.toCinder ? "Cinder volumes" : "Glance images";
+    throw new UsageError(`item ${found.name} is a ${found.source.kind} source: ${option} restores ${restores}`);
+  }
   const problem = await authenticity(set, publicKey);
   if (problem === "unchecked" && !values.withoutMetadata) {
     throw new UsageError(
@@ -323,6 +328,18 @@ async function restoreToCloud(values: RestoreOptions): Promise<number> {
   if (problem && problem !== "unchecked") say(`the manifest failed its check (${problem}): restoring the data alone`);
   const deps = cloudDeps();
   const cloud = await openCloudFrom({ env: process.env }, deps);
+  const applyMetadata = problem === undefined;
+  if (found.source.kind === "glanceImage") {
+    const stored = set.manifest.items.find((i) => i.name === found.name)!;
+    const image = found.source;
+    const restored = await viaLocalFile(set, stored, values.quiet, (file) =>
+      restoreToGlance(image, file, cloud, { name: values.name, applyMetadata, waits: deps, progress: say }),
+    );
+    process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
+    return 0;
+  }
+  if (found.source.kind !== "cinderVolume") throw new UsageError(`item ${found.name} can't go to the cloud`);
+  const item = found.source;
   if (values.preflight) {
     const result = await preflight(item, cloud);
     process.stdout.write(JSON.stringify({ item: found.name, ok: result.ok, checks: result.checks }, null, 2) + "\n");
@@ -331,12 +348,42 @@ async function restoreToCloud(values: RestoreOptions): Promise<number> {
   const restored = await restoreToCinder(item, cloud, {
     name: values.name,
     recreateType: values.recreateType ?? false,
-    applyMetadata: problem === undefined,
+    applyMetadata,
     waits: deps,
     progress: say,
   });
   process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
   return 0;
+}
+
+/**
+ * Restores `stored`'s data into a file in a temporary folder, checked against the manifest, runs
+ * `work` on it, and removes it whatever happens.
+ */
+async function viaLocalFile<T>(
+  set: OpenedSet,
+  stored: ManifestItem,
+  quiet: boolean | undefined,
+  work: (file: string) => Promise<T>,
+) {
+  if (stored.encrypted && !set.passphrase)
+    throw new UsageError(
+      "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE",
+    );
+  const restoreItem = restorerOf(stored)!;
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-restore-"));
+  const file = path.join(dir, stored.name);
+  const progressOf = progressOn(quiet);
+  try {
+    const step = <T>(label: string, totalBytes: number, run: (onProgress?: (p: number) => void) => Promise<T>) =>
+      withProgress(progressOf(label, totalBytes), run);
+    await withSecretFd(set.passphrase ?? "", (key) =>
+      restoreItem({ file, format: "raw" }, { setDir: set.setDir, key, step }),
+    );
+    return await work(file);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -358,7 +405,8 @@ function luksOf(item: ManifestItem, values: RestoreOptions): { keyFile?: string 
 }
 
 async function restore(values: RestoreOptions): Promise<number> {
-  if (values.toCinder) return restoreToCloud(values);
+  if (values.toCinder && values.toGlance) throw new UsageError("give --to-cinder or --to-glance, not both");
+  if (values.toCinder || values.toGlance) return restoreToCloud(values);
   if (values.publicKey || values.recreateType || values.preflight || values.withoutMetadata || values.name)
     throw new UsageError(
       "--public-key, --name, --recreate-type, --preflight and --without-metadata go with --to-cinder",
@@ -485,6 +533,7 @@ function cofferProgram(exit: { code: number }): Command {
     .option("--keep-luks", "write an encrypted Cinder volume's copy as its LUKS container, not opened")
     .optionsGroup("Cinder (credentials from OS_* variables or clouds.yaml with OS_CLOUD):")
     .option("--to-cinder", "restore a Cinder source's backup into a new volume of its recorded type")
+    .option("--to-glance", "upload a Glance source's image as a new image with its recorded formats and properties")
     .option("--name <volume>", "the new volume's name (default: the recorded name with -restored)")
     .option("--preflight", "only check whether the restore can succeed, and say what blocks it")
     .option("--recreate-type", "create the recorded volume type when it is gone (needs an admin)")

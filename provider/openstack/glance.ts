@@ -53,6 +53,9 @@ export interface CreateImageOptions {
   readonly tags?: readonly string[];
   /** User properties (strings), stored as top-level image keys. */
   readonly properties?: Readonly<Record<string, string>>;
+  /** The disk (GiB) and memory (MiB) the image needs to boot. */
+  readonly minDisk?: number;
+  readonly minRam?: number;
 }
 
 export type ImagePatchOp =
@@ -94,6 +97,8 @@ export class GlanceClient {
       container_format: options.containerFormat ?? "bare",
       visibility: options.visibility ?? "private",
       tags: options.tags ?? [],
+      ...(options.minDisk !== undefined ? { min_disk: options.minDisk } : {}),
+      ...(options.minRam !== undefined ? { min_ram: options.minRam } : {}),
     };
     return this.call({ method: "POST", path: "/images", resource: `image ${options.name}`, json, signal }, imageSchema);
   }
