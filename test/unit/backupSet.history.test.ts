@@ -1,7 +1,15 @@
 import { provider as checker } from "../../provider/backupSet";
 import { describeChange, planSetChange } from "../../provider/backupSet/change";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
-import { BackupSetOutputs, PointRecord, SET_SCHEMA_VERSION, upgradeOutputs } from "../../provider/backupSet/state";
+import { readFileSync } from "node:fs";
+import * as path from "node:path";
+import {
+  BackupSetOutputs,
+  PointRecord,
+  SET_SCHEMA_VERSION,
+  itemsDigest,
+  upgradeOutputs,
+} from "../../provider/backupSet/state";
 import { UNKNOWN } from "../../provider/common/check";
 import { fakeAgent } from "../support/fakeAgent";
 
@@ -159,6 +167,22 @@ describe("an EncryptedBackupSet's history of points", () => {
     expect(ids(w.state)).toEqual(["p003", "p004"]);
     const deleted = w.agent.calls.filter((c) => c.command === "delete-points").flatMap((c) => c.request.pointDirs);
     expect(deleted).toEqual(["/srv/b/sets/zone-a/nightly-1a2b3c4d/p001", "/srv/b/sets/zone-a/nightly-1a2b3c4d/p002"]);
+  });
+
+  test("state written by release 0.3 (schema 3, made by its own code) reads, and the same inputs change nothing", () => {
+    // test/fixtures/state-0.3-set.json: the outputs of a create and an update by release 0.3's provider.
+    const fixture = JSON.parse(readFileSync(path.join(__dirname, "../fixtures/state-0.3-set.json"), "utf8"));
+    expect(fixture.outs.schemaVersion).toBe(3);
+    const state = upgradeOutputs(fixture.outs);
+    expect(state.schemaVersion).toBe(SET_SCHEMA_VERSION);
+    expect(state.points.map((p) => p.id)).toEqual(fixture.outs.points.map((p: { id: string }) => p.id));
+    expect(state.points.every((p) => p.cloud === undefined && p.dependsOn === undefined)).toBe(true);
+    // The newest point's items still digest to what state recorded: refresh finds no difference.
+    expect(itemsDigest(state.items)).toBe(state.points.at(-1)!.itemsSha256);
+    const { policy, history, keys, sources, trigger, concurrency } = fixture.outs;
+    const change = planSetChange(state, { policy, history, keys, sources, trigger, concurrency }, new Date());
+    expect(change).toMatchObject({ changes: false, prune: [], fromNextPoint: [], setSettings: [] });
+    expect(change.take).toBeUndefined();
   });
 
   test("preview names the cloud backups a pruned point deletes", () => {
