@@ -19,6 +19,8 @@ export interface CreateVolumeOptions {
   readonly sourceVolumeId?: string;
   /** Creates the volume from a backup; with `volumeType`, needs microversion 3.47 (sent automatically). */
   readonly backupId?: string;
+  /** Creates the volume from a Glance image (its data copied in; an encrypted image's key cloned). */
+  readonly imageId?: string;
 }
 
 export interface CreateBackupOptions {
@@ -89,6 +91,7 @@ export class CinderClient {
       snapshot_id: options.snapshotId,
       source_volid: options.sourceVolumeId,
       backup_id: options.backupId,
+      imageRef: options.imageId,
     };
     const resource = options.backupId
       ? `volume from backup ${options.backupId}`
