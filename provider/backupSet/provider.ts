@@ -306,6 +306,31 @@ export function createBackupSetProvider(host: SetHost) {
     });
   }
 
+  /**
+   * The Glance images the newest point copied, as Glance has them now: one gone, no longer active,
+   * or with another hash than the point's copy is noted (the point keeps the bytes it copied).
+   */
+  async function checkImageSources(state: BackupSetOutputs): Promise<void> {
+    const images = (state.items ?? []).flatMap((i) => (i.source.kind === "glanceImage" ? [i.source] : []));
+    if (images.length === 0 || !host.cloud) return;
+    const { cloud } = await host.cloud();
+    const newest = newestPoints(state.points).newest?.id ?? "";
+    for (const source of images) {
+      const keeps = `point ${newest} keeps the bytes it copied (coffer restore --to-glance)`;
+      const image = await cloud.glance.getImage(source.imageId).catch((error: unknown) => {
+        if (isCofferError(error) && error.code === "CLOUD_NOT_FOUND") return undefined;
+        throw error;
+      });
+      const what = `set ${state.setId}: glance image ${source.imageId}`;
+      if (!image) host.note(`${what} is gone from Glance; ${keeps}`);
+      else if (image.status !== "active") host.note(`${what} is ${image.status}, no longer active; ${keeps}`);
+      else if (image.os_hash_value && image.os_hash_value !== source.hashValue)
+        host.note(
+          `${what} now has ${image.os_hash_algo} ${image.os_hash_value}, not the copied ${source.hashValue}; ${keeps}`,
+        );
+    }
+  }
+
   /** Verifies one point at `level` with the keys it was made with; its record as the check left it. */
   async function checkPoint(state: BackupSetOutputs, point: PointRecord): Promise<PointRecord> {
     const location = state.locations[point.loc];
@@ -496,6 +521,7 @@ export function createBackupSetProvider(host: SetHost) {
         else points.push(point);
       }
       const checked = await checkCloud({ ...state, locations }, points, now);
+      await checkImageSources(state);
       const refreshed = settle({ ...state, locations, points: checked }, now);
       await writeIndexes(refreshed, now);
       return { id, props: withoutUndefined(refreshed) };

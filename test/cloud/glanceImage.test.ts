@@ -110,8 +110,15 @@ describeCloud(cloud ? "a Glance image in a set, on the loopback cloud" : cloudMi
     expect(item).toMatchObject({ encrypted: true, format: "qcow2-in-luks", verifiedAtBackup: "full" });
     expect(await fs.readdir(path.join(target, ".coffer", "staging"))).toEqual([]);
 
-    // The image is gone from Glance; the set brings it back: same bytes, formats and properties.
+    // The image is gone from Glance: refresh says so (the point keeps its bytes), and the set brings it
+    // back: the same bytes, formats and properties.
     await glance.deleteImage(image.id);
+    const notes: string[] = [];
+    await createBackupSetProvider(cloudSetHost(cloud!, notes)).read(outs.setId, outs as never);
+    expect(notes).toContainEqual(
+      `set ${outs.setId}: glance image ${image.id} is gone from Glance; ` +
+        `point ${outs.points[0].id} keeps the bytes it copied (coffer restore --to-glance)`,
+    );
     const restore = ["restore", "--manifest", outs.manifestPath, "--item", "base", "--to-glance", "--quiet"];
     const restored = await runCoffer([...restore, "--name", `${unique}-back`], {
       ...osEnv(cloud!.demo),
