@@ -32,7 +32,10 @@ status=0
 watchdog=()
 [ "${CI:-}" = true ] && watchdog=(timeout --kill-after=30s "${COFFER_TEST_TIME_LIMIT:-45m}")
 # execa is ESM-only: Jest loads it natively only with VM modules on (the flag stays with jest's processes).
-"${watchdog[@]}" tools/jest.sh --ci --json --outputFile="$results" "$@" || status=$?
+# Two test files at a time: most of a file's time is spent waiting on qemu, the Pulumi engine or the
+# cloud's services, so a 2-core machine runs two in not much more than one's time.
+"${watchdog[@]}" tools/jest.sh --ci --maxWorkers="${COFFER_TEST_WORKERS:-2}" --json --outputFile="$results" "$@" ||
+  status=$?
 if [ "${#watchdog[@]}" -gt 0 ] && { [ "$status" = 124 ] || [ "$status" = 137 ]; }; then
   coffer_say "the tests did not finish within ${COFFER_TEST_TIME_LIMIT:-45m} (CI=true): a test hung or left a process running; it was stopped"
 fi
