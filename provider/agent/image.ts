@@ -554,6 +554,25 @@ export async function openLuks(req: {
   );
 }
 
+/**
+ * Seals a plain raw disk into a LUKS container with `key`, as Cinder's encryptor would (LUKS1,
+ * aes-xts-plain64 with a 256-bit key unless the volume type's spec says otherwise).
+ */
+export async function sealLuks(req: {
+  file: string;
+  key: SecretFd;
+  to: string;
+  spec?: { cipher?: string; keySize?: number };
+  subject: string;
+}): Promise<void> {
+  const [alg, mode, ivgen] = (req.spec?.cipher ?? "aes-xts-plain64").split("-");
+  // XTS splits its key in two: a 256-bit XTS key is AES-128.
+  const bits = (req.spec?.keySize ?? 256) / (mode === "xts" ? 2 : 1);
+  const options = `key-secret=${SECRET_ID},cipher-alg=${alg}-${bits},cipher-mode=${mode},ivgen-alg=${ivgen}`;
+  const args = ["convert", ...keyArgs(req.key), "-f", "raw", "-O", "luks", "-o", options, req.file, req.to];
+  await retryLuksCreation(() => run("qemu-img", args, { subject: req.subject, key: req.key }));
+}
+
 export async function restoreImage({ file, encrypted, key, to, format, subject, onProgress }: RestoreRequest) {
   const used = encrypted ? key : undefined;
   const image = ["--image-opts", backupImageOpts(file, encrypted)];

@@ -24,6 +24,7 @@ import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { SecretFormat, recoverSecret } from "../escrow/record";
 import { cloudDeps, openCloudFrom } from "../openstack";
+import { restoreCopyToCinder } from "../sources/cinderCopyRestore";
 import { preflight, restoreToCinder } from "../sources/cinderRestore";
 import { restoreToGlance } from "../sources/glanceRestore";
 import { restorerOf } from "../sources/registry";
@@ -55,6 +56,7 @@ interface RestoreOptions extends KeyOptions {
   quiet?: boolean;
   toCinder?: boolean;
   toGlance?: boolean;
+  fromCopy?: boolean;
   name?: string;
   recreateType?: boolean;
   preflight?: boolean;
@@ -340,6 +342,26 @@ async function restoreToCloud(values: RestoreOptions): Promise<number> {
   }
   if (found.source.kind !== "cinderVolume") throw new UsageError(`item ${found.name} can't go to the cloud`);
   const item = found.source;
+  if (values.fromCopy) {
+    const stored = set.manifest.items.find((i) => i.name === found.name);
+    if (!stored)
+      throw new UsageError(`item ${found.name} has no copy in the target (it was taken without copyToTarget)`);
+    const volumeKeyHex = item.volume.encrypted
+      ? await secretFrom(values.volumeKeyFile, false, "COFFER_VOLUME_KEY")
+      : undefined;
+    if (item.volume.encrypted && !volumeKeyHex) throw missingVolumeKey(stored);
+    const restored = await viaLocalFile(set, stored, values.quiet, (file) =>
+      restoreCopyToCinder(item, file, cloud, {
+        name: values.name,
+        volumeKeyHex,
+        applyMetadata,
+        waits: deps,
+        progress: say,
+      }),
+    );
+    process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
+    return 0;
+  }
   if (values.preflight) {
     const result = await preflight(item, cloud);
     process.stdout.write(JSON.stringify({ item: found.name, ok: result.ok, checks: result.checks }, null, 2) + "\n");
@@ -393,12 +415,17 @@ async function viaLocalFile<T>(
 function luksOf(item: ManifestItem, values: RestoreOptions): { keyFile?: string } | undefined {
   if (item.source.kind !== "cinderVolume" || !item.source.volume.encrypted || values.keepLuks) return undefined;
   if (values.volumeKeyFile || process.env.COFFER_VOLUME_KEY) return { keyFile: values.volumeKeyFile };
-  const escrowed = item.source.escrowedKeys?.[0];
+  throw missingVolumeKey(item);
+}
+
+/** What to give for an encrypted volume's copy: its key, and how to get it from the escrow. */
+function missingVolumeKey(item: ManifestItem): UsageError {
+  const escrowed = item.source.kind === "cinderVolume" ? item.source.escrowedKeys?.[0] : undefined;
   const recover = escrowed
     ? `coffer escrow recover --store ${escrowed.store} --id ${escrowed.record} --key <private.pem> --format hex ` +
       "--out key.hex"
     : "its volume's key in hex";
-  throw new UsageError(
+  return new UsageError(
     `item ${item.name} is an encrypted volume's copy (a LUKS container): give its key with --volume-key-file ` +
       `(${recover}) or COFFER_VOLUME_KEY, or --keep-luks to write the container as it is`,
   );
@@ -536,6 +563,7 @@ function cofferProgram(exit: { code: number }): Command {
     .option("--to-glance", "upload a Glance source's image as a new image with its recorded formats and properties")
     .option("--name <volume>", "the new volume's name (default: the recorded name with -restored)")
     .option("--preflight", "only check whether the restore can succeed, and say what blocks it")
+    .option("--from-copy", "restore the copy in the target (copyToTarget), not Cinder's backup (e.g. its key is gone)")
     .option("--recreate-type", "create the recorded volume type when it is gone (needs an admin)")
     .option("--without-metadata", "restore the data even when the manifest can't be checked; apply no metadata")
     .option("--public-key <file.pem>", "the policy's signing public key: check the manifest with it");

@@ -104,7 +104,7 @@ export async function preflight(item: CinderVolumeItem, cloud: Cloud, signal?: A
     });
     const gone =
       `the backup's key ${item.backupKeyId} is gone from Barbican, and Cinder restores only with it: ` +
-      "restore a copy in the target (copyToTarget) with the escrowed key instead";
+      "--from-copy restores the copy in the target (copyToTarget) with the escrowed key instead";
     checks.push(key ? ok("key", `the backup's key ${item.backupKeyId} is in Barbican`) : blocked("key", gone));
     for (const escrowed of item.escrowedKeys ?? []) checks.push(await checkEscrow(escrowed));
   }

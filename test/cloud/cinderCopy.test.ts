@@ -246,6 +246,42 @@ describeCloud(
       const restored = await runCoffer([...restore, "--volume-key-file", keyFile], { COFFER_PASSPHRASE: PASSPHRASE });
       expect(restored).toMatchObject({ code: 0 });
       expect(await fileSha256(to)).toBe(await fileSha256(plain));
+      // Barbican loses the backup's key: Cinder can't restore its backup any more; the copy, opened with
+      // the escrowed key and sealed with a new one, goes into a new volume of the encrypted type.
+      await barbican.deleteSecret(source.backupKeyId!);
+      const osEnv = {
+        OS_AUTH_URL: cloud!.authUrl,
+        OS_REGION_NAME: cloud!.region,
+        OS_USERNAME: cloud!.demo.username,
+        OS_PASSWORD: cloud!.demo.password,
+        OS_PROJECT_NAME: cloud!.demo.projectName,
+        OS_USER_DOMAIN_NAME: cloud!.demo.userDomainName,
+        OS_PROJECT_DOMAIN_NAME: cloud!.demo.projectDomainName,
+        COFFER_PASSPHRASE: PASSPHRASE,
+      };
+      const toCinder = ["restore", "--manifest", outs.manifestPath, "--item", "vault", "--to-cinder", "--quiet"];
+      const preflight = await runCoffer([...toCinder, "--preflight"], osEnv);
+      expect(preflight.code).toBe(1);
+      expect(preflight.stdout).toMatch(/--from-copy restores the copy in the target/);
+      const fromCopyArgs = [...toCinder, "--from-copy", "--volume-key-file", keyFile, "--name", `${unique}-back`];
+      const fromCopy = await runCoffer(fromCopyArgs, osEnv);
+      expect(fromCopy).toMatchObject({ code: 0 });
+      const back = JSON.parse(fromCopy.stdout);
+      volumes.push(back.volumeId);
+      expect(back).toMatchObject({ fromCopy: true, typeName: cloud!.volumeTypes.encrypted });
+      const restoredVolume = await cinder.getVolume(back.volumeId);
+      expect(restoredVolume).toMatchObject({ encrypted: true, volume_type: cloud!.volumeTypes.encrypted });
+      expect(restoredVolume.encryption_key_id).not.toBe(keyId);
+      // Its bytes: a LUKS container of the new volume's own key, holding the plain disk.
+      const newKey = (await barbican.getSecretPayload(restoredVolume.encryption_key_id!)).toString("hex");
+      const newSecret = path.join(work, "new.pass");
+      await fs.writeFile(newSecret, newKey, { mode: 0o600 });
+      const opened = path.join(work, "opened.raw");
+      const from = `driver=luks,key-secret=n,file.filename=${volumeFile(back.volumeId)}`;
+      const secretObject = `secret,id=n,file=${newSecret}`;
+      await run("qemu-img", ["convert", "--object", secretObject, "--image-opts", from, "-O", "raw", opened]);
+      expect(await fileSha256(opened)).toBe(await fileSha256(plain));
+
       // A wrong key opens nothing.
       await fs.writeFile(keyFile, "00".repeat(32));
       const wrong = await runCoffer([...restore, "--force", "--volume-key-file", keyFile], {
