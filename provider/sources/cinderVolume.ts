@@ -8,7 +8,7 @@ import { copyToTarget } from "./cinderCopy";
 import { BACKUP_TIMEOUT_MS, SNAPSHOT_TIMEOUT_MS, waitOptions } from "./cloudWaits";
 import type { CloudBackupRef, CloudContext, CloudTakeContext, KeyEscrow, SourceKind, SourceRules } from "./kind";
 import { kindInput } from "./kind";
-import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
+import { storedCopiesOf } from "./storedImage";
 
 /** A Cinder volume, backed up by Cinder's own backup service (cinder-backup) into the cloud's backup store. */
 export interface CinderVolumeInput {
@@ -258,8 +258,6 @@ async function take(input: CinderVolumeInput, ctx: CloudTakeContext) {
   }
 }
 
-const RUNS_IN_PULUMI = "a Cinder volume is backed up through Cinder's API from Pulumi's process, not by an agent";
-
 export const cinderVolumeSource: SourceKind<CinderVolumeInput, CinderVolumeItem, typeof fields> = {
   kind: "cinderVolume",
   label: "a Cinder volume",
@@ -271,11 +269,6 @@ export const cinderVolumeSource: SourceKind<CinderVolumeInput, CinderVolumeItem,
   runsOn: "provider",
   cloud: { take },
 
-  async backup() {
-    throw new CofferError("INVALID_INPUT", RUNS_IN_PULUMI);
-  },
-  // What the target holds of a Cinder source: nothing yet, or a copy (copyToTarget), an image file.
-  verify: verifyStoredImages,
-  remove: removeStoredImages,
-  restore: restoreStoredImage,
+  // What the target holds of it: nothing, or a copy (a stored image).
+  ...storedCopiesOf("a Cinder volume"),
 };

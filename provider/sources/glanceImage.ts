@@ -11,7 +11,7 @@ import { CofferError } from "../common/errors";
 import { stageImage } from "./glanceStage";
 import type { CloudTakeContext, SourceKind, SourceRules } from "./kind";
 import { kindInput } from "./kind";
-import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
+import { storedCopiesOf } from "./storedImage";
 
 export interface GlanceImageInput {
   glanceImage: string;
@@ -81,8 +81,6 @@ async function take(input: GlanceImageInput, ctx: CloudTakeContext) {
   }
 }
 
-const RUNS_IN_PULUMI = "a Glance image is read through Glance's API from Pulumi's process, not by an agent";
-
 export const glanceImageSource: SourceKind<GlanceImageInput, GlanceImageItem, typeof fields> = {
   kind: "glanceImage",
   label: "a Glance image",
@@ -94,10 +92,6 @@ export const glanceImageSource: SourceKind<GlanceImageInput, GlanceImageItem, ty
   runsOn: "provider",
   cloud: { take },
 
-  async backup() {
-    throw new CofferError("INVALID_INPUT", RUNS_IN_PULUMI);
-  },
-  verify: verifyStoredImages,
-  remove: removeStoredImages,
-  restore: restoreStoredImage,
+  // What the target holds of it: nothing, or a copy (a stored image).
+  ...storedCopiesOf("a Glance image"),
 };

@@ -92,3 +92,21 @@ export async function restoreStoredImage(
   if (restored !== item.streamSha256)
     throw new CofferError("VERIFY_FAILED", `the restored data of ${item.name} differs from what was backed up`);
 }
+
+/**
+ * The agent's side of a kind whose backups Pulumi's process takes through a cloud's API: it takes
+ * none itself, and what the target holds of it (a copy) is a stored image like any other.
+ */
+export function storedCopiesOf(label: string) {
+  return {
+    async backup(): Promise<never> {
+      throw new CofferError(
+        "INVALID_INPUT",
+        `${label} is backed up through the cloud's API from Pulumi's process, not by an agent`,
+      );
+    },
+    verify: verifyStoredImages,
+    remove: removeStoredImages,
+    restore: restoreStoredImage,
+  };
+}

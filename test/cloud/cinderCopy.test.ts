@@ -12,9 +12,9 @@ import { promisify } from "node:util";
 import { readManifest } from "../../provider/agent/manifest";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
-import { collect, waitForVolume, waitForVolumeDeleted } from "../../provider/openstack";
+import { collect, waitForVolume } from "../../provider/openstack";
 import type { CinderVolumeItem } from "../../provider/sources/cinderVolume";
-import { cloudAs, cloudSetHost } from "../support/cloudAccess";
+import { cloudAs, cloudSetHost, deleteTestResources, osEnvFor } from "../support/cloudAccess";
 import { runCoffer } from "../support/cofferCli";
 import { x25519Pair } from "../support/escrowKeys";
 import { cloudMissingNote, loopbackCloud } from "../support/loopbackCloud";
@@ -68,14 +68,7 @@ describeCloud(
     const volumes: string[] = [];
 
     afterAll(async () => {
-      const { cinder } = demo();
-      for await (const backup of cinder.listBackups()) {
-        if (backup.name?.includes(unique)) await cinder.deleteBackup(backup.id).catch(() => undefined);
-      }
-      for (const id of volumes) {
-        await cinder.deleteVolume(id).catch(() => undefined);
-        await waitForVolumeDeleted(cinder, id, waits).catch(() => undefined);
-      }
+      await deleteTestResources(cloud!, unique, volumes);
     });
 
     async function volume(volumeType?: string): Promise<string> {
@@ -249,16 +242,7 @@ describeCloud(
       // Barbican loses the backup's key: Cinder can't restore its backup any more; the copy, opened with
       // the escrowed key and sealed with a new one, goes into a new volume of the encrypted type.
       await barbican.deleteSecret(source.backupKeyId!);
-      const osEnv = {
-        OS_AUTH_URL: cloud!.authUrl,
-        OS_REGION_NAME: cloud!.region,
-        OS_USERNAME: cloud!.demo.username,
-        OS_PASSWORD: cloud!.demo.password,
-        OS_PROJECT_NAME: cloud!.demo.projectName,
-        OS_USER_DOMAIN_NAME: cloud!.demo.userDomainName,
-        OS_PROJECT_DOMAIN_NAME: cloud!.demo.projectDomainName,
-        COFFER_PASSPHRASE: PASSPHRASE,
-      };
+      const osEnv = { ...osEnvFor(cloud!), COFFER_PASSPHRASE: PASSPHRASE };
       const toCinder = ["restore", "--manifest", outs.manifestPath, "--item", "vault", "--to-cinder", "--quiet"];
       const preflight = await runCoffer([...toCinder, "--preflight"], osEnv);
       expect(preflight.code).toBe(1);

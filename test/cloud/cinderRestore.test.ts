@@ -12,10 +12,17 @@ import type { BackupSetOutputs } from "../../provider/backupSet/state";
 import { publicKeyOf } from "../../provider/common/signingKey";
 import { waitForVolume, waitForVolumeDeleted } from "../../provider/openstack";
 import type { CinderVolumeItem } from "../../provider/sources/cinderVolume";
-import { cloudAs, cloudSetHost, readVolumeBytes, writeVolumeBytes } from "../support/cloudAccess";
+import {
+  cloudAs,
+  cloudSetHost,
+  deleteTestResources,
+  osEnvFor,
+  readVolumeBytes,
+  writeVolumeBytes,
+} from "../support/cloudAccess";
 import { runCoffer } from "../support/cofferCli";
 import { x25519Pair } from "../support/escrowKeys";
-import { cloudMissingNote, LoopbackCloudUser, loopbackCloud } from "../support/loopbackCloud";
+import { cloudMissingNote, loopbackCloud } from "../support/loopbackCloud";
 import { ed25519Pair } from "../support/signingKeys";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
@@ -30,17 +37,6 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 const waits = { timeoutMs: 300_000, deps: { now: () => Date.now(), sleep } };
 const MIB = 1024 * 1024;
 
-/** OS_* variables for `user`: how a person running `coffer` on a workstation signs in. */
-const osEnv = (user: LoopbackCloudUser) => ({
-  OS_AUTH_URL: cloud!.authUrl,
-  OS_REGION_NAME: cloud!.region,
-  OS_USERNAME: user.username,
-  OS_PASSWORD: user.password,
-  OS_PROJECT_NAME: user.projectName,
-  OS_USER_DOMAIN_NAME: user.userDomainName,
-  OS_PROJECT_DOMAIN_NAME: user.projectDomainName,
-});
-
 describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : cloudMissingNote, () => {
   const tempDir = useTempDir();
   const demo = () => cloudAs(cloud!);
@@ -49,14 +45,7 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
   const types: string[] = [];
 
   afterAll(async () => {
-    const { cinder } = demo();
-    for await (const backup of cinder.listBackups()) {
-      if (backup.name?.includes(unique)) await cinder.deleteBackup(backup.id).catch(() => undefined);
-    }
-    for (const id of volumes) {
-      await cinder.deleteVolume(id).catch(() => undefined);
-      await waitForVolumeDeleted(cinder, id, waits).catch(() => undefined);
-    }
+    await deleteTestResources(cloud!, unique, volumes);
     for (const id of types)
       await admin()
         .cinder.deleteVolumeType(id)
@@ -130,7 +119,7 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
       publicKeyFile,
     ];
 
-    const checked = await runCoffer([...restore, "--preflight"], osEnv(cloud!.demo));
+    const checked = await runCoffer([...restore, "--preflight"], osEnvFor(cloud!));
     expect(checked).toMatchObject({ code: 0 });
     expect(JSON.parse(checked.stdout)).toMatchObject({
       ok: true,
@@ -143,7 +132,7 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
       ],
     });
 
-    const restored = await runCoffer([...restore, "--name", `${unique}-back`], osEnv(cloud!.demo));
+    const restored = await runCoffer([...restore, "--name", `${unique}-back`], osEnvFor(cloud!));
     expect(restored.stderr).toMatch(/restoring cinder backup .* into type luks/);
     expect(restored.code).toBe(0);
     const result = JSON.parse(restored.stdout);
@@ -162,11 +151,11 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
     const tampered = text.replace('"tier": "gold"', '"tier": "free"');
     expect(tampered).not.toBe(text);
     await fs.writeFile(manifestPath, tampered);
-    const refused = await runCoffer(restore, osEnv(cloud!.demo));
+    const refused = await runCoffer(restore, osEnvFor(cloud!));
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/the manifest failed its check \(manifest: its Ed25519 signature .* does not match/);
     expect(refused.stderr).toMatch(/its metadata is refused; --without-metadata restores the data alone/);
-    const dataOnly = await runCoffer([...restore, "--without-metadata", "--name", `${unique}-raw`], osEnv(cloud!.demo));
+    const dataOnly = await runCoffer([...restore, "--without-metadata", "--name", `${unique}-raw`], osEnvFor(cloud!));
     expect(dataOnly.code).toBe(0);
     const bare = JSON.parse(dataOnly.stdout);
     volumes.push(bare.volumeId);
@@ -207,7 +196,7 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
       "--manifest-key-file",
       keyFile,
     ];
-    const checked = await runCoffer([...restore, "--preflight"], osEnv(cloud!.demo));
+    const checked = await runCoffer([...restore, "--preflight"], osEnvFor(cloud!));
     expect(checked.code).toBe(1);
     const typeCheck = JSON.parse(checked.stdout).checks.find((c: { check: string }) => c.check === "volume type");
     expect(typeCheck).toEqual({
@@ -218,7 +207,7 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
         `openstack volume type create ${typeName}`,
     });
     // Without admin rights, --recreate-type says what an admin must run.
-    const denied = await runCoffer([...restore, "--recreate-type"], osEnv(cloud!.demo));
+    const denied = await runCoffer([...restore, "--recreate-type"], osEnvFor(cloud!));
     expect(denied.code).toBe(1);
     expect(denied.stderr).toMatch(
       new RegExp(`type ${typeName} is gone and these credentials can't create it: an admin can, with openstack volume`),
@@ -226,7 +215,7 @@ describeCloud(cloud ? "coffer restore --to-cinder, on the loopback cloud" : clou
     // An admin recreates it (a new id); the restore finds it by name.
     const again = await admin().cinder.createVolumeType({ name: typeName });
     types.push(again.id);
-    const restored = await runCoffer(restore, osEnv(cloud!.demo));
+    const restored = await runCoffer(restore, osEnvFor(cloud!));
     expect(restored.code).toBe(0);
     const result = JSON.parse(restored.stdout);
     volumes.push(result.volumeId);

@@ -13,9 +13,9 @@ import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
 import type { GlanceImageItem } from "../../provider/sources/glanceImage";
 import { waitForImage } from "../../provider/sources/glanceStage";
-import { cloudAs, cloudSetHost } from "../support/cloudAccess";
+import { cloudAs, cloudSetHost, osEnvFor } from "../support/cloudAccess";
 import { runCoffer } from "../support/cofferCli";
-import { cloudMissingNote, LoopbackCloudUser, loopbackCloud } from "../support/loopbackCloud";
+import { cloudMissingNote, loopbackCloud } from "../support/loopbackCloud";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
@@ -27,16 +27,6 @@ const describeCloud = cloud ? describe : describe.skip;
 const unique = `coffer-image-${randomUUID().slice(0, 8)}`;
 const PASSPHRASE = "glance-test-passphrase-8812";
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-const osEnv = (user: LoopbackCloudUser) => ({
-  OS_AUTH_URL: cloud!.authUrl,
-  OS_REGION_NAME: cloud!.region,
-  OS_USERNAME: user.username,
-  OS_PASSWORD: user.password,
-  OS_PROJECT_NAME: user.projectName,
-  OS_USER_DOMAIN_NAME: user.userDomainName,
-  OS_PROJECT_DOMAIN_NAME: user.projectDomainName,
-});
 
 describeCloud(cloud ? "a Glance image in a set, on the loopback cloud" : cloudMissingNote, () => {
   const tempDir = useTempDir();
@@ -121,7 +111,7 @@ describeCloud(cloud ? "a Glance image in a set, on the loopback cloud" : cloudMi
     );
     const restore = ["restore", "--manifest", outs.manifestPath, "--item", "base", "--to-glance", "--quiet"];
     const restored = await runCoffer([...restore, "--name", `${unique}-back`], {
-      ...osEnv(cloud!.demo),
+      ...osEnvFor(cloud!),
       COFFER_PASSPHRASE: PASSPHRASE,
     });
     expect(restored).toMatchObject({ code: 0 });

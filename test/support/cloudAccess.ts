@@ -5,7 +5,7 @@ import { agentClient } from "../../provider/backupSet/agentClient";
 import type { SetHost } from "../../provider/backupSet/provider";
 import { newPointId } from "../../provider/backupSet/state";
 import type { CloudAccess } from "../../provider/backupSet/take";
-import { Cloud, cloudConfig, cloudDeps, openCloud } from "../../provider/openstack";
+import { Cloud, cloudConfig, cloudDeps, openCloud, waitForVolumeDeleted } from "../../provider/openstack";
 import type { LoopbackCloud, LoopbackCloudUser } from "./loopbackCloud";
 
 /** The loopback cloud as `user` (demo by default) sees it, through Coffer's own client. */
@@ -62,5 +62,29 @@ export async function readVolumeBytes(cloud: LoopbackCloud, id: string, offset: 
     return buffer;
   } finally {
     await file.close();
+  }
+}
+
+/** OS_* variables for `user`: how a person running `coffer` on a workstation signs in. */
+export const osEnvFor = (cloud: LoopbackCloud, user: LoopbackCloudUser = cloud.demo): Record<string, string> => ({
+  OS_AUTH_URL: cloud.authUrl,
+  OS_REGION_NAME: cloud.region,
+  OS_USERNAME: user.username,
+  OS_PASSWORD: user.password,
+  OS_PROJECT_NAME: user.projectName,
+  OS_USER_DOMAIN_NAME: user.userDomainName,
+  OS_PROJECT_DOMAIN_NAME: user.projectDomainName,
+});
+
+/** Deletes, as demo, the backups whose name contains `unique`, then `volumes`: what a test made. */
+export async function deleteTestResources(cloud: LoopbackCloud, unique: string, volumes: readonly string[]) {
+  const { cinder } = cloudAs(cloud);
+  const waits = { timeoutMs: 300_000, deps: cloudDeps() };
+  for await (const backup of cinder.listBackups()) {
+    if (backup.name?.includes(unique)) await cinder.deleteBackup(backup.id).catch(() => undefined);
+  }
+  for (const id of volumes) {
+    await cinder.deleteVolume(id).catch(() => undefined);
+    await waitForVolumeDeleted(cinder, id, waits).catch(() => undefined);
   }
 }
