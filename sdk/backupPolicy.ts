@@ -52,6 +52,14 @@ export interface BackupPolicyArgs {
   /** Refuse, at preview, an encrypted policy without `escrow`. Default false. */
   requireEscrow?: pulumi.Input<boolean>;
   /**
+   * Also copy the data of every Cinder volume (`cinderVolume` source) of this policy's sets into the
+   * target, in Coffer's format, as a source's `copyToTarget: true` does; a source's own `copyToTarget`
+   * (true or false) wins. No effect on other source kinds (disks, running VMs and Glance images are in
+   * the target anyway). A change applies from each set's next point. Needs the target mounted where
+   * Pulumi runs: a set reached through a `host` with a Cinder source it applies to fails at preview.
+   */
+  copyToTarget?: pulumi.Input<boolean>;
+  /**
    * An Ed25519 private key (PEM, e.g. from `openssl genpkey -algorithm ed25519`) that signs every
    * manifest of the policy's sets, so that `coffer verify --public-key` checks them without any secret.
    * Always kept as a Pulumi secret; it is used only in Pulumi's process. Absent: HMAC only.
@@ -102,6 +110,8 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
   /** The escrow record of the passphrase, as of the policy's last update; null when none. */
   declare readonly escrow: pulumi.Output<EscrowLink | null>;
   declare readonly requireEscrow: pulumi.Output<boolean>;
+  /** Absent (unknown in a preview) while never declared. */
+  declare readonly copyToTarget: pulumi.Output<boolean | undefined>;
   /** Secret: signs the manifests of unencrypted backup sets. */
   declare readonly manifestKey: pulumi.Output<string>;
   /** Secret: the Ed25519 private key that signs the sets' manifests; null when off. */
@@ -128,6 +138,11 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
    * when the policy's state predates `signing`, where the output would be unknown.
    */
   readonly declaredSigning: pulumi.Output<{ privateKey: string } | undefined>;
+  /**
+   * @internal `copyToTarget` as declared, for the policy's sets: known in a preview, where the output of
+   * a policy whose state has none would be unknown.
+   */
+  readonly declaredCopyToTarget: pulumi.Output<boolean | undefined>;
 
   constructor(name: string, args: BackupPolicyArgs, opts?: pulumi.CustomResourceOptions) {
     // The key is a secret even if the caller passed a plain string.
@@ -154,6 +169,7 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
             pulumi.output(args.encryption).apply((e) => e?.passphrase),
           ),
         requireEscrow: args.requireEscrow,
+        copyToTarget: args.copyToTarget,
         signing,
         // Stable across replacements, so a document an earlier incarnation wrote is recognized as its own.
         owner: `${pulumi.getProject()}/${pulumi.getStack()}/${name}`,
@@ -172,5 +188,6 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
     );
     this.escrowResource = args.escrow;
     this.declaredSigning = pulumi.output(signing) as pulumi.Output<{ privateKey: string } | undefined>;
+    this.declaredCopyToTarget = pulumi.output(args.copyToTarget);
   }
 }

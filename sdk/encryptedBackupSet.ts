@@ -41,6 +41,7 @@ export interface BackupSourceArgs {
   /**
    * Cinder: also keep a copy of the volume's data in the policy's target, in Coffer's format
    * (compressed, encrypted, verified), streamed through a Glance image: restorable without the cloud.
+   * Default: the policy's `copyToTarget`; false here makes no copy whatever the policy says.
    */
   copyToTarget?: pulumi.Input<boolean>;
   /** A Glance image's id: its data is stored in the policy's target, its properties recorded. */
@@ -48,7 +49,7 @@ export interface BackupSourceArgs {
 }
 
 export interface EncryptedBackupSetArgs {
-  /** The policy whose settings apply: compression, encryption, throttle, integrity check, target. */
+  /** The policy whose settings apply: compression, encryption, throttle, integrity check, target, copyToTarget. */
   policy: BackupPolicy;
   sources: pulumi.Input<pulumi.Input<BackupSourceArgs>[]>;
   /** Changing it takes a new set, e.g. a date. */
@@ -132,25 +133,32 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         // them would show as about to be replaced when it is not.
         policy: pulumi
           .all([
-            policy.id,
-            policy.zone,
-            policy.target,
-            policy.compression,
-            policy.integrityCheck,
-            policy.bandwidthLimitMiBps,
-            encrypted,
-            policy.host,
+            pulumi.all([
+              policy.id,
+              policy.zone,
+              policy.target,
+              policy.compression,
+              policy.integrityCheck,
+              policy.bandwidthLimitMiBps,
+              encrypted,
+              policy.host,
+            ]),
+            policy.declaredCopyToTarget,
           ])
-          .apply(([id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, isEncrypted, host]) => ({
-            id,
-            zone,
-            target,
-            compression,
-            integrityCheck,
-            bandwidthLimitMiBps,
-            encrypted: isEncrypted,
-            host: host ?? undefined,
-          })),
+          .apply(
+            ([[id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, isEncrypted, host], copies]) => ({
+              id,
+              zone,
+              target,
+              compression,
+              integrityCheck,
+              bandwidthLimitMiBps,
+              encrypted: isEncrypted,
+              host: host ?? undefined,
+              // Only when on: the sets of a policy without it keep the inputs they had.
+              ...(copies ? { copyToTarget: true } : {}),
+            }),
+          ),
         // Retention, RPO and re-verification: apart from `policy`, see provider/backupSet/schema.ts.
         history: pulumi
           .all([policy.retention, policy.rpoHours, policy.reverifyAfterDays])

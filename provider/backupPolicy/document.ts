@@ -36,6 +36,8 @@ export const policySettings = z.object({
   /** Absent in documents written before histories, and when not set. */
   rpoHours: z.number().positive().optional(),
   reverifyAfterDays: z.number().positive().optional(),
+  /** Cinder volumes are also copied into the target (see BackupPolicy's copyToTarget); absent: not set. */
+  copyToTarget: z.boolean().optional(),
   /** Where the passphrase is escrowed (documents written before escrow existed have none). */
   escrow: z.object({ recordId: z.string(), store: z.string() }).nullable().default(null),
   /**
@@ -91,6 +93,7 @@ export function settingsFor(inputs: BackupPolicyInputs, fingerprint: string | un
     retention: { ...inputs.retention },
     ...(inputs.rpoHours != null ? { rpoHours: inputs.rpoHours } : {}),
     ...(inputs.reverifyAfterDays != null ? { reverifyAfterDays: inputs.reverifyAfterDays } : {}),
+    ...(inputs.copyToTarget ? { copyToTarget: true } : {}),
     escrow: inputs.escrow ? { recordId: inputs.escrow.recordId, store: inputs.escrow.store } : null,
     ...(inputs.signing ? { signing: signingSettings(inputs.signing.privateKey) } : {}),
   };

@@ -312,6 +312,8 @@ export function observeDocument(
     retention: Object.values(s.retention).every((rule) => rule === undefined) ? null : s.retention,
     rpoHours: s.rpoHours ?? null,
     reverifyAfterDays: s.reverifyAfterDays ?? null,
+    // Absent from state while never declared, so that such state reads as it was written.
+    ...(s.copyToTarget ? { copyToTarget: true } : state.copyToTarget !== undefined ? { copyToTarget: false } : {}),
     encryption: s.encryption.enabled ? state.encryption : null,
     // A document without signing shows the key as removed (as encryption), so the next up writes it back.
     ...(state.signing !== undefined ? { signing: s.signing ? state.signing : null } : {}),
@@ -338,6 +340,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
     host: outputs.host ?? null,
     escrow: outputs.escrow ?? null,
     requireEscrow: outputs.requireEscrow ?? false,
+    copyToTarget: outputs.copyToTarget,
     owner: outputs.owner,
   };
 }

@@ -119,6 +119,15 @@ export const backupPolicyInputs = z
     host: sshHost("host").nullable().default(null),
     /** The SecretEscrow of the passphrase; the manifests of this policy's sets name it. */
     escrow: escrowLink.nullable().default(null),
+    /**
+     * Copy every Cinder volume of the policy's sets into the target too, unless its source says
+     * otherwise (its own copyToTarget wins). Absent stays absent: state written before it reads the same.
+     */
+    copyToTarget: z
+      .boolean({
+        error: "copyToTarget must be true or false: whether the sets' Cinder volumes are also copied into the target",
+      })
+      .optional(),
     /** An encrypted policy must name its escrow: a passphrase lost with nothing escrowed loses every backup. */
     requireEscrow: z.boolean({ error: "requireEscrow must be true or false" }).default(false),
     /**

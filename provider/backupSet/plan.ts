@@ -1,6 +1,7 @@
 import { CloudItem, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
 import { CofferError } from "../common/errors";
 import { parseRecipientKey } from "../escrow/envelope";
+import { copiesToTarget } from "../sources/cinderVolume";
 import type { CloudBackupRef, KeyEscrow } from "../sources/kind";
 import type { TargetRef } from "../common/targetIdentity";
 import { directoryStore } from "../targets/directory";
@@ -14,11 +15,17 @@ export function agentSource(source: SourceInput) {
   return fields;
 }
 
+/** A source's fields as a point takes them: a Cinder source without its own copyToTarget takes the policy's. */
+export function effectiveSource(source: SourceInput, policy: BackupSetInputs["policy"]) {
+  const fields = agentSource(source);
+  return copiesToTarget(source, policy.copyToTarget) ? { ...fields, copyToTarget: true } : fields;
+}
+
 /** One source of a point: what to back up, and where its agent runs (undefined: this machine). */
 export interface PlannedItem {
   name: string;
   via?: string;
-  source: ReturnType<typeof agentSource>;
+  source: ReturnType<typeof effectiveSource>;
 }
 
 /**
@@ -80,7 +87,7 @@ export function planPoint(
     items: inputs.sources.map((source) => ({
       name: source.name,
       via: sourceHost(inputs, source),
-      source: agentSource(source),
+      source: effectiveSource(source, policy),
     })),
     concurrency: inputs.concurrency,
     trigger: inputs.trigger,

@@ -5,6 +5,7 @@ import { checkEscrowLink, escrowLink } from "../escrow/schema";
 import { holds } from "../history/holds";
 import { retentionRules } from "../history/retention";
 import { schedule } from "../history/schedule";
+import { copiesToTarget } from "../sources/cinderVolume";
 import { sourceSchema } from "../sources/registry";
 import { signingKeyProblem } from "../common/signingKey";
 
@@ -29,6 +30,8 @@ const policy = z.object({
   bandwidthLimitMiBps: z.number().int().min(0),
   encrypted: z.boolean(),
   host: z.string().optional(),
+  /** Copy Cinder sources that don't say otherwise into the target; present only when true. */
+  copyToTarget: z.boolean().optional(),
 });
 
 /**
@@ -123,16 +126,20 @@ export const backupSetInputs = z
   .strict()
   .superRefine((inputs, ctx) => {
     const seen = new Map<string, number>();
+    // A copy is staged on the machine that runs Pulumi: the target must be mounted there.
+    const remote = inputs.host ?? inputs.policy.host;
+    const staged =
+      "stages the volume's data on the machine that runs Pulumi, but the set's target is reached " +
+      `through ${remote}: run Pulumi where the target is mounted (no host)`;
+    const inherited: string[] = [];
     inputs.sources.forEach((s, i) => {
-      const remote = inputs.host ?? inputs.policy.host;
-      if ((s as { copyToTarget?: boolean }).copyToTarget && remote !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["sources", i, "copyToTarget"],
-          message:
-            `copyToTarget stages the volume's data on the machine that runs Pulumi, but the set's target is ` +
-            `reached through ${remote}: run Pulumi where the target is mounted (no host), or remove copyToTarget`,
-        });
+      if (remote !== undefined && copiesToTarget(s, inputs.policy.copyToTarget)) {
+        if ((s as { copyToTarget?: boolean }).copyToTarget === undefined) {
+          inherited.push(`sources[${i}] ("${s.name}")`);
+        } else {
+          const message = `copyToTarget ${staged}, or remove copyToTarget`;
+          ctx.addIssue({ code: "custom", path: ["sources", i, "copyToTarget"], message });
+        }
       }
       if (seen.has(s.name))
         ctx.addIssue({
@@ -142,6 +149,15 @@ export const backupSetInputs = z
         });
       seen.set(s.name, i);
     });
+    if (inherited.length > 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["policy", "copyToTarget"],
+        message:
+          `the BackupPolicy's copyToTarget applies to the Cinder volume of ${inherited.join(", ")}: it ${staged}, ` +
+          "set copyToTarget: false on the source, or remove copyToTarget from the BackupPolicy",
+      });
+    }
     if (inputs.policy.encrypted && !inputs.keys.passphrase) {
       ctx.addIssue({
         code: "custom",

@@ -35,6 +35,15 @@ const fields = {
 
 const rules: SourceRules = () => undefined;
 
+/**
+ * Whether a source's data is also copied into the target: a Cinder source's own `copyToTarget`
+ * (true or false) wins, else the policy's. Other kinds have no copy.
+ */
+export function copiesToTarget(source: object, policyCopyToTarget: boolean | undefined): boolean {
+  const { cinderVolume, copyToTarget } = source as Partial<CinderVolumeInput>;
+  return cinderVolume !== undefined && (copyToTarget ?? policyCopyToTarget ?? false);
+}
+
 /** The type a volume had: enough to recreate it where it is gone (its encryption spec, when readable). */
 const volumeType = z.object({
   id: z.string().optional(),

@@ -74,6 +74,39 @@ describe("EncryptedBackupSet resource class", () => {
     expect(request.object.trigger).toBe("2026-11-24");
   });
 
+  test.each([
+    [true, { copyToTarget: true }],
+    [false, {}],
+  ])("a policy's copyToTarget %s reaches its sets' policy input only when on", async (copies, expected) => {
+    const policy = new coffer.BackupPolicy(`copying-${copies}`, {
+      zone: "zone-c",
+      target: { kind: "directory", path: "/srv/b" },
+      encryption: { passphrase: "a long passphrase here" },
+      copyToTarget: copies,
+    });
+    const set = new coffer.EncryptedBackupSet(`copying-nightly-${copies}`, {
+      policy,
+      sources: [{ name: "db", cinderVolume: "9d1c6a3e-0b5e-4b8e-9a57-3c1c3b0b7f10" }],
+      trigger: "2026-11-24",
+    });
+    await new Promise<void>((resolve) => set.verification.apply(() => resolve()));
+    expect(monitor.requests.find((r) => r.name === `copying-${copies}`)!.object.copyToTarget).toBe(copies);
+    const request = monitor.requests.find((r) => r.name === `copying-nightly-${copies}`)!;
+    const { copyToTarget: _copies, ...settings } = request.object.policy;
+    expect(settings).toEqual({
+      id: "zone-a-1",
+      zone: "zone-c",
+      target: { kind: "directory", path: "/srv/b" },
+      compression: "zstd",
+      integrityCheck: "full",
+      bandwidthLimitMiBps: 50,
+      encrypted: true,
+    });
+    expect(request.object.policy).toEqual({ ...settings, ...expected });
+    // The source keeps what it declared: the policy's flag is applied when a point is planned.
+    expect(request.object.sources[0]).not.toHaveProperty("copyToTarget");
+  });
+
   test("a policy's signing key reaches its sets inside the secret keys, never in the clear", async () => {
     const privateKey = "-----BEGIN PRIVATE KEY-----\nsigning\n-----END PRIVATE KEY-----\n";
     const policy = new coffer.BackupPolicy("signed", {

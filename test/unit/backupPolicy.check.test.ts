@@ -125,6 +125,7 @@ describe("BackupPolicy check", () => {
     ],
     ["an escrow without encryption", { encryption: undefined, escrow }, "escrow", /no passphrase to escrow/],
     ["a requireEscrow given as text", { requireEscrow: "yes" }, "requireEscrow", /true or false/],
+    ["a copyToTarget given as text", { copyToTarget: "yes" }, "copyToTarget", /copyToTarget must be true or false/],
     [
       "a misspelt encryption field",
       { encryption: { passphrase: "long enough passphrase", cipher: "aes" } },
@@ -142,6 +143,11 @@ describe("BackupPolicy check", () => {
       expect(await failuresFor({ ...valid, target: { kind: "directory", path: dir } })).toEqual([]);
     },
   );
+
+  test("keeps copyToTarget as declared, and adds none when it is left out", async () => {
+    expect((await provider.check({}, { ...valid, copyToTarget: false })).inputs).toMatchObject({ copyToTarget: false });
+    expect((await provider.check({}, valid)).inputs).not.toHaveProperty("copyToTarget");
+  });
 
   test("accepts the owner the resource class sets", async () => {
     const result = await provider.check({}, { ...valid, owner: "coffer-demo/dev/gold" });

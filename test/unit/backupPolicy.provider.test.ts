@@ -320,6 +320,52 @@ async function emptyFolder(dir: string) {
   for (const entry of await fs.readdir(dir)) await fs.rm(path.join(dir, entry), { recursive: true });
 }
 
+describe("copyToTarget", () => {
+  const noChange = { changes: false, replaces: [], deleteBeforeReplace: false };
+
+  test("left out, it is in neither outputs nor document: state written before it reads the same", async () => {
+    const { id, outs } = await provider.create(await checked());
+    expect(outs).not.toHaveProperty("copyToTarget");
+    expect((await readDoc()).settings).not.toHaveProperty("copyToTarget");
+    const read = await provider.read(id, outs);
+    expect(read.props).not.toHaveProperty("copyToTarget");
+    expect(read.inputs).not.toHaveProperty("copyToTarget");
+    // false copies as much as absent: declaring it changes nothing.
+    expect(await provider.diff(id, outs, await checked({ copyToTarget: false }))).toEqual(noChange);
+  });
+
+  test("switched on and off, it updates the policy in place and the document says so", async () => {
+    const { id, outs } = await provider.create(await checked());
+    const on = await checked({ copyToTarget: true });
+    expect(await provider.diff(id, outs, on)).toEqual({ ...noChange, changes: true });
+    const { outs: copying } = await provider.update(id, outs, on);
+    expect(copying).toMatchObject({ copyToTarget: true, revision: 2, settings: { copyToTarget: true } });
+    expect((await readDoc()).settings.copyToTarget).toBe(true);
+    const read = await provider.read(id, copying);
+    expect(read.props).toEqual(copying);
+    expect(read.inputs).toMatchObject({ copyToTarget: true });
+    expect(await provider.diff(id, read.props, on)).toEqual(noChange);
+
+    expect(await provider.diff(id, copying, await checked())).toEqual({ ...noChange, changes: true });
+    const { outs: off } = await provider.update(id, copying, await checked());
+    expect(off).not.toHaveProperty("copyToTarget");
+    expect((await readDoc()).settings).not.toHaveProperty("copyToTarget");
+  });
+
+  test("removed from the document out of band, it is drift, and update writes it back", async () => {
+    const { id, outs } = await provider.create(await checked({ copyToTarget: true }));
+    const edited = await readDoc();
+    delete edited.settings.copyToTarget;
+    await fs.writeFile(docFile(), JSON.stringify(edited));
+    const read = await provider.read(id, outs);
+    expect(read.props).toMatchObject({ copyToTarget: false });
+    expect(read.inputs).toMatchObject({ copyToTarget: false });
+    expect(await provider.diff(id, read.props, await checked({ copyToTarget: true }))).toMatchObject({ changes: true });
+    await provider.update(id, read.props, await checked({ copyToTarget: true }));
+    expect((await readDoc()).settings.copyToTarget).toBe(true);
+  });
+});
+
 describe("the target's identity", () => {
   test("create writes it once, 0600 in a 0700 folder, and records its id; other policies share it", async () => {
     const { outs } = await provider.create(await checked());

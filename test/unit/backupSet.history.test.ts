@@ -122,6 +122,20 @@ describe("an EncryptedBackupSet's history of points", () => {
     expect(w.agent.calls.some((c) => c.command.startsWith("delete-"))).toBe(false);
   });
 
+  test("the policy's copyToTarget switched on applies from the next point: no point taken, none touched", async () => {
+    const w = world();
+    await w.create();
+    const points = w.state.points;
+    const diff = await w.up({ policy: { ...policy, copyToTarget: true } });
+    expect(diff).toEqual({ changes: true, replaces: [], deleteBeforeReplace: false });
+    expect(w.agent.notes).toEqual([
+      "set nightly-1a2b3c4d: policy changed: applies from the next point; no point taken is changed",
+    ]);
+    expect(w.state.points).toEqual(points);
+    expect(w.agent.calls.filter((c) => c.command === "backup-item")).toHaveLength(1);
+    expect(await w.up({ policy: { ...policy, copyToTarget: true } })).toMatchObject({ changes: false });
+  });
+
   test("a rotated passphrase is kept for the points made with it until the last of them is pruned", async () => {
     const w = world();
     const old = declared.keys.passphrase;

@@ -157,6 +157,53 @@ describe("EncryptedBackupSet check", () => {
   });
 });
 
+describe("EncryptedBackupSet check: copyToTarget where the target is reached through a host", () => {
+  const volume = { name: "db", cinderVolume: "9d1c6a3e-0b5e-4b8e-9a57-3c1c3b0b7f10" };
+  const remotePolicy = { ...policy, host: "kvm-07" };
+
+  test("a source's own copyToTarget is refused, naming the source's field", async () => {
+    expect(await failuresFor({ policy: remotePolicy, sources: [{ ...volume, copyToTarget: true }] })).toEqual([
+      {
+        property: "sources.0.copyToTarget",
+        reason:
+          "copyToTarget stages the volume's data on the machine that runs Pulumi, but the set's target is reached " +
+          "through kvm-07: run Pulumi where the target is mounted (no host), or remove copyToTarget",
+      },
+    ]);
+  });
+
+  test("the policy's copyToTarget inherited by Cinder sources is refused once, naming the policy's field", async () => {
+    const sources = [volume, { ...volume, name: "logs" }, { name: "web", disk: "/d" }];
+    const copying = { ...policy, copyToTarget: true };
+    expect(await failuresFor({ policy: copying, host: "kvm-08", sources })).toEqual([
+      {
+        property: "policy.copyToTarget",
+        reason:
+          `the BackupPolicy's copyToTarget applies to the Cinder volume of sources[0] ("db"), sources[1] ("logs"): ` +
+          "it stages the volume's data on the machine that runs Pulumi, but the set's target is reached through " +
+          "kvm-08: run Pulumi where the target is mounted (no host), set copyToTarget: false on the source, or " +
+          "remove copyToTarget from the BackupPolicy",
+      },
+    ]);
+  });
+
+  test.each([
+    [
+      "the policy's flag without any Cinder source",
+      { ...remotePolicy, copyToTarget: true },
+      [{ name: "w", disk: "/d" }],
+    ],
+    [
+      "the policy's flag on a source that says false",
+      { ...remotePolicy, copyToTarget: true },
+      [{ ...volume, copyToTarget: false }],
+    ],
+    ["the policy's flag on a target mounted here", { ...policy, copyToTarget: true }, [volume]],
+  ])("accepts %s", async (_what, setPolicy, sources) => {
+    expect(await failuresFor({ policy: setPolicy, sources })).toEqual([]);
+  });
+});
+
 describe("boundedAll", () => {
   test("never runs more than the limit at once, and stops starting work after a failure", async () => {
     let running = 0;

@@ -84,6 +84,29 @@ describe("planPoint", () => {
     );
   });
 
+  test("a Cinder source copies to the target by its own copyToTarget, else by the policy's; other kinds never", () => {
+    const volume = { name: "db", cinderVolume: "9d1c6a3e-0b5e-4b8e-9a57-3c1c3b0b7f10" };
+    const planned = (policyCopies: boolean | undefined, sources: object[]) =>
+      planPoint(inputs({ policy: { ...policy, copyToTarget: policyCopies }, sources }), {
+        setId: "s",
+        pointId: "p",
+      }).items.map((item) => item.source);
+    const copiesOf = (policyCopies: boolean | undefined, sources: object[]) =>
+      planned(policyCopies, sources).map((source) => (source as { copyToTarget?: boolean }).copyToTarget);
+    expect(copiesOf(true, [volume])).toEqual([true]);
+    expect(copiesOf(true, [{ ...volume, copyToTarget: false }])).toEqual([false]);
+    expect(copiesOf(undefined, [{ ...volume, copyToTarget: true }])).toEqual([true]);
+    expect(copiesOf(false, [{ ...volume, copyToTarget: true }])).toEqual([true]);
+    expect(copiesOf(undefined, [volume])).toEqual([undefined]);
+    // Disks and Glance images have no copy: the policy's flag changes nothing the agent or the cloud is asked.
+    const others = [
+      { name: "w", disk: "/d" },
+      { name: "i", glanceImage: "5b3f7c1e-8d2a-4f7e-9c0b-1a2b3c4d5e6f" },
+    ];
+    expect(planned(true, others)).toEqual(planned(undefined, others));
+    expect(copiesOf(true, others)).toEqual([undefined, undefined]);
+  });
+
   test("the manifest names the escrow version only when the point counted a reference to it", () => {
     const escrow = { recordId: "gold", store: "/srv/escrow", escrowsPassphrase: true };
     const plan = planPoint(inputs({ escrow }), { setId: "s", pointId: "p1" });
