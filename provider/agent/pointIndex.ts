@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { CofferError } from "../common/errors";
-import type { CloudBackupRef, CloudProject } from "../sources/kind";
+import { CloudBackupRef, CloudProject, pointsBuiltOn } from "../sources/kind";
 import { directoryStore } from "../targets/directory";
 import { INDEX_FILE, MANIFEST_FILE, targetLayout } from "../targets/layout";
 import { TargetStore, listAll } from "../targets/store";
@@ -118,14 +118,15 @@ export async function readSetIndex(set: SetOnStore): Promise<{ index?: SetIndex;
 }
 
 /**
- * Writes the index atomically, with the version what it holds needs; the record of points pruned without Pulumi is kept (merged with
- * `index`'s) until the index no longer lists them, so the next refresh can tell pruned from lost.
+ * Writes the index atomically, with the version its content needs; the record of points pruned
+ * without Pulumi is kept (merged with `index`'s) until the index no longer lists them, so the next
+ * refresh can tell pruned from lost.
  */
 export async function writeSetIndex(set: SetOnStore, index: SetIndex): Promise<void> {
   const { index: previous } = await readSetIndex(set);
   const pruned = new Map([...(previous?.pruned ?? []), ...index.pruned].map((p) => [p.id, p]));
-  const merged = { ...index, pruned: [...pruned.values()] };
-  merged.schemaVersion = indexVersionOf(merged);
+  const content = { ...index, pruned: [...pruned.values()] };
+  const merged = { ...content, schemaVersion: indexVersionOf(content) };
   await set.store.writeTextAtomic(indexKey(set), JSON.stringify(merged, null, 2) + "\n");
 }
 
@@ -149,12 +150,6 @@ export function cloudBackupsIn(manifest: Manifest): IndexedCloud | undefined {
     });
   }
   return project ? { project, backups } : undefined;
-}
-
-/** The ids of `points` holding the backups `backups` build on (incrementals' parents): its dependsOn. */
-export function basesAmong(points: readonly Pick<IndexedPoint, "id" | "cloud">[], backups: readonly CloudBackupRef[]) {
-  const parents = new Set(backups.flatMap((b) => (b.parent ? [b.parent] : [])));
-  return points.filter((p) => (p.cloud?.backups ?? []).some((b) => parents.has(b.id))).map((p) => p.id);
 }
 
 /**
@@ -187,7 +182,7 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
   }
   points.sort((a, b) => a.takenAt.localeCompare(b.takenAt));
   for (const point of points) {
-    const bases = basesAmong(points, point.cloud?.backups ?? []);
+    const bases = pointsBuiltOn(points, (p) => p.cloud?.backups ?? [], point.cloud?.backups ?? []);
     if (bases.length > 0) point.dependsOn = bases;
   }
   return {

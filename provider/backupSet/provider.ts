@@ -27,8 +27,8 @@ import {
   upgradeOutputs,
 } from "./state";
 import { volumeKeyRecordId } from "../escrow/record";
-import { cinderBackups, pointsBuiltOn, projectMismatch, removePointsBackups } from "../sources/cinderBackups";
-import type { CloudBackupRef } from "../sources/kind";
+import { cinderBackups, projectMismatch, removePointsBackups } from "../sources/cinderBackups";
+import { CloudBackupRef, pointsBuiltOn } from "../sources/kind";
 import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
 import type { SigningPublicKey } from "../common/signingKey";
 export { boundedAll } from "./take";

@@ -72,16 +72,6 @@ async function keysGone(refs: readonly CloudBackupRef[], ctx: CloudContext): Pro
 /** What the cloud holds of points, by the kind of its refs. */
 export const cinderBackups = { check: checkBackups, remove: removeBackups, keysGone };
 
-/** The ids of `points` whose backups (`refsOf`) the backups `refs` build on: what the incrementals need. */
-export function pointsBuiltOn<P extends { id: string }>(
-  points: readonly P[],
-  refsOf: (point: P) => readonly CloudBackupRef[],
-  refs: readonly CloudBackupRef[],
-): string[] {
-  const parents = new Set(refs.flatMap((r) => (r.parent ? [r.parent] : [])));
-  return points.filter((p) => refsOf(p).some((r) => parents.has(r.id))).map((p) => p.id);
-}
-
 /** A cloud signed in to one project: what deleting and checking backups works with. */
 export type CloudProjectAccess = Pick<CloudContext, "cloud" | "project" | "waits">;
 

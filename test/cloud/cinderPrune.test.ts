@@ -33,7 +33,7 @@ describeCloud(cloud ? "coffer prune of points with Cinder backups, on the loopba
     await deleteTestResources(cloud!, unique, volumes);
   });
 
-  test("dry-run names the backups; a needed full is refused; retention deletes the chain's backups, incremental first, then the folders", async () => {
+  test("dry-run names backups; a needed full is refused; retention deletes the backups, then folders", async () => {
     const { cinder } = cloudAs(cloud!);
     const created = await cinder.createVolume({ size: 1, name: `${unique}-vol` });
     volumes.push(created.id);

@@ -127,7 +127,7 @@ function declaredIndex(keepLast: number, withCloud: boolean): SetIndex {
 const memorySet = (): SetOnStore => ({ store: memoryStore(), zone: "zone-a", setId: SET });
 
 describe("a set's index with cloud backups", () => {
-  test("an index without cloud backups is written as version 1, one with them as 2; both read back as written", async () => {
+  test("without cloud backups an index is written as version 1, with them as 2; both read back", async () => {
     const set = memorySet();
     const plain = declaredIndex(2, false);
     await writeSetIndex(set, plain);
@@ -283,7 +283,7 @@ describe("coffer prune deletes a point's Cinder backups before its folder", () =
     ]);
   });
 
-  test("a backup the cloud won't delete keeps its point's folder, and the full it builds on; the output says so", async () => {
+  test("a backup Cinder won't delete keeps its point's folder and its base's; the output says so", async () => {
     const { dir, setDir, set } = await target();
     const { deleted, access } = cloud(["bk-incr"]);
     const result = await prunePoints(options(dir, access));
