@@ -1,9 +1,10 @@
 import { z } from "zod";
 import { CofferError } from "../common/errors";
+import { CloudBackupRef, CloudProject, pointsBuiltOn } from "../sources/kind";
 import { directoryStore } from "../targets/directory";
 import { INDEX_FILE, MANIFEST_FILE, targetLayout } from "../targets/layout";
 import { TargetStore, listAll } from "../targets/store";
-import { readManifest } from "./manifest";
+import { Manifest, readManifest } from "./manifest";
 
 /**
  * A set's index, `<target>/sets/<zone>/<set>/index.json`: its points, holds and retention as the
@@ -11,9 +12,29 @@ import { readManifest } from "./manifest";
  * without Pulumi and without keys. Written atomically after every change; it is a cache of what
  * the manifests say plus what only Pulumi knows (statuses, holds, rules), and is rebuilt from the
  * manifests when it is missing or unreadable.
+ *
+ * 2: points' cloud backups (`cloud`). A Coffer that reads only 1 finds a version 2 index
+ * unreadable and rebuilds it from the manifests: every point unchecked, so its `coffer prune`
+ * prunes none by retention (it would delete the folders and leave the Cinder backups behind).
+ * An index is written with the lowest version that holds what it says (see indexVersionOf), so
+ * sets without cloud backups stay readable by that older Coffer.
  */
 export const INDEX_KIND = "coffer.SetIndex";
-export const INDEX_SCHEMA_VERSION = 1;
+export const INDEX_SCHEMA_VERSION = 2;
+
+const cloudProject = z.object({ authUrl: z.string(), region: z.string().optional(), projectId: z.string() });
+const cloudBackupRef = z.object({
+  source: z.string(),
+  kind: z.literal("cinder-backup"),
+  id: z.string(),
+  parent: z.string().optional(),
+  key: z.string().optional(),
+});
+/** A point's backups in the cloud, and the project that holds them. */
+export interface IndexedCloud {
+  project: CloudProject;
+  backups: CloudBackupRef[];
+}
 
 const indexedPoint = z.object({
   id: z.string(),
@@ -27,6 +48,8 @@ const indexedPoint = z.object({
   escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
   /** The points whose backups this one's incrementals build on. */
   dependsOn: z.union([z.string(), z.array(z.string())]).optional(),
+  /** Since 2: its sources' backups in the cloud, which deleting the point must delete first. */
+  cloud: z.object({ project: cloudProject, backups: z.array(cloudBackupRef) }).optional(),
 });
 export type IndexedPoint = z.output<typeof indexedPoint>;
 
@@ -41,9 +64,23 @@ export const setIndexSchema = z.object({
   holds: z.array(z.object({ point: z.string(), reason: z.string(), until: z.string().optional() })),
   points: z.array(indexedPoint),
   /** Points deleted without Pulumi (`coffer prune`, by a person): refresh drops them from state. */
-  pruned: z.array(z.object({ id: z.string(), prunedAt: z.string(), by: z.string() })).default([]),
+  pruned: z
+    .array(
+      z.object({
+        id: z.string(),
+        prunedAt: z.string(),
+        by: z.string(),
+        /** Since 2: the Cinder backups deleted with it. */
+        cloudBackups: z.array(z.string()).optional(),
+      }),
+    )
+    .default([]),
 });
 export type SetIndex = z.output<typeof setIndexSchema>;
+
+/** 2 when the index records cloud backups (which an older Coffer must not prune without), else 1. */
+export const indexVersionOf = (index: Pick<SetIndex, "points" | "pruned">): number =>
+  index.points.some((p) => p.cloud) || index.pruned.some((p) => p.cloudBackups) ? INDEX_SCHEMA_VERSION : 1;
 
 /** A set on a target: the store, and the set's zone and id (the layout names its keys). */
 export interface SetOnStore {
@@ -81,14 +118,38 @@ export async function readSetIndex(set: SetOnStore): Promise<{ index?: SetIndex;
 }
 
 /**
- * Writes the index atomically; the record of points pruned without Pulumi is kept (merged with
- * `index`'s) until the index no longer lists them, so the next refresh can tell pruned from lost.
+ * Writes the index atomically, with the version its content needs; the record of points pruned
+ * without Pulumi is kept (merged with `index`'s) until the index no longer lists them, so the next
+ * refresh can tell pruned from lost.
  */
 export async function writeSetIndex(set: SetOnStore, index: SetIndex): Promise<void> {
   const { index: previous } = await readSetIndex(set);
   const pruned = new Map([...(previous?.pruned ?? []), ...index.pruned].map((p) => [p.id, p]));
-  const merged = { ...index, pruned: [...pruned.values()] };
+  const content = { ...index, pruned: [...pruned.values()] };
+  const merged = { ...content, schemaVersion: indexVersionOf(content) };
   await set.store.writeTextAtomic(indexKey(set), JSON.stringify(merged, null, 2) + "\n");
+}
+
+/**
+ * What a manifest records of its point's Cinder backups (cloud items, and copies in `items`), as
+ * the refs Pulumi's state has; undefined when it has none.
+ */
+export function cloudBackupsIn(manifest: Manifest): IndexedCloud | undefined {
+  let project: CloudProject | undefined;
+  const backups: CloudBackupRef[] = [];
+  for (const { name, source } of [...(manifest.cloudItems ?? []), ...manifest.items]) {
+    if (source.kind !== "cinderVolume" || backups.some((b) => b.id === source.backupId)) continue;
+    project ??= source.cloud;
+    const key = source.escrowedKeys && source.backupKeyId;
+    backups.push({
+      source: name,
+      kind: "cinder-backup",
+      id: source.backupId,
+      ...(source.parentBackupId ? { parent: source.parentBackupId } : {}),
+      ...(key ? { key } : {}),
+    });
+  }
+  return project ? { project, backups } : undefined;
 }
 
 /**
@@ -108,6 +169,7 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
     if (!read?.ok) continue;
     const { manifest } = read;
     const sizeBytes = manifest.items.reduce((sum, i) => sum + i.sizeBytes, 0);
+    const cloud = cloudBackupsIn(manifest);
     points.push({
       id: manifest.pointId ?? manifest.setId,
       takenAt: manifest.createdAt,
@@ -115,9 +177,14 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
       status: "unchecked",
       keySource: manifest.keySource,
       ...(manifest.escrow ? { escrow: manifest.escrow } : {}),
+      ...(cloud ? { cloud } : {}),
     });
   }
   points.sort((a, b) => a.takenAt.localeCompare(b.takenAt));
+  for (const point of points) {
+    const bases = pointsBuiltOn(points, (p) => p.cloud?.backups ?? [], point.cloud?.backups ?? []);
+    if (bases.length > 0) point.dependsOn = bases;
+  }
   return {
     kind: INDEX_KIND,
     schemaVersion: INDEX_SCHEMA_VERSION,
@@ -134,18 +201,22 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
 /**
  * The set's index as the target shows it now: rebuilt from its manifests when it is missing or
  * unreadable; a point whose manifest is there but the index lacks (a run whose index write
- * failed) added as unchecked; a listed point whose manifest is gone shown as missing.
+ * failed) added as unchecked; a listed point whose manifest is gone shown as missing. A point
+ * listed without cloud backups (an index of version 1) gets those its manifest records.
  */
 export async function currentSetIndex(set: SetOnStore): Promise<{ index: SetIndex; rebuilt: boolean }> {
   const { index } = await readSetIndex(set);
   const found = await rebuildSetIndex(set);
   if (!index) return { index: found, rebuilt: true };
-  const present = new Set(found.points.map((p) => p.id));
+  const present = new Map(found.points.map((p) => [p.id, p]));
   const known = new Set(index.points.map((p) => p.id));
   const unlisted = found.points.filter((p) => !known.has(p.id));
-  const listed = index.points.map((p) =>
-    present.has(p.id) ? p : { ...p, status: "missing" as const, failures: ["its manifest is gone"] },
-  );
+  const listed = index.points.map((p) => {
+    const manifest = present.get(p.id);
+    if (!manifest) return { ...p, status: "missing" as const, failures: ["its manifest is gone"] };
+    if (p.cloud || !manifest.cloud) return p;
+    return { ...p, cloud: manifest.cloud, dependsOn: p.dependsOn ?? manifest.dependsOn };
+  });
   const points = [...listed, ...unlisted].sort((a, b) => a.takenAt.localeCompare(b.takenAt));
   return { index: { ...index, points }, rebuilt: unlisted.length > 0 };
 }

@@ -8,7 +8,7 @@ import { engineLog } from "../common/engineLog";
 import { engineGone, settlingBeforeExit, watchEngine } from "../common/engineWatch";
 import { cloudDeps, openCloudFrom } from "../openstack";
 import { SetHost, createBackupSetProvider } from "./provider";
-import type { CloudAccess } from "./take";
+import { CloudAccess, cloudAccessOf } from "./take";
 import { newPointId } from "./state";
 
 watchEngine();
@@ -21,11 +21,7 @@ let cloudAccess: Promise<CloudAccess> | undefined;
 function openCloudAccess(): Promise<CloudAccess> {
   cloudAccess ??= (async () => {
     const deps = cloudDeps({ log: (line) => engineLog(line) });
-    const cloud = await openCloudFrom({ stack: stackConfig, env: process.env }, deps);
-    const { config } = cloud.session;
-    const projectId = await cloud.session.projectId();
-    const project = { authUrl: config.authUrl, ...(config.region ? { region: config.region } : {}), projectId };
-    return { cloud, project, waits: deps };
+    return cloudAccessOf(await openCloudFrom({ stack: stackConfig, env: process.env }, deps), deps);
   })();
   // A failed sign-in is not kept: the next call tries again (and says why again).
   cloudAccess.catch(() => (cloudAccess = undefined));

@@ -10,7 +10,7 @@ import { holdsAt } from "../history/holds";
 import { newestFirst } from "../history/point";
 import { overdue } from "../history/schedule";
 import { describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
-import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex } from "../agent/pointIndex";
+import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex, indexVersionOf } from "../agent/pointIndex";
 import { planPoint } from "./plan";
 import { BackupSetInputs, backupSetInputs } from "./schema";
 import {
@@ -27,8 +27,8 @@ import {
   upgradeOutputs,
 } from "./state";
 import { volumeKeyRecordId } from "../escrow/record";
-import { cinderBackups } from "../sources/cinderBackups";
-import type { CloudBackupRef } from "../sources/kind";
+import { cinderBackups, projectMismatch, removePointsBackups } from "../sources/cinderBackups";
+import { CloudBackupRef, pointsBuiltOn } from "../sources/kind";
 import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
 import type { SigningPublicKey } from "../common/signingKey";
 export { boundedAll } from "./take";
@@ -63,10 +63,8 @@ function locationOf(inputs: BackupSetInputs, taken: TakenPoint): PointLocation {
 }
 
 /** The points that hold the backups `refs` build on (incrementals' parents), oldest first. */
-function basesOf(points: readonly PointRecord[], refs: readonly CloudBackupRef[]): string[] {
-  const parents = new Set(refs.flatMap((r) => (r.parent ? [r.parent] : [])));
-  return points.filter((p) => (p.cloud ?? []).some((r) => parents.has(r.id))).map((p) => p.id);
-}
+const basesOf = (points: readonly PointRecord[], refs: readonly CloudBackupRef[]) =>
+  pointsBuiltOn(points, (p) => p.cloud ?? [], refs);
 
 /** The index of `location` in `locations`, added when new. */
 function placeOf(locations: PointLocation[], location: PointLocation): number {
@@ -84,7 +82,7 @@ export function indexOf(
   location: PointLocation,
   now: Date,
 ): SetIndex {
-  return {
+  const index: SetIndex = {
     kind: INDEX_KIND,
     schemaVersion: INDEX_SCHEMA_VERSION,
     setId: state.setId,
@@ -93,7 +91,8 @@ export function indexOf(
     retention: (state.history?.retention ?? null) as SetIndex["retention"],
     holds: state.holds ?? [],
     points: points.map((p) => {
-      const escrow = state.locations[p.loc].escrow;
+      const { escrow, cloud: project } = state.locations[p.loc];
+      const cloud = project && p.cloud && p.cloud.length > 0 ? { project, backups: p.cloud } : undefined;
       return {
         id: p.id,
         takenAt: p.takenAt,
@@ -103,10 +102,13 @@ export function indexOf(
         ...(p.failures ? { failures: p.failures } : {}),
         keySource: keysOfVersion(state, p.key).passphrase ? ("passphrase" as const) : ("manifest-key" as const),
         ...(escrow && p.escrowVersion !== undefined ? { escrow: { ...escrow, version: p.escrowVersion } } : {}),
+        ...(p.dependsOn && p.dependsOn.length > 0 ? { dependsOn: p.dependsOn } : {}),
+        ...(cloud ? { cloud } : {}),
       };
     }),
     pruned: [],
   };
+  return { ...index, schemaVersion: indexVersionOf(index) };
 }
 
 /** The set as a whole: ok when every point is; else which points are not, by id. */
@@ -226,17 +228,17 @@ export function createBackupSetProvider(host: SetHost) {
     return failed;
   }
 
+  /** The cloud the provider's credentials sign in to. */
+  async function signedIn(): Promise<CloudAccess> {
+    if (!host.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to reach cloud backups");
+    return host.cloud();
+  }
+
   /** The cloud, project and waits to reach `location`'s cloud backups with. */
   async function cloudOf(location: PointLocation): Promise<CloudAccess> {
-    if (!host.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to reach cloud backups");
-    const access = await host.cloud();
-    const wanted = location.cloud;
-    if (wanted && wanted.projectId !== access.project.projectId) {
-      const message =
-        `the set's cloud backups are in project ${wanted.projectId} (${wanted.authUrl}), ` +
-        `but the credentials given are for project ${access.project.projectId}: use that project's credentials`;
-      throw new CofferError("CLOUD_CONFIG_INVALID", message);
-    }
+    const access = await signedIn();
+    const mismatch = projectMismatch(location.cloud, access);
+    if (mismatch) throw mismatch;
     return access;
   }
 
@@ -245,21 +247,13 @@ export function createBackupSetProvider(host: SetHost) {
    * error of each point whose backups could not all be deleted (it stays, and is noted).
    */
   async function deleteCloudBackups(state: BackupSetOutputs, points: readonly PointRecord[]) {
-    const failed = new Map<string, Error>();
-    for (const [loc, location] of state.locations.entries()) {
-      const here = points.filter((p) => p.loc === loc && (p.cloud ?? []).length > 0);
-      if (here.length === 0) continue;
-      for (const point of newestFirstOf(here)) {
-        try {
-          const access = await cloudOf(location);
-          const ctx = { ...access, subject: `point ${point.id}`, progress: host.progress };
-          await cinderBackups.remove(point.cloud ?? [], ctx);
-        } catch (error) {
-          failed.set(point.id, error as Error);
-        }
-      }
-    }
-    return failed;
+    const withBackups = newestFirstOf(points).map((p) => ({
+      id: p.id,
+      project: state.locations[p.loc].cloud,
+      refs: p.cloud ?? [],
+      dependsOn: p.dependsOn,
+    }));
+    return removePointsBackups(withBackups, { access: signedIn, progress: host.progress });
   }
 
   /**

@@ -22,6 +22,17 @@ export interface CloudAccess {
   waits: CloudContext["waits"];
 }
 
+/** The access `cloud` gives once signed in: the project its credentials name (the sign-in happens here). */
+export async function cloudAccessOf(cloud: Cloud, waits: CloudAccess["waits"]): Promise<CloudAccess> {
+  const { config } = cloud.session;
+  const projectId = await cloud.session.projectId();
+  return {
+    cloud,
+    project: { authUrl: config.authUrl, ...(config.region ? { region: config.region } : {}), projectId },
+    waits,
+  };
+}
+
 /** What taking a point needs from its surroundings (the provider process, or a test). */
 export interface TakeDeps {
   agent(host: string | undefined): AgentClient;

@@ -28,7 +28,7 @@ import { restoreCopyToCinder } from "../sources/cinderCopyRestore";
 import { preflight, restoreToCinder } from "../sources/cinderRestore";
 import { restoreToGlance } from "../sources/glanceRestore";
 import { restorerOf } from "../sources/registry";
-import { listPoints, prunePoints, renderPoints } from "./points";
+import { cloudFromEnvironment, listPoints, prunePoints, renderPoints, renderPrune } from "./points";
 import { NO_PROGRESS, Progress, showProgress } from "./progress";
 
 /** Bad arguments: exit code 2, with the command's usage. */
@@ -685,16 +685,18 @@ function cofferProgram(exit: { code: number }): Command {
     .summary("apply a set's retention from the target alone, as pulumi up does")
     .description(
       "Deletes the points of a set that its retention rules no longer keep, with the rules and holds the set last " +
-        "declared (its index) or the --keep-* options given. Never a held point, a failed or unchecked one, or " +
-        "the newest good one. Each deletion is recorded in the index; the set's next pulumi refresh drops it " +
-        "from state. --dry-run only shows what would go.",
+        "declared (its index) or the --keep-* options given. Never a held point, a failed or unchecked one, " +
+        "the newest good one, or one a kept point's incrementals build on. A point's Cinder backups are deleted " +
+        "first, incrementals before their bases, with the cloud credentials of OS_* variables or clouds.yaml " +
+        "(OS_CLOUD); when they can't all be, the point's folder stays. Each deletion is recorded in the index; " +
+        "the set's next pulumi refresh drops it from state. --dry-run only shows what would go.",
     )
     .usage("--target <dir> --zone <zone> --set <id> [--dry-run] [--keep-* N]")
     .option("--target <dir>", "the backup target's folder")
     .option("--zone <zone>", "the set's zone")
     .option("--set <id>", "the set")
     .option("--dry-run", "show what would be pruned, delete nothing")
-    .option("--point <id>", "delete this one point, whatever its status (not a held one)")
+    .option("--point <id>", "delete this one point, whatever its status (not a held one, nor one another builds on)")
     .option("--keep-last <N>", "keep the N newest points (instead of the set's rules)")
     .option("--keep-daily <N>", "keep the newest point of each of the last N days (instead of the set's rules)")
     .option("--json", "print JSON instead of lines")
@@ -748,21 +750,17 @@ async function prune(values: PruneOptions): Promise<number> {
     dryRun: values.dryRun ?? false,
     now: new Date(),
     by: `coffer prune (${os.userInfo().username}@${os.hostname()})`,
+    cloud: cloudFromEnvironment,
+    progress: (line) => values.json || process.stderr.write(`coffer: ${line}\n`),
   });
+  // A point whose Cinder backups could not all be deleted stays: the run did not do all it was asked.
+  const code = result.cloudBackups.kept.length > 0 ? 1 : 0;
   if (values.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
-    return 0;
+    return code;
   }
-  const verb = values.dryRun ? "would prune" : "pruned";
-  const lines = [
-    ...result.prune.map((p) => `${verb} ${p.point}: ${p.reason}`),
-    ...result.keep.map((k) => `keep ${k.point}: ${k.reasons.join("; ")}`),
-  ];
-  if (result.unchecked.length > 0) {
-    lines.push(`kept, not verified since the index was rebuilt: ${result.unchecked.join(", ")} (run pulumi refresh)`);
-  }
-  process.stdout.write(lines.join("\n") + "\n");
-  return 0;
+  process.stdout.write(renderPrune(result, values.dryRun ?? false) + "\n");
+  return code;
 }
 
 export async function main(argv: string[]): Promise<number> {

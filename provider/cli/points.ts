@@ -5,7 +5,12 @@ import { IndexedPoint, SetIndex, currentSetIndex, setAt, writeSetIndex } from ".
 import { formatBytes } from "../common/sizes";
 import { formatAge } from "../history/duration";
 import { holdsAt } from "../history/holds";
-import { RetentionRules, planRetention, retentionRules } from "../history/retention";
+import { HistoryPoint, basesOf } from "../history/point";
+import { RetentionPlan, RetentionRules, planRetention, retentionRules } from "../history/retention";
+import { cloudAccessOf } from "../backupSet/take";
+import { cloudDeps, openCloudFrom } from "../openstack";
+import { CloudProjectAccess, removePointsBackups } from "../sources/cinderBackups";
+import type { CloudProject } from "../sources/kind";
 
 /** One point as `coffer list` shows it. */
 export interface ListedPoint {
@@ -89,40 +94,39 @@ export interface PruneResult {
   setDir: string;
   rules: RetentionRules & { timeZone?: string };
   keep: { point: string; reasons: string[] }[];
-  prune: { point: string; reason: string }[];
+  /** `cloudBackups`: the ids of its Cinder backups, deleted (children first) before its folder. */
+  prune: { point: string; reason: string; cloudBackups?: string[] }[];
   /** Points no one has verified since the index was rebuilt: kept, and not counted. */
   unchecked: string[];
   deleted: string[];
+  cloudBackups: {
+    deleted: { point: string; ids: string[] }[];
+    /** The backups of points whose folder stays because they could not all be deleted, and why. */
+    kept: { point: string; ids: string[]; project?: CloudProject; problem: string }[];
+  };
 }
 
+/** The cloud as a person's `coffer` signs in to it: OS_* variables, or OS_CLOUD and clouds.yaml. */
+export async function cloudFromEnvironment(): Promise<CloudProjectAccess> {
+  const deps = cloudDeps();
+  return cloudAccessOf(await openCloudFrom({ env: process.env }, deps), deps);
+}
+
+type PlannedPoint = IndexedPoint & { status: HistoryPoint["status"] };
+
 /**
- * Applies retention to one set from the target alone, with the functions `pulumi up` uses: the
- * rules and holds are those the set last declared (its index), or `rules` when given. Only
- * verified points count and can be pruned; held points stay. With `dryRun`, nothing is deleted.
- * Each deletion is recorded in the index, so the set's next refresh drops it from Pulumi's state.
+ * What pruning `index` would delete, with the functions `pulumi up` uses: the rules (`rules`, or
+ * those the set last declared) or the one `point` named, the holds, and what the incrementals
+ * build on. Pure: deletes nothing.
  */
-export async function prunePoints(options: {
-  target: string;
-  zone: string;
-  set: string;
-  rules?: Record<string, unknown>;
-  /** Delete exactly this point, whatever its status (a person's decision), unless it is held. */
-  point?: string;
-  dryRun: boolean;
-  now: Date;
-  by: string;
-}): Promise<PruneResult> {
-  const setDir = path.join(options.target, "sets", options.zone, options.set);
-  if (!(await fs.stat(setDir).catch(() => undefined))?.isDirectory()) {
-    throw new Error(`no set ${options.set} in zone ${options.zone} of ${options.target}: see coffer list`);
-  }
-  const set = setAt(options.target, setDir);
-  const { index } = await currentSetIndex(set);
+export function planPrune(
+  index: SetIndex,
+  options: { rules?: Record<string, unknown>; point?: string; now: Date },
+): { rules: PruneResult["rules"]; plan: RetentionPlan<PlannedPoint>; unchecked: string[] } {
   const declared = options.rules ?? index.retention ?? {};
   const { timeZone, ...ruleFields } = declared as Record<string, unknown> & { timeZone?: string };
   const parsed = retentionRules.safeParse(ruleFields);
   if (!parsed.success) throw new Error(parsed.error.issues[0].message);
-  const rules = parsed.data;
   const unchecked = index.points.filter((p) => p.status === "unchecked").map((p) => p.id);
   const points = index.points.map((p) => ({
     ...p,
@@ -131,21 +135,85 @@ export async function prunePoints(options: {
   }));
   const plan = options.point
     ? choosePoint(points, options.point, index.holds, options.now)
-    : planRetention({ points, rules, holds: index.holds, now: options.now, timeZone });
+    : planRetention({ points, rules: parsed.data, holds: index.holds, now: options.now, timeZone });
+  return { rules: { ...parsed.data, ...(timeZone ? { timeZone } : {}) }, plan, unchecked };
+}
+
+/**
+ * Applies retention to one set from the target alone, with the functions `pulumi up` uses: the
+ * rules and holds are those the set last declared (its index), or `rules` when given. Only
+ * verified points count and can be pruned; held points stay, and so do the points a kept point's
+ * incrementals build on. With `dryRun`, nothing is deleted. A point's Cinder backups are deleted
+ * through `cloud` before its folder; when they can't all be, its folder stays. Each deletion is
+ * recorded in the index, so the set's next refresh drops it from Pulumi's state.
+ */
+export async function prunePoints(options: {
+  target: string;
+  zone: string;
+  set: string;
+  rules?: Record<string, unknown>;
+  /** Delete exactly this point, whatever its status (a person's decision), unless it is held or needed. */
+  point?: string;
+  dryRun: boolean;
+  now: Date;
+  by: string;
+  /** Signs in to the cloud that holds the points' Cinder backups; called only when a pruned point has some. */
+  cloud: () => Promise<CloudProjectAccess>;
+  progress?: (message: string) => void;
+}): Promise<PruneResult> {
+  const setDir = path.join(options.target, "sets", options.zone, options.set);
+  if (!(await fs.stat(setDir).catch(() => undefined))?.isDirectory()) {
+    throw new Error(`no set ${options.set} in zone ${options.zone} of ${options.target}: see coffer list`);
+  }
+  const set = setAt(options.target, setDir);
+  const { index } = await currentSetIndex(set);
+  const { rules, plan, unchecked } = planPrune(index, options);
+  const backupIds = (p: IndexedPoint) => (p.cloud?.backups ?? []).map((b) => b.id);
   const result: PruneResult = {
     setDir,
-    rules: { ...rules, ...(timeZone ? { timeZone } : {}) },
+    rules,
     keep: plan.keep.map((k) => ({ point: k.point.id, reasons: k.reasons })),
-    prune: plan.prune.map((p) => ({ point: p.point.id, reason: p.reason })),
+    prune: plan.prune.map(({ point, reason }) => ({
+      point: point.id,
+      reason,
+      ...(point.cloud ? { cloudBackups: backupIds(point) } : {}),
+    })),
     unchecked,
     deleted: [],
+    cloudBackups: { deleted: [], kept: [] },
   };
   if (options.dryRun) return result;
+  // The cloud's backups first, dependents before their bases (the plan's order): a point whose
+  // backups are not all gone keeps its folder and its record, and the next prune tries again.
+  let signedIn: Promise<CloudProjectAccess> | undefined;
+  const failed = await removePointsBackups(
+    plan.prune.map(({ point }) => ({
+      id: point.id,
+      project: point.cloud?.project,
+      refs: point.cloud?.backups ?? [],
+      dependsOn: basesOf(point),
+    })),
+    { access: () => (signedIn ??= options.cloud()), progress: options.progress ?? (() => undefined) },
+  );
   let current: SetIndex = index;
   for (const { point } of plan.prune) {
+    const error = failed.get(point.id);
+    if (error) {
+      const { project } = point.cloud ?? {};
+      result.cloudBackups.kept.push({ point: point.id, ids: backupIds(point), project, problem: error.message });
+      continue;
+    }
     await deleteSet(pointDirOf(setDir, point.id), options.target);
     result.deleted.push(point.id);
-    const pruned = [...current.pruned, { id: point.id, prunedAt: options.now.toISOString(), by: options.by }];
+    const cloudBackups = backupIds(point);
+    if (cloudBackups.length > 0) result.cloudBackups.deleted.push({ point: point.id, ids: cloudBackups });
+    const record = {
+      id: point.id,
+      prunedAt: options.now.toISOString(),
+      by: options.by,
+      ...(cloudBackups.length > 0 ? { cloudBackups } : {}),
+    };
+    const pruned = [...current.pruned, record];
     current = { ...current, points: current.points.filter((p) => p.id !== point.id), pruned };
     // After each deletion: a run stopped half-way still leaves a true index.
     await writeSetIndex(set, { ...current, updatedAt: new Date().toISOString() });
@@ -153,17 +221,53 @@ export async function prunePoints(options: {
   return result;
 }
 
-/** The plan of deleting one named point by hand: refused for a held point or one the index does not list. */
-function choosePoint<P extends { id: string }>(
+/** `coffer prune`'s lines: what went (or would), what stays and why, and what to do about backups left. */
+export function renderPrune(result: PruneResult, dryRun: boolean): string {
+  const verb = dryRun ? "would prune" : "pruned";
+  const kept = new Map(result.cloudBackups.kept.map((k) => [k.point, k]));
+  const lines = result.prune.map((p) => {
+    const backups = p.cloudBackups?.length ? p.cloudBackups.join(", ") : undefined;
+    const problem = kept.get(p.point);
+    if (problem) {
+      const where = problem.project ? ` (project ${problem.project.projectId} at ${problem.project.authUrl})` : "";
+      return (
+        `not pruned ${p.point}: its Cinder backups ${backups}${where} could not all be deleted ` +
+        `(${problem.problem}); its folder and record stay. Run coffer prune again with credentials for that ` +
+        "project (OS_* variables, or OS_CLOUD and clouds.yaml), or delete the backups in the cloud yourself " +
+        "(incrementals first; one already gone counts as deleted) and run it again"
+      );
+    }
+    const cloud = backups ? `; ${dryRun ? "would delete" : "deleted"} its Cinder backups ${backups}` : "";
+    return `${verb} ${p.point}: ${p.reason}${cloud}`;
+  });
+  lines.push(...result.keep.map((k) => `keep ${k.point}: ${k.reasons.join("; ")}`));
+  if (result.unchecked.length > 0) {
+    lines.push(`kept, not verified since the index was rebuilt: ${result.unchecked.join(", ")} (run pulumi refresh)`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * The plan of deleting one named point by hand: refused for a held point, one the index does not
+ * list, or one whose Cinder backups another point's incrementals build on.
+ */
+function choosePoint<P extends IndexedPoint>(
   points: P[],
   id: string,
   holds: SetIndex["holds"],
   now: Date,
-): { keep: { point: P; reasons: string[] }[]; prune: { point: P; reason: string }[] } {
+): RetentionPlan<P> {
   const point = points.find((p) => p.id === id);
   if (!point) throw new Error(`the set has no point ${id}: see coffer list`);
   const hold = holds.find((h) => h.point === id && holdsAt(h, now));
   if (hold) throw new Error(`point ${id} is held (${hold.reason}): remove the hold from the set first`);
+  const dependents = points.filter((p) => p.id !== id && basesOf(p).includes(id)).map((p) => p.id);
+  if (dependents.length > 0) {
+    throw new Error(
+      `point ${id} is needed by ${dependents.join(", ")}: their incrementals build on its backups; ` +
+        "prune those first, or let retention prune them together",
+    );
+  }
   const keep = points.filter((p) => p.id !== id).map((p) => ({ point: p, reasons: ["not the point named"] }));
   return { keep, prune: [{ point, reason: "named with --point" }] };
 }

@@ -2,7 +2,7 @@
 import { CofferError, isCofferError } from "../common/errors";
 import { waitForBackupDeleted } from "../openstack/cinderWaits";
 import { BACKUP_TIMEOUT_MS, waitOptions } from "./cloudWaits";
-import type { CloudBackupRef, CloudContext, CloudProblem } from "./kind";
+import type { CloudBackupRef, CloudContext, CloudProblem, CloudProject } from "./kind";
 
 /** Checks backups with one listing of the project's backups, not one request per backup. */
 async function checkBackups(refs: readonly CloudBackupRef[], ctx: CloudContext): Promise<CloudProblem[]> {
@@ -71,3 +71,55 @@ async function keysGone(refs: readonly CloudBackupRef[], ctx: CloudContext): Pro
 
 /** What the cloud holds of points, by the kind of its refs. */
 export const cinderBackups = { check: checkBackups, remove: removeBackups, keysGone };
+
+/** A cloud signed in to one project: what deleting and checking backups works with. */
+export type CloudProjectAccess = Pick<CloudContext, "cloud" | "project" | "waits">;
+
+/** The error for credentials of another project than the one that holds a location's backups. */
+export function projectMismatch(wanted: CloudProject | undefined, access: CloudProjectAccess): CofferError | undefined {
+  if (!wanted || wanted.projectId === access.project.projectId) return undefined;
+  const message =
+    `the set's cloud backups are in project ${wanted.projectId} (${wanted.authUrl}), ` +
+    `but the credentials given are for project ${access.project.projectId}: use that project's credentials`;
+  return new CofferError("CLOUD_CONFIG_INVALID", message);
+}
+
+/** A point whose cloud backups are to be deleted with it. */
+export interface PointBackups {
+  id: string;
+  /** The project that holds them (absent in state from before it was recorded: the credentials' own). */
+  project?: CloudProject;
+  refs: readonly CloudBackupRef[];
+  /** The points among those deleted whose backups these build on. */
+  dependsOn?: readonly string[];
+}
+
+/**
+ * Deletes the cloud backups of `points`, given newest first, so that an incremental goes before
+ * what it builds on. A point whose backups could not all be deleted, or whose dependent's could
+ * not, keeps its record: returns the error of each such point.
+ */
+export async function removePointsBackups(
+  points: readonly PointBackups[],
+  deps: { access(): Promise<CloudProjectAccess>; progress(message: string): void },
+): Promise<Map<string, Error>> {
+  const failed = new Map<string, Error>();
+  for (const point of points) {
+    if (point.refs.length === 0) continue;
+    const blocked = points.filter((p) => failed.has(p.id) && (p.dependsOn ?? []).includes(point.id));
+    if (blocked.length > 0) {
+      const names = blocked.map((p) => p.id).join(", ");
+      failed.set(point.id, new CofferError("IO_FAILED", `kept: point ${names} builds on it and was not deleted`));
+      continue;
+    }
+    try {
+      const access = await deps.access();
+      const mismatch = projectMismatch(point.project, access);
+      if (mismatch) throw mismatch;
+      await removeBackups(point.refs, { ...access, subject: `point ${point.id}`, progress: deps.progress });
+    } catch (error) {
+      failed.set(point.id, error as Error);
+    }
+  }
+  return failed;
+}

@@ -103,6 +103,16 @@ export interface CloudBackupRef {
   key?: string;
 }
 
+/** The ids of `points` whose backups (`refsOf`) the backups `refs` build on: what the incrementals need. */
+export function pointsBuiltOn<P extends { id: string }>(
+  points: readonly P[],
+  refsOf: (point: P) => readonly CloudBackupRef[],
+  refs: readonly CloudBackupRef[],
+): string[] {
+  const parents = new Set(refs.flatMap((r) => (r.parent ? [r.parent] : [])));
+  return points.filter((p) => refsOf(p).some((r) => parents.has(r.id))).map((p) => p.id);
+}
+
 /** What a kind that works through cloud APIs, from Pulumi's process, works with. */
 export interface CloudContext {
   cloud: Cloud;

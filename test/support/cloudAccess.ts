@@ -5,7 +5,15 @@ import { agentClient } from "../../provider/backupSet/agentClient";
 import type { SetHost } from "../../provider/backupSet/provider";
 import { newPointId } from "../../provider/backupSet/state";
 import type { CloudAccess } from "../../provider/backupSet/take";
-import { Cloud, cloudConfig, cloudDeps, openCloud, waitForVolumeDeleted } from "../../provider/openstack";
+import {
+  Cloud,
+  cloudConfig,
+  cloudDeps,
+  collect,
+  openCloud,
+  waitForBackupDeleted,
+  waitForVolumeDeleted,
+} from "../../provider/openstack";
 import type { LoopbackCloud, LoopbackCloudUser } from "./loopbackCloud";
 
 /** The loopback cloud as `user` (demo by default) sees it, through Coffer's own client. */
@@ -76,12 +84,17 @@ export const osEnvFor = (cloud: LoopbackCloud, user: LoopbackCloudUser = cloud.d
   OS_PROJECT_DOMAIN_NAME: user.projectDomainName,
 });
 
-/** Deletes, as demo, the backups whose name contains `unique`, then `volumes`: what a test made. */
+/**
+ * Deletes, as demo, the backups whose name contains `unique` (incrementals first: Cinder refuses a
+ * backup one builds on), then `volumes`: what a test made.
+ */
 export async function deleteTestResources(cloud: LoopbackCloud, unique: string, volumes: readonly string[]) {
   const { cinder } = cloudAs(cloud);
   const waits = { timeoutMs: 300_000, deps: cloudDeps() };
-  for await (const backup of cinder.listBackups()) {
-    if (backup.name?.includes(unique)) await cinder.deleteBackup(backup.id).catch(() => undefined);
+  const backups = (await collect(cinder.listBackups())).filter((b) => b.name?.includes(unique));
+  for (const backup of backups.sort((a, b) => Number(b.is_incremental) - Number(a.is_incremental))) {
+    await cinder.deleteBackup(backup.id).catch(() => undefined);
+    if (backup.is_incremental) await waitForBackupDeleted(cinder, backup.id, waits).catch(() => undefined);
   }
   for (const id of volumes) {
     await cinder.deleteVolume(id).catch(() => undefined);
