@@ -2,6 +2,7 @@
 
   cloud_setup.py identity      projects, users, roles and the service catalog (Keystone, as admin)
   cloud_setup.py volume-types  the default volume type and the encrypted type (Cinder, as admin)
+  cloud_setup.py quotas        Cinder's default quotas, raised for tests that run side by side
 
 Passwords come from the environment (OSLOOP_*), never from argv. One keystoneclient session does
 what would take ~30 `openstack` CLI calls of 1-4 s each.
@@ -78,8 +79,17 @@ def setup_volume_types():
                                                      "key_size": 256, "control_location": "front-end"})
 
 
+def setup_quotas():
+    # Two test files at a time share the demo project: Cinder's default 10 volumes, snapshots and
+    # backups a project would let one starve the other. A project's own quota (tests set some) wins.
+    from cinderclient import client
+
+    cinder = client.Client("3", session=admin_session(), region_name=REGION)
+    cinder.quota_classes.update("default", volumes=60, snapshots=60, backups=100)
+
+
 if __name__ == "__main__":
-    steps = {"identity": setup_identity, "volume-types": setup_volume_types}
+    steps = {"identity": setup_identity, "volume-types": setup_volume_types, "quotas": setup_quotas}
     if len(sys.argv) != 2 or sys.argv[1] not in steps:
         sys.exit("usage: cloud_setup.py " + "|".join(steps))
     steps[sys.argv[1]]()

@@ -350,6 +350,8 @@ cmd_up() {
       die "volume type set-up failed: $state/log/cloud-setup.log"
     touch "$state/data/set-up"
   fi
+  $python "$script_dir/cloud_setup.py" quotas >>"$state/log/cloud-setup.log" 2>&1 ||
+    die "quota set-up failed: $state/log/cloud-setup.log"
   write_cloud_json
   trap - EXIT
   say "up after $((SECONDS - up_started)) s: $state/cloud.json; logs in $state/log; $0 down stops it"
