@@ -56,14 +56,18 @@ export async function openSet(values: { manifest?: string } & KeyOptions, withou
   const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
   if (!manifestSecret && !withoutSecret) {
     const escrow = unsigned.manifest.escrow;
+    const escrowHint = escrow
+      ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} ` +
+        `--version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
+      : "";
+    const publicKeyHint = unsigned.manifest.signing ? "; or its signing key's public key with --public-key" : "";
     throw new UsageError(
       unsigned.manifest.keySource === "passphrase"
         ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE" +
-            (escrow
-              ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} --version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
-              : "")
-        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked" +
-            (unsigned.manifest.signing ? "; or its signing key's public key with --public-key" : ""),
+            escrowHint
+        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, " +
+            "so the manifest can be checked" +
+            publicKeyHint,
     );
   }
   return { text, manifest: unsigned.manifest, setDir: path.dirname(manifestPath), manifestSecret, passphrase };
