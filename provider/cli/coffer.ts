@@ -17,28 +17,16 @@ import { Command, CommanderError, Option } from "commander";
 import { CofferError, isCofferError } from "../common/errors";
 import { verifySet } from "../agent/backupSet";
 import { listSets, setIdsInStackExport, trackedBy } from "../agent/inventory";
-import { Manifest, ManifestItem, misplacement, openManifest, readManifest, signatureProblem } from "../agent/manifest";
+import { misplacement, openManifest } from "../agent/manifest";
 import { openLuks } from "../agent/image";
-import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { SecretFormat, recoverSecret } from "../escrow/record";
-import { cloudDeps, openCloudFrom } from "../openstack";
-import { restoreCopyToCinder } from "../sources/cinderCopyRestore";
-import { preflight, restoreToCinder } from "../sources/cinderRestore";
-import { restoreToGlance } from "../sources/glanceRestore";
+import { CloudRestoreOptions, luksOf, restoreToCloud } from "./cloudRestore";
+import { KeyOptions, UsageError, openSet, readPublicKey, readStdin, secretFrom } from "./common";
 import { restorerOf } from "../sources/registry";
 import { cloudFromEnvironment, listPoints, prunePoints, renderPoints, renderPrune } from "./points";
-import { NO_PROGRESS, Progress, showProgress } from "./progress";
-
-/** Bad arguments: exit code 2, with the command's usage. */
-class UsageError extends Error {}
-
-interface KeyOptions {
-  passphraseFile?: string;
-  passphraseStdin?: boolean;
-  manifestKeyFile?: string;
-}
+import { Progress, progressOn, withProgress } from "./progress";
 
 interface VerifyOptions extends KeyOptions {
   manifest?: string;
@@ -47,22 +35,11 @@ interface VerifyOptions extends KeyOptions {
   quiet?: boolean;
 }
 
-interface RestoreOptions extends KeyOptions {
-  manifest?: string;
-  item?: string;
+/** The cloud restore's options, and a restore to a file's. */
+interface RestoreOptions extends CloudRestoreOptions {
   to?: string;
   format: "raw" | "qcow2";
   force?: boolean;
-  quiet?: boolean;
-  toCinder?: boolean;
-  toGlance?: boolean;
-  fromCopy?: boolean;
-  name?: string;
-  recreateType?: boolean;
-  preflight?: boolean;
-  withoutMetadata?: boolean;
-  publicKey?: string;
-  volumeKeyFile?: string;
   keepLuks?: boolean;
 }
 
@@ -178,84 +155,6 @@ async function place(partial: string, to: string, force: boolean): Promise<void>
   await fs.rename(partial, to);
 }
 
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks)
-    .toString("utf8")
-    .replace(/\r?\n$/, "");
-}
-
-async function secretFrom(file: string | undefined, stdin: boolean, envName: string): Promise<string | undefined> {
-  if (file) return (await fs.readFile(file, "utf8")).replace(/\r?\n$/, "");
-  if (stdin) return readStdin();
-  return process.env[envName] || undefined;
-}
-
-/** A set's manifest as read (not yet authenticated), with the secrets to open it. */
-interface OpenedSet {
-  text: string;
-  manifest: Manifest;
-  setDir: string;
-  /** Absent only for a verify with a public key. */
-  manifestSecret?: string;
-  passphrase?: string;
-}
-
-/** `withoutSecret`: a missing key is no usage error (a public key checks the manifest instead). */
-async function openSet(values: { manifest?: string } & KeyOptions, withoutSecret = false): Promise<OpenedSet> {
-  if (!values.manifest) throw new UsageError("--manifest is required");
-  const manifestPath = path.resolve(values.manifest);
-  const text = await fs.readFile(manifestPath, "utf8").catch(() => {
-    throw new CofferError("SOURCE_MISSING", `${manifestPath} can't be read: check the path`);
-  });
-  const unsigned = readManifest(text);
-  if (!unsigned.ok) throw new CofferError("VERIFY_FAILED", unsigned.problem);
-  const passphrase = await secretFrom(values.passphraseFile, values.passphraseStdin ?? false, "COFFER_PASSPHRASE");
-  const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
-  const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
-  if (!manifestSecret && !withoutSecret) {
-    const escrow = unsigned.manifest.escrow;
-    throw new UsageError(
-      unsigned.manifest.keySource === "passphrase"
-        ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE" +
-            (escrow
-              ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} --version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
-              : "")
-        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, so the manifest can be checked" +
-            (unsigned.manifest.signing ? "; or its signing key's public key with --public-key" : ""),
-    );
-  }
-  return { text, manifest: unsigned.manifest, setDir: path.dirname(manifestPath), manifestSecret, passphrase };
-}
-
-/** Makes the progress display of one step: on stderr, or none with --quiet. */
-type ProgressOf = (label: string, totalBytes: number) => Progress;
-
-function progressOn(quiet: boolean | undefined): ProgressOf {
-  return quiet ? () => NO_PROGRESS : (label, totalBytes) => showProgress(process.stderr, label, totalBytes);
-}
-
-/** Runs one step with its progress shown; the display ends whether the step succeeds or not. */
-async function withProgress<T>(progress: Progress, step: (onProgress: (percent: number) => void) => Promise<T>) {
-  try {
-    const result = await step((percent) => progress.update(percent));
-    progress.update(100);
-    return result;
-  } finally {
-    progress.end();
-  }
-}
-
-async function readPublicKey(file: string): Promise<SigningPublicKey> {
-  const pem = await fs.readFile(file, "utf8").catch(() => {
-    throw new UsageError(`--public-key ${file} can't be read`);
-  });
-  const parsed = parsePublicKey(pem, `--public-key ${file}`);
-  if (!parsed.ok) throw new UsageError(parsed.problem);
-  return parsed.key;
-}
-
 async function verify(values: VerifyOptions): Promise<number> {
   const publicKey = values.publicKey === undefined ? undefined : await readPublicKey(values.publicKey);
   const set = await openSet(values, publicKey !== undefined);
@@ -280,155 +179,6 @@ async function verify(values: VerifyOptions): Promise<number> {
   const { manifest: _m, ...report } = result;
   process.stdout.write(JSON.stringify(report, null, 2) + "\n");
   return result.status === "ok" ? 0 : 1;
-}
-
-/**
- * Why the manifest of `set` is not authentic, or undefined when its HMAC (with the set's key) or
- * its signature (with `publicKey`) checks out; "unchecked" when there was nothing to check it with.
- */
-async function authenticity(set: OpenedSet, publicKey?: SigningPublicKey): Promise<string | undefined> {
-  if (set.manifestSecret) {
-    const opened = await openManifest(set.text, set.manifestSecret);
-    if (!opened.ok) return opened.problem;
-    if (!opened.authentic) return "its HMAC does not match: it was changed, or this is not the set's key";
-  } else if (publicKey) {
-    const problem = signatureProblem(set.text, publicKey);
-    if (problem) return problem.message;
-  } else {
-    return "unchecked";
-  }
-  return misplacement(set.manifest, set.setDir);
-}
-
-/** `restore --to-cinder`: the item's Cinder backup into a new volume, its metadata only from an authentic manifest. */
-async function restoreToCloud(values: RestoreOptions): Promise<number> {
-  const publicKey = values.publicKey === undefined ? undefined : await readPublicKey(values.publicKey);
-  const set = await openSet(values, true);
-  const option = values.toCinder ? "--to-cinder" : "--to-glance";
-  if (!values.item) throw new UsageError(`restore ${option} needs --item`);
-  const all = [...set.manifest.items, ...(set.manifest.cloudItems ?? [])];
-  const found = all.find((i) => i.name === values.item);
-  if (!found)
-    throw new UsageError(`no item "${values.item}" in this set (it has: ${all.map((i) => i.name).join(", ")})`);
-  const wanted = values.toCinder ? "cinderVolume" : "glanceImage";
-  if (found.source.kind !== wanted) {
-    const restores = values.toCinder ? "Cinder volumes" : "Glance images";
-    throw new UsageError(`item ${found.name} is a ${found.source.kind} source: ${option} restores ${restores}`);
-  }
-  const problem = await authenticity(set, publicKey);
-  if (problem === "unchecked" && !values.withoutMetadata) {
-    throw new UsageError(
-      "the manifest must be checked before its metadata is applied: give the set's key (--passphrase-file or " +
-        "--manifest-key-file) or the policy's --public-key; or --without-metadata to restore the data alone",
-    );
-  }
-  if (problem && problem !== "unchecked" && !values.withoutMetadata) {
-    const fix = "its metadata is refused; --without-metadata restores the data alone, without it";
-    throw new CofferError("MANIFEST_TAMPERED", `the manifest failed its check (${problem}): ${fix}`);
-  }
-  const say = (line: string) => values.quiet || process.stderr.write(`coffer: ${line}\n`);
-  if (problem && problem !== "unchecked") say(`the manifest failed its check (${problem}): restoring the data alone`);
-  const deps = cloudDeps();
-  const cloud = await openCloudFrom({ env: process.env }, deps);
-  const applyMetadata = problem === undefined;
-  if (found.source.kind === "glanceImage") {
-    const stored = set.manifest.items.find((i) => i.name === found.name)!;
-    const image = found.source;
-    const restored = await viaLocalFile(set, stored, values.quiet, (file) =>
-      restoreToGlance(image, file, cloud, { name: values.name, applyMetadata, waits: deps, progress: say }),
-    );
-    process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
-    return 0;
-  }
-  if (found.source.kind !== "cinderVolume") throw new UsageError(`item ${found.name} can't go to the cloud`);
-  const item = found.source;
-  if (values.fromCopy) {
-    const stored = set.manifest.items.find((i) => i.name === found.name);
-    if (!stored)
-      throw new UsageError(`item ${found.name} has no copy in the target (it was taken without copyToTarget)`);
-    const volumeKeyHex = item.volume.encrypted
-      ? await secretFrom(values.volumeKeyFile, false, "COFFER_VOLUME_KEY")
-      : undefined;
-    if (item.volume.encrypted && !volumeKeyHex) throw missingVolumeKey(stored);
-    const restored = await viaLocalFile(set, stored, values.quiet, (file) =>
-      restoreCopyToCinder(item, file, cloud, {
-        name: values.name,
-        volumeKeyHex,
-        applyMetadata,
-        waits: deps,
-        progress: say,
-      }),
-    );
-    process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
-    return 0;
-  }
-  if (values.preflight) {
-    const result = await preflight(item, cloud);
-    process.stdout.write(JSON.stringify({ item: found.name, ok: result.ok, checks: result.checks }, null, 2) + "\n");
-    return result.ok ? 0 : 1;
-  }
-  const restored = await restoreToCinder(item, cloud, {
-    name: values.name,
-    recreateType: values.recreateType ?? false,
-    applyMetadata,
-    waits: deps,
-    progress: say,
-  });
-  process.stdout.write(JSON.stringify({ restored: found.name, ...restored }) + "\n");
-  return 0;
-}
-
-/**
- * Restores `stored`'s data into a file in a temporary folder, checked against the manifest, runs
- * `work` on it, and removes it whatever happens.
- */
-async function viaLocalFile<T>(
-  set: OpenedSet,
-  stored: ManifestItem,
-  quiet: boolean | undefined,
-  work: (file: string) => Promise<T>,
-) {
-  if (stored.encrypted && !set.passphrase)
-    throw new UsageError(
-      "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE",
-    );
-  const restoreItem = restorerOf(stored)!;
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-restore-"));
-  const file = path.join(dir, stored.name);
-  const progressOf = progressOn(quiet);
-  try {
-    const step = <T>(label: string, totalBytes: number, run: (onProgress?: (p: number) => void) => Promise<T>) =>
-      withProgress(progressOf(label, totalBytes), run);
-    await withSecretFd(set.passphrase ?? "", (key) =>
-      restoreItem({ file, format: "raw" }, { setDir: set.setDir, key, step }),
-    );
-    return await work(file);
-  } finally {
-    await fs.rm(dir, { recursive: true, force: true });
-  }
-}
-
-/**
- * For the copy of an encrypted Cinder volume (a LUKS container): the file with its key, or
- * undefined with --keep-luks (the container as it is) and for every other item.
- */
-function luksOf(item: ManifestItem, values: RestoreOptions): { keyFile?: string } | undefined {
-  if (item.source.kind !== "cinderVolume" || !item.source.volume.encrypted || values.keepLuks) return undefined;
-  if (values.volumeKeyFile || process.env.COFFER_VOLUME_KEY) return { keyFile: values.volumeKeyFile };
-  throw missingVolumeKey(item);
-}
-
-/** What to give for an encrypted volume's copy: its key, and how to get it from the escrow. */
-function missingVolumeKey(item: ManifestItem): UsageError {
-  const escrowed = item.source.kind === "cinderVolume" ? item.source.escrowedKeys?.[0] : undefined;
-  const recover = escrowed
-    ? `coffer escrow recover --store ${escrowed.store} --id ${escrowed.record} --key <private.pem> --format hex ` +
-      "--out key.hex"
-    : "its volume's key in hex";
-  return new UsageError(
-    `item ${item.name} is an encrypted volume's copy (a LUKS container): give its key with --volume-key-file ` +
-      `(${recover}) or COFFER_VOLUME_KEY, or --keep-luks to write the container as it is`,
-  );
 }
 
 async function restore(values: RestoreOptions): Promise<number> {

@@ -76,3 +76,21 @@ export function showProgress(
     },
   };
 }
+
+/** Makes the progress display of one step: on stderr, or none with --quiet. */
+export type ProgressOf = (label: string, totalBytes: number) => Progress;
+
+export function progressOn(quiet: boolean | undefined): ProgressOf {
+  return quiet ? () => NO_PROGRESS : (label, totalBytes) => showProgress(process.stderr, label, totalBytes);
+}
+
+/** Runs one step with its progress shown; the display ends whether the step succeeds or not. */
+export async function withProgress<T>(progress: Progress, step: (onProgress: (percent: number) => void) => Promise<T>) {
+  try {
+    const result = await step((percent) => progress.update(percent));
+    progress.update(100);
+    return result;
+  } finally {
+    progress.end();
+  }
+}

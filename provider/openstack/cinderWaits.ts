@@ -1,14 +1,8 @@
 import type { CinderClient } from "./cinder";
 import type { Backup, Snapshot, Volume } from "./cinderSchemas";
-import type { CloudDeps } from "./deps";
-import { waitForDeletion, waitForStatus } from "./poll";
+import { type StatusWaitOptions, waitForDeletion, waitForStatus } from "./poll";
 
-export interface CinderWaitOptions {
-  readonly timeoutMs: number;
-  readonly deps: Pick<CloudDeps, "now" | "sleep">;
-  readonly signal?: AbortSignal;
-  readonly onProgress?: (progress: { status: string; elapsedMs: number }) => void;
-}
+export type CinderWaitOptions = StatusWaitOptions;
 
 const backupCheck = "cinder-backup's log and `openstack volume service list` (is cinder-backup up?)";
 const volumeCheck = "cinder-volume's and cinder-scheduler's logs and `openstack volume service list`";

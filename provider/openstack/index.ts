@@ -98,5 +98,11 @@ export {
 export { cloudDeps, type CloudDeps, type FetchFn, type RequestEvent } from "./deps";
 export { GlanceClient, type CreateImageOptions, type DownloadResult, type Image, type ImagePatchOp } from "./glance";
 export { collect } from "./paginate";
-export { waitForDeletion, waitForStatus, type DeletionWaitOptions, type WaitOptions } from "./poll";
+export {
+  waitForDeletion,
+  waitForStatus,
+  type DeletionWaitOptions,
+  type StatusWaitOptions,
+  type WaitOptions,
+} from "./poll";
 export { CloudSession, type ServiceCall, type ServiceName } from "./session";

@@ -2,6 +2,14 @@ import { CofferError, isCofferError } from "../common/errors";
 import { CloudError } from "./cloudError";
 import type { CloudDeps } from "./deps";
 
+/** How long a status wait may take and whom it tells: what every resource's wait shares. */
+export interface StatusWaitOptions {
+  readonly timeoutMs: number;
+  readonly deps: Pick<CloudDeps, "now" | "sleep">;
+  readonly signal?: AbortSignal;
+  readonly onProgress?: (progress: { status: string; elapsedMs: number }) => void;
+}
+
 export interface WaitOptions<R> {
   /** Names the resource in messages: "cinder backup 1234". */
   readonly what: string;

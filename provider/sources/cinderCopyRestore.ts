@@ -13,6 +13,7 @@ import { sealLuks, openLuks } from "../agent/image";
 import { withSecretFd } from "../agent/tempFiles";
 import type { Cloud } from "../openstack";
 import { waitForVolume } from "../openstack/cinderWaits";
+import { applyRecordedMetadata } from "./cinderRestore";
 import type { CinderVolumeItem } from "./cinderVolume";
 import { BACKUP_TIMEOUT_MS, waitOptions } from "./cloudWaits";
 import { waitForImage } from "./glanceStage";
@@ -91,12 +92,7 @@ export async function restoreCopyToCinder(
     });
     options.progress(`volume ${volume.id}: copying the image in (type ${item.volume.type.name})`);
     await waitForVolume(cinder, volume.id, waitOptions(ctx, `volume ${volume.id}`, BACKUP_TIMEOUT_MS));
-    if (options.applyMetadata) {
-      await cinder.replaceVolumeMetadata(volume.id, item.volume.metadata);
-      if (Object.keys(item.volume.imageMetadata).length > 0)
-        await cinder.setImageMetadata(volume.id, item.volume.imageMetadata);
-      await cinder.setBootable(volume.id, item.volume.bootable);
-    }
+    if (options.applyMetadata) await applyRecordedMetadata(cinder, volume.id, item);
     return {
       volumeId: volume.id,
       typeName: item.volume.type.name,

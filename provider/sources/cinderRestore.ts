@@ -7,6 +7,7 @@ import { promises as fs } from "node:fs";
 import { CofferError, isCofferError } from "../common/errors";
 import { recordVersions } from "../escrow/record";
 import type { Cloud } from "../openstack";
+import type { CinderClient } from "../openstack/cinder";
 import type { CloudDeps } from "../openstack/deps";
 import { waitForVolume } from "../openstack/cinderWaits";
 import type { CinderVolumeItem } from "./cinderVolume";
@@ -166,15 +167,25 @@ export async function restoreToCinder(item: CinderVolumeItem, cloud: Cloud, opti
       options.progress(`volume ${created.id}: ${status} (${Math.round(elapsedMs / 1000)} s)`);
     },
   });
-  // Cinder restores the metadata its backup store kept, which nothing protects (Cinder bug 1137908):
-  // the signed record replaces it.
-  if (options.applyMetadata) {
-    const { metadata, imageMetadata, bootable } = item.volume;
-    await cinder.replaceVolumeMetadata(created.id, metadata, options.signal);
-    if (Object.keys(imageMetadata).length > 0) await cinder.setImageMetadata(created.id, imageMetadata, options.signal);
-    await cinder.setBootable(created.id, bootable, options.signal);
-  }
+  if (options.applyMetadata) await applyRecordedMetadata(cinder, created.id, item, options.signal);
   return { volumeId: created.id, name, typeName, metadataApplied: options.applyMetadata };
+}
+
+/**
+ * Gives restored volume `volumeId` `item`'s recorded metadata, Glance metadata and bootable flag.
+ * Cinder restores the metadata its backup store kept, which nothing protects (Cinder bug 1137908):
+ * the signed record replaces it. Only for an authentic manifest.
+ */
+export async function applyRecordedMetadata(
+  cinder: CinderClient,
+  volumeId: string,
+  item: CinderVolumeItem,
+  signal?: AbortSignal,
+): Promise<void> {
+  const { metadata, imageMetadata, bootable } = item.volume;
+  await cinder.replaceVolumeMetadata(volumeId, metadata, signal);
+  if (Object.keys(imageMetadata).length > 0) await cinder.setImageMetadata(volumeId, imageMetadata, signal);
+  await cinder.setBootable(volumeId, bootable, signal);
 }
 
 /** Creates the recorded type (and its encryption) again; needs an admin, and says what to create otherwise. */

@@ -1,4 +1,4 @@
-import type { CinderWaitOptions } from "../openstack/cinderWaits";
+import type { StatusWaitOptions } from "../openstack/poll";
 import type { CloudContext } from "./kind";
 
 /** A backup can take long: a status wait gives up after this, naming what to check. */
@@ -8,7 +8,7 @@ export const SNAPSHOT_TIMEOUT_MS = 30 * 60_000;
 const PROGRESS_EVERY_MS = 30_000;
 
 /** Status-wait options that report a long wait's progress every half minute. */
-export function waitOptions(ctx: CloudContext, what: string, timeoutMs: number): CinderWaitOptions {
+export function waitOptions(ctx: CloudContext, what: string, timeoutMs: number): StatusWaitOptions {
   let shownAt = -PROGRESS_EVERY_MS;
   return {
     timeoutMs,

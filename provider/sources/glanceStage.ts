@@ -5,6 +5,7 @@
 import { createWriteStream, promises as fs } from "node:fs";
 import type { DownloadResult, Image } from "../openstack";
 import { waitForStatus } from "../openstack/poll";
+import { waitOptions } from "./cloudWaits";
 import type { CloudContext } from "./kind";
 
 /** An image is made (an upload from a volume) within this, or the wait gives up naming what to check. */
@@ -12,22 +13,15 @@ const IMAGE_TIMEOUT_MS = 6 * 3_600_000;
 
 /** Waits until image `id` is active; an image that was killed or deleted fails at once. */
 export function waitForImage(id: string, ctx: CloudContext): Promise<Image> {
-  let shownAt = -30_000;
+  const what = `glance image ${id}`;
   return waitForStatus<Image>({
-    what: `glance image ${id}`,
+    ...waitOptions(ctx, what, IMAGE_TIMEOUT_MS),
+    what,
     get: () => ctx.cloud.glance.getImage(id, ctx.signal),
     status: (image) => image.status,
     until: ["active"],
     failed: ["killed", "deleted", "pending_delete", "deactivated"],
-    timeoutMs: IMAGE_TIMEOUT_MS,
     whatToCheck: "glance-api's log, and cinder-volume's log when the image comes from a volume",
-    deps: ctx.waits,
-    signal: ctx.signal,
-    onProgress: ({ status, elapsedMs }) => {
-      if (elapsedMs - shownAt < 30_000) return;
-      shownAt = elapsedMs;
-      ctx.progress(`${ctx.subject}: glance image ${id} is ${status} (${Math.round(elapsedMs / 1000)} s)`);
-    },
   });
 }
 

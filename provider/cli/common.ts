@@ -1,0 +1,83 @@
+/** What the coffer commands share: usage errors, secrets and keys read from files or stdin, a set opened. */
+import { promises as fs } from "node:fs";
+import * as path from "node:path";
+import { CofferError } from "../common/errors";
+import { Manifest, readManifest } from "../agent/manifest";
+import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
+
+/** Bad arguments: exit code 2, with the command's usage. */
+export class UsageError extends Error {}
+
+export interface KeyOptions {
+  passphraseFile?: string;
+  passphraseStdin?: boolean;
+  manifestKeyFile?: string;
+}
+
+export async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks)
+    .toString("utf8")
+    .replace(/\r?\n$/, "");
+}
+
+export async function secretFrom(
+  file: string | undefined,
+  stdin: boolean,
+  envName: string,
+): Promise<string | undefined> {
+  if (file) return (await fs.readFile(file, "utf8")).replace(/\r?\n$/, "");
+  if (stdin) return readStdin();
+  return process.env[envName] || undefined;
+}
+
+/** A set's manifest as read (not yet authenticated), with the secrets to open it. */
+export interface OpenedSet {
+  text: string;
+  manifest: Manifest;
+  setDir: string;
+  /** Absent only for a verify with a public key. */
+  manifestSecret?: string;
+  passphrase?: string;
+}
+
+/** `withoutSecret`: a missing key is no usage error (a public key checks the manifest instead). */
+export async function openSet(values: { manifest?: string } & KeyOptions, withoutSecret = false): Promise<OpenedSet> {
+  if (!values.manifest) throw new UsageError("--manifest is required");
+  const manifestPath = path.resolve(values.manifest);
+  const text = await fs.readFile(manifestPath, "utf8").catch(() => {
+    throw new CofferError("SOURCE_MISSING", `${manifestPath} can't be read: check the path`);
+  });
+  const unsigned = readManifest(text);
+  if (!unsigned.ok) throw new CofferError("VERIFY_FAILED", unsigned.problem);
+  const passphrase = await secretFrom(values.passphraseFile, values.passphraseStdin ?? false, "COFFER_PASSPHRASE");
+  const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
+  const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
+  if (!manifestSecret && !withoutSecret) {
+    const escrow = unsigned.manifest.escrow;
+    const escrowHint = escrow
+      ? `\nits passphrase is escrowed: coffer escrow recover --store ${escrow.store} --id ${escrow.recordId} ` +
+        `--version ${escrow.version} --key <private.pem> --out <file>, then --passphrase-file <file>`
+      : "";
+    const publicKeyHint = unsigned.manifest.signing ? "; or its signing key's public key with --public-key" : "";
+    throw new UsageError(
+      unsigned.manifest.keySource === "passphrase"
+        ? "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE" +
+            escrowHint
+        : "give the policy's manifest key with --manifest-key-file or COFFER_MANIFEST_KEY, " +
+            "so the manifest can be checked" +
+            publicKeyHint,
+    );
+  }
+  return { text, manifest: unsigned.manifest, setDir: path.dirname(manifestPath), manifestSecret, passphrase };
+}
+
+export async function readPublicKey(file: string): Promise<SigningPublicKey> {
+  const pem = await fs.readFile(file, "utf8").catch(() => {
+    throw new UsageError(`--public-key ${file} can't be read`);
+  });
+  const parsed = parsePublicKey(pem, `--public-key ${file}`);
+  if (!parsed.ok) throw new UsageError(parsed.problem);
+  return parsed.key;
+}
