@@ -8,6 +8,9 @@
 // (`@pulumi/pulumi/cmd/run`), given the same flags and environment Pulumi's plugin gives it.
 // Resource plugins are not pre-announced (GetRequiredPlugins answers none): the engine loads a
 // provider when the program first uses it.
+// RunPlugin runs policy packs (`pulumi preview --policy-pack <dir>`): since the engine finds this
+// language plugin, it no longer looks for the old `pulumi-analyzer-policy` shim and asks the plugin to
+// run the pack, as Pulumi's own plugin does with @pulumi/pulumi's `cmd/run-policy-pack`.
 "use strict";
 const { spawn } = require("node:child_process");
 const path = require("node:path");
@@ -87,6 +90,67 @@ function runProgram(req) {
   });
 }
 
+// The engine's environment comes as "KEY=value" lines; a later line wins, as in exec.
+const envFromList = (list) =>
+  Object.fromEntries(
+    list
+      .filter((line) => line.includes("="))
+      .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
+
+// Runs a policy pack (kind "analyzer") the way Pulumi's plugin does: @pulumi/pulumi/cmd/run-policy-pack
+// from the pack's own install, in the pack's folder, with the engine's arguments and then the pack's
+// folder; its stdout (the port it serves on) and stderr are streamed back, then its exit code.
+function runPlugin(call) {
+  const req = call.request;
+  const fail = (code, details) => call.emit("error", { code, details });
+  if (req.getKind() !== "analyzer") {
+    return fail(grpc.status.UNIMPLEMENTED, `this plugin runs policy packs only, not ${req.getKind()} plugins`);
+  }
+  const info = req.getInfo();
+  const packDirectory = info && info.getProgramDirectory();
+  const options = (info && info.getOptions() && info.getOptions().toJavaScript()) || {};
+  let runScript;
+  try {
+    runScript = require.resolve("@pulumi/pulumi/cmd/run-policy-pack", { paths: [packDirectory] });
+  } catch {
+    return fail(
+      grpc.status.FAILED_PRECONDITION,
+      `@pulumi/pulumi is not installed for the policy pack in ${packDirectory}: run npm install there`,
+    );
+  }
+  const env = envFromList(req.getEnvList());
+  if (options.typescript !== false) env.PULUMI_NODEJS_TYPESCRIPT = "true";
+  if (options.tsconfig) env.PULUMI_NODEJS_TSCONFIG_PATH = String(options.tsconfig);
+  const args = [
+    ...(options.nodeargs ? String(options.nodeargs).split(/\s+/) : []),
+    runScript,
+    ...req.getArgsList(),
+    packDirectory,
+  ];
+  const child = spawn(process.execPath, args, { cwd: packDirectory, env, stdio: ["ignore", "pipe", "pipe"] });
+  programs.add(child);
+  const send = (set, value) => {
+    const response = new langproto.RunPluginResponse();
+    response[set](value);
+    call.write(response);
+  };
+  child.stdout.on("data", (chunk) => send("setStdout", chunk));
+  child.stderr.on("data", (chunk) => send("setStderr", chunk));
+  // The engine cancels the call when it is done with the pack.
+  call.on("cancelled", () => child.kill("SIGKILL"));
+  child.on("error", (error) => {
+    programs.delete(child);
+    fail(grpc.status.INTERNAL, `could not start node: ${error.message}`);
+  });
+  child.on("close", (code) => {
+    programs.delete(child);
+    if (call.cancelled) return;
+    send("setExitcode", code === null ? -1 : code);
+    call.end();
+  });
+}
+
 const service = {
   getRequiredPlugins(_call, callback) {
     callback(null, new langproto.GetRequiredPluginsResponse());
@@ -99,6 +163,7 @@ const service = {
     info.setVersion(sdkVersion);
     callback(null, info);
   },
+  runPlugin,
   run(call, callback) {
     runProgram(call.request).then(
       ({ error, bail }) => {
