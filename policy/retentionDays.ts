@@ -52,7 +52,7 @@ export const retentionDays: StackValidationPolicy = {
         continue;
       }
       const sets = setsOf(policy, args.resources);
-      const reaches =
+      const reaches: { reach: RetentionReach; set?: PolicyResource }[] =
         sets.length === 0
           ? [{ reach: retentionReach(retention.value, undefined) }]
           : sets.map((set) => ({ reach: reachForSet(retention.value, set, report), set }));
