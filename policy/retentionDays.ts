@@ -61,8 +61,8 @@ export const retentionDays: StackValidationPolicy = {
       const forSet = shortest.set ? ` for set "${shortest.set.name}"` : "";
       report(
         `BackupPolicy "${policy.name}" keeps ${formatDays(shortest.reach.days)} of points${forSet} ` +
-          `(${shortest.reach.reachedBy}); this stack requires at least ${minDays} d. Fix: add ` +
-          `\`keepDaily: ${Math.ceil(minDays)}\` or \`maxAgeDays: ${Math.ceil(minDays)}\` to its retention ` +
+          `(${shortest.reach.reachedBy}); this stack requires at least ${minDays} d. Fix: set ` +
+          `\`keepDaily: ${Math.ceil(minDays)}\` or \`maxAgeDays: ${Math.ceil(minDays)}\` in its retention ` +
           `(or remove retention to keep every point).`,
         policy.urn,
       );

@@ -96,7 +96,7 @@ describeE2e("Coffer's policy pack with the real Pulumi CLI", () => {
     );
     expect(bad.output).toMatch(/coffer-retention-min-days\s+\(pulumi-nodejs:dynamic\/coffer:BackupPolicy: gold\)/);
     expect(bad.output).toContain('BackupPolicy "gold" keeps 3 d of points for set "nightly" (keepDaily 3)');
-    expect(bad.output).toContain("Fix: add `keepDaily: 7` or `maxAgeDays: 7`");
+    expect(bad.output).toContain("Fix: set `keepDaily: 7` or `maxAgeDays: 7` in its retention");
     expect(bad.output).toMatch(
       /coffer-target-not-source-storage\s+\(pulumi-nodejs:dynamic\/coffer:EncryptedBackupSet: nightly\)/,
     );

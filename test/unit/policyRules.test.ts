@@ -121,7 +121,7 @@ describe(RULE_NAMES.retentionDays, () => {
     const reports = run(retentionDays, [policy]);
     expect(reports).toEqual([{ message: expect.any(String), urn: policy.urn }]);
     expect(reports[0].message).toContain('BackupPolicy "gold" keeps 3 d of points (keepDaily 3); this stack requires');
-    expect(reports[0].message).toContain("Fix: add `keepDaily: 7` or `maxAgeDays: 7`");
+    expect(reports[0].message).toContain("Fix: set `keepDaily: 7` or `maxAgeDays: 7` in its retention");
     expect(run(retentionDays, [policy], { minDays: 3 })).toEqual([]);
   });
 
