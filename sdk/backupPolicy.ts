@@ -5,6 +5,7 @@ import type { Compression, IntegrityCheck } from "../provider/backupPolicy/schem
 import { delegatingProvider } from "./delegatingProvider";
 import type { EscrowLink, SecretEscrow } from "./secretEscrow";
 import { escrowLink } from "./secretEscrow";
+import { COFFER_MODULE, COFFER_RESOURCE_NAMES } from "./resourceTypes";
 
 export type { Compression, IntegrityCheck, PolicySettings };
 
@@ -183,8 +184,8 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         schemaVersion: undefined,
       },
       pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey", "signing"] }),
-      "coffer",
-      "BackupPolicy",
+      COFFER_MODULE,
+      COFFER_RESOURCE_NAMES.backupPolicy,
     );
     this.escrowResource = args.escrow;
     this.declaredSigning = pulumi.output(signing) as pulumi.Output<{ privateKey: string } | undefined>;

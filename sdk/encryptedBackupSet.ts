@@ -5,6 +5,7 @@ import type { PointLocation, PointRecord } from "../provider/backupSet/state";
 import type { BackupPolicy, SigningPublicKey } from "./backupPolicy";
 import { delegatingProvider } from "./delegatingProvider";
 import { EscrowLink, SecretEscrow, escrowLink, keyEscrowOf } from "./secretEscrow";
+import { COFFER_MODULE, COFFER_RESOURCE_NAMES } from "./resourceTypes";
 
 /**
  * @internal Exported for the serialization tests.
@@ -215,8 +216,8 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
         schemaVersion: undefined,
       },
       pulumi.mergeOptions(opts, { additionalSecretOutputs: ["keys", "keyring"] }),
-      "coffer",
-      "EncryptedBackupSet",
+      COFFER_MODULE,
+      COFFER_RESOURCE_NAMES.backupSet,
     );
   }
 }

@@ -4,6 +4,7 @@ import type { RecipientKeyInfo, RecordStatus } from "../provider/escrow/provider
 import type { EscrowLink } from "../provider/escrow/schema";
 import type { DirectoryTarget } from "./backupPolicy";
 import { delegatingProvider } from "./delegatingProvider";
+import { COFFER_MODULE, COFFER_RESOURCE_NAMES } from "./resourceTypes";
 
 export type { EscrowLink, RecipientKeyInfo, RecordStatus };
 
@@ -84,8 +85,8 @@ export class SecretEscrow extends pulumi.dynamic.Resource {
         schemaVersion: undefined,
       },
       pulumi.mergeOptions(opts, { additionalSecretOutputs: ["secret"] }),
-      "coffer",
-      "SecretEscrow",
+      COFFER_MODULE,
+      COFFER_RESOURCE_NAMES.secretEscrow,
     );
   }
 }

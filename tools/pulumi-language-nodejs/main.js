@@ -8,6 +8,9 @@
 // (`@pulumi/pulumi/cmd/run`), given the same flags and environment Pulumi's plugin gives it.
 // Resource plugins are not pre-announced (GetRequiredPlugins answers none): the engine loads a
 // provider when the program first uses it.
+// RunPlugin runs policy packs (`pulumi preview --policy-pack <dir>`): since the engine finds this
+// language plugin, it no longer looks for the old `pulumi-analyzer-policy` shim and asks the plugin to
+// run the pack, as Pulumi's own plugin does with @pulumi/pulumi's `cmd/run-policy-pack`.
 "use strict";
 const { spawn } = require("node:child_process");
 const path = require("node:path");
@@ -87,6 +90,83 @@ function runProgram(req) {
   });
 }
 
+// The engine's environment comes as "KEY=value" lines; a later line wins, as in exec. None at all
+// means the plugin's own, as Go's exec does with a nil Env.
+const envFromList = (list) =>
+  list.length === 0
+    ? { ...process.env }
+    : Object.fromEntries(
+        list
+          .filter((line) => line.includes("="))
+          .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+      );
+
+// Runs a policy pack (kind "analyzer") the way Pulumi's plugin does: @pulumi/pulumi/cmd/run-policy-pack
+// from the pack's own install, in the pack's folder, with the engine's arguments (its address) and
+// then the pack's folder; its stdout (the port it serves on) and stderr are streamed back, then its
+// exit code (-1 when a signal ended it, as Go reports it). Nothing secret goes on the command line:
+// the stack's config reaches the pack over gRPC (ConfigureStack), and the environment is the engine's.
+function runPlugin(call) {
+  const req = call.request;
+  let settled = false;
+  const fail = (code, details) => {
+    settled = true;
+    call.emit("error", { code, details });
+  };
+  if (req.getKind() !== "analyzer") {
+    return fail(grpc.status.UNIMPLEMENTED, `this plugin runs policy packs only, not ${req.getKind()} plugins`);
+  }
+  const info = req.getInfo();
+  const packDirectory = info && info.getProgramDirectory();
+  if (!packDirectory)
+    return fail(grpc.status.INVALID_ARGUMENT, "RunPlugin needs the pack's folder (info.programDirectory)");
+  const options = (info.getOptions() && info.getOptions().toJavaScript()) || {};
+  let runScript;
+  try {
+    runScript = require.resolve("@pulumi/pulumi/cmd/run-policy-pack", { paths: [packDirectory] });
+  } catch {
+    return fail(
+      grpc.status.FAILED_PRECONDITION,
+      `@pulumi/pulumi is not installed for the policy pack in ${packDirectory}: run npm install there`,
+    );
+  }
+  // run-policy-pack registers ts-node itself (a compiled pack loads as plain JS): no TypeScript settings.
+  const args = [
+    ...(options.nodeargs ? String(options.nodeargs).split(/\s+/) : []),
+    runScript,
+    ...req.getArgsList(),
+    packDirectory,
+  ];
+  const child = spawn(process.execPath, args, {
+    cwd: packDirectory,
+    env: envFromList(req.getEnvList()),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  programs.add(child);
+  const open = () => !settled && !call.cancelled;
+  const send = (set, value) => {
+    if (!open()) return;
+    const response = new langproto.RunPluginResponse();
+    response[set](value);
+    call.write(response);
+  };
+  child.stdout.on("data", (chunk) => send("setStdout", chunk));
+  child.stderr.on("data", (chunk) => send("setStderr", chunk));
+  // The engine cancels the call when it is done with the pack (or is stopped): end the pack with it.
+  call.on("cancelled", () => child.kill("SIGKILL"));
+  child.on("error", (error) => {
+    programs.delete(child);
+    if (open()) fail(grpc.status.INTERNAL, `could not start node: ${error.message}`);
+  });
+  child.on("close", (code) => {
+    programs.delete(child);
+    if (!open()) return;
+    send("setExitcode", code === null ? -1 : code);
+    settled = true;
+    call.end();
+  });
+}
+
 const service = {
   getRequiredPlugins(_call, callback) {
     callback(null, new langproto.GetRequiredPluginsResponse());
@@ -99,6 +179,7 @@ const service = {
     info.setVersion(sdkVersion);
     callback(null, info);
   },
+  runPlugin,
   run(call, callback) {
     runProgram(call.request).then(
       ({ error, bail }) => {
