@@ -226,7 +226,8 @@ create_databases() { # the names of the databases
 }
 
 start_rabbitmq() {
-  pgrep -x epmd >/dev/null && epmd_was_running=1 || epmd_was_running=0
+  # Not counting zombies: this machine's PID 1 reaps them late, and a stopped epmd lingers as one.
+  pgrep -x -r D,R,S epmd >/dev/null && epmd_was_running=1 || epmd_was_running=0
   start_service rabbitmq "${as_rabbitmq[@]}" /usr/lib/rabbitmq/bin/rabbitmq-server
 }
 
@@ -235,7 +236,7 @@ rabbitmq_ready() { "${as_rabbitmq[@]}" rabbitmqctl --timeout 5 await_startup; }
 # RabbitMQ starts epmd as a daemon outside its process group: down stops it if up started it.
 record_epmd() {
   local pid
-  if [ "${epmd_was_running:-1}" = 0 ] && pid=$(pgrep -x epmd); then record_pid epmd "$pid"; fi
+  if [ "${epmd_was_running:-1}" = 0 ] && pid=$(pgrep -x -r D,R,S epmd); then record_pid epmd "$pid"; fi
 }
 
 rabbitmq_user() {
@@ -307,7 +308,8 @@ nova_cold_setup() {
   {
     nova_manage api_db sync &&
       nova_manage cell_v2 map_cell0 &&
-      { nova_manage cell_v2 list_cells | grep -q ' cell1 ' || nova_manage cell_v2 create_cell --name cell1; } &&
+      # grep without -q reads it all: nova-manage dies of a broken pipe (and pipefail fails the sync) otherwise.
+      { nova_manage cell_v2 list_cells | grep ' cell1 ' >/dev/null || nova_manage cell_v2 create_cell --name cell1; } &&
       nova_manage db sync
   } >"$state/log/db-sync-nova.log" 2>&1 &
   pids+=($!)
@@ -537,26 +539,33 @@ stop_group() { # TERM the service's process group, KILL it after the grace perio
 
 cmd_down() {
   [ -d "$state/run" ] || return 0
-  local began=$SECONDS name pid
+  local began=$SECONDS name pid stoppers=()
   # cinder-backup's os-brick calls run in a privsep-helper (under sudo) outside its process group.
   local privsep=()
   mapfile -t privsep < <(pgrep -f "privsep-helper.*--config-file $state/etc/(cinder|nova).conf" || true)
   stop_guests
+  # Each group stops in parallel; waiting on those jobs only: after a failed up, the services are
+  # this shell's children too, and a bare `wait` would wait for them all.
   for name in nova-api nova-conductor nova-scheduler nova-compute neutron-server placement; do
     stop_group "$name" &
+    stoppers+=($!)
   done
-  wait
+  wait "${stoppers[@]}"
   stop_group libvirtd
   stop_group virtlogd
   # Clients first, then the servers they use; each group stops in parallel.
+  stoppers=()
   for name in keystone barbican glance-api cinder-api cinder-scheduler cinder-volume cinder-backup; do
     stop_group "$name" &
+    stoppers+=($!)
   done
-  wait
+  wait "${stoppers[@]}"
   for pid in "${privsep[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   stop_group rabbitmq &
+  stoppers=($!)
   stop_group mariadb &
-  wait
+  stoppers+=($!)
+  wait "${stoppers[@]}"
   if pid=$(recorded_pid epmd); then
     epmd -kill >/dev/null 2>&1 || true
     sleep 1
