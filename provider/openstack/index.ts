@@ -1,5 +1,5 @@
 /**
- * Coffer's typed OpenStack client: Keystone v3, Cinder v3, Glance v2 and Barbican v1 on Node's
+ * Coffer's typed OpenStack client: Keystone v3, Cinder v3, Glance v2, Barbican v1 and Nova v2.1 on Node's
  * global fetch, every response checked with zod, every failure a CofferError naming the service,
  * the resource, the HTTP status, the server's message and the request id.
  */
@@ -9,6 +9,7 @@ import { CinderClient, defaultCinderMicroversion } from "./cinder";
 import { resolveCloudConfig, type CloudConfig, type ConfigSources } from "./config";
 import { cloudDeps, type CloudDeps } from "./deps";
 import { GlanceClient } from "./glance";
+import { NovaClient, defaultNovaMicroversion } from "./nova";
 import { CloudSession } from "./session";
 
 export interface Cloud {
@@ -16,6 +17,7 @@ export interface Cloud {
   readonly cinder: CinderClient;
   readonly glance: GlanceClient;
   readonly barbican: BarbicanClient;
+  readonly nova: NovaClient;
 }
 
 export interface CloudOptions {
@@ -23,6 +25,8 @@ export interface CloudOptions {
   readonly timeoutMs?: number;
   /** Default "3.64"; calls that need a newer one send that. */
   readonly cinderMicroversion?: string;
+  /** Default "2.79"; calls that need a newer one send that. */
+  readonly novaMicroversion?: string;
 }
 
 /** Connects lazily: nothing is sent until the first call (which authenticates). */
@@ -34,6 +38,7 @@ export function openCloud(config: CloudConfig, deps: Partial<CloudDeps> = {}, op
     cinder: new CinderClient(session, options.cinderMicroversion ?? defaultCinderMicroversion),
     glance: new GlanceClient(session),
     barbican: new BarbicanClient(session),
+    nova: new NovaClient(session, options.novaMicroversion ?? defaultNovaMicroversion),
   };
 }
 
@@ -97,6 +102,16 @@ export {
 } from "./config";
 export { cloudDeps, type CloudDeps, type FetchFn, type RequestEvent } from "./deps";
 export { GlanceClient, type CreateImageOptions, type DownloadResult, type Image, type ImagePatchOp } from "./glance";
+export {
+  NovaClient,
+  defaultNovaMicroversion,
+  newerComputeVersion,
+  type CreateServerOptions,
+  type ListServersOptions,
+  type Server,
+  type VolumeAttachment,
+} from "./nova";
+export * from "./novaWaits";
 export { collect } from "./paginate";
 export {
   waitForDeletion,

@@ -12,6 +12,7 @@ const services = {
   cinder: { types: ["volumev3", "block-storage"], root: cinderRoot },
   glance: { types: ["image"], root: (url: string) => versionRoot(url, "v2") },
   barbican: { types: ["key-manager"], root: (url: string) => versionRoot(url, "v1") },
+  nova: { types: ["compute"], root: novaRoot },
 } as const;
 export type ServiceName = keyof typeof services;
 
@@ -128,6 +129,11 @@ export class CloudSession {
 /** Cinder's catalog URL normally ends in /v3/<project id>; a project-less /v3 gets the project added. */
 function cinderRoot(url: string, projectId: string | undefined): string {
   return /\/v3$/.test(url) && projectId ? `${url}/${projectId}` : url;
+}
+
+/** Nova's catalog URL ends in /v2.1 (or /v2.1/<project id>, which older deployments list); a bare one gets /v2.1. */
+function novaRoot(url: string): string {
+  return /\/v2(\.1)?(\/[^/]+)?$/.test(url) ? url : `${url}/v2.1`;
 }
 
 function versionRoot(url: string, version: string): string {

@@ -21,6 +21,7 @@ export const projectId = "5c4a2a7ab4f0423e9b6aae86ac7c1b07";
 export const userId = "0f4cc3c7b2b34bfb9b6b3f1d47c3ad41";
 export const keystoneUrl = "http://127.0.0.1:5000/v3";
 export const cinderUrl = `http://127.0.0.1:8776/v3/${projectId}`;
+export const novaUrl = "http://127.0.0.1:8774/v2.1";
 
 /** A Keystone v3 token body as Zed returns it (trimmed to what clients read, plus realistic extras). */
 export function tokenBody(expiresAt: Date, catalog: unknown[] = defaultCatalog()): unknown {
@@ -70,6 +71,7 @@ export function defaultCatalog(): unknown[] {
       id: "a4",
       endpoints: [endpoint("e5", "public", "http://127.0.0.1:9311")],
     },
+    { type: "compute", name: "nova", id: "a5", endpoints: [endpoint("e6", "public", novaUrl)] },
   ];
 }
 

@@ -22,6 +22,19 @@ export interface LoopbackCloud {
   /** the posix backup driver's folder */
   backupsDir: string;
   volumeTypes: { default: string; encrypted: string };
+  /** Absent from clouds started before Nova could be; `up` false unless started with OSLOOP_NOVA=1. */
+  nova?: LoopbackNova;
+}
+
+/** Nova on the loopback cloud: libvirt with QEMU under TCG, Neutron without agents (so no networks). */
+export interface LoopbackNova {
+  up: boolean;
+  /** 64 MiB of RAM, a 1 GiB disk, 1 vCPU */
+  flavorId?: string;
+  /** null: servers are created with networks "none" */
+  networkId?: string | null;
+  /** where nova-compute keeps each server's disk */
+  instancesDir?: string;
 }
 
 export const cloudMissingNote =
@@ -41,6 +54,26 @@ export function loopbackCloud(): LoopbackCloud | undefined {
     throw new Error(
       `the cloud tier needs the loopback cloud in CI, but ${missing}: ` +
         "run tools/test.sh, which starts it with tools/openstack/osloop.sh",
+    );
+  }
+  return undefined;
+}
+
+export const novaMissingNote =
+  "skipped: the loopback cloud runs without Nova (OSLOOP_NOVA=1 tools/openstack/osloop.sh up starts it with Nova)";
+
+/**
+ * The loopback cloud when it runs Nova, else undefined (the caller skips, naming novaMissingNote).
+ * With CI=true and OSLOOP_NOVA=1 a cloud without Nova is an error: the Nova tests must run there.
+ */
+export function loopbackCloudWithNova(): LoopbackCloud | undefined {
+  const cloud = loopbackCloud();
+  if (cloud?.nova?.up) return cloud;
+  if (process.env.CI === "true" && process.env.OSLOOP_NOVA === "1") {
+    throw new Error(
+      "OSLOOP_NOVA=1 in CI needs the loopback cloud with Nova, but " +
+        (cloud ? "its cloud.json says Nova is not up" : "the cloud is not up") +
+        ": start it with OSLOOP_NOVA=1 tools/openstack/osloop.sh up",
     );
   }
   return undefined;

@@ -3,6 +3,8 @@
   cloud_setup.py identity      projects, users, roles and the service catalog (Keystone, as admin)
   cloud_setup.py volume-types  the default volume type and the encrypted type (Cinder, as admin)
   cloud_setup.py quotas        Cinder's default quotas, raised for tests that run side by side
+  cloud_setup.py nova-identity users, services and endpoints of Nova, Placement and Neutron (OSLOOP_NOVA=1)
+  cloud_setup.py nova          the tests' flavor, and Neutron's warm-up request (OSLOOP_NOVA=1, every up)
 
 Passwords come from the environment (OSLOOP_*), never from argv. One keystoneclient session does
 what would take ~30 `openstack` CLI calls of 1-4 s each.
@@ -20,6 +22,12 @@ SERVICES = [  # (user and service name, service type, public endpoint)
     ("cinder", "volumev3", "http://127.0.0.1:8776/v3/%(project_id)s"),
     ("barbican", "key-manager", "http://127.0.0.1:9311"),
 ]
+NOVA_SERVICES = [  # only with OSLOOP_NOVA=1
+    ("nova", "compute", "http://127.0.0.1:8774/v2.1"),
+    ("placement", "placement", "http://127.0.0.1:8778"),
+    ("neutron", "network", "http://127.0.0.1:9696"),
+]
+FLAVOR = {"id": "coffer-tiny", "name": "coffer.tiny", "ram": 64, "disk": 1, "vcpus": 1}
 
 
 def admin_session():
@@ -34,7 +42,7 @@ def find_or_create(manager, name, **create):
     return found[0] if found else manager.create(name=name, **create)
 
 
-def setup_identity():
+def setup_identity(services=SERVICES, demo=True):
     from keystoneclient.v3 import client
 
     keystone = client.Client(session=admin_session(), interface="public")
@@ -52,8 +60,10 @@ def setup_identity():
             keystone.roles.grant(roles[role], user=account, project=project)
 
     # member + creator: Barbican's policy lets creators store secrets.
-    user("demo", os.environ["OSLOOP_DEMO_PASSWORD"], demo_project, ["member", "creator"])
-    for name, service_type, url in SERVICES:
+    if demo:
+        user("demo", os.environ["OSLOOP_DEMO_PASSWORD"], demo_project, ["member", "creator"])
+    # The service role: Cinder takes Nova's service token (send_service_user_token) only with it.
+    for name, service_type, url in services:
         user(name, os.environ["OSLOOP_SERVICE_PASSWORD"], service_project, ["admin", "service"])
         services = [s for s in keystone.services.list(type=service_type) if s.name == name]
         service = services[0] if services else keystone.services.create(name=name, type=service_type)
@@ -88,8 +98,23 @@ def setup_quotas():
     cinder.quota_classes.update("default", volumes=60, snapshots=60, backups=100)
 
 
+def setup_nova():
+    session = admin_session()
+    compute = {"service_type": "compute", "interface": "public", "region_name": REGION}
+    network = {"service_type": "network", "interface": "public", "region_name": REGION}
+    # The first GET /v2.0/ports after neutron-server starts is a 500 (SQLAlchemy mappers not configured
+    # yet); any other query first avoids it, so Nova's first server list does not fail.
+    session.get("/v2.0/networks", endpoint_filter=network)
+    session.get("/v2.0/ports?limit=1", endpoint_filter=network)
+    flavors = session.get("/flavors?is_public=None", endpoint_filter=compute).json()["flavors"]
+    if not any(flavor["id"] == FLAVOR["id"] for flavor in flavors):
+        session.post("/flavors", json={"flavor": {**FLAVOR, "os-flavor-access:is_public": True}},
+                     endpoint_filter=compute)
+
+
 if __name__ == "__main__":
-    steps = {"identity": setup_identity, "volume-types": setup_volume_types, "quotas": setup_quotas}
+    steps = {"identity": setup_identity, "volume-types": setup_volume_types, "quotas": setup_quotas,
+             "nova-identity": lambda: setup_identity(NOVA_SERVICES, demo=False), "nova": setup_nova}
     if len(sys.argv) != 2 or sys.argv[1] not in steps:
         sys.exit("usage: cloud_setup.py " + "|".join(steps))
     steps[sys.argv[1]]()
