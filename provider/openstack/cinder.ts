@@ -56,7 +56,7 @@ export interface ListOptions {
   /** Page size. */
   readonly limit?: number;
   readonly signal?: AbortSignal;
-  /** Cinder's list filters, e.g. { volume_id: "..." }. */
+  /** The API's list filters, e.g. Cinder's { volume_id: "..." } or Nova's { name: "^web" }. */
   readonly filters?: Readonly<Record<string, string>>;
 }
 
@@ -278,7 +278,7 @@ export class CinderClient {
   }
 }
 
-/** The newer of two "3.N" microversions. */
+/** The newer of two "N.M" microversions (Cinder's 3.N, Nova's 2.N). */
 export function newerVersion(a: string, b: string | undefined): string {
   if (!b) return a;
   const [aMajor, aMinor] = a.split(".").map(Number);

@@ -105,9 +105,7 @@ export { GlanceClient, type CreateImageOptions, type DownloadResult, type Image,
 export {
   NovaClient,
   defaultNovaMicroversion,
-  newerComputeVersion,
   type CreateServerOptions,
-  type ListServersOptions,
   type Server,
   type VolumeAttachment,
 } from "./nova";

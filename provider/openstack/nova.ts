@@ -3,6 +3,7 @@ import { CloudError, requestIdOf } from "./cloudError";
 import * as s from "./novaSchemas";
 import { paginate, nextLink, withQuery } from "./paginate";
 import type { CloudSession, ServiceCall } from "./session";
+import { type ListOptions, newerVersion } from "./cinder";
 
 export type { Server, VolumeAttachment } from "./novaSchemas";
 
@@ -25,14 +26,6 @@ export interface CreateServerOptions {
   readonly availabilityZone?: string;
 }
 
-export interface ListServersOptions {
-  /** Page size. */
-  readonly limit?: number;
-  readonly signal?: AbortSignal;
-  /** Nova's list filters, e.g. { name: "^web", status: "ACTIVE" }. */
-  readonly filters?: Readonly<Record<string, string>>;
-}
-
 /** Nova's compute API v2.1, with microversions. */
 export class NovaClient {
   constructor(
@@ -45,7 +38,7 @@ export class NovaClient {
   }
 
   /** Every server of the project (GET /servers/detail, page by page). */
-  listServers(options: ListServersOptions = {}): AsyncGenerator<s.Server> {
+  listServers(options: ListOptions = {}): AsyncGenerator<s.Server> {
     return paginate(async (query) => {
       const path = withQuery("/servers/detail", query ?? { ...options.filters, limit: options.limit });
       const page = (await this.call("GET", path, "servers", s.serverPage, { signal: options.signal })).body;
@@ -112,19 +105,11 @@ export class NovaClient {
     extra: { json?: unknown; signal?: AbortSignal },
     minimumMicroversion?: string,
   ) {
-    const version = newerComputeVersion(this.microversion, minimumMicroversion);
+    const version = newerVersion(this.microversion, minimumMicroversion);
     const headers = { "OpenStack-API-Version": `compute ${version}` };
     const call: ServiceCall = { service: "nova", method, path, resource, headers, ...extra };
     return this.session.request(call, schema);
   }
-}
-
-/** The newer of two "2.N" microversions. */
-export function newerComputeVersion(a: string, b: string | undefined): string {
-  if (!b) return a;
-  const [aMajor, aMinor] = a.split(".").map(Number);
-  const [bMajor, bMinor] = b.split(".").map(Number);
-  return aMajor > bMajor || (aMajor === bMajor && aMinor >= bMinor) ? a : b;
 }
 
 function enc(id: string): string {
