@@ -98,7 +98,10 @@ export class BarbicanClient {
   /** Every secret the user may see, filtered by Barbican's query parameters (e.g. { name }). */
   listSecrets(filters: Readonly<Record<string, string>> = {}, options: { limit?: number; signal?: AbortSignal } = {}) {
     return paginate(async (query): Promise<{ items: SecretMetadata[]; next?: string }> => {
-      const path = withQuery("/secrets", query ?? { ...filters, limit: options.limit });
+      // Barbican's next link keeps offset and limit but drops the filters: they go on every page.
+      const path = query
+        ? withQuery(withQuery("/secrets", filters), query)
+        : withQuery("/secrets", { ...filters, limit: options.limit });
       const page = await this.call({ method: "GET", path, resource: "secrets", signal: options.signal }, secretPage);
       return {
         items: page.secrets.map((secret) => ({ ...secret, id: secretId(secret.secret_ref) })),

@@ -280,6 +280,20 @@ describe("barbican", () => {
     creator_id: "u",
   });
 
+  test("a filtered listing keeps its filter on the next pages (Barbican's next link drops it)", async () => {
+    const { fake, cloud } = setUp();
+    const names: (string | null)[] = [];
+    fake.on("GET", /\/v1\/secrets$/, (req) => {
+      names.push(req.url.searchParams.get("name"));
+      return req.url.searchParams.get("offset") === "1"
+        ? { json: { secrets: [metadata("s2")], total: 2 } }
+        : { json: { secrets: [metadata("s1")], total: 2, next: "http://127.0.0.1:9311/v1/secrets?limit=1&offset=1" } };
+    });
+    const listed = await collect(cloud.barbican.listSecrets({ name: "k" }, { limit: 1 }));
+    expect(listed.map((s) => s.id)).toEqual(["s1", "s2"]);
+    expect(names).toEqual(["k", "k"]);
+  });
+
   test("reads metadata and the payload bytes, stores base64, and lists across offset pages", async () => {
     const { fake, cloud } = setUp();
     const payload = Buffer.from([0, 1, 2, 255, 0, 42]);
