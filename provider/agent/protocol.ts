@@ -17,7 +17,9 @@ import { setOwner } from "./setOwner";
  * 2: requests checked, versioned replies. 3: points (`pointId`, verify-set's `keys`, delete-points,
  * read-index and write-index). 4: Ed25519-signed manifests (write-manifest's `signature`,
  * verify-set's `publicKey`): an older agent would drop the signature unseen. The agents before 2
- * (no `protocol` in replies) count as 1.
+ * (no `protocol` in replies) count as 1. Manifest schema 5 (points sealed for recipients) changes no
+ * request: an older agent refuses such a manifest itself (write-manifest: "manifest.schemaVersion"),
+ * and writes and verifies every other one as before.
  */
 export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
