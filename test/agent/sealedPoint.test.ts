@@ -2,7 +2,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { fileSha256 } from "../../provider/agent/image";
 import { readManifest } from "../../provider/agent/manifest";
-import { agentClient } from "../../provider/backupSet/agentClient";
+import { AgentClient, agentClient } from "../../provider/backupSet/agentClient";
 import { SealFor, planPoint, sealedForRecipients } from "../../provider/backupSet/plan";
 import { backupSetInputs } from "../../provider/backupSet/schema";
 import { takePoint } from "../../provider/backupSet/take";
@@ -34,8 +34,11 @@ const recipients = (pairs: Record<string, PemPair>): SealFor["recipients"] =>
     return { name, key: parsed.key };
   });
 
-/** Takes a point of an 8 MiB disk sealed for `sealFor`, as FinalStateBackup will; its disk, manifest and log. */
-async function takeSealedPoint(sealFor: SealFor) {
+/**
+ * Takes a point of an 8 MiB disk sealed for `sealFor`, as FinalStateBackup will (without: a plain
+ * encrypted point, as EncryptedBackupSet takes it); its disk, manifest and log.
+ */
+async function takeSealedPoint(sealFor?: SealFor) {
   const target = path.join(tempDir(), "target");
   await makeTarget(target);
   const disk = path.join(tempDir(), "vda.raw");
@@ -54,7 +57,8 @@ async function takeSealedPoint(sealFor: SealFor) {
     sources: [{ name: "vda", disk }],
     trigger: "final",
   });
-  const plan = await sealedForRecipients(planPoint(inputs, { setId: "final-vm-1", pointId: "p-1" }), sealFor);
+  const plain = planPoint(inputs, { setId: "final-vm-1", pointId: "p-1" });
+  const plan = sealFor ? await sealedForRecipients(plain, sealFor) : plain;
   const log: string[] = [];
   const taken = await takePoint(plan, {
     agent: agentClient,
@@ -147,6 +151,63 @@ describe("a point sealed for recipients, taken with qemu-img and opened with the
     expect(JSON.parse(signatureOnly.stdout).notChecked).toEqual(
       expect.arrayContaining(["the manifest's HMAC: it needs the point's key (a recipient's private key opens it)"]),
     );
+  });
+
+  test("--key is refused for a point not sealed for recipients; its passphrase restores it", async () => {
+    const { disk, taken } = await takeSealedPoint();
+    expect(taken.manifest).toMatchObject({ schemaVersion: 4, keySource: "passphrase" });
+    const to = path.join(tempDir(), "restored.raw");
+    const restore = ["restore", "--manifest", taken.manifestPath, "--item", "vda", "--to", to];
+    const withKey = await runCoffer([...restore, "--key", await file("dr-team.pem", drTeam.privateKey)]);
+    expect(withKey).toMatchObject({ code: 2, stdout: "" });
+    expect(withKey.stderr).toMatch(/--key opens points sealed for recipients, and this one is not/);
+    expect(await runCoffer(restore, { COFFER_PASSPHRASE: PASSPHRASE })).toMatchObject({ code: 0 });
+    expect(await fileSha256(to)).toBe(await fileSha256(disk));
+  });
+
+  test("an agent too old for schema 5 manifests is refused before any backup, naming the fix", async () => {
+    const target = path.join(tempDir(), "target");
+    await makeTarget(target);
+    const inputs = backupSetInputs.parse({
+      policy: {
+        id: "zone-a-1",
+        zone: "zone-a",
+        target: { kind: "directory", path: target },
+        compression: "zstd",
+        integrityCheck: "metadata",
+        bandwidthLimitMiBps: 0,
+        encrypted: true,
+      },
+      keys: { passphrase: PASSPHRASE },
+      sources: [{ name: "vda", disk: path.join(tempDir(), "never-read.raw") }],
+      trigger: "final",
+    });
+    const sealFor = { recipients: recipients({ "dr-team": drTeam }), threshold: 1 };
+    const plan = await sealedForRecipients(planPoint(inputs, { setId: "final-vm-1", pointId: "p-1" }), sealFor);
+    const calls: string[] = [];
+    // The real agent, answering `version` as one before schema 5 does: without manifestSchema.
+    const olderAgent = (host: string | undefined): AgentClient => {
+      const real = agentClient(host);
+      return {
+        where: real.where,
+        call: (async (command: string, request: object, options?: object) => {
+          calls.push(command);
+          const result = await real.call(command as "version", request as {}, options);
+          if (command !== "version") return result;
+          const { manifestSchema: _newer, ...older } = result;
+          return older;
+        }) as AgentClient["call"],
+      };
+    };
+    const taking = takePoint(plan, { agent: olderAgent, now: () => new Date(), progress: () => undefined });
+    await expect(taking).rejects.toMatchObject({
+      code: "AGENT_PROTOCOL_MISMATCH",
+      message:
+        "coffer-agent on this machine writes manifests up to schema 4 (an older Coffer); a point sealed for " +
+        "recipients needs schema 5: install the same coffer version where Pulumi runs and on every host",
+    });
+    expect(calls).toEqual(["check-target", "version"]);
+    await expect(fs.access(plan.pointDir)).rejects.toMatchObject({ code: "ENOENT" });
   });
 
   test("threshold 2 of 3: two recipients' keys restore it, one is not enough", async () => {
