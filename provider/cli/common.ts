@@ -65,7 +65,7 @@ export async function openSet(values: { manifest?: string } & KeyOptions, withou
   }
   if (values.key?.length) {
     const instead = "give its passphrase or manifest key";
-    throw new UsageError(`--key opens a point sealed for recipients; this manifest's is not: ${instead}`);
+    throw new UsageError(`--key opens points sealed for recipients, and this one is not: ${instead}`);
   }
   const passphrase = await secretFrom(values.passphraseFile, values.passphraseStdin ?? false, "COFFER_PASSPHRASE");
   const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
