@@ -257,8 +257,13 @@ export async function verifySet(
   const read = readManifest(text);
   if (!read.ok) return fail([read.problem]);
   const { manifest } = read;
-  const keyName = manifest.keySource === "passphrase" ? "the passphrase" : "the manifest key";
-  const needed = manifest.keySource === "passphrase" ? secrets.passphrase : secrets.manifestKey;
+  const keyName = {
+    passphrase: "the passphrase",
+    "manifest-key": "the manifest key",
+    recipients: "the point's key (a recipient's private key opens it)",
+  }[manifest.keySource];
+  // A point sealed for recipients has one key: its backups' passphrase and its HMAC's secret.
+  const needed = manifest.keySource === "manifest-key" ? secrets.manifestKey : secrets.passphrase;
   const secret = secrets.manifestSecret ?? needed;
   const failures: string[] = [];
   if (secrets.publicKey) {
@@ -288,9 +293,7 @@ export async function verifySet(
   if (itemLevel !== "none") checked.push("each item's qcow2 metadata (qemu-img check)");
   if (itemLevel === "full") checked.push("each item's guest data: its SHA-256");
   if (itemLevel !== level) {
-    notChecked.push(
-      "each item's qcow2 metadata and guest data: the backups are encrypted, and that needs the passphrase",
-    );
+    notChecked.push(`each item's qcow2 metadata and guest data: the backups are encrypted, and that needs ${keyName}`);
   } else if (level !== "full") notChecked.push("each item's guest data: that is a full check");
   const failed = problems.filter((p) => p.status === "failed").map((p) => p.message);
   const missing = problems.filter((p) => p.status === "missing").map((p) => p.message);

@@ -20,7 +20,7 @@ import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/t
 import { targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
-import { Manifest, manifestSchema } from "./manifest";
+import { Manifest, SEALED_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
 import {
   AGENT_PROTOCOL_VERSION,
   AgentCommand,
@@ -140,7 +140,11 @@ const handlers: Handlers = {
     await writeSetIndex(setAt(req.target.path, req.setDir), req.index);
     return { written: req.setDir };
   },
-  version: async () => ({ qemu: await qemuVersion(), node: process.version }),
+  version: async () => ({
+    qemu: await qemuVersion(),
+    node: process.version,
+    manifestSchema: SEALED_MANIFEST_SCHEMA_VERSION,
+  }),
 };
 
 /** Checks the request, then runs its command. */

@@ -11,6 +11,7 @@ import {
   signData,
   signatureMatches,
 } from "../common/signingKey";
+import { sealedSchema } from "../escrow/envelope";
 import { sourceItemSchema } from "../sources/registry";
 import { targetLayout } from "../targets/layout";
 
@@ -24,9 +25,20 @@ import { targetLayout } from "../targets/layout";
  * A policy with a signing key also signs it with Ed25519 (`signing` names the key, the envelope's
  * `ed25519Signature` holds the signature over the same bytes as the HMAC), so that the public key
  * alone tells a changed manifest; unsigned manifests stay as they were.
+ *
+ * 5: a point sealed for recipients (keySource "recipients"): its key is random, one per point, and
+ * the manifest carries it sealed for the recipients' public keys (`sealedKey`), so only they open
+ * it, not whoever holds the policy's passphrase. That key is the backups' passphrase and, being
+ * random, the HMAC's key through HKDF. Other manifests are still written as 4, for older readers.
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
+/** The schema a manifest is written with, unless it is a point's sealed for recipients. */
 export const MANIFEST_SCHEMA_VERSION = 4;
+/** The schema of a point sealed for recipients; the newest this Coffer reads. */
+export const SEALED_MANIFEST_SCHEMA_VERSION = 5;
+/** The schema a new manifest is written with: the oldest that holds its key source. */
+export const manifestSchemaVersionFor = (keySource: Manifest["keySource"]): number =>
+  keySource === "recipients" ? SEALED_MANIFEST_SCHEMA_VERSION : MANIFEST_SCHEMA_VERSION;
 
 /**
  * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
@@ -93,38 +105,55 @@ const macSchema = z.discriminatedUnion("kdf", [
 ]);
 export type ManifestMac = z.output<typeof macSchema>;
 
-export const manifestSchema = z.object({
-  kind: z.literal(MANIFEST_KIND),
-  schemaVersion: z.number().int().min(1).max(MANIFEST_SCHEMA_VERSION),
-  setId: z.string(),
-  /** Since schema 3: the point's id, its folder's name inside the set's; absent: the set's folder is the point's. */
-  pointId: z.string().optional(),
-  name: z.string(),
-  trigger: z.string(),
-  zone: z.string(),
-  policy: z.object({
-    compression: z.enum(["none", "zstd", "zlib"]),
-    encrypted: z.boolean(),
-    bandwidthLimitMiBps: z.number(),
-    integrityCheck: z.enum(["none", "metadata", "full"]),
-  }),
-  /** Which secret the HMAC key comes from, so a verifier knows what to ask for. */
-  keySource: z.enum(["passphrase", "manifest-key"]),
-  mac: macSchema.optional(),
-  /** The Ed25519 key the manifest is signed with; absent: not signed (HMAC only). */
-  signing: z
-    .object({
-      algorithm: z.literal(SIGNATURE_ALGORITHM),
-      keyFingerprint: z.string().regex(FINGERPRINT_PATTERN, { message: 'must be "SHA256:" and 43 base64 digits' }),
-    })
-    .optional(),
-  /** The escrow record that recovers the passphrase, when the set has one. */
-  escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
-  qemuVersion: z.string(),
-  createdAt: z.string(),
-  items: z.array(itemSchema),
-  cloudItems: z.array(cloudItemSchema).optional(),
-});
+export const manifestSchema = z
+  .object({
+    kind: z.literal(MANIFEST_KIND),
+    schemaVersion: z.number().int().min(1).max(SEALED_MANIFEST_SCHEMA_VERSION),
+    setId: z.string(),
+    /** Since schema 3: the point's id, its folder's name inside the set's; absent: the set's folder is the point's. */
+    pointId: z.string().optional(),
+    name: z.string(),
+    trigger: z.string(),
+    zone: z.string(),
+    policy: z.object({
+      compression: z.enum(["none", "zstd", "zlib"]),
+      encrypted: z.boolean(),
+      bandwidthLimitMiBps: z.number(),
+      integrityCheck: z.enum(["none", "metadata", "full"]),
+    }),
+    /**
+     * Which secret the HMAC key comes from, so a verifier knows what to ask for; "recipients" (since 5):
+     * the point's own random key, which `sealedKey` holds sealed for the recipients.
+     */
+    keySource: z.enum(["passphrase", "manifest-key", "recipients"]),
+    /** The point's key sealed for the recipients (names and fingerprints in it), bound to its point by sealedKeyContext. */
+    sealedKey: sealedSchema.optional(),
+    mac: macSchema.optional(),
+    /** The Ed25519 key the manifest is signed with; absent: not signed (HMAC only). */
+    signing: z
+      .object({
+        algorithm: z.literal(SIGNATURE_ALGORITHM),
+        keyFingerprint: z.string().regex(FINGERPRINT_PATTERN, { message: 'must be "SHA256:" and 43 base64 digits' }),
+      })
+      .optional(),
+    /** The escrow record that recovers the passphrase, when the set has one. */
+    escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
+    qemuVersion: z.string(),
+    createdAt: z.string(),
+    items: z.array(itemSchema),
+    cloudItems: z.array(cloudItemSchema).optional(),
+  })
+  .refine((m) => (m.keySource === "recipients") === (m.sealedKey !== undefined), {
+    message: 'a sealedKey comes with keySource "recipients", and only with it',
+    path: ["sealedKey"],
+  })
+  .refine(
+    (m) => m.keySource !== "recipients" || (m.schemaVersion >= SEALED_MANIFEST_SCHEMA_VERSION && m.policy.encrypted),
+    {
+      message: 'keySource "recipients" is a schema 5 manifest of an encrypted point',
+      path: ["keySource"],
+    },
+  );
 export type Manifest = z.output<typeof manifestSchema>;
 
 const envelopeSchema = z.object({
@@ -152,7 +181,7 @@ async function macKey(secret: string, manifest: Pick<Manifest, "setId" | "mac">)
   return Buffer.from(hkdfSync("sha256", Buffer.from(secret, "utf8"), Buffer.from(manifest.setId, "utf8"), info, 32));
 }
 
-/** A new manifest's `mac`: scrypt with a fresh salt for a passphrase, HKDF for the random manifest key. */
+/** A new manifest's `mac`: scrypt with a fresh salt for a passphrase, HKDF for a random key (manifest or point key). */
 export function newMac(keySource: Manifest["keySource"]): ManifestMac {
   return keySource === "passphrase"
     ? { kdf: "scrypt", ...SCRYPT_COST, salt: randomBytes(16).toString("base64") }
@@ -169,8 +198,15 @@ async function mac(manifest: unknown, parsed: Pick<Manifest, "setId" | "mac">, s
 function withMac(manifest: Manifest): Manifest {
   return manifest.mac
     ? manifest
-    : { ...manifest, schemaVersion: MANIFEST_SCHEMA_VERSION, mac: newMac(manifest.keySource) };
+    : { ...manifest, schemaVersion: manifestSchemaVersionFor(manifest.keySource), mac: newMac(manifest.keySource) };
 }
+
+/**
+ * What a point's sealed key is bound to (the AES-GCM aad): its zone, set and point. A sealedKey copied
+ * into another point's manifest does not open there.
+ */
+export const sealedKeyContext = (manifest: Pick<Manifest, "zone" | "setId" | "pointId">): string =>
+  "coffer point key v1 " + JSON.stringify([manifest.zone, manifest.setId, manifest.pointId ?? null]);
 
 /** The bytes an Ed25519 signature covers: a context (no signature of anything else can pass) and the HMAC's bytes. */
 const SIGNATURE_CONTEXT = "coffer manifest signature v1\n";

@@ -44,7 +44,8 @@ const indexedPoint = z.object({
   status: z.enum(["ok", "failed", "missing", "unchecked"]),
   checkedAt: z.string().optional(),
   failures: z.array(z.string()).optional(),
-  keySource: z.enum(["passphrase", "manifest-key"]),
+  /** "recipients": a point sealed for recipients (manifest schema 5), opened with a recipient's private key. */
+  keySource: z.enum(["passphrase", "manifest-key", "recipients"]),
   escrow: z.object({ recordId: z.string(), store: z.string(), version: z.number().int().min(1) }).optional(),
   /** The points whose backups this one's incrementals build on. */
   dependsOn: z.union([z.string(), z.array(z.string())]).optional(),

@@ -17,7 +17,10 @@ import { setOwner } from "./setOwner";
  * 2: requests checked, versioned replies. 3: points (`pointId`, verify-set's `keys`, delete-points,
  * read-index and write-index). 4: Ed25519-signed manifests (write-manifest's `signature`,
  * verify-set's `publicKey`): an older agent would drop the signature unseen. The agents before 2
- * (no `protocol` in replies) count as 1.
+ * (no `protocol` in replies) count as 1. Manifest schema 5 (points sealed for recipients) changes no
+ * request: an older agent writes and verifies every other manifest as before, and refuses such a
+ * one itself; version's `manifestSchema` (absent from an older agent) lets the provider refuse a
+ * sealed point before any work instead.
  */
 export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
@@ -130,7 +133,8 @@ export interface AgentResults {
   "delete-points": { deleted: string[]; failed: { dir: string; message: string }[] };
   "read-index": { index: SetIndex; targetId: string };
   "write-index": { written: string };
-  version: { qemu: string; node: string };
+  /** `manifestSchema`: the newest manifest schema it reads and writes; absent (an older agent): 4. */
+  version: { qemu: string; node: string; manifestSchema?: number };
 }
 
 export type AgentCommand = keyof typeof agentRequests;

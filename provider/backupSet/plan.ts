@@ -1,6 +1,14 @@
-import { CloudItem, MANIFEST_KIND, MANIFEST_SCHEMA_VERSION, Manifest, ManifestItem } from "../agent/manifest";
+import { randomBytes } from "node:crypto";
+import {
+  CloudItem,
+  MANIFEST_KIND,
+  Manifest,
+  ManifestItem,
+  manifestSchemaVersionFor,
+  sealedKeyContext,
+} from "../agent/manifest";
 import { CofferError } from "../common/errors";
-import { parseRecipientKey } from "../escrow/envelope";
+import { RecipientKey, Sealed, parseRecipientKey, seal } from "../escrow/envelope";
 import { copiesToTarget } from "../sources/cinderVolume";
 import type { CloudBackupRef, KeyEscrow } from "../sources/kind";
 import type { TargetRef } from "../common/targetIdentity";
@@ -59,6 +67,8 @@ export interface PointPlan {
   earlier: CloudBackupRef[];
   /** Where encrypted volumes' keys are escrowed. */
   keyEscrow?: KeyEscrow;
+  /** A point sealed for recipients (sealedForRecipients): its key, sealed for them, goes into the manifest. */
+  sealedKey?: Sealed;
 }
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
@@ -110,6 +120,42 @@ export function planPoint(
   };
 }
 
+/** Who may open a point sealed for recipients: any `threshold` of `recipients`. */
+export interface SealFor {
+  recipients: { name: string; key: RecipientKey }[];
+  threshold: number;
+}
+
+/**
+ * `plan` as a point sealed for recipients: a fresh random key (32 bytes, hex) encrypts its backups
+ * and keys its manifest's HMAC, and only its sealed form (for `sealFor`, bound to the point) is
+ * kept, in the manifest; the policy's passphrase or manifest key opens nothing of it. Made when the
+ * point is taken: the key is in no state and in `secrets`, so never in a log.
+ */
+export async function sealedForRecipients(plan: PointPlan, sealFor: SealFor): Promise<PointPlan> {
+  const { recipients, threshold } = sealFor;
+  const { escrow: _passphraseEscrow, ...rest } = plan;
+  if (!Number.isInteger(threshold) || threshold < 1 || threshold > recipients.length) {
+    const message = `threshold must be from 1 to the number of recipients (${recipients.length}), not ${threshold}`;
+    throw new CofferError("INVALID_INPUT", message, { field: "threshold" });
+  }
+  const pointKey = randomBytes(32).toString("hex");
+  const sealedKey = await seal(pointKey, recipients, threshold, sealedKeyContext(plan));
+  // Without the policy's passphrase escrow: that record does not open this point.
+  return {
+    ...rest,
+    policy: { ...plan.policy, encrypted: true },
+    keySource: "recipients",
+    keys: {
+      passphrase: pointKey,
+      manifestSecret: pointKey,
+      ...(plan.keys.signingKey ? { signingKey: plan.keys.signingKey } : {}),
+    },
+    secrets: [...plan.secrets, pointKey],
+    sealedKey,
+  };
+}
+
 /** The recipients' keys, parsed (check refused any that does not parse). */
 function keyEscrowOf(escrow: NonNullable<BackupSetInputs["keyEscrow"]>): KeyEscrow {
   const recipients = escrow.recipients.map(({ name, publicKey }) => {
@@ -146,7 +192,7 @@ export function pointManifest(
   const { escrow } = plan;
   return {
     kind: MANIFEST_KIND,
-    schemaVersion: MANIFEST_SCHEMA_VERSION,
+    schemaVersion: manifestSchemaVersionFor(plan.keySource),
     setId: plan.setId,
     pointId: plan.pointId,
     name: plan.trigger,
@@ -154,6 +200,7 @@ export function pointManifest(
     zone: plan.zone,
     policy: plan.policy,
     keySource: plan.keySource,
+    ...(plan.sealedKey ? { sealedKey: plan.sealedKey } : {}),
     ...(escrow && taken.escrowVersion !== undefined
       ? { escrow: { recordId: escrow.recordId, store: escrow.store, version: taken.escrowVersion } }
       : {}),

@@ -1,6 +1,13 @@
 import * as os from "node:os";
 import * as path from "node:path";
-import { CloudItem, Manifest, ManifestItem, signManifest } from "../agent/manifest";
+import {
+  CloudItem,
+  MANIFEST_SCHEMA_VERSION,
+  Manifest,
+  ManifestItem,
+  SEALED_MANIFEST_SCHEMA_VERSION,
+  signManifest,
+} from "../agent/manifest";
 import { SigningPublicKey, publicKeyOf } from "../common/signingKey";
 import { directoryStore } from "../targets/directory";
 import { MANIFEST_FILE, targetLayout } from "../targets/layout";
@@ -125,6 +132,19 @@ export async function removePoint(deps: Pick<TakeDeps, "agent">, point: PointOnT
 }
 
 /**
+ * Refuses, before any work, an agent too old to write a point sealed for recipients (manifest schema
+ * 5): it speaks the same protocol, and would only refuse the manifest once every backup is made.
+ */
+async function checkWritesSealedManifests(agent: AgentClient, where: string): Promise<void> {
+  const { manifestSchema = MANIFEST_SCHEMA_VERSION } = await agent.call("version", {});
+  if (manifestSchema >= SEALED_MANIFEST_SCHEMA_VERSION) return;
+  const needs = `a point sealed for recipients needs schema ${SEALED_MANIFEST_SCHEMA_VERSION}`;
+  const fix = "install the same coffer version where Pulumi runs and on every host";
+  const message = `coffer-agent on ${where} writes manifests up to schema ${manifestSchema} (an older Coffer); ${needs}: ${fix}`;
+  throw new CofferError("AGENT_PROTOCOL_MISMATCH", message);
+}
+
+/**
  * Takes one point as `plan` says: checks the target, counts the escrow reference, backs up every
  * source (at most `plan.concurrency` at a time), then signs the manifest, which alone makes the
  * point a backup. Any failure removes everything of the point (files on every host, the escrow
@@ -136,6 +156,10 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   // Before any work: an unmounted NAS's empty mount point must not receive a set.
   const { targetId } = await deps.agent(plan.manifestWhere).call("check-target", { target: planTarget(plan) });
   const target = planTarget(plan, targetId);
+  if (plan.keySource === "recipients") {
+    const where = plan.manifestWhere ? `host ${plan.manifestWhere}` : "this machine";
+    await checkWritesSealedManifests(deps.agent(plan.manifestWhere), where);
+  }
   const abort = new AbortController();
   const signal = deps.engineGone ? AbortSignal.any([abort.signal, deps.engineGone]) : abort.signal;
   // Every 10% per source: enough to see it move, without flooding CI logs.

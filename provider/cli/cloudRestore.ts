@@ -144,7 +144,9 @@ async function viaLocalFile<T>(
 ) {
   if (stored.encrypted && !set.passphrase)
     throw new UsageError(
-      "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE",
+      set.manifest.keySource === "recipients"
+        ? "this point is sealed for recipients: give a recipient's private key with --key <private.pem>"
+        : "this set is encrypted: give its passphrase with --passphrase-file, --passphrase-stdin or COFFER_PASSPHRASE",
     );
   const restoreItem = restorerOf(stored)!;
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "coffer-restore-"));

@@ -3,7 +3,8 @@
  * verify a set, recover an escrowed secret, list a target's sets (`coffer --help` for usage).
  * The passphrase (encrypted sets) or manifest key (unencrypted sets) comes from
  * --passphrase-file / --manifest-key-file, from stdin with --passphrase-stdin, or from
- * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line. `verify --public-key`
+ * COFFER_PASSPHRASE / COFFER_MANIFEST_KEY; never from the command line. A point sealed for
+ * recipients opens with recipients' private keys instead (--key files). `verify --public-key`
  * checks a signed set's manifest with the policy's Ed25519 public key, no secret needed.
  * Results go to stdout (scripts parse them), progress and messages to stderr.
  * Exit codes: 0 done, 1 failed (verification, restore), 2 usage.
@@ -262,6 +263,11 @@ function withKeyOptions(command: Command): Command {
     .option(
       "--manifest-key-file <file>",
       "read the policy's manifest key (unencrypted sets) from <file> (or COFFER_MANIFEST_KEY)",
+    )
+    .option(
+      "--key <private.pem>",
+      "a recipient's private key: opens a point sealed for recipients; repeat for a threshold",
+      repeated,
     );
 }
 

@@ -2,7 +2,8 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { CofferError } from "../common/errors";
-import { Manifest, readManifest } from "../agent/manifest";
+import { Manifest, readManifest, sealedKeyContext } from "../agent/manifest";
+import { open as openSealed } from "../escrow/envelope";
 import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 
 /** Bad arguments: exit code 2, with the command's usage. */
@@ -12,6 +13,8 @@ export interface KeyOptions {
   passphraseFile?: string;
   passphraseStdin?: boolean;
   manifestKeyFile?: string;
+  /** Recipients' private key files: they open a point sealed for recipients. */
+  key?: string[];
 }
 
 export async function readStdin(): Promise<string> {
@@ -51,6 +54,19 @@ export async function openSet(values: { manifest?: string } & KeyOptions, withou
   });
   const unsigned = readManifest(text);
   if (!unsigned.ok) throw new CofferError("VERIFY_FAILED", unsigned.problem);
+  const setDir = path.dirname(manifestPath);
+  if (unsigned.manifest.keySource === "recipients") {
+    return {
+      text,
+      manifest: unsigned.manifest,
+      setDir,
+      ...(await openPointKey(unsigned.manifest, values, withoutSecret)),
+    };
+  }
+  if (values.key?.length) {
+    const instead = "give its passphrase or manifest key";
+    throw new UsageError(`--key opens points sealed for recipients, and this one is not: ${instead}`);
+  }
   const passphrase = await secretFrom(values.passphraseFile, values.passphraseStdin ?? false, "COFFER_PASSPHRASE");
   const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
   const manifestSecret = unsigned.manifest.keySource === "passphrase" ? passphrase : manifestKey;
@@ -70,7 +86,39 @@ export async function openSet(values: { manifest?: string } & KeyOptions, withou
             publicKeyHint,
     );
   }
-  return { text, manifest: unsigned.manifest, setDir: path.dirname(manifestPath), manifestSecret, passphrase };
+  return { text, manifest: unsigned.manifest, setDir, manifestSecret, passphrase };
+}
+
+/**
+ * The key of a point sealed for recipients, opened with their private keys (--key files): its
+ * backups' passphrase and its manifest's HMAC secret. The manifest is not yet authenticated: the
+ * caller checks its HMAC with this key before it trusts anything else of it.
+ */
+async function openPointKey(
+  manifest: Manifest,
+  values: KeyOptions,
+  withoutSecret: boolean,
+): Promise<{ manifestSecret?: string; passphrase?: string }> {
+  const recipients = manifest.sealedKey!.recipients.map((r) => r.name).join(", ");
+  const opensWith = `this point is sealed for recipients (${recipients}): it opens with a recipient's private key`;
+  if (values.passphraseFile || values.passphraseStdin || values.manifestKeyFile) {
+    throw new UsageError(`${opensWith}, --key <private.pem>, not with a passphrase or manifest key`);
+  }
+  if (!values.key?.length) {
+    if (withoutSecret) return {};
+    const threshold = manifest.sealedKey!.threshold;
+    const howMany = threshold > 1 ? ` (${threshold} of them: repeat --key)` : "";
+    throw new UsageError(`${opensWith}: give it with --key <private.pem>${howMany}`);
+  }
+  const pems = await Promise.all(
+    values.key.map((file) =>
+      fs.readFile(file, "utf8").catch(() => {
+        throw new UsageError(`--key ${file} can't be read`);
+      }),
+    ),
+  );
+  const pointKey = await openSealed(manifest.sealedKey!, pems, sealedKeyContext(manifest), "this point's key");
+  return { manifestSecret: pointKey, passphrase: pointKey };
 }
 
 export async function readPublicKey(file: string): Promise<SigningPublicKey> {

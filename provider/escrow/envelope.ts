@@ -13,6 +13,7 @@ import {
   publicEncrypt,
   randomBytes,
 } from "node:crypto";
+import { z } from "zod";
 import { CofferError } from "../common/errors";
 import { combineKey, splitKey } from "./shamir";
 
@@ -58,25 +59,38 @@ export function parseRecipientKey(pem: string): { ok: true; key: RecipientKey } 
   return { ok: true, key: { type, fingerprint, key } };
 }
 
-export type WrappedKey =
-  | { alg: "RSA-OAEP-SHA256"; data: string }
-  | { alg: "X25519-HKDF-SHA256-A256GCM"; ephemeralPublicKey: string; nonce: string; data: string; tag: string };
+const wrappedKeySchema = z.union([
+  z.object({ alg: z.literal("RSA-OAEP-SHA256"), data: z.string() }),
+  z.object({
+    alg: z.literal("X25519-HKDF-SHA256-A256GCM"),
+    ephemeralPublicKey: z.string(),
+    nonce: z.string(),
+    data: z.string(),
+    tag: z.string(),
+  }),
+]);
+export type WrappedKey = z.output<typeof wrappedKeySchema>;
 
-export interface SealedRecipient {
-  name: string;
-  type: "rsa" | "x25519";
-  fingerprint: string;
-  wrapped: WrappedKey;
-}
-
-export interface Sealed {
-  alg: "AES-256-GCM";
-  threshold: number;
-  nonce: string;
-  ciphertext: string;
-  tag: string;
-  recipients: SealedRecipient[];
-}
+/** What seal makes, as a reader checks it (escrow records and manifests hold one). */
+export const sealedSchema = z.object({
+  alg: z.literal("AES-256-GCM"),
+  threshold: z.number().int().min(1),
+  nonce: z.string(),
+  ciphertext: z.string(),
+  tag: z.string(),
+  recipients: z
+    .array(
+      z.object({
+        name: z.string(),
+        type: z.enum(["rsa", "x25519"]),
+        fingerprint: z.string(),
+        wrapped: wrappedKeySchema,
+      }),
+    )
+    .min(1),
+});
+export type Sealed = z.output<typeof sealedSchema>;
+export type SealedRecipient = Sealed["recipients"][number];
 
 const b64 = (b: Buffer) => b.toString("base64");
 const unb64 = (s: string) => Buffer.from(s, "base64");
@@ -178,9 +192,15 @@ export async function seal(
 
 /**
  * Opens a sealed secret with private keys (PEM). Each key is matched to its recipient by
- * fingerprint; too few matching keys, or a key that fails to unwrap, is a clear error.
+ * fingerprint; too few matching keys, or a key that fails to unwrap, is a clear error, naming the
+ * sealed secret as `what` says ("this record": an escrow record's).
  */
-export async function open(sealed: Sealed, privateKeysPem: string[], aad: string): Promise<string> {
+export async function open(
+  sealed: Sealed,
+  privateKeysPem: string[],
+  aad: string,
+  what = "this record",
+): Promise<string> {
   const context = Buffer.from(aad);
   const opened: { recipient: SealedRecipient; material: Buffer }[] = [];
   for (const pem of privateKeysPem) {
@@ -199,21 +219,18 @@ export async function open(sealed: Sealed, privateKeysPem: string[], aad: string
     if (!recipient) {
       throw new CofferError(
         "WRONG_KEY",
-        `a --key (public key ${fingerprint.slice(0, 19)}…) is not one of this record's recipients (${sealed.recipients.map((r) => r.name).join(", ")})`,
+        `a --key (public key ${fingerprint.slice(0, 19)}…) is not one of ${what}'s recipients (${sealed.recipients.map((r) => r.name).join(", ")})`,
       );
     }
     if (opened.some((o) => o.recipient === recipient)) continue;
     try {
       opened.push({ recipient, material: unwrap(recipient, privateKey, context) });
     } catch {
-      throw new CofferError("WRONG_KEY", `the key of recipient ${recipient.name} does not open this record`);
+      throw new CofferError("WRONG_KEY", `the key of recipient ${recipient.name} does not open ${what}`);
     }
   }
   if (opened.length < sealed.threshold) {
-    throw new CofferError(
-      "WRONG_KEY",
-      `this record needs keys of ${sealed.threshold} recipients; got ${opened.length}`,
-    );
+    throw new CofferError("WRONG_KEY", `${what} needs keys of ${sealed.threshold} recipients; got ${opened.length}`);
   }
   const dataKey = sealed.threshold > 1 ? await combineKey(opened.map((o) => o.material)) : opened[0].material;
   try {
@@ -221,7 +238,7 @@ export async function open(sealed: Sealed, privateKeysPem: string[], aad: string
   } catch {
     throw new CofferError(
       "VERIFY_FAILED",
-      "the record's ciphertext does not open with these keys: it was changed, or the shares do not belong together",
+      `${what}'s ciphertext does not open with these keys: it was changed, or the shares do not belong together`,
     );
   }
 }

@@ -4,7 +4,7 @@ import { CofferError } from "../common/errors";
 import { storeAt } from "../targets/directory";
 import { escrowLayout } from "../targets/layout";
 import { TargetStore, listAll } from "../targets/store";
-import { RecipientKey, Sealed, open, seal } from "./envelope";
+import { RecipientKey, open, seal, sealedSchema } from "./envelope";
 import { RECORD_ID_PATTERN as ID } from "./schema";
 
 /**
@@ -15,17 +15,6 @@ import { RECORD_ID_PATTERN as ID } from "./schema";
 export const RECORD_KIND = "coffer.EscrowRecord";
 /** 2: `content`, for records of a key's bytes; a passphrase's record is still written as 1, for older readers. */
 export const RECORD_SCHEMA_VERSION = 2;
-
-const wrapped = z.union([
-  z.object({ alg: z.literal("RSA-OAEP-SHA256"), data: z.string() }),
-  z.object({
-    alg: z.literal("X25519-HKDF-SHA256-A256GCM"),
-    ephemeralPublicKey: z.string(),
-    nonce: z.string(),
-    data: z.string(),
-    tag: z.string(),
-  }),
-]);
 
 /**
  * What a record holds, when it is not a passphrase: a volume's encryption key, sealed as base64 of
@@ -46,16 +35,7 @@ export const recordSchema = z.object({
   createdAt: z.string(),
   /** Absent: the secret is a passphrase (text). */
   content: volumeKeyContent.optional(),
-  sealed: z.object({
-    alg: z.literal("AES-256-GCM"),
-    threshold: z.number().int().min(1),
-    nonce: z.string(),
-    ciphertext: z.string(),
-    tag: z.string(),
-    recipients: z
-      .array(z.object({ name: z.string(), type: z.enum(["rsa", "x25519"]), fingerprint: z.string(), wrapped }))
-      .min(1),
-  }),
+  sealed: sealedSchema,
 });
 export type EscrowRecord = z.output<typeof recordSchema>;
 
@@ -210,7 +190,7 @@ export async function recoverSecret(
       "SOURCE_MISSING",
       `escrow record ${id} has no version ${wanted} (it has: ${versions.join(", ") || "none"})`,
     );
-  const secret = await open(found.record.sealed as Sealed, privateKeysPem, context(id, wanted));
+  const secret = await open(found.record.sealed, privateKeysPem, context(id, wanted));
   if (format === "text") return secret;
   if (found.record.content?.type !== "volume-key")
     throw new CofferError("INVALID_INPUT", `escrow record ${id} holds a passphrase, not a key: leave out --format hex`);
