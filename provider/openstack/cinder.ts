@@ -258,6 +258,13 @@ export class CinderClient {
     await this.call("DELETE", `/snapshots/${enc(id)}`, `snapshot ${id}`, s.anyBody, { signal });
   }
 
+  /** The user messages Cinder recorded about a resource, newest first (microversion 3.3). */
+  async listMessages(resourceId: string, signal?: AbortSignal): Promise<s.Message[]> {
+    const path = withQuery("/messages", { resource_uuid: resourceId, sort: "created_at:desc" });
+    const reply = await this.call("GET", path, `messages about ${resourceId}`, s.messageList, { signal }, "3.5");
+    return reply.messages;
+  }
+
   private async action<T = unknown>(id: string, body: object, signal?: AbortSignal, schema?: z.ZodType<T>) {
     const path = `/volumes/${enc(id)}/action`;
     return this.call("POST", path, `volume ${id}`, schema ?? (s.anyBody as z.ZodType<T>), { json: body, signal });

@@ -86,6 +86,14 @@ export const encryptionSchema = z.object({
 });
 export type VolumeTypeEncryption = z.infer<typeof encryptionSchema>;
 
+/** A user message (microversion 3.3): Cinder's own account of why an asynchronous request failed. */
+export const messageSchema = z.object({
+  user_message: z.string(),
+  resource_uuid: z.string().nullish(),
+  created_at: z.string(),
+});
+export type Message = z.infer<typeof messageSchema>;
+
 export const volumeBody = z.object({ volume: volumeSchema });
 export const volumePage = z.object({ volumes: z.array(volumeSchema), volumes_links: links });
 export const backupBody = z.object({ backup: backupSchema });
@@ -111,4 +119,5 @@ export const uploadImageBody = z.object({
   }),
 });
 export const metadataBody = z.object({ metadata });
+export const messageList = z.object({ messages: z.array(messageSchema) });
 export const anyBody = z.unknown();

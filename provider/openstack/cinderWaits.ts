@@ -19,6 +19,7 @@ export function waitForVolume(
     what: `cinder volume ${id}`,
     get: () => cinder.getVolume(id, options.signal),
     status: (volume) => volume.status,
+    failReason: () => newestMessage(cinder, id, options.signal),
     until,
     whatToCheck: volumeCheck,
   });
@@ -31,7 +32,7 @@ export function waitForBackup(cinder: CinderClient, id: string, options: CinderW
     what: `cinder backup ${id}`,
     get: () => cinder.getBackup(id, options.signal),
     status: (backup) => backup.status,
-    failReason: (backup) => backup.fail_reason,
+    failReason: async (backup) => backup.fail_reason || (await newestMessage(cinder, id, options.signal)),
     until: ["available"],
     whatToCheck: backupCheck,
   });
@@ -43,6 +44,7 @@ export function waitForSnapshot(cinder: CinderClient, id: string, options: Cinde
     what: `cinder snapshot ${id}`,
     get: () => cinder.getSnapshot(id, options.signal),
     status: (snapshot) => snapshot.status,
+    failReason: () => newestMessage(cinder, id, options.signal),
     until: ["available"],
     whatToCheck: volumeCheck,
   });
@@ -77,4 +79,10 @@ export function waitForSnapshotDeleted(cinder: CinderClient, id: string, options
     status: (snapshot) => snapshot.status,
     whatToCheck: volumeCheck,
   });
+}
+
+/** Cinder's newest user message about a resource: for a volume that went to "error", often the only reason given. */
+async function newestMessage(cinder: CinderClient, id: string, signal?: AbortSignal): Promise<string | undefined> {
+  const [newest] = await cinder.listMessages(id, signal);
+  return newest?.user_message;
 }

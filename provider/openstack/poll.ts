@@ -19,8 +19,8 @@ export interface WaitOptions<R> {
   readonly until: readonly string[];
   /** Statuses that fail at once; default: any status starting with "error", and "killed". */
   readonly failed?: readonly string[];
-  /** The resource's own explanation of a failure (Cinder backups: fail_reason). */
-  readonly failReason?: (resource: R) => string | null | undefined;
+  /** The cloud's explanation of a failure (a Cinder backup's fail_reason, Cinder's user messages). */
+  readonly failReason?: (resource: R) => FailReason | Promise<FailReason>;
   readonly timeoutMs: number;
   /** What to check when the wait times out, e.g. "cinder-backup's log and `openstack volume service list`". */
   readonly whatToCheck?: string;
@@ -28,6 +28,8 @@ export interface WaitOptions<R> {
   readonly onProgress?: (progress: { status: string; elapsedMs: number; resource: R }) => void;
   readonly signal?: AbortSignal;
 }
+
+type FailReason = string | null | undefined;
 
 const firstDelayMs = 500;
 const maxDelayMs = 5_000;
@@ -42,7 +44,7 @@ export async function waitForStatus<R>(options: WaitOptions<R>): Promise<R> {
     const elapsedMs = options.deps.now() - started;
     options.onProgress?.({ status, elapsedMs, resource });
     if (options.until.includes(status)) return resource;
-    if (isFailed(status, options.failed)) throw failedError(options, status, options.failReason?.(resource));
+    if (isFailed(status, options.failed)) throw failedError(options, status, await failReason(options, resource));
     if (elapsedMs + delay > options.timeoutMs) throw timeoutError(options, status);
     await sleep(options, delay);
     delay = Math.min(maxDelayMs, Math.round(delay * 1.5));
@@ -71,12 +73,21 @@ export async function waitForDeletion<R>(options: DeletionWaitOptions<R>): Promi
   });
 }
 
+/** The explanation, if the cloud gives one; asking for it must not hide the failure itself. */
+async function failReason<R>(options: WaitOptions<R>, resource: R): Promise<FailReason> {
+  try {
+    return await options.failReason?.(resource);
+  } catch {
+    return undefined;
+  }
+}
+
 function isFailed(status: string, failed: readonly string[] | undefined): boolean {
   return failed ? failed.includes(status) : status.startsWith("error") || status === "killed";
 }
 
-function failedError<R>(options: WaitOptions<R>, status: string, reason: string | null | undefined): CofferError {
-  const because = reason ? `: ${reason}` : " (the cloud gives no reason)";
+function failedError<R>(options: WaitOptions<R>, status: string, reason: FailReason): CofferError {
+  const because = reason ? `: ${reason.trim().replace(/\.$/, "")}` : " (the cloud gives no reason)";
   return new CloudError(
     "CLOUD_RESOURCE_FAILED",
     `${options.what} went to status "${status}"${because}. ` +

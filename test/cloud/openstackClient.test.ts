@@ -415,6 +415,24 @@ describeCloud(`Coffer's OpenStack client against the loopback cloud${cloud ? "" 
       });
     });
 
+    it("a volume the scheduler can't place fails with Cinder's own reason (its user message)", async () => {
+      const type = await admin.client.cinder.createVolumeType({
+        name: `${prefix}-nowhere`,
+        extraSpecs: { volume_backend_name: "no-such-backend" },
+      });
+      cleanUp(`volume type ${type.id}`, () => admin.client.cinder.deleteVolumeType(type.id));
+      const volume = await demo.cinder.createVolume({ size: 1, name: `${prefix}-unplaceable`, volumeType: type.id });
+      cleanUp(`volume ${volume.id}`, async () => {
+        await demo.cinder.deleteVolume(volume.id);
+        await waitForVolumeDeleted(demo.cinder, volume.id, waits);
+      });
+      const error = await rejectionOf(waitForVolume(demo.cinder, volume.id, waits));
+      expect(error).toMatchObject({ code: "CLOUD_RESOURCE_FAILED" });
+      expect(error.message).toMatch(
+        new RegExp(`^cinder volume ${volume.id} went to status "error": schedule allocate volume:Could not find any`),
+      );
+    });
+
     it("lists volumes page by page", async () => {
       const { client, requests } = connect(temp.settings);
       const ids = [];

@@ -1,5 +1,11 @@
 import { cloudConfig } from "../../provider/openstack/config";
-import { openCloud, waitForBackup, waitForBackupDeleted, waitForStatus } from "../../provider/openstack/index";
+import {
+  openCloud,
+  waitForBackup,
+  waitForBackupDeleted,
+  waitForStatus,
+  waitForVolume,
+} from "../../provider/openstack/index";
 import { FakeCloud, cinderError } from "../support/fakeOpenStack";
 
 const config = cloudConfig({
@@ -24,6 +30,14 @@ function backupReply(status: string, failReason: string | null = null) {
     },
   };
 }
+
+const volumeInError = {
+  id: "v-1",
+  status: "error",
+  size: 1,
+  bootable: "false",
+  created_at: "2026-11-26T12:00:00.000000",
+};
 
 /** A fake whose backup b-1 answers the given statuses in turn, the last one from then on. */
 function backupGoingThrough(...replies: ReturnType<typeof backupReply>[]) {
@@ -78,6 +92,51 @@ describe("waiting for a status", () => {
         `cinder backup b-1 went to status "${status}" (the cloud gives no reason).`,
       );
     }
+  });
+
+  test("a volume in error gives Cinder's newest user message about it as the reason", async () => {
+    const fake = new FakeCloud();
+    fake.on("GET", /\/volumes\/v-1$/, () => ({ json: { volume: volumeInError } }));
+    fake.on("GET", /\/messages$/, () => ({
+      json: {
+        messages: [
+          { user_message: "schedule allocate volume:Could not find any available weighted backend.", created_at: "b" },
+          { user_message: "an older message", created_at: "a" },
+        ],
+      },
+    }));
+    const cloud = openCloud(config, fake.deps());
+    await expect(waitForVolume(cloud.cinder, "v-1", { timeoutMs: 60_000, deps: fake.deps() })).rejects.toThrow(
+      'cinder volume v-1 went to status "error": schedule allocate volume:Could not find any available weighted ' +
+        "backend. Check cinder-volume's",
+    );
+    const asked = fake.serviceRequests().find((req) => req.url.pathname.endsWith("/messages"))!;
+    expect(Object.fromEntries(asked.url.searchParams)).toEqual({ resource_uuid: "v-1", sort: "created_at:desc" });
+    expect(asked.headers.get("OpenStack-API-Version")).toBe("volume 3.64");
+  });
+
+  test("when the messages can't be read or there are none, the failure is still said, without a reason", async () => {
+    for (const messages of [() => cinderError("Forbidden", 403, "no"), () => ({ json: { messages: [] } })]) {
+      const fake = new FakeCloud();
+      fake.on("GET", /\/volumes\/v-1$/, () => ({ json: { volume: volumeInError } }));
+      fake.on("GET", /\/messages$/, messages);
+      const cloud = openCloud(config, fake.deps());
+      const error = await waitForVolume(cloud.cinder, "v-1", { timeoutMs: 60_000, deps: fake.deps() }).catch((e) => e);
+      expect(error).toMatchObject({ code: "CLOUD_RESOURCE_FAILED" });
+      expect((error as Error).message).toMatch(
+        /^cinder volume v-1 went to status "error" \(the cloud gives no reason\)/,
+      );
+    }
+  });
+
+  test("a backup without a fail_reason falls back to Cinder's user message", async () => {
+    const { fake, cloud, options } = backupGoingThrough(backupReply("error"));
+    fake.on("GET", /\/messages$/, () => ({
+      json: { messages: [{ user_message: "backup failed.", created_at: "a" }] },
+    }));
+    await expect(waitForBackup(cloud.cinder, "b-1", options)).rejects.toThrow(
+      'cinder backup b-1 went to status "error": backup failed.',
+    );
   });
 
   test("a timeout names the resource, the status it is stuck in, and what to check", async () => {

@@ -3,6 +3,7 @@
   cloud_setup.py identity      projects, users, roles and the service catalog (Keystone, as admin)
   cloud_setup.py volume-types  the default volume type and the encrypted type (Cinder, as admin)
   cloud_setup.py quotas        Cinder's default quotas, raised for tests that run side by side
+  cloud_setup.py volume-pool   exits 0 once cinder-scheduler knows the loopfile pool (it can place volumes)
   cloud_setup.py nova-identity users, services and endpoints of Nova, Placement and Neutron (OSLOOP_NOVA=1)
   cloud_setup.py nova          the tests' flavor, and Neutron's warm-up request (OSLOOP_NOVA=1, every up)
 
@@ -98,6 +99,16 @@ def setup_quotas():
     cinder.quota_classes.update("default", volumes=60, snapshots=60, backups=100)
 
 
+def volume_pool_known():
+    # Heartbeats in the database are not enough: the scheduler places volumes only on pools
+    # cinder-volume has reported to it, and fails every create until then.
+    from cinderclient import client
+
+    cinder = client.Client("3", session=admin_session(), region_name=REGION)
+    if not any(pool.name.endswith("#loopfile") for pool in cinder.pools.list()):
+        sys.exit("cinder-scheduler knows no loopfile pool yet")
+
+
 def setup_nova():
     session = admin_session()
     compute = {"service_type": "compute", "interface": "public", "region_name": REGION}
@@ -114,6 +125,7 @@ def setup_nova():
 
 if __name__ == "__main__":
     steps = {"identity": setup_identity, "volume-types": setup_volume_types, "quotas": setup_quotas,
+             "volume-pool": volume_pool_known,
              "nova-identity": lambda: setup_identity(NOVA_SERVICES, demo=False), "nova": setup_nova}
     if len(sys.argv) != 2 or sys.argv[1] not in steps:
         sys.exit("usage: cloud_setup.py " + "|".join(steps))

@@ -498,6 +498,7 @@ cmd_up() {
   fi
   $python "$script_dir/cloud_setup.py" quotas >>"$state/log/cloud-setup.log" 2>&1 ||
     die "quota set-up failed: $state/log/cloud-setup.log"
+  wait_for "cinder-scheduler to know the loopfile pool" 120 $python "$script_dir/cloud_setup.py" volume-pool
   if [ "$with_nova" = 1 ]; then
     wait_for "Placement (127.0.0.1:8778)" 120 http_answers http://127.0.0.1:8778/
     wait_for "neutron-server (127.0.0.1:9696)" 120 http_answers http://127.0.0.1:9696/
