@@ -4,10 +4,12 @@
  * Importing this module starts nothing; ./pack.ts is the pack `policy-pack/` runs.
  */
 import { escrowThreshold } from "./escrowThreshold";
+import { finalStateCoverage } from "./finalStateCoverage";
 import { retentionDays } from "./retentionDays";
 import { targetNotSourceStorage } from "./targetNotSourceStorage";
 
 export { escrowThreshold, escrowUses, type EscrowThresholdConfig } from "./escrowThreshold";
+export { finalStateCoverage, type FinalStateCoverageConfig } from "./finalStateCoverage";
 export { retentionDays, setsOf, type RetentionDaysConfig } from "./retentionDays";
 export {
   formatDays,
@@ -28,4 +30,4 @@ export { targetNotSourceStorage, type TargetNotSourceStorageConfig } from "./tar
 export { COFFER_TYPES, FOREIGN_TYPES, RULE_NAMES } from "./types";
 
 /** Every rule of Coffer's pack, in the order the pack lists them. */
-export const cofferPolicies = [escrowThreshold, retentionDays, targetNotSourceStorage];
+export const cofferPolicies = [escrowThreshold, retentionDays, targetNotSourceStorage, finalStateCoverage];

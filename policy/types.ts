@@ -8,6 +8,7 @@ export const COFFER_TYPES = {
   backupPolicy: cofferResourceType(COFFER_RESOURCE_NAMES.backupPolicy),
   backupSet: cofferResourceType(COFFER_RESOURCE_NAMES.backupSet),
   secretEscrow: cofferResourceType(COFFER_RESOURCE_NAMES.secretEscrow),
+  finalStateBackup: cofferResourceType(COFFER_RESOURCE_NAMES.finalStateBackup),
 } as const;
 
 /** Other packages' types the rules relate to (the FinalStateBackup rule checks these instances). */
@@ -19,4 +20,5 @@ export const RULE_NAMES = {
   escrowThreshold: "coffer-escrow-threshold",
   retentionDays: "coffer-retention-min-days",
   targetNotSourceStorage: "coffer-target-not-source-storage",
+  finalStateCoverage: "coffer-final-state-backup",
 } as const;

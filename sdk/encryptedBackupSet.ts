@@ -94,6 +94,43 @@ export type BackupItem = ManifestItem & { via: string };
 export type { Verification };
 
 /**
+ * @internal The policy's settings as a set applies them, in the clear so that reviews see them. Only
+ * the policy's inputs: while a policy update is previewed its computed outputs are unknown, and a
+ * resource built on them would show as about to be replaced when it is not.
+ */
+export function appliedPolicyOf(policy: BackupPolicy) {
+  const encrypted = pulumi.unsecret(
+    policy.encryption.apply((encryption) => encryption !== null && encryption !== undefined),
+  );
+  return pulumi
+    .all([
+      pulumi.all([
+        policy.id,
+        policy.zone,
+        policy.target,
+        policy.compression,
+        policy.integrityCheck,
+        policy.bandwidthLimitMiBps,
+        encrypted,
+        policy.host,
+      ]),
+      policy.declaredCopyToTarget,
+    ])
+    .apply(([[id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, isEncrypted, host], copies]) => ({
+      id,
+      zone,
+      target,
+      compression,
+      integrityCheck,
+      bandwidthLimitMiBps,
+      encrypted: isEncrypted,
+      host: host ?? undefined,
+      // Only when on: the sets of a policy without it keep the inputs they had.
+      ...(copies ? { copyToTarget: true } : {}),
+    }));
+}
+
+/**
  * A history of backups (recovery points) of VM disks, taken by the host agent under a BackupPolicy
  * and verified before they count. An `up` takes a point when `trigger` changed or `schedule` says one
  * is due, then prunes what the policy's retention no longer keeps; policy changes apply from the next
@@ -122,44 +159,11 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
     const policy = args.policy;
-    const encrypted = pulumi.unsecret(
-      policy.encryption.apply((encryption) => encryption !== null && encryption !== undefined),
-    );
     super(
       backupSetProvider,
       name,
       {
-        // The applied settings, in the clear so that reviews see them. Only the policy's inputs:
-        // while a policy update is previewed its computed outputs are unknown, and a set built on
-        // them would show as about to be replaced when it is not.
-        policy: pulumi
-          .all([
-            pulumi.all([
-              policy.id,
-              policy.zone,
-              policy.target,
-              policy.compression,
-              policy.integrityCheck,
-              policy.bandwidthLimitMiBps,
-              encrypted,
-              policy.host,
-            ]),
-            policy.declaredCopyToTarget,
-          ])
-          .apply(
-            ([[id, zone, target, compression, integrityCheck, bandwidthLimitMiBps, isEncrypted, host], copies]) => ({
-              id,
-              zone,
-              target,
-              compression,
-              integrityCheck,
-              bandwidthLimitMiBps,
-              encrypted: isEncrypted,
-              host: host ?? undefined,
-              // Only when on: the sets of a policy without it keep the inputs they had.
-              ...(copies ? { copyToTarget: true } : {}),
-            }),
-          ),
+        policy: appliedPolicyOf(policy),
         // Retention, RPO and re-verification: apart from `policy`, see provider/backupSet/schema.ts.
         history: pulumi
           .all([policy.retention, policy.rpoHours, policy.reverifyAfterDays])

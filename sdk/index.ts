@@ -22,3 +22,5 @@ export type {
 } from "./encryptedBackupSet";
 export { SecretEscrow } from "./secretEscrow";
 export type { EscrowLink, EscrowRecipientArgs, RecipientKeyInfo, RecordStatus, SecretEscrowArgs } from "./secretEscrow";
+export { FinalStateBackup } from "./finalStateBackup";
+export type { FinalStateBackupArgs, RunningVmArgs, StoppedVmArgs } from "./finalStateBackup";

@@ -87,6 +87,23 @@ const cloudItemSchema = z.object({
 });
 export type CloudItem = z.output<typeof cloudItemSchema>;
 
+/**
+ * Since schema 5: a final-state point, taken by a FinalStateBackup as its VM was deleted or replaced:
+ * why and by what it was taken, and how long it is held. Signed with the rest of the manifest, so a
+ * rebuilt index keeps its hold.
+ */
+export const finalContextSchema = z.object({
+  reason: z.string(),
+  /** "replace": the VM was replaced (a new one took its place); "delete": it went. */
+  operation: z.enum(["delete", "replace"]),
+  takenFor: z.object({ stack: z.string(), project: z.string(), urn: z.string() }),
+  /** What the VM was: its QMP socket and devices, or disk files, and the host (or the Nova server). */
+  vm: z.record(z.string(), z.unknown()),
+  /** Not pruned before this time, by `up` or the CLI. */
+  holdUntil: z.string(),
+});
+export type FinalContext = z.output<typeof finalContextSchema>;
+
 const within = (name: keyof typeof SCRYPT_LIMITS) =>
   z.number().int().min(SCRYPT_LIMITS[name][0]).max(SCRYPT_LIMITS[name][1]);
 
@@ -142,6 +159,7 @@ export const manifestSchema = z
     createdAt: z.string(),
     items: z.array(itemSchema),
     cloudItems: z.array(cloudItemSchema).optional(),
+    final: finalContextSchema.optional(),
   })
   .refine((m) => (m.keySource === "recipients") === (m.sealedKey !== undefined), {
     message: 'a sealedKey comes with keySource "recipients", and only with it',
@@ -153,7 +171,11 @@ export const manifestSchema = z
       message: 'keySource "recipients" is a schema 5 manifest of an encrypted point',
       path: ["keySource"],
     },
-  );
+  )
+  .refine((m) => m.final === undefined || m.keySource === "recipients", {
+    message: "a final-state point is sealed for recipients",
+    path: ["final"],
+  });
 export type Manifest = z.output<typeof manifestSchema>;
 
 const envelopeSchema = z.object({

@@ -18,9 +18,13 @@ import { Manifest, readManifest } from "./manifest";
  * prunes none by retention (it would delete the folders and leave the Cinder backups behind).
  * An index is written with the lowest version that holds what it says (see indexVersionOf), so
  * sets without cloud backups stay readable by that older Coffer.
+ *
+ * 3: points sealed for recipients (`keySource` "recipients"), final-state points (`final`). A Coffer
+ * that reads up to 2 can't read their manifests either: it lists no such point, so prunes none.
  */
 export const INDEX_KIND = "coffer.SetIndex";
-export const INDEX_SCHEMA_VERSION = 2;
+export const INDEX_SCHEMA_VERSION = 3;
+const CLOUD_INDEX_SCHEMA_VERSION = 2;
 
 const cloudProject = z.object({ authUrl: z.string(), region: z.string().optional(), projectId: z.string() });
 const cloudBackupRef = z.object({
@@ -51,6 +55,8 @@ const indexedPoint = z.object({
   dependsOn: z.union([z.string(), z.array(z.string())]).optional(),
   /** Since 2: its sources' backups in the cloud, which deleting the point must delete first. */
   cloud: z.object({ project: cloudProject, backups: z.array(cloudBackupRef) }).optional(),
+  /** Since 3: a final-state point (its manifest's `final`): why it was taken, and for what. */
+  final: z.object({ reason: z.string(), operation: z.enum(["delete", "replace"]), urn: z.string() }).optional(),
 });
 export type IndexedPoint = z.output<typeof indexedPoint>;
 
@@ -79,9 +85,29 @@ export const setIndexSchema = z.object({
 });
 export type SetIndex = z.output<typeof setIndexSchema>;
 
-/** 2 when the index records cloud backups (which an older Coffer must not prune without), else 1. */
-export const indexVersionOf = (index: Pick<SetIndex, "points" | "pruned">): number =>
-  index.points.some((p) => p.cloud) || index.pruned.some((p) => p.cloudBackups) ? INDEX_SCHEMA_VERSION : 1;
+/**
+ * The lowest version that holds what the index says: 3 with points sealed for recipients or final
+ * ones, 2 with cloud backups (which an older Coffer must not prune without), else 1.
+ */
+export function indexVersionOf(index: Pick<SetIndex, "points" | "pruned">): number {
+  if (index.points.some((p) => p.keySource === "recipients" || p.final)) return INDEX_SCHEMA_VERSION;
+  if (index.points.some((p) => p.cloud) || index.pruned.some((p) => p.cloudBackups)) return CLOUD_INDEX_SCHEMA_VERSION;
+  return 1;
+}
+
+/** The index's record of a final-state point, from its manifest's context. */
+export const finalOf = (final: NonNullable<Manifest["final"]>): NonNullable<IndexedPoint["final"]> => ({
+  reason: final.reason,
+  operation: final.operation,
+  urn: final.takenFor.urn,
+});
+
+/** The hold a final-state point's manifest sets: it holds until its `holdUntil`. */
+export const finalHoldOf = (pointId: string, final: NonNullable<Manifest["final"]>): SetIndex["holds"][number] => ({
+  point: pointId,
+  reason: `final state: ${final.reason}`,
+  until: final.holdUntil,
+});
 
 /** A set on a target: the store, and the set's zone and id (the layout names its keys). */
 export interface SetOnStore {
@@ -155,8 +181,8 @@ export function cloudBackupsIn(manifest: Manifest): IndexedCloud | undefined {
 
 /**
  * The set's points as its manifests say, read without any key (so unchecked): each point folder's
- * manifest, and the set folder's own for a set taken before histories. Holds and rules are not in
- * manifests: a rebuilt index has none.
+ * manifest, and the set folder's own for a set taken before histories. Rules and a set's holds are
+ * not in manifests: a rebuilt index has none, except the hold a final-state point's manifest sets.
  */
 export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
   const folder = targetLayout.setFolder(set.zone, set.setId);
@@ -164,6 +190,7 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
     .map((o) => o.key)
     .filter((key) => key.endsWith(`/${MANIFEST_FILE}`) && key.split("/").length - folder.split("/").length <= 2);
   const points: IndexedPoint[] = [];
+  const holds: SetIndex["holds"] = [];
   for (const key of manifests) {
     const text = await set.store.readText(key).catch(() => undefined);
     const read = text === undefined ? undefined : readManifest(text);
@@ -171,14 +198,17 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
     const { manifest } = read;
     const sizeBytes = manifest.items.reduce((sum, i) => sum + i.sizeBytes, 0);
     const cloud = cloudBackupsIn(manifest);
+    const id = manifest.pointId ?? manifest.setId;
+    if (manifest.final) holds.push(finalHoldOf(id, manifest.final));
     points.push({
-      id: manifest.pointId ?? manifest.setId,
+      id,
       takenAt: manifest.createdAt,
       sizeBytes,
       status: "unchecked",
       keySource: manifest.keySource,
       ...(manifest.escrow ? { escrow: manifest.escrow } : {}),
       ...(cloud ? { cloud } : {}),
+      ...(manifest.final ? { final: finalOf(manifest.final) } : {}),
     });
   }
   points.sort((a, b) => a.takenAt.localeCompare(b.takenAt));
@@ -193,7 +223,7 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
     zone: set.zone,
     updatedAt: new Date().toISOString(),
     retention: null,
-    holds: [],
+    holds,
     points,
     pruned: [],
   };

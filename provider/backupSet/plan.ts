@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import {
   CloudItem,
+  FinalContext,
   MANIFEST_KIND,
   Manifest,
   ManifestItem,
@@ -69,6 +70,8 @@ export interface PointPlan {
   keyEscrow?: KeyEscrow;
   /** A point sealed for recipients (sealedForRecipients): its key, sealed for them, goes into the manifest. */
   sealedKey?: Sealed;
+  /** A final-state point's context (a FinalStateBackup's): recorded in its manifest. */
+  final?: FinalContext;
 }
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
@@ -208,5 +211,6 @@ export function pointManifest(
     createdAt: taken.createdAt,
     items: taken.items,
     ...(taken.cloudItems && taken.cloudItems.length > 0 ? { cloudItems: taken.cloudItems } : {}),
+    ...(plan.final ? { final: plan.final } : {}),
   };
 }

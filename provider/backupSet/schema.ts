@@ -21,7 +21,7 @@ const source = sourceSchema({
 });
 
 /** What the resource class passes from the BackupPolicy: its settings, as applied. */
-const policy = z.object({
+export const appliedPolicy = z.object({
   id: z.string(),
   zone: z.string(),
   target: z.object({ kind: z.literal("directory"), path: z.string() }),
@@ -74,7 +74,7 @@ const keyEscrow = z
 
 export const backupSetInputs = z
   .object({
-    policy,
+    policy: appliedPolicy,
     history: history.optional(),
     /** Secret: the policy's passphrase (encrypted sets) and manifest key, and its signing key when it has one. */
     keys: z.object({

@@ -426,10 +426,11 @@ function cofferProgram(exit: { code: number }): Command {
       "Lists every set's points from the sets' indexes (rebuilt from the manifests when missing): time, size, " +
         "status as last checked, hold and escrow version. Points are not verified here: use coffer verify.",
     )
-    .usage("--target <dir> [--zone <zone>] [--set <id>] [--json]")
+    .usage("--target <dir> [--zone <zone>] [--set <id>] [--final] [--json]")
     .option("--target <dir>", "the backup target's folder")
     .option("--zone <zone>", "only this zone's sets")
     .option("--set <id>", "only this set's points")
+    .option("--final", "only final-state points (a FinalStateBackup's): why, for what, and their hold")
     .option("--json", "print JSON instead of a table")
     .addHelpText("after", example("coffer list --target /srv/backups --set nightly-1a2b3c4d"))
     .action(async (options: ListOptions) => {
@@ -467,13 +468,15 @@ interface ListOptions {
   target?: string;
   zone?: string;
   set?: string;
+  final?: boolean;
   json?: boolean;
 }
 
 async function list(values: ListOptions): Promise<number> {
   if (!values.target) throw new UsageError("list needs --target");
   const now = new Date();
-  const points = await listPoints({ target: path.resolve(values.target), zone: values.zone, set: values.set, now });
+  const all = await listPoints({ target: path.resolve(values.target), zone: values.zone, set: values.set, now });
+  const points = values.final ? all.filter((p) => p.final) : all;
   process.stdout.write(values.json ? JSON.stringify({ points }, null, 2) + "\n" : renderPoints(points, now) + "\n");
   return 0;
 }

@@ -23,6 +23,8 @@ export interface ListedPoint {
   checkedAt?: string;
   held?: string;
   escrowVersion?: number;
+  /** A final-state point: why it was taken, delete or replace, and the FinalStateBackup's URN. */
+  final?: IndexedPoint["final"];
   dir: string;
 }
 
@@ -60,6 +62,7 @@ export async function listPoints(options: { target: string; zone?: string; set?:
         ...(p.checkedAt ? { checkedAt: p.checkedAt } : {}),
         ...(hold ? { held: hold.reason } : {}),
         ...(p.escrow ? { escrowVersion: p.escrow.version } : {}),
+        ...(p.final ? { final: p.final } : {}),
         dir: pointDirOf(setDir, p.id),
       });
     }
@@ -77,10 +80,15 @@ export function renderPoints(points: readonly ListedPoint[], now: Date): string 
     p.status,
     p.held ? `held: ${p.held}` : "",
     p.escrowVersion !== undefined ? `escrow v${p.escrowVersion}` : "",
+    p.final
+      ? `${p.final.operation} of ${p.final.urn.slice(p.final.urn.lastIndexOf("::") + 2)} (${p.final.reason})`
+      : "",
   ]);
-  const header = ["SET", "POINT", "TAKEN", "SIZE", "STATUS", "HOLD", "ESCROW"];
+  // The final-state column only where there are final points: other tables stay as they were.
+  const columns = points.some((p) => p.final) ? 8 : 7;
+  const header = ["SET", "POINT", "TAKEN", "SIZE", "STATUS", "HOLD", "ESCROW", "FINAL STATE"].slice(0, columns);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  return [header, ...rows]
+  return [header, ...rows.map((r) => r.slice(0, columns))]
     .map((r) =>
       r
         .map((cell, i) => cell.padEnd(widths[i]))
@@ -260,7 +268,13 @@ function choosePoint<P extends IndexedPoint>(
   const point = points.find((p) => p.id === id);
   if (!point) throw new Error(`the set has no point ${id}: see coffer list`);
   const hold = holds.find((h) => h.point === id && holdsAt(h, now));
-  if (hold) throw new Error(`point ${id} is held (${hold.reason}): remove the hold from the set first`);
+  if (hold) {
+    // A final-state point's hold is in its signed manifest: only time ends it.
+    const fix = point.final
+      ? `it can be deleted after ${hold.until}`
+      : `remove the hold from the set first${hold.until ? `, or wait until ${hold.until}` : ""}`;
+    throw new Error(`point ${id} is held (${hold.reason}): ${fix}`);
+  }
   const dependents = points.filter((p) => p.id !== id && basesOf(p).includes(id)).map((p) => p.id);
   if (dependents.length > 0) {
     throw new Error(

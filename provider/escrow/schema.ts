@@ -19,6 +19,24 @@ const recipient = z
   })
   .strict();
 
+/** Who may open a secret: the holders of these private keys (each parsed by checkRecipients). */
+export const recipientList = z
+  .array(recipient, { error: "recipients must be a list of { name, publicKey }" })
+  .min(1, {
+    message: "recipients must name at least one holder of a private key, or nobody can recover the secret",
+  })
+  .max(255, { message: "recipients can be at most 255 (Shamir's sharing over GF(256))" });
+
+/** How many recipients are needed to open it. */
+export const recipientThreshold = z
+  .number({
+    error:
+      "threshold must be a whole number: how many recipients are needed to recover (1 to the number of recipients)",
+  })
+  .int({ message: "threshold must be a whole number: how many recipients are needed to recover" })
+  .min(1, { message: "threshold must be at least 1: how many recipients are needed to recover" })
+  .default(1);
+
 /**
  * The inputs of a SecretEscrow, validated. Every key is parsed here, at preview: a weak,
  * unsupported or malformed key fails before anything is written, naming the recipient.
@@ -30,20 +48,8 @@ export const secretEscrowInputs = z
       .min(1, {
         message: "secret must not be empty: escrow the value backups depend on, e.g. the policy's passphrase",
       }),
-    recipients: z
-      .array(recipient, { error: "recipients must be a list of { name, publicKey }" })
-      .min(1, {
-        message: "recipients must name at least one holder of a private key, or nobody can recover the secret",
-      })
-      .max(255, { message: "recipients can be at most 255 (Shamir's sharing over GF(256))" }),
-    threshold: z
-      .number({
-        error:
-          "threshold must be a whole number: how many recipients are needed to recover (1 to the number of recipients)",
-      })
-      .int({ message: "threshold must be a whole number: how many recipients are needed to recover" })
-      .min(1, { message: "threshold must be at least 1: how many recipients are needed to recover" })
-      .default(1),
+    recipients: recipientList,
+    threshold: recipientThreshold,
     store: directoryLocation("store", "/srv/escrow"),
     /** The record's stable name in the store; the resource class defaults it to the resource's name. */
     recordId: z.string({ error: "recordId is required: the record's name in the store" }).regex(RECORD_ID_PATTERN, {
@@ -60,47 +66,57 @@ export const secretEscrowInputs = z
       .default("ok"),
   })
   .strict()
-  .superRefine((inputs, ctx) => {
-    const names = new Map<string, number>();
-    const fingerprints = new Map<string, number>();
-    inputs.recipients.forEach((r, i) => {
-      if (names.has(r.name)) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["recipients", i, "name"],
-          message: `recipients[${i}].name "${r.name}" is used twice (also recipients[${names.get(r.name)}]): give each recipient its own name`,
-        });
-      }
-      names.set(r.name, i);
-      const parsed = parseRecipientKey(r.publicKey);
-      if (!parsed.ok) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["recipients", i, "publicKey"],
-          message: `recipients[${i}].publicKey (${r.name}) ${parsed.reason}`,
-        });
-        return;
-      }
-      const twin = fingerprints.get(parsed.key.fingerprint);
-      if (twin !== undefined) {
-        ctx.addIssue({
-          code: "custom",
-          path: ["recipients", i, "publicKey"],
-          message: `recipients[${i}].publicKey is the same key as recipients[${twin}]: each recipient needs its own key pair`,
-        });
-      }
-      fingerprints.set(parsed.key.fingerprint, i);
-    });
-    if (inputs.recipients.length > 0 && inputs.threshold > inputs.recipients.length) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["threshold"],
-        message: `threshold ${inputs.threshold} is more than the ${inputs.recipients.length} recipient(s): nobody could recover the secret; use 1 to ${inputs.recipients.length}`,
-      });
-    }
-  });
+  .superRefine((inputs, ctx) => checkRecipients(inputs, ctx, "secret"));
 
 export type SecretEscrowInputs = z.output<typeof secretEscrowInputs>;
+
+/**
+ * Every recipient's key parsed (a weak, unsupported or malformed one fails at preview, named), no
+ * name or key twice, and a threshold they can meet; `what` names what they open, for messages.
+ */
+export function checkRecipients(
+  inputs: { recipients: { name: string; publicKey: string }[]; threshold: number },
+  ctx: z.RefinementCtx,
+  what: string,
+): void {
+  const names = new Map<string, number>();
+  const fingerprints = new Map<string, number>();
+  inputs.recipients.forEach((r, i) => {
+    if (names.has(r.name)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["recipients", i, "name"],
+        message: `recipients[${i}].name "${r.name}" is used twice (also recipients[${names.get(r.name)}]): give each recipient its own name`,
+      });
+    }
+    names.set(r.name, i);
+    const parsed = parseRecipientKey(r.publicKey);
+    if (!parsed.ok) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["recipients", i, "publicKey"],
+        message: `recipients[${i}].publicKey (${r.name}) ${parsed.reason}`,
+      });
+      return;
+    }
+    const twin = fingerprints.get(parsed.key.fingerprint);
+    if (twin !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["recipients", i, "publicKey"],
+        message: `recipients[${i}].publicKey is the same key as recipients[${twin}]: each recipient needs its own key pair`,
+      });
+    }
+    fingerprints.set(parsed.key.fingerprint, i);
+  });
+  if (inputs.recipients.length > 0 && inputs.threshold > inputs.recipients.length) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["threshold"],
+      message: `threshold ${inputs.threshold} is more than the ${inputs.recipients.length} recipient(s): nobody could recover the ${what}; use 1 to ${inputs.recipients.length}`,
+    });
+  }
+}
 
 /**
  * What a BackupPolicy or EncryptedBackupSet is told of its escrow: which record, where, and

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { x25519Pair } from "../support/escrowKeys";
+import { ed25519Pair } from "../support/signingKeys";
 import { pulumiCliReady } from "../support/pulumiCli";
 import { stackProject, watchCommandLines } from "../support/stackProject";
 
@@ -25,15 +26,26 @@ const policy = new coffer.BackupPolicy("gold", {
   zone: "gold",
   target: { kind: "directory", path: spec.target },
   encryption: { passphrase },
+  signing: { privateKey: new pulumi.Config().requireSecret("signingKey") },
   escrow,
   retention: spec.retention,
 });
+const running = spec.vmSocket ? [{ name: "web-1-vda", qmpSocket: spec.vmSocket, device: "vda" }] : [];
 new coffer.EncryptedBackupSet("nightly", {
   policy,
-  sources: [{ name: "vm-1-root", disk: spec.disk }],
+  sources: [{ name: "vm-1-root", disk: spec.disk }, ...running],
   schedule: spec.schedule,
   trigger: "t1",
 });
+if (spec.finalState) {
+  new coffer.FinalStateBackup("web-1-final", {
+    vm: { qmpSocket: spec.vmSocket, devices: ["vda"] },
+    policy,
+    recipients: spec.recipients,
+    holdDays: 30,
+    reason: "security",
+  });
+}
 `;
 
 describeE2e("Coffer's policy pack with the real Pulumi CLI", () => {
@@ -44,6 +56,7 @@ describeE2e("Coffer's policy pack with the real Pulumi CLI", () => {
   beforeAll(async () => {
     env = await stackProject(PROGRAM);
     env.setSecretConfig("passphrase", PASSPHRASE);
+    env.setSecretConfig("signingKey", ed25519Pair().privateKey);
     // Where a user's install has it: coffer in the project's node_modules.
     pack = path.join(env.project, "node_modules/coffer/policy-pack");
     const dir = async (name: string) => {
@@ -112,6 +125,22 @@ describeE2e("Coffer's policy pack with the real Pulumi CLI", () => {
     expect(fixed.output).not.toMatch(/coffer-[a-z-]+\s+\(pulumi-nodejs/);
     // Every value the rules read was known in this first preview: nothing was skipped as unknown.
     expect(fixed.output).not.toContain("can't");
+    expect(fixed.code).toBe(0);
+  });
+
+  it("fails a running VM without a FinalStateBackup, naming it and the fix; passes once it has one", async () => {
+    const withVm = { ...good, vmSocket: "/run/qemu/web-1.qmp" };
+    const bad = await preview(withVm);
+    expect(bad.code).not.toBe(0);
+    expect(bad.output).toMatch(
+      /\[mandatory\]\s+coffer-final-state-backup\s+\(pulumi-nodejs:dynamic\/coffer:EncryptedBackupSet: nightly\)/,
+    );
+    expect(bad.output).toContain(
+      'backs up the running VM of /run/qemu/web-1.qmp (source "web-1-vda"), which has no FinalStateBackup',
+    );
+    expect(bad.output).toContain('Fix: add new coffer.FinalStateBackup("web-1-vda-final"');
+    const fixed = await preview({ ...withVm, finalState: true });
+    expect(fixed.output).not.toMatch(/coffer-[a-z-]+\s+\(pulumi-nodejs/);
     expect(fixed.code).toBe(0);
   });
 

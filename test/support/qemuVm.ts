@@ -9,10 +9,16 @@ export interface RunningVm {
 }
 
 /**
- * A real QEMU with `disk` attached as virtio-blk "vda": TCG, paused (-S), no kernel, so the
- * disk's content stays what the test wrote while block jobs run against it.
+ * A real QEMU with `disk` attached as virtio-blk "vda": TCG, no kernel, so the disk's content stays
+ * what the test wrote while block jobs run against it; paused (-S) unless `running` (its firmware
+ * then runs, finds nothing to boot, and waits).
  */
-export async function startVm(dir: string, disk: string, format: "raw" | "qcow2" = "raw"): Promise<RunningVm> {
+export async function startVm(
+  dir: string,
+  disk: string,
+  format: "raw" | "qcow2" = "raw",
+  options: { running?: boolean } = {},
+): Promise<RunningVm> {
   const qmpSocket = path.join(dir, `qmp-${path.basename(disk)}.sock`);
   const child = spawn(
     "qemu-system-x86_64",
@@ -22,7 +28,7 @@ export async function startVm(dir: string, disk: string, format: "raw" | "qcow2"
       "-nodefaults",
       "-display",
       "none",
-      "-S",
+      ...(options.running ? [] : ["-S"]),
       "-m",
       "64",
       "-qmp",

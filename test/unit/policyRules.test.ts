@@ -6,7 +6,9 @@ import {
   COFFER_TYPES,
   RULE_NAMES,
   cofferPolicies,
+  FOREIGN_TYPES,
   escrowThreshold,
+  finalStateCoverage,
   retentionDays,
   targetNotSourceStorage,
 } from "../../policy";
@@ -239,5 +241,76 @@ describe(RULE_NAMES.targetNotSourceStorage, () => {
     expect(run(targetNotSourceStorage, [policy, set])).toEqual([
       { message: expect.stringContaining("can't be known"), urn: set.urn, advisory: true },
     ]);
+  });
+});
+
+describe("coffer-final-state-backup", () => {
+  const policy = policyNamed("forensics", { host: "kvm-07" });
+  const runningSource = { name: "web-1-vda", qmpSocket: "/run/qemu/web-1.qmp", device: "vda" };
+  const finalFor = (vm: unknown, deps: Record<string, PolicyResource[]> = {}) =>
+    resource(COFFER_TYPES.finalStateBackup, "web-1-final", { vm, policy: { host: "kvm-07" } }, deps);
+  const instance = resource(FOREIGN_TYPES.openstackInstance, "web-1", { name: "web-1" });
+
+  it("fails a running VM source and a compute instance without one, naming the resource and the fix", () => {
+    const reports = run(finalStateCoverage, [
+      policy,
+      setOf(policy, { policy: { host: "kvm-07" }, sources: [runningSource] }),
+      instance,
+    ]);
+    expect(reports).toEqual([
+      {
+        message: expect.stringMatching(
+          /^Compute instance "web-1" has no FinalStateBackup: .* Fix: add new coffer\.FinalStateBackup\("web-1-final", \{ vm: \{ novaServer: web-1\.id \}/,
+        ),
+        urn: instance.urn,
+      },
+      {
+        message:
+          'EncryptedBackupSet "nightly" backs up the running VM of /run/qemu/web-1.qmp on kvm-07 (source "web-1-vda"), ' +
+          "which has no FinalStateBackup: deleting that VM would keep nothing of its last state. Fix: add " +
+          'new coffer.FinalStateBackup("web-1-vda-final", { vm: { qmpSocket: "/run/qemu/web-1.qmp", devices: ["vda"], ' +
+          'host: "kvm-07" }, policy, recipients, holdDays, reason }), or list "web-1-vda" in this rule\'s exempt.',
+        urn: "urn:pulumi:s::p::pulumi-nodejs:dynamic/coffer:EncryptedBackupSet::nightly",
+      },
+    ]);
+  });
+
+  it("passes once each has one: by socket and host, or by the resource both were built from", () => {
+    const set = setOf(policy, { policy: { host: "kvm-07" }, sources: [runningSource] });
+    expect(
+      run(finalStateCoverage, [policy, set, finalFor({ qmpSocket: "/run/qemu/web-1.qmp", devices: ["vda"] })]),
+    ).toEqual([]);
+    // Another host's VM with the same socket path is another VM.
+    const elsewhere = finalFor({ qmpSocket: "/run/qemu/web-1.qmp", devices: ["vda"], host: "kvm-08" });
+    expect(run(finalStateCoverage, [policy, set, elsewhere])).toHaveLength(1);
+    // In a preview the socket may be unknown: the VM resource both depend on relates them.
+    const vmResource = resource("coffer-test:index:Vm", "web-1-vm", {});
+    const unknownSet = setOf(
+      policy,
+      { policy: { host: "kvm-07" }, sources: unknownObjectValue },
+      { sources: [vmResource] },
+    );
+    const byOrigin = finalFor(unknownObjectValue, { vm: [vmResource] });
+    expect(run(finalStateCoverage, [policy, unknownSet, byOrigin])).toEqual([]);
+    expect(run(finalStateCoverage, [instance, finalFor(unknownObjectValue, { vm: [instance] })])).toEqual([]);
+  });
+
+  it("leaves disk sources alone unless includeDiskSources; exempt names need none; unknown sources are noted", () => {
+    const disks = setOf(policy, { policy: { host: "kvm-07" }, sources: [{ name: "db-root", disk: "/vms/db.raw" }] });
+    expect(run(finalStateCoverage, [policy, disks])).toEqual([]);
+    expect(run(finalStateCoverage, [policy, disks], { includeDiskSources: true })).toEqual([
+      expect.objectContaining({
+        message: expect.stringContaining('the VM disk /vms/db.raw on kvm-07 (source "db-root")'),
+      }),
+    ]);
+    const covered = finalFor({ disks: [{ disk: "/vms/db.raw" }] });
+    expect(run(finalStateCoverage, [policy, disks, covered], { includeDiskSources: true })).toEqual([]);
+    const set = setOf(policy, { policy: { host: "kvm-07" }, sources: [runningSource] });
+    expect(run(finalStateCoverage, [policy, set, instance], { exempt: ["web-1", "web-1-vda"] })).toEqual([]);
+    const unknown = run(finalStateCoverage, [
+      policy,
+      setOf(policy, { policy: { host: "kvm-07" }, sources: unknownObjectValue }),
+    ]);
+    expect(unknown).toEqual([expect.objectContaining({ advisory: true })]);
   });
 });
