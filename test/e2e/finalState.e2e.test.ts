@@ -128,8 +128,9 @@ describeE2e("FinalStateBackup end to end: destroying a running VM's stack keeps 
     log.output = "";
     const destroyed = await env.stack.destroy(record);
     expect(destroyed.summary.result).toBe("succeeded");
-    await new Promise((resolve) => (vm.process.exitCode === null ? vm.process.once("exit", resolve) : resolve(0)));
-    expect(alive(vm.process.pid!)).toBe(false);
+    const exited = vm.process.exitCode !== null || vm.process.signalCode !== null;
+    if (!exited) await new Promise((resolve) => vm.process.once("exit", resolve));
+    expect(vm.process.signalCode).toBe("SIGKILL");
     expect(log.output).toMatch(/final-state backup of the VM of .*: point \S+ \(.*\) in .*, held until /);
 
     const setDir = path.join(target, "sets", "forensics", setId);
