@@ -8,6 +8,7 @@ export const COFFER_TYPES = {
   backupPolicy: cofferResourceType(COFFER_RESOURCE_NAMES.backupPolicy),
   backupSet: cofferResourceType(COFFER_RESOURCE_NAMES.backupSet),
   secretEscrow: cofferResourceType(COFFER_RESOURCE_NAMES.secretEscrow),
+  restoreDrill: cofferResourceType(COFFER_RESOURCE_NAMES.restoreDrill),
 } as const;
 
 /** Other packages' types the rules relate to (the FinalStateBackup rule checks these instances). */

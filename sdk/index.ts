@@ -22,3 +22,5 @@ export type {
 } from "./encryptedBackupSet";
 export { SecretEscrow } from "./secretEscrow";
 export type { EscrowLink, EscrowRecipientArgs, RecipientKeyInfo, RecordStatus, SecretEscrowArgs } from "./secretEscrow";
+export { RestoreDrill } from "./restoreDrill";
+export type { DrillBootArgs, DrillCheckStatus, DrillChecks, DrillResult, RestoreDrillArgs } from "./restoreDrill";

@@ -8,6 +8,7 @@ export const COFFER_RESOURCE_NAMES = {
   backupPolicy: "BackupPolicy",
   backupSet: "EncryptedBackupSet",
   secretEscrow: "SecretEscrow",
+  restoreDrill: "RestoreDrill",
 } as const;
 
 /** A Coffer resource's type as the engine reports it, e.g. `pulumi-nodejs:dynamic/coffer:BackupPolicy`. */
