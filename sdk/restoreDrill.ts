@@ -31,7 +31,11 @@ export interface RestoreDrillArgs {
   scratchDir?: pulumi.Input<string>;
   /** Boot each restored disk under QEMU (TCG, read-only) until `marker` appears on its serial console. */
   boot?: pulumi.Input<DrillBootArgs>;
-  /** Not built yet (check refuses true): drill Cinder backups through a scratch volume. */
+  /**
+   * Also drill each Cinder source's backup: restored into a scratch volume (the recorded type), waited
+   * for until available, then deleted, always; in Pulumi's process, with the stack's OpenStack credentials.
+   * Default false: a point whose only backup is Cinder's then fails its drill, saying so.
+   */
   cinderScratch?: pulumi.Input<boolean>;
 }
 

@@ -14,6 +14,7 @@ import { restorerOf } from "../sources/registry";
 import { checkManifest } from "./backupSet";
 import { checkImage } from "./image";
 import type { Manifest, ManifestItem } from "./manifest";
+import type { CinderVolumeItem } from "../sources/cinderVolume";
 import { withPrivateDir, withSecretFd } from "./tempFiles";
 import { start } from "./tools";
 
@@ -62,6 +63,11 @@ export interface DrillReport {
   items: string[];
   /** Items this drill can't restore (a Cinder backup with no copy in the target), and why. */
   notDrilled: { item: string; reason: string }[];
+  /**
+   * What the authentic manifest records of its Cinder sources (with a copy in the target or not):
+   * what a drill of their Cinder backups restores from, in Pulumi's process.
+   */
+  cinderSources?: { item: string; source: CinderVolumeItem }[];
   durationMs: number;
 }
 
@@ -90,12 +96,14 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
     checks[check] = "failed";
     failures.push(`${check}: ${message}`);
   };
+  let cinderSources: NonNullable<DrillReport["cinderSources"]> = [];
   const report = (items: string[] = [], notDrilled: DrillReport["notDrilled"] = []): DrillReport => ({
     ok: failures.length === 0,
     checks,
     ...(failures.length > 0 ? { failure: failures[0] } : {}),
     items,
     notDrilled,
+    ...(cinderSources.length > 0 ? { cinderSources } : {}),
     durationMs: Date.now() - started,
   });
 
@@ -110,6 +118,9 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
     return report();
   }
   checks.manifest = "ok";
+  cinderSources = [...manifest.items, ...(manifest.cloudItems ?? [])].flatMap((i) =>
+    i.source.kind === "cinderVolume" ? [{ item: i.name, source: i.source }] : [],
+  );
   const notDrilled = (manifest.cloudItems ?? []).map((item) => ({
     item: item.name,
     reason: "only the cloud holds its backup (no copy in the target)",
@@ -119,6 +130,10 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
     notDrilled.push({ item: item.name, reason: `its source kind, ${item.source.kind}, has no restore` });
   }
   const items = drilled.map((i) => i.name);
+  // Only Cinder holds the point's backups: what drills them is a scratch volume (the provider's).
+  if (drilled.length === 0 && notDrilled.length > 0 && notDrilled.length === cinderSources.length) {
+    return report(items, notDrilled);
+  }
   if (drilled.length === 0) {
     // A drill that restores nothing proves nothing.
     const why = notDrilled.map((n) => `${n.item}: ${n.reason}`).join("; ");
@@ -236,7 +251,8 @@ export async function bootUntilMarker(options: {
         const printed = tail ? `; its serial console ends with "${tail}"` : "; its serial console stayed empty";
         throw new CofferError(
           "VERIFY_FAILED",
-          `${subject}: timed out after ${boot.timeoutSeconds} s waiting for "${boot.marker}" on the serial console${printed}`,
+          `${subject}: timed out after ${boot.timeoutSeconds} s waiting for "${boot.marker}" ` +
+            `on the serial console${printed}`,
         );
       }
       await new Promise((resolve) => setTimeout(resolve, SERIAL_POLL_MS));

@@ -1,10 +1,12 @@
 import type * as pulumi from "@pulumi/pulumi";
-import type { DrillChecks, DrillReport } from "../agent/drill";
+import type { DrillCheckStatus, DrillChecks, DrillReport } from "../agent/drill";
 import type { AgentClient } from "../backupSet/agentClient";
+import type { CloudAccess } from "../backupSet/take";
 import { keysOfVersion, pointDir, signerOf } from "../backupSet/state";
 import { checkInputs, currentState, parseCheckedInputs, withoutUndefined } from "../common/check";
 import { CofferError } from "../common/errors";
 import { newestFirst } from "../history/point";
+import { drillCinderBackup, scratchVolumeName } from "./cinderScratch";
 import { DRILL_SCHEMA_VERSION, DrillPick, DrilledSet, RestoreDrillInputs, SetKeys, restoreDrillInputs } from "./schema";
 
 /** One set's drill, as the outputs keep it. */
@@ -20,7 +22,8 @@ export interface DrillResult {
   /** Where the drill ran: "local" or the ssh destination that holds the point. */
   where?: string;
   ok: boolean;
-  checks: DrillChecks;
+  /** `cinderScratch`: with `cinderScratch: true`, each Cinder backup restored into a scratch volume, then deleted. */
+  checks: DrillChecks & { cinderScratch?: DrillCheckStatus };
   /** The first check that failed, and why ("hash: item web-1-root: ..."). */
   failure?: string;
   /** The items restored, and those the drill can't restore (only the cloud holds them). */
@@ -48,6 +51,8 @@ export interface DrillDeps {
   /** A number in [0, 1), for `pick: "sampled"`. */
   random(): number;
   progress(message: string): void;
+  /** The cloud that holds the points' Cinder backups (for `cinderScratch`), signed in on first use. */
+  cloud?(): Promise<CloudAccess>;
   /** Aborted when the Pulumi engine is gone: the agent stops, and removes its scratch folder. */
   engineGone?: AbortSignal;
 }
@@ -131,8 +136,49 @@ export function createRestoreDrillProvider(deps: DrillDeps) {
       },
       { secrets, signal: deps.engineGone },
     );
-    const { notDrilled, ...rest } = report;
-    return { ...about, ...rest, ...(notDrilled.length > 0 ? { notDrilled } : {}) };
+    const { notDrilled, cinderSources = [], ...rest } = report;
+    const result: DrillResult = { ...about, ...rest, ...(notDrilled.length > 0 ? { notDrilled } : {}) };
+    if (result.checks.manifest !== "ok") return result;
+    if (inputs.cinderScratch) await drillCinderBackups(result, point.id, cinderSources);
+    const cinderDrilled = result.checks.cinderScratch === "ok" || result.checks.cinderScratch === "failed";
+    if (result.items.length === 0 && !cinderDrilled) {
+      // A drill that restores nothing proves nothing.
+      const held = notDrilled.map((n) => n.item).join(", ");
+      result.ok = false;
+      const fix = "cinderScratch drills it";
+      result.failure = `hash: nothing of the point is in the target (only Cinder holds ${held}): ${fix}`;
+    }
+    return result;
+  }
+
+  /** With `cinderScratch`: each Cinder source's backup into a scratch volume, deleted afterwards; into `result`. */
+  async function drillCinderBackups(
+    result: DrillResult,
+    pointId: string,
+    sources: NonNullable<DrillReport["cinderSources"]>,
+  ): Promise<void> {
+    if (sources.length === 0) {
+      result.checks.cinderScratch = "skipped";
+      return;
+    }
+    if (!deps.cloud) throw new CofferError("CLOUD_CONFIG_INVALID", "cinderScratch needs the cloud, and none is set up");
+    const access = await deps.cloud();
+    const problems: string[] = [];
+    for (const { item, source } of sources) {
+      deps.progress(`drill: set ${result.set}, point ${pointId}: cinder backup ${source.backupId} of ${item}`);
+      const name = scratchVolumeName(result.setId, pointId, item);
+      const problem = await drillCinderBackup(source, access, {
+        name,
+        progress: deps.progress,
+        signal: deps.engineGone,
+      });
+      if (problem) problems.push(`item ${item}: ${problem}`);
+    }
+    result.checks.cinderScratch = problems.length > 0 ? "failed" : "ok";
+    if (problems.length > 0) {
+      result.ok = false;
+      result.failure ??= `cinderScratch: ${problems.join("; ")}`;
+    }
   }
 
   /** Drills every set, one after the other (each restores whole disks). */

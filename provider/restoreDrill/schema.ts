@@ -96,14 +96,8 @@ export const restoreDrillInputs = z
       .refine((p) => !p.split("/").includes(".."), { message: 'scratchDir must not contain ".." segments' })
       .optional(),
     boot: boot.optional(),
-    cinderScratch: z
-      .boolean({ error: "cinderScratch must be true or false" })
-      .refine((on) => !on, {
-        message:
-          "cinderScratch is not built yet: a drill restores what the target holds (a Cinder source with " +
-          "copyToTarget is drilled from its copy); leave it out",
-      })
-      .default(false),
+    /** Also restore each Cinder source's backup into a scratch volume (deleted afterwards), in the cloud. */
+    cinderScratch: z.boolean({ error: "cinderScratch must be true or false" }).default(false),
     /**
      * Declared "ok" by the resource class; refresh hands back what the drill found, so that
      * `pulumi preview --diff` shows a failed drill as `status: "failed" => "ok"`.

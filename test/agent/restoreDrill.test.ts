@@ -9,6 +9,8 @@ import { DRILL_SCHEMA_VERSION } from "../../provider/restoreDrill/schema";
 import { createRestoreDrillProvider } from "../../provider/restoreDrill/provider";
 import { localHost } from "../../provider/restoreDrill";
 import { makeRawDisk } from "../support/disks";
+import { TestSshd, startSshd } from "../support/sshd";
+import { watchCommandLines } from "../support/stackProject";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
@@ -49,7 +51,7 @@ async function makeBootDisk(file: string, text: string): Promise<void> {
 }
 
 /** A set of `sources` taken by the EncryptedBackupSet provider on a fresh target. */
-async function takeSet(sources: object[], policy: Record<string, unknown> = {}) {
+async function takeSet(sources: object[], policy: Record<string, unknown> = {}, more: Record<string, unknown> = {}) {
   const target = path.join(tempDir(), "target");
   await makeTarget(target);
   const checked = await setProvider.check(
@@ -68,6 +70,7 @@ async function takeSet(sources: object[], policy: Record<string, unknown> = {}) 
       keys: { passphrase: PASSPHRASE, manifestKey: MANIFEST_KEY },
       sources,
       trigger: "2026-11-27",
+      ...more,
     },
   );
   expect(checked.failures).toBeUndefined();
@@ -91,7 +94,7 @@ async function checkedDrill(inputs: object) {
 }
 
 describe("RestoreDrill with the local agent", () => {
-  test("a good point passes every check; a flipped byte in the stored file fails the drill, naming set, point and check", async () => {
+  test("a good point passes every check; a flipped byte fails the drill, naming set, point and check", async () => {
     const disk = path.join(tempDir(), "web-1.raw");
     await makeRawDisk(disk, 4);
     const set = await takeSet([{ name: "web-1-root", disk }]);
@@ -173,7 +176,7 @@ describe("RestoreDrill with the local agent", () => {
     });
   });
 
-  test("boot: a restored disk that prints the marker passes; one that never does fails with a timeout, named", async () => {
+  test("boot: a disk that prints the marker passes; one that never does fails with a timeout, named", async () => {
     const bootable = path.join(tempDir(), "boot.raw");
     await makeBootDisk(bootable, `hello ${MARKER}`);
     // Unencrypted: each LUKS open costs seconds, and the boot is what is tested here.
@@ -195,8 +198,43 @@ describe("RestoreDrill with the local agent", () => {
     expect(error).toMatchObject({ code: "VERIFY_FAILED" });
     expect(error.message).toMatch(
       new RegExp(
-        `point ${quiet.points[0].id}: boot: item vm-2-root: timed out after 3 s waiting for "${MARKER}" on the serial console`,
+        `point ${quiet.points[0].id}: boot: item vm-2-root: timed out after 3 s waiting for "${MARKER}" ` +
+          "on the serial console",
       ),
     );
+  });
+});
+
+describe("RestoreDrill of a set on another host (a real sshd on 127.0.0.1)", () => {
+  let sshd: TestSshd;
+  const saved = { ...process.env };
+  const repoRoot = path.resolve(__dirname, "../..");
+
+  beforeAll(async () => {
+    sshd = await startSshd(path.join(require("node:os").tmpdir(), `coffer-sshd-drill-${process.pid}`));
+    process.env.COFFER_SSH_CONFIG = sshd.configFile;
+    // On the "remote" host the agent is this checkout's; the ssh session's PATH is sshd's default.
+    const agent = path.join(repoRoot, "bin/coffer-agent.js");
+    process.env.COFFER_REMOTE_AGENT = `PATH=${path.dirname(process.execPath)}:$PATH ${process.execPath} ${agent}`;
+  });
+  afterAll(async () => {
+    process.env = saved;
+    await sshd?.stop();
+  });
+
+  test("the drill runs where the point is, through its agent, with the passphrase on no command line", async () => {
+    const disk = path.join(tempDir(), "there.raw");
+    await makeRawDisk(disk, 4);
+    const set = await takeSet([{ name: "there", disk }], {}, { host: sshd.alias });
+    expect(set.manifestHost).toBe(sshd.alias);
+    const inputs = await checkedDrill(drillInputs(set));
+    const { result, commandLines } = await watchCommandLines(() => provider.create(inputs));
+    expect(result.outs.results[0]).toMatchObject({
+      where: sshd.alias,
+      ok: true,
+      checks: { manifest: "ok", hash: "ok", qemuImgCheck: "ok" },
+    });
+    expect([...commandLines].some((l) => l.includes(`-- ${sshd.alias}`) && l.includes("drill-point"))).toBe(true);
+    expect([...commandLines].filter((l) => l.includes(PASSPHRASE))).toEqual([]);
   });
 });

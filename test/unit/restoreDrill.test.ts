@@ -27,11 +27,14 @@ const valid = {
 };
 
 const agentCalls: string[] = [];
+/** What the fake agent answers, by command; a command without an answer fails. */
+const answers: Record<string, unknown> = {};
 const provider = createRestoreDrillProvider({
   agent: (host) => ({
     where: host ?? "local",
     call: async (command: string) => {
       agentCalls.push(command);
+      if (command in answers) return answers[command] as never;
       throw new Error(`no agent in unit tests (${command})`);
     },
   }),
@@ -66,7 +69,7 @@ describe("RestoreDrill check", () => {
     ["a zero timeout", { boot: { marker: "m", timeoutSeconds: 0 } }, "boot.timeoutSeconds", /more than 0/],
     ["too little memory", { boot: { marker: "m", memoryMiB: 8 } }, "boot.memoryMiB", /at least 16/],
     ["an unknown boot field", { boot: { marker: "m", cdrom: "x" } }, "boot.cdrom", /not a known field/],
-    ["cinderScratch", { cinderScratch: true }, "cinderScratch", /cinderScratch is not built yet/],
+    ["a cinderScratch that is no boolean", { cinderScratch: "yes" }, "cinderScratch", /must be true or false/],
     ["a status", { status: "failed" }, "status", /status is set by Coffer/],
     ["an unknown field", { colour: "red" }, "colour", /colour is not a known field/],
     ["something else as a set", { sets: ["nightly"] }, "sets.0", /each of sets must be a coffer.EncryptedBackupSet/],
@@ -123,6 +126,36 @@ describe("RestoreDrill diff, state and points", () => {
     expect(agentCalls).toEqual([]);
   });
 
+  test("an agent of an older Coffer (no drills in its version) is refused before any drill, named", async () => {
+    agentCalls.length = 0;
+    answers.version = { qemu: "7.2.0", node: "v20", manifestSchema: 5 };
+    const error = await provider.create(valid).catch((e) => e);
+    expect(error).toMatchObject({ code: "AGENT_PROTOCOL_MISMATCH" });
+    expect(error.message).toMatch(
+      /^coffer-agent on this machine has no restore drill: install the same coffer version/,
+    );
+    expect(agentCalls).toEqual(["version"]);
+  });
+
+  test("a point only Cinder holds fails without cinderScratch, saying what drills it", async () => {
+    answers.version = { qemu: "7.2.0", node: "v20", manifestSchema: 5, drills: true };
+    answers["drill-point"] = {
+      ok: true,
+      checks: { manifest: "ok", hash: "skipped", qemuImgCheck: "skipped" },
+      items: [],
+      notDrilled: [{ item: "db", reason: "only the cloud holds its backup (no copy in the target)" }],
+      cinderSources: [{ item: "db", source: { kind: "cinderVolume" } }],
+      durationMs: 3,
+      targetId: "t",
+    };
+    const error = await provider.create(valid).catch((e) => e);
+    expect(error.message).toBe(
+      `restore drill failed: set nightly (${set.setId}) point 20261126T030000Z-bbbb: hash: nothing of the point ` +
+        "is in the target (only Cinder holds db): cinderScratch drills it",
+    );
+    delete answers["drill-point"];
+  });
+
   test("a failure names the set, the point and the check", () => {
     const result: DrillResult = {
       set: "nightly",
@@ -136,7 +169,8 @@ describe("RestoreDrill diff, state and points", () => {
       durationMs: 1,
     };
     expect(describeFailure(result)).toBe(
-      `set nightly (${set.setId}) point 20261126T030000Z-bbbb: hash: item web-1-root: web-1-root.qcow2 has changed since the backup`,
+      `set nightly (${set.setId}) point 20261126T030000Z-bbbb: ` +
+        "hash: item web-1-root: web-1-root.qcow2 has changed since the backup",
     );
   });
 });
