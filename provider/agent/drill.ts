@@ -92,6 +92,14 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
     ...(req.boot ? { boot: "skipped" as const } : {}),
   };
   const failures: string[] = [];
+  const stopIfAborted = () => {
+    if (events.signal?.aborted) throw new CofferError("ABORTED", "the drill was stopped");
+  };
+  /** A check's failure; a stopped drill is no failure of the point, and ends the drill. */
+  const failOn = (check: DrillCheck, error: unknown, subject: string) => {
+    if (isCofferError(error) && error.code === "ABORTED") throw error;
+    fail(check, messageOf(error, subject));
+  };
   const fail = (check: DrillCheck, message: string) => {
     checks[check] = "failed";
     failures.push(`${check}: ${message}`);
@@ -109,7 +117,7 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
 
   const opened = await checkManifest(req.pointDir, { ...req.keys, publicKey: req.publicKey });
   if (!opened.ok) {
-    fail("manifest", opened.failures.join("; "));
+    fail("manifest", opened.failures.map((f) => f.replace(/^manifest: /, "")).join("; "));
     return report();
   }
   const { manifest } = opened;
@@ -147,6 +155,7 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
       async (dir) => {
         const restored = new Map<string, string>();
         for (const item of drilled) {
+          stopIfAborted();
           const file = path.join(dir, `${item.name}.raw`);
           const onProgress = events.progress && ((percent: number) => events.progress!(item.name, percent));
           const step = <T>(_label: string, _total: number, work: (p?: (percent: number) => void) => Promise<T>) =>
@@ -155,18 +164,20 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
             await restorerOf(item)!({ file, format: "raw" }, { setDir: req.pointDir, key, step });
             restored.set(item.name, file);
           } catch (error) {
-            fail("hash", messageOf(error, `item ${item.name}`));
+            failOn("hash", error, `item ${item.name}`);
           }
         }
         if (checks.hash === "skipped") checks.hash = "ok";
         for (const item of drilled) {
+          stopIfAborted();
           try {
             await checkImage(path.join(req.pointDir, item.file), item.encrypted, key, `item ${item.name}`);
           } catch (error) {
-            fail("qemuImgCheck", messageOf(error, `item ${item.name}`));
+            failOn("qemuImgCheck", error, `item ${item.name}`);
           }
         }
         if (checks.qemuImgCheck === "skipped") checks.qemuImgCheck = "ok";
+        stopIfAborted();
         if (req.boot && (await bootCheck(req.boot, manifest, restored, dir, fail, events.signal))) checks.boot = "ok";
       },
       req.scratchDir,
@@ -201,6 +212,7 @@ async function bootCheck(
     await bootUntilMarker({ disk, dir, boot, subject: `item ${item.name}`, signal });
     return true;
   } catch (error) {
+    if (isCofferError(error) && error.code === "ABORTED") throw error;
     fail("boot", messageOf(error, `item ${item.name}`));
     return false;
   }

@@ -164,7 +164,7 @@ describe("RestoreDrill with the local agent", () => {
     const error = await provider.create(await checkedDrill(drillInputs(set))).catch((e) => e);
     expect(error).toMatchObject({ code: "VERIFY_FAILED" });
     expect(error.message).toMatch(
-      new RegExp(`point ${set.points[0].id}: manifest: manifest: its HMAC does not match: it was changed`),
+      new RegExp(`point ${set.points[0].id}: manifest: its HMAC does not match: it was changed`),
     );
     const { outs } = await provider
       .read("drill", { ...(await checkedDrill(drillInputs(set))), schemaVersion: 1 } as never)
