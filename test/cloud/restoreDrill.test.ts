@@ -6,7 +6,7 @@ import { randomBytes, randomUUID } from "node:crypto";
 import * as path from "node:path";
 import { agentClient } from "../../provider/backupSet/agentClient";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
-import { collect, waitForVolume } from "../../provider/openstack";
+import { collect, waitForBackupDeleted, waitForVolume } from "../../provider/openstack";
 import { createRestoreDrillProvider } from "../../provider/restoreDrill/provider";
 import { cloudAccess, cloudAs, cloudSetHost, deleteTestResources, writeVolumeBytes } from "../support/cloudAccess";
 import { cloudMissingNote, loopbackCloud } from "../support/loopbackCloud";
@@ -33,7 +33,7 @@ describeCloud(cloud ? "RestoreDrill of Cinder backups, on the loopback cloud" : 
     await deleteTestResources(cloud!, unique, [...new Set([...volumes, ...left])]);
   });
 
-  test("cinderScratch restores the point's Cinder backup into a scratch volume, then deletes it", async () => {
+  test("cinderScratch restores the Cinder backup into a scratch volume, then deletes it; a lost backup is named", async () => {
     const { cinder } = cloudAs(cloud!);
     const volume = await cinder.createVolume({ size: 1, name: `${unique}-vol` });
     volumes.push(volume.id);
@@ -105,6 +105,24 @@ describeCloud(cloud ? "RestoreDrill of Cinder backups, on the loopback cloud" : 
     const named = (await collect(cinder.listVolumes())).filter((v) => v.name?.startsWith("coffer-drill"));
     expect(named.filter((v) => v.name!.includes(set.setId))).toEqual([]);
     expect((await cinder.getVolume(volume.id)).status).toBe("available");
-    expect((await cinder.getBackup(set.points[0].cloud[0].id)).status).toBe("available");
+    const backupId = set.points[0].cloud[0].id;
+    expect((await cinder.getBackup(backupId)).status).toBe("available");
+
+    // The backup deleted behind Pulumi's back: refresh's drill fails at cinderScratch, named, and makes no volume.
+    await cinder.deleteBackup(backupId);
+    await waitForBackupDeleted(cinder, backupId, waits);
+    const read = await provider.read("drill", outs);
+    expect(read.props.status).toBe("failed");
+    expect(read.props.results[0]).toMatchObject({ ok: false, checks: { manifest: "ok", cinderScratch: "failed" } });
+    expect(read.props.failures).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^set volumes \\(${set.setId}\\) point ${pointId}: cinderScratch: item data: cinder backup ${backupId}: `,
+        ),
+      ),
+    ]);
+    expect(read.props.failures[0]).toMatch(/is gone from the cloud/);
+    const after = (await collect(cinder.listVolumes())).filter((v) => v.name?.includes(set.setId));
+    expect(after).toEqual([]);
   });
 });
