@@ -33,7 +33,7 @@ describeCloud(cloud ? "RestoreDrill of Cinder backups, on the loopback cloud" : 
     await deleteTestResources(cloud!, unique, [...new Set([...volumes, ...left])]);
   });
 
-  test("cinderScratch restores the Cinder backup into a scratch volume, then deletes it; a lost backup is named", async () => {
+  test("cinderScratch: the Cinder backup into a scratch volume, deleted after; a lost backup is named", async () => {
     const { cinder } = cloudAs(cloud!);
     const volume = await cinder.createVolume({ size: 1, name: `${unique}-vol` });
     volumes.push(volume.id);
