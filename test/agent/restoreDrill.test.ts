@@ -9,6 +9,7 @@ import { DRILL_SCHEMA_VERSION } from "../../provider/restoreDrill/schema";
 import { createRestoreDrillProvider } from "../../provider/restoreDrill/provider";
 import { localHost } from "../../provider/restoreDrill";
 import { makeRawDisk } from "../support/disks";
+import { processesMentioning } from "../support/processes";
 import { TestSshd, startSshd } from "../support/sshd";
 import { watchCommandLines } from "../support/stackProject";
 import { makeTarget } from "../support/targets";
@@ -202,6 +203,40 @@ describe("RestoreDrill with the local agent", () => {
           "on the serial console",
       ),
     );
+  });
+});
+
+describe("RestoreDrill stopped", () => {
+  test("a drill stopped while QEMU boots ends ABORTED; QEMU is gone, and so is the scratch folder", async () => {
+    const silent = path.join(tempDir(), "silent.raw");
+    await makeBootDisk(silent, "");
+    const set = await takeSet([{ name: "vm-3-root", disk: silent }], { encrypted: false });
+    const scratchDir = path.join(tempDir(), "scratch");
+    await fs.mkdir(scratchDir);
+    const engine = new AbortController();
+    const stoppable = createRestoreDrillProvider({
+      ...localHost,
+      progress: () => undefined,
+      engineGone: engine.signal,
+    });
+    const inputs = await checkedDrill(drillInputs(set, { scratchDir, boot: { marker: MARKER, timeoutSeconds: 120 } }));
+    const drilling = stoppable.create(inputs).catch((e) => e);
+    // Stopped once QEMU writes its serial console into the scratch folder.
+    const booting = async () => {
+      for (const folder of await fs.readdir(scratchDir)) {
+        const files = await fs.readdir(path.join(scratchDir, folder)).catch(() => [] as string[]);
+        if (files.some((f) => f.startsWith("serial-"))) return true;
+      }
+      return false;
+    };
+    const deadline = Date.now() + 60_000;
+    while (!(await booting()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    expect(processesMentioning(scratchDir).some((p) => p.command.includes("qemu-system-x86_64"))).toBe(true);
+    engine.abort();
+    const error = await drilling;
+    expect(error).toMatchObject({ code: "ABORTED" });
+    expect(await fs.readdir(scratchDir)).toEqual([]);
+    expect(processesMentioning(scratchDir)).toEqual([]);
   });
 });
 
