@@ -9,6 +9,7 @@ export const COFFER_TYPES = {
   backupSet: cofferResourceType(COFFER_RESOURCE_NAMES.backupSet),
   secretEscrow: cofferResourceType(COFFER_RESOURCE_NAMES.secretEscrow),
   finalStateBackup: cofferResourceType(COFFER_RESOURCE_NAMES.finalStateBackup),
+  restoreDrill: cofferResourceType(COFFER_RESOURCE_NAMES.restoreDrill),
 } as const;
 
 /** Other packages' types the rules relate to (the FinalStateBackup rule checks these instances). */

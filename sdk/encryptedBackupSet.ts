@@ -156,6 +156,12 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   declare readonly overdue: pulumi.Output<boolean>;
   /** The public keys the points are signed with (a point's `signedBy` names one); absent while none is. */
   declare readonly signers: pulumi.Output<SigningPublicKey[] | undefined>;
+  /** @internal Secret: the keys of the current `keyVersion` (a RestoreDrill opens points with them). */
+  declare readonly keys: pulumi.Output<{ passphrase?: string; manifestKey?: string; signingKey?: string }>;
+  /** @internal */
+  declare readonly keyVersion: pulumi.Output<number>;
+  /** @internal Secret: the keys of earlier versions that points still need. */
+  declare readonly keyring: pulumi.Output<{ version: number; passphrase?: string; manifestKey?: string }[]>;
 
   constructor(name: string, args: EncryptedBackupSetArgs, opts?: pulumi.CustomResourceOptions) {
     const policy = args.policy;

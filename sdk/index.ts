@@ -24,3 +24,5 @@ export { SecretEscrow } from "./secretEscrow";
 export type { EscrowLink, EscrowRecipientArgs, RecipientKeyInfo, RecordStatus, SecretEscrowArgs } from "./secretEscrow";
 export { FinalStateBackup } from "./finalStateBackup";
 export type { FinalStateBackupArgs, RunningVmArgs, StoppedVmArgs } from "./finalStateBackup";
+export { RestoreDrill } from "./restoreDrill";
+export type { DrillBootArgs, DrillCheckStatus, DrillChecks, DrillResult, RestoreDrillArgs } from "./restoreDrill";

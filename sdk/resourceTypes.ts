@@ -9,6 +9,7 @@ export const COFFER_RESOURCE_NAMES = {
   backupSet: "EncryptedBackupSet",
   secretEscrow: "SecretEscrow",
   finalStateBackup: "FinalStateBackup",
+  restoreDrill: "RestoreDrill",
 } as const;
 
 /** A Coffer resource's type as the engine reports it, e.g. `pulumi-nodejs:dynamic/coffer:BackupPolicy`. */

@@ -230,28 +230,27 @@ export interface VerifyKeys {
 /** A set's verification, with what it covered in words (`coffer verify` prints them). */
 export type SetVerification = Verification & { manifest?: Manifest; checked: string[]; notChecked: string[] };
 
+/** What checking a point's manifest found: the manifest to trust, or why not, and what was covered. */
+export type ManifestCheck = { checked: string[]; notChecked: string[] } & (
+  | { ok: true; manifest: Manifest; keyName: string }
+  | { ok: false; status: "missing" | "failed"; failures: string[]; manifest?: Manifest }
+);
+
 /**
- * Re-verifies a set: the manifest's signature (given a public key), HMAC and place, then its items,
- * each by its source kind (for a backup image in the set's folder: see provider/sources/storedImage.ts).
- * An encrypted set's items are checked at level "none" without the passphrase.
+ * Checks the manifest in `setDir` before anything of it is trusted: its signature (given a public
+ * key), its HMAC (with the secret its key source names) and its place (its set's, point's and zone's
+ * folder). With a public key and no secret, the HMAC is not checked.
  */
-export async function verifySet(
-  setDir: string,
-  level: IntegrityCheck,
-  secrets: VerifyKeys,
-  events: Events = {},
-): Promise<SetVerification> {
-  const checkedAt = new Date().toISOString();
+export async function checkManifest(setDir: string, secrets: VerifyKeys): Promise<ManifestCheck> {
   const checked: string[] = [];
   const notChecked: string[] = [];
   const text = await readFileIfExists(path.join(setDir, MANIFEST_FILE)).catch(() => undefined);
   if (text === undefined) {
     const failures = [`manifest: ${path.join(setDir, MANIFEST_FILE)} is missing`];
-    return { status: "missing", checkedAt, level, failures, checked, notChecked: ["everything: no manifest"] };
+    return { ok: false, status: "missing", failures, checked, notChecked };
   }
-  const fail = (failures: string[], manifest?: Manifest): SetVerification => {
-    notChecked.push("the items: the manifest did not pass");
-    return { status: "failed", checkedAt, level, failures, manifest, checked, notChecked };
+  const fail = (failures: string[], manifest?: Manifest): ManifestCheck => {
+    return { ok: false, status: "failed", failures, manifest, checked, notChecked };
   };
   // A set's points may be signed with different keys: the manifest says which one it needs.
   const read = readManifest(text);
@@ -285,6 +284,29 @@ export async function verifySet(
   const misplaced = misplacement(manifest, setDir);
   if (misplaced) return fail([misplaced], manifest);
   checked.push("the manifest's place: its set's, point's and zone's folder");
+  return { ok: true, manifest, keyName, checked, notChecked };
+}
+
+/**
+ * Re-verifies a set: the manifest (checkManifest), then its items, each by its source kind (for a
+ * backup image in the set's folder: see provider/sources/storedImage.ts). An encrypted set's items
+ * are checked at level "none" without the passphrase.
+ */
+export async function verifySet(
+  setDir: string,
+  level: IntegrityCheck,
+  secrets: VerifyKeys,
+  events: Events = {},
+): Promise<SetVerification> {
+  const checkedAt = new Date().toISOString();
+  const opened = await checkManifest(setDir, secrets);
+  const { checked, notChecked } = opened;
+  if (!opened.ok) {
+    const { status, failures, manifest } = opened;
+    notChecked.push(status === "missing" ? "everything: no manifest" : "the items: the manifest did not pass");
+    return { status, checkedAt, level, failures, manifest, checked, notChecked };
+  }
+  const { manifest, keyName } = opened;
   const itemLevel = manifest.policy.encrypted && !secrets.passphrase ? "none" : level;
   const problems = await withSecretFd(secrets.passphrase ?? "", (key) =>
     verifyItems(manifest.items, itemLevel, { setDir, key, signal: events.signal, progress: events.progress }),

@@ -5,7 +5,8 @@
  *                                        or {"ok":false,"protocol":N,"error":{code,message}} on stdout
  *                               (protocol.ts: each command's request schema, checked first, and result type)
  *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
- * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, version.
+ * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, delete-points,
+ * read-index, write-index, drill-point, version.
  * Every command that touches a backup target first checks the target's identity (request field
  * `target: { path, id? }`): an unmounted NAS's empty mount point is refused before anything is written.
  * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero; so
@@ -20,6 +21,7 @@ import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/t
 import { targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
+import { drillPoint } from "./drill";
 import { Manifest, SEALED_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
 import {
   AGENT_PROTOCOL_VERSION,
@@ -140,10 +142,18 @@ const handlers: Handlers = {
     await writeSetIndex(setAt(req.target.path, req.setDir), req.index);
     return { written: req.setDir };
   },
+  "drill-point": async (req, events) => {
+    const targetId = await checkedTarget(req);
+    const parsed = req.publicKey === undefined ? undefined : parsePublicKey(req.publicKey, "publicKey");
+    if (parsed && !parsed.ok) throw new CofferError("INVALID_INPUT", parsed.problem, { field: "publicKey" });
+    const { setDir: pointDir, keys, scratchDir, boot } = req;
+    return { ...(await drillPoint({ pointDir, keys, publicKey: parsed?.key, scratchDir, boot }, events)), targetId };
+  },
   version: async () => ({
     qemu: await qemuVersion(),
     node: process.version,
     manifestSchema: SEALED_MANIFEST_SCHEMA_VERSION,
+    drills: true,
   }),
 };
 

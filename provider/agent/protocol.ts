@@ -9,6 +9,7 @@ import { COMPRESSIONS, INTEGRITY_CHECKS } from "../backupPolicy/schema";
 import { CofferError, CofferErrorCode } from "../common/errors";
 import { agentSourceSchema } from "../sources/registry";
 import type { Verification } from "./backupSet";
+import type { DrillReport } from "./drill";
 import type { Manifest, ManifestItem } from "./manifest";
 import { SetIndex, setIndexSchema } from "./pointIndex";
 import { setOwner } from "./setOwner";
@@ -20,7 +21,8 @@ import { setOwner } from "./setOwner";
  * (no `protocol` in replies) count as 1. Manifest schema 5 (points sealed for recipients) changes no
  * request: an older agent writes and verifies every other manifest as before, and refuses such a
  * one itself; version's `manifestSchema` (absent from an older agent) lets the provider refuse a
- * sealed point before any work instead.
+ * sealed point before any work instead. drill-point (restore drills) changes no other request either:
+ * an older agent lacks it, and version's `drills` (absent from an older agent) says so first.
  */
 export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
@@ -112,6 +114,29 @@ export const agentRequests = {
     /** null: no point of the set is left here; the index and the empty folders go. */
     index: setIndexSchema.nullable(),
   }),
+  /** A restore drill of one point (drill.ts); an agent without it answers `version` without `drills`. */
+  "drill-point": z.object({
+    target,
+    setDir: folder("setDir"),
+    /** The keys the point was made with: the agent takes the one its manifest names. */
+    keys: z.object({
+      passphrase: secret("keys.passphrase").optional(),
+      manifestKey: secret("keys.manifestKey").optional(),
+    }),
+    publicKey: z.string({ error: "publicKey must be the PEM of an Ed25519 public key" }).optional(),
+    scratchDir: z
+      .string({ error: "scratchDir must be an absolute path" })
+      .refine((p) => p.startsWith("/"), { message: "scratchDir must be an absolute path" })
+      .optional(),
+    boot: z
+      .object({
+        marker: z.string().min(1, { message: "boot.marker must not be empty" }),
+        timeoutSeconds: z.number().positive(),
+        memoryMiB: z.number().int().min(16),
+        item: z.string().optional(),
+      })
+      .optional(),
+  }),
   version: z.object({}),
 } as const;
 
@@ -133,8 +158,12 @@ export interface AgentResults {
   "delete-points": { deleted: string[]; failed: { dir: string; message: string }[] };
   "read-index": { index: SetIndex; targetId: string };
   "write-index": { written: string };
-  /** `manifestSchema`: the newest manifest schema it reads and writes; absent (an older agent): 4. */
-  version: { qemu: string; node: string; manifestSchema?: number };
+  "drill-point": DrillReport & { targetId: string };
+  /**
+   * `manifestSchema`: the newest manifest schema it reads and writes; absent (an older agent): 4.
+   * `drills`: it has drill-point; absent: an older agent.
+   */
+  version: { qemu: string; node: string; manifestSchema?: number; drills?: boolean };
 }
 
 export type AgentCommand = keyof typeof agentRequests;

@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { commandLineOf } from "../common/parentWatch";
 import { pidAlive } from "./tools";
 
-type PrivateDirKind = "nbd" | "key";
+type PrivateDirKind = "nbd" | "key" | "drill";
 
 /** This host in folder names: letters and digits only, short enough for a unix socket path. */
 const hostTag = () =>
@@ -19,7 +19,7 @@ const hostTag = () =>
     .replace(/[^A-Za-z0-9]/g, "")
     .slice(0, 32);
 
-const PRIVATE_DIR = /^coffer-(nbd|key)-([A-Za-z0-9]*)-(\d+)-[0-9a-f]{8}$/;
+const PRIVATE_DIR = /^coffer-(nbd|key|drill)-([A-Za-z0-9]*)-(\d+)-[0-9a-f]{8}$/;
 /** A key folder of earlier Coffer versions (`mkdtemp("coffer-key-")`): no host, no pid. */
 const UNNAMED_KEY_DIR = /^coffer-key-[A-Za-z0-9]{6}$/;
 /**
@@ -29,9 +29,16 @@ const UNNAMED_KEY_DIR = /^coffer-key-[A-Za-z0-9]{6}$/;
  */
 export const UNNAMED_KEY_DIR_MAX_AGE_MS = 24 * 60 * 60 * 1000;
 
-/** Runs `fn` with a fresh 0700 folder `coffer-<kind>-<host>-<pid>-<random>` under tmp, removed in `finally`. */
-export async function withPrivateDir<T>(kind: PrivateDirKind, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = path.join(os.tmpdir(), `coffer-${kind}-${hostTag()}-${process.pid}-${randomBytes(4).toString("hex")}`);
+/**
+ * Runs `fn` with a fresh 0700 folder `coffer-<kind>-<host>-<pid>-<random>` under `parent` (default
+ * tmp, where later starts sweep those of dead processes), removed in `finally`.
+ */
+export async function withPrivateDir<T>(
+  kind: PrivateDirKind,
+  fn: (dir: string) => Promise<T>,
+  parent = os.tmpdir(),
+): Promise<T> {
+  const dir = path.join(parent, `coffer-${kind}-${hostTag()}-${process.pid}-${randomBytes(4).toString("hex")}`);
   await fs.mkdir(dir, { mode: 0o700 });
   try {
     return await fn(dir);

@@ -6,31 +6,17 @@ import { randomBytes } from "node:crypto";
 import { agentClient } from "./agentClient";
 import { engineLog } from "../common/engineLog";
 import { engineGone, settlingBeforeExit, watchEngine } from "../common/engineWatch";
-import { cloudDeps, openCloudFrom } from "../openstack";
 import { SetHost, createBackupSetProvider } from "./provider";
-import { CloudAccess, cloudAccessOf } from "./take";
+import { cloudSignIn } from "./cloudSignIn";
 import { newPointId } from "./state";
 
 watchEngine();
 
-/** The stack's config, as the engine's `configure` gave it: `openstack:*` keys for cloud sources. */
-let stackConfig: ((key: string) => string | undefined) | undefined;
-let cloudAccess: Promise<CloudAccess> | undefined;
-
-/** Signs in to the cloud on first use (stack config, then OS_* variables, then clouds.yaml), once per process. */
-function openCloudAccess(): Promise<CloudAccess> {
-  cloudAccess ??= (async () => {
-    const deps = cloudDeps({ log: (line) => engineLog(line) });
-    return cloudAccessOf(await openCloudFrom({ stack: stackConfig, env: process.env }, deps), deps);
-  })();
-  // A failed sign-in is not kept: the next call tries again (and says why again).
-  cloudAccess.catch(() => (cloudAccess = undefined));
-  return cloudAccess;
-}
+const signIn = cloudSignIn();
 
 export const localHost: SetHost = {
   agent: agentClient,
-  cloud: openCloudAccess,
+  cloud: signIn.open,
   newSetId: (trigger) =>
     `${
       trigger
@@ -52,7 +38,6 @@ export const localHost: SetHost = {
 export const provider = {
   ...settlingBeforeExit(createBackupSetProvider(localHost)),
   async configure(req: { config: { get(key: string): string | undefined } }): Promise<void> {
-    stackConfig = (key) => req.config.get(key);
-    cloudAccess = undefined;
+    signIn.configure(req);
   },
 };

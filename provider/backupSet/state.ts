@@ -214,13 +214,19 @@ export function newPointId(now: Date, random: string): string {
  * The HMAC keys of `version`: the current ones, or those kept for older points. Never the signing
  * key: these go to agents, and it stays in Pulumi's process.
  */
-export function keysOfVersion(state: BackupSetOutputs, version: number): { passphrase?: string; manifestKey?: string } {
+export function keysOfVersion(
+  state: Pick<BackupSetOutputs, "keyVersion" | "keys" | "keyring">,
+  version: number,
+): { passphrase?: string; manifestKey?: string } {
   const keys = version === state.keyVersion ? state.keys : state.keyring.find((k) => k.version === version);
   return { passphrase: keys?.passphrase, manifestKey: keys?.manifestKey };
 }
 
 /** The public key a point's manifest is signed with, from state; undefined for an unsigned point. */
-export function signerOf(state: BackupSetOutputs, point: PointRecord): SigningPublicKey | undefined {
+export function signerOf(
+  state: Pick<BackupSetOutputs, "signers">,
+  point: Pick<PointRecord, "signedBy">,
+): SigningPublicKey | undefined {
   return point.signedBy === undefined ? undefined : state.signers?.find((s) => s.fingerprint === point.signedBy);
 }
 

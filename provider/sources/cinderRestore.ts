@@ -134,6 +134,8 @@ export interface CinderRestoreOptions {
   waits: Pick<CloudDeps, "now" | "sleep">;
   progress(message: string): void;
   signal?: AbortSignal;
+  /** Told the new volume's id as soon as it exists, before the wait: a caller that deletes it needs it. */
+  onCreated?(volumeId: string): void;
 }
 
 const RESTORE_TIMEOUT_MS = 6 * 3_600_000;
@@ -155,6 +157,7 @@ export async function restoreToCinder(item: CinderVolumeItem, cloud: Cloud, opti
     { size: item.volume.sizeGiB, name, volumeType: typeName, backupId: item.backupId },
     options.signal,
   );
+  options.onCreated?.(created.id);
   options.progress(`volume ${created.id}: restoring cinder backup ${item.backupId} into type ${typeName}`);
   let shown = 0;
   await waitForVolume(cinder, created.id, {

@@ -29,6 +29,13 @@ const valid: { [C in AgentCommand]: unknown } = {
   "delete-points": { target, pointDirs: ["/srv/b/sets/zone-a/s/p1"] },
   "read-index": { target, setDir: "/srv/b/sets/zone-a/s", zone: "zone-a" },
   "write-index": { target, setDir: "/srv/b/sets/zone-a/s", index: null },
+  "drill-point": {
+    target,
+    setDir: "/srv/b/sets/zone-a/s/p1",
+    keys: { passphrase: SECRET },
+    scratchDir: "/var/tmp",
+    boot: { marker: "login:", timeoutSeconds: 60, memoryMiB: 256 },
+  },
   version: {},
 };
 
@@ -74,6 +81,9 @@ describe("the agent protocol's requests", () => {
     ["verify-set", { level: SECRET }, "level", /./],
     ["write-manifest", { manifestSecret: "" }, "manifestSecret", /./],
     ["delete-set", { knownFiles: "a.qcow2" }, "knownFiles", /./],
+    ["drill-point", { scratchDir: "tmp" }, "scratchDir", /scratchDir must be an absolute path/],
+    ["drill-point", { keys: { passphrase: 7 } }, "keys.passphrase", /keys.passphrase must be a string/],
+    ["drill-point", { boot: { marker: "" } }, "boot.marker", /boot.marker must not be empty/],
   ] as const)("%s: a wrong %j is INVALID_INPUT naming %s, without any secret", (command, change, field, reason) => {
     const error = refusal(command, { ...(valid[command] as object), ...change });
     expect(error).toMatchObject({ code: "INVALID_INPUT", field });
