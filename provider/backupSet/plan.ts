@@ -69,6 +69,8 @@ export interface PointPlan {
   keyEscrow?: KeyEscrow;
   /** A point sealed for recipients (sealedForRecipients): its key, sealed for them, goes into the manifest. */
   sealedKey?: Sealed;
+  /** Overwrite data staged on this machine (cloud sources' copies) with zeros before removing it. */
+  scrubStaging?: boolean;
 }
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
