@@ -5,7 +5,8 @@ import type { ManifestItem } from "../../provider/agent/manifest";
 import { cloudConfig } from "../../provider/openstack/config";
 import { openCloud } from "../../provider/openstack/index";
 import type { CloudTakeContext, StoredCopy } from "../../provider/sources/kind";
-import { novaServerSource, volumeItemName } from "../../provider/sources/novaServer";
+import { novaPreflight, type NovaDisk } from "../../provider/sources/novaRestore";
+import { NovaServerItem, novaServerSource, volumeItemName } from "../../provider/sources/novaServer";
 import { sourceItemSchema } from "../../provider/sources/registry";
 import { FakeNovaCloud, type FakeStep } from "../support/fakeNovaCloud";
 import { projectId } from "../support/fakeOpenStack";
@@ -193,6 +194,65 @@ describe("novaServer: a Nova server's disks copied into the target", () => {
     expect(novaServerSource.input.safeParse({ novaServer: "my server" }).error?.issues[0].message).toMatch(
       /a Nova server's id \(a UUID\), not its name/,
     );
+  });
+});
+
+describe("restore --to-nova's preflight: decided before anything is made", () => {
+  const flavors = [
+    { id: "f-1", name: "coffer.tiny", vcpus: 1, ram: 64, disk: 1 },
+    { id: "f-2", name: "m1.small", vcpus: 1, ram: 2048, disk: 20 },
+  ];
+  async function rootOf(extra: object = {}): Promise<NovaDisk> {
+    const cloud = new FakeNovaCloud({ id: "srv-1", image: "base-1", root: rootBytes, extra }, []);
+    const ctx = {
+      cloud: openCloud(config, cloud.fake.deps()),
+      project: { authUrl: config.authUrl, projectId },
+      waits: cloud.fake.deps(),
+      subject: "source web",
+      progress: () => undefined,
+      label: { setId: "set-1", pointId: "p1", source: "web" },
+      earlier: [],
+      stagingDir: path.join(tempDir(), "staging"),
+      storeCopy: async (_file: string, copy: { name?: string } = {}) => storedCopy(copy.name ?? "web", rootBytes),
+    };
+    const taken = await take({ novaServer: "srv-1" }, ctx);
+    const source = taken.source as NovaServerItem;
+    return { name: "web", source, withFile: () => Promise.reject(new Error("no data in a preflight")) };
+  }
+  const tempDir = useTempDir("coffer-nova-preflight-");
+  const cloudWithFlavors = () => {
+    const cloud = new FakeNovaCloud({ id: "x" });
+    cloud.fake.on("GET", /\/flavors\/detail$/, () => ({ json: { flavors } }));
+    return openCloud(config, cloud.fake.deps());
+  };
+
+  test("the recorded flavor by name, and networks the server did not have: none", async () => {
+    const root = await rootOf({ addresses: {} });
+    const checked = await novaPreflight(root, [], cloudWithFlavors(), {}, []);
+    expect(checked).toMatchObject({ ok: true, flavorId: "f-1", networks: "none" });
+  });
+
+  test("a flavor that is not there, recorded networks, and a missing item: each says what to give", async () => {
+    const root = await rootOf();
+    const checked = await novaPreflight(root, [], cloudWithFlavors(), { flavor: "m9.huge" }, ["web.vdc"]);
+    expect(checked.ok).toBe(false);
+    expect(checked.checks).toEqual([
+      {
+        check: "flavor",
+        ok: false,
+        detail: "no flavor m9.huge in this cloud: give --flavor with one of coffer.tiny, m1.small",
+      },
+      {
+        check: "networks",
+        ok: false,
+        detail:
+          "the server was on network(s) private: give --network <id> for each (its id in this cloud), " +
+          "or --network none",
+      },
+      { check: "disks", ok: false, detail: "the manifest has no item web.vdc: restore another point" },
+    ]);
+    const given = await novaPreflight(root, [], cloudWithFlavors(), { flavor: "f-2", networks: ["net-1"] }, []);
+    expect(given).toMatchObject({ ok: true, flavorId: "f-2", networks: [{ uuid: "net-1" }] });
   });
 });
 
