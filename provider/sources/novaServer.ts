@@ -126,7 +126,7 @@ function rootAttachment(server: Server, attachments: VolumeAttachment[]): Volume
   return named ?? [...attachments].sort((a, b) => (a.device ?? "~").localeCompare(b.device ?? "~"))[0];
 }
 
-function describe(server: Server, disks: NovaServerDescription["blockDeviceMapping"]): NovaServerDescription {
+function descriptionOf(server: Server, disks: NovaServerDescription["blockDeviceMapping"]): NovaServerDescription {
   const { flavor } = server;
   const optional = <T>(value: T | null | undefined) => value ?? undefined;
   const defined = (record: Record<string, unknown>) =>
@@ -204,7 +204,7 @@ async function take(input: NovaServerInput, ctx: CloudTakeContext): Promise<Clou
     }
     volumes.set(a.volumeId, volume);
   }
-  const description = describe(
+  const description = descriptionOf(
     server,
     attachments.map((a) => ({
       volumeId: a.volumeId,
