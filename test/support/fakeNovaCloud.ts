@@ -15,7 +15,8 @@ export interface FakeDisk {
   encrypted?: boolean;
 }
 
-export type FakeStep = "createImage" | "snapshot" | "volume" | "upload" | "download" | "imageKilled";
+export type FakeStep =
+  "createImage" | "snapshot" | "volume" | "upload" | "download" | "imageKilled" | "createServer" | "attach";
 
 interface FakeImage {
   id: string;
@@ -38,6 +39,8 @@ export class FakeNovaCloud {
   readonly volumes = new Map<string, { id: string; size: number; bytes: Buffer; status: string; name?: string }>();
   /** What was created, in order ("image i-1", "snapshot s-1", "volume v-t1"). */
   readonly made: string[] = [];
+  /** Servers a restore created: their create request's body, and the volumes attached to them. */
+  readonly created = new Map<string, { request: Record<string, unknown>; attached: string[] }>();
   failAt?: FakeStep;
   private next = 0;
 
@@ -51,10 +54,11 @@ export class FakeNovaCloud {
     this.routes();
   }
 
-  /** What is left in the cloud that the server did not have before: images, snapshots, volumes. */
+  /** What is left in the cloud that the server did not have before: images, snapshots, volumes, servers. */
   leftovers(): string[] {
     const attached = new Set(this.disks.map((d) => d.id));
     return [
+      ...[...this.created.keys()].map((id) => `server ${id}`),
       ...[...this.images.keys()].map((id) => `image ${id}`),
       ...[...this.snapshots.keys()].map((id) => `snapshot ${id}`),
       ...[...this.volumes.keys()].filter((id) => !attached.has(id)).map((id) => `volume ${id}`),
@@ -113,6 +117,7 @@ export class FakeNovaCloud {
   private routes() {
     const { fake, server } = this;
     const body = (req: SeenRequest) => JSON.parse(req.body as string);
+    this.restoreRoutes(body);
     fake.on("GET", new RegExp(`/servers/${server.id}$`), () => ({
       json: {
         server: {
@@ -201,7 +206,13 @@ export class FakeNovaCloud {
     });
     fake.on("POST", /\/volumes$/, (req) => {
       if (this.failAt === "volume") return cinderError("badRequest", 400, "Invalid input");
-      const { snapshot_id: snapshotId, size, name } = body(req).volume;
+      const { snapshot_id: snapshotId, imageRef, size, name } = body(req).volume;
+      if (imageRef) {
+        const id = this.id("vol");
+        this.volumes.set(id, { id, size, bytes: this.images.get(imageRef)!.bytes, status: "available", name });
+        this.made.push(`volume ${id} from ${imageRef}`);
+        return { status: 202, json: this.volumeJson(id) };
+      }
       const from = this.snapshots.get(snapshotId);
       if (!from) return notFound(`Snapshot ${snapshotId}`);
       const id = this.id("vol");
@@ -223,6 +234,51 @@ export class FakeNovaCloud {
     fake.on("DELETE", /\/volumes\/[^/]+$/, (req) => {
       this.volumes.delete(req.url.pathname.split("/").pop()!);
       return { status: 202 };
+    });
+  }
+
+  /** What a restore makes: images uploaded, volumes from images, servers, attachments. */
+  private restoreRoutes(body: (req: SeenRequest) => Record<string, any>) {
+    const { fake } = this;
+    const idIn = (req: SeenRequest, at: number) => req.url.pathname.split("/").at(at)!;
+    fake.on("POST", /^\/v2\/images$/, (req) => {
+      const { name, disk_format: diskFormat } = body(req);
+      const image = this.addImage(name, Buffer.alloc(0), diskFormat);
+      image.status = "queued";
+      return { status: 201, json: this.imageJson(image) };
+    });
+    fake.on("PUT", /^\/v2\/images\/[^/]+\/file$/, (req) => {
+      const image = this.images.get(idIn(req, 3))!;
+      image.bytes = Buffer.from(req.body as Uint8Array);
+      image.status = "saving";
+      return { status: 204 };
+    });
+    fake.on("POST", /\/servers$/, (req) => {
+      if (this.failAt === "createServer") return cinderError("badRequest", 400, "Invalid flavorRef");
+      const id = this.id("srv");
+      this.created.set(id, { request: body(req).server, attached: [] });
+      this.made.push(`server ${id}`);
+      return { status: 202, json: { server: { id, links: [] } } };
+    });
+    fake.on("GET", /\/servers\/srv-[0-9]+$/, (req) => {
+      const id = idIn(req, -1);
+      const made = this.created.get(id);
+      if (!made) return cinderError("itemNotFound", 404, `Instance ${id} could not be found.`);
+      return {
+        json: { server: { id, name: made.request.name, status: "ACTIVE", flavor: { original_name: "x" }, created } },
+      };
+    });
+    fake.on("DELETE", /\/servers\/srv-[0-9]+$/, (req) => {
+      this.created.delete(idIn(req, -1));
+      return { status: 204 };
+    });
+    fake.on("POST", /\/servers\/srv-[0-9]+\/os-volume_attachments$/, (req) => {
+      if (this.failAt === "attach") return cinderError("badRequest", 400, "Invalid volume: attach refused");
+      const volumeId = body(req).volumeAttachment.volumeId;
+      this.created.get(idIn(req, -2))!.attached.push(volumeId);
+      this.volumes.get(volumeId)!.status = "in-use";
+      this.made.push(`attach ${volumeId}`);
+      return { json: { volumeAttachment: { id: volumeId, volumeId, serverId: idIn(req, -2), device: "/dev/vdb" } } };
     });
   }
 

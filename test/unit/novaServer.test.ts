@@ -5,7 +5,7 @@ import type { ManifestItem } from "../../provider/agent/manifest";
 import { cloudConfig } from "../../provider/openstack/config";
 import { openCloud } from "../../provider/openstack/index";
 import type { CloudTakeContext, StoredCopy } from "../../provider/sources/kind";
-import { novaPreflight, type NovaDisk } from "../../provider/sources/novaRestore";
+import { novaPreflight, restoreToNova, type NovaDisk } from "../../provider/sources/novaRestore";
 import { NovaServerItem, novaServerSource, volumeItemName } from "../../provider/sources/novaServer";
 import { sourceItemSchema } from "../../provider/sources/registry";
 import { FakeNovaCloud, type FakeStep } from "../support/fakeNovaCloud";
@@ -254,6 +254,116 @@ describe("restore --to-nova's preflight: decided before anything is made", () =>
     const given = await novaPreflight(root, [], cloudWithFlavors(), { flavor: "f-2", networks: ["net-1"] }, []);
     expect(given).toMatchObject({ ok: true, flavorId: "f-2", networks: [{ uuid: "net-1" }] });
   });
+});
+
+describe("restore --to-nova: volumes first, then the root disk and the server; nothing temporary left", () => {
+  const tempDir = useTempDir("coffer-nova-restore-");
+
+  /** A point of an image-backed server with one volume, taken on `cloud`; its disks as a restore reads them. */
+  async function pointOf(cloud: FakeNovaCloud) {
+    const files = new Map<string, Buffer>();
+    const ctx: CloudTakeContext = {
+      cloud: openCloud(config, cloud.fake.deps()),
+      project: { authUrl: config.authUrl, projectId },
+      waits: cloud.fake.deps(),
+      subject: "source web",
+      progress: () => undefined,
+      label: { setId: "set-1", pointId: "p1", source: "web" },
+      earlier: [],
+      stagingDir: path.join(tempDir(), "staging"),
+      storeCopy: async (file, copy = {}) => {
+        files.set(copy.name ?? "web", await fs.readFile(file));
+        return storedCopy(copy.name ?? "web", files.get(copy.name ?? "web")!);
+      },
+    };
+    const taken = await take({ novaServer: "srv-1" }, ctx);
+    const disks = taken.copies!.map(({ source, stored }): NovaDisk => ({
+      name: stored.name,
+      source,
+      withFile: async (_format, work) => {
+        const file = path.join(tempDir(), `${stored.name}.img`);
+        await fs.writeFile(file, files.get(stored.name)!);
+        try {
+          return await work(file);
+        } finally {
+          await fs.rm(file, { force: true });
+        }
+      },
+    }));
+    cloud.made.length = 0;
+    return { root: disks[0], volumes: disks.slice(1), cloud: ctx.cloud };
+  }
+
+  const sourceCloud = () =>
+    new FakeNovaCloud({ id: "srv-1", image: "base-1", root: rootBytes, extra: { addresses: {} } }, [
+      { id: "vol-data", device: "/dev/vdb", bytes: dataBytes, sizeGiB: 2 },
+    ]);
+  const checked = { ok: true, checks: [], flavorId: "f-1", networks: "none" as const };
+
+  test("makes the volume, then the root image and the server, attaches the volume, deletes the images", async () => {
+    const fake = sourceCloud();
+    const { root, volumes, cloud } = await pointOf(fake);
+    const progress: string[] = [];
+    const options = { applyMetadata: true, waits: fake.fake.deps(), progress: (line: string) => progress.push(line) };
+    const restored = await restoreToNova(root, volumes, cloud, checked, options);
+
+    expect(fake.made).toEqual([
+      "image img-5",
+      "volume vol-6 from img-5",
+      "image img-7",
+      "server srv-8",
+      "attach vol-6",
+    ]);
+    expect(restored).toEqual({
+      serverId: "srv-8",
+      flavorId: "f-1",
+      volumes: [{ item: "web.vdb", volumeId: "vol-6", device: "/dev/vdb" }],
+      metadataApplied: true,
+    });
+    expect(fake.volumes.get("vol-6")).toMatchObject({ size: 2, bytes: dataBytes, status: "in-use" });
+    const { request, attached } = fake.created.get("srv-8")!;
+    expect(attached).toEqual(["vol-6"]);
+    expect(request).toEqual({
+      name: "web-1-restored",
+      imageRef: "img-7",
+      flavorRef: "f-1",
+      networks: "none",
+      metadata: { role: "web" },
+      key_name: "ops",
+      user_data: Buffer.from("#cloud-config\n").toString("base64"),
+    });
+    // Only the restored server and volume are left: every image made for the transfer is gone.
+    expect(fake.leftovers()).toEqual(["server srv-8", "volume vol-6"]);
+    const uploads = fake.fake.requests.filter((r) => r.method === "POST" && r.url.pathname === "/v2/images");
+    expect(uploads.map((r) => JSON.parse(r.body as string).disk_format)).toEqual(["raw", "qcow2"]);
+  });
+
+  test("without an authentic manifest's metadata, the server gets none of it", async () => {
+    const fake = sourceCloud();
+    const { root, volumes, cloud } = await pointOf(fake);
+    const options = { applyMetadata: false, waits: fake.fake.deps(), progress: () => undefined, name: "web-back" };
+    await restoreToNova(root, volumes, cloud, checked, options);
+    expect(fake.created.get("srv-8")!.request).toEqual({
+      name: "web-back",
+      imageRef: "img-7",
+      flavorRef: "f-1",
+      networks: "none",
+    });
+  });
+
+  test.each(["createServer", "attach"] as const)(
+    "a failure at %s deletes what the restore made, and says so",
+    async (step) => {
+      const fake = sourceCloud();
+      const { root, volumes, cloud } = await pointOf(fake);
+      fake.failAt = step;
+      const options = { applyMetadata: true, waits: fake.fake.deps(), progress: () => undefined };
+      await expect(restoreToNova(root, volumes, cloud, checked, options)).rejects.toThrow(
+        /^restore --to-nova failed, and what it had made was deleted: .*(Invalid flavorRef|attach refused)/,
+      );
+      expect(fake.leftovers()).toEqual([]);
+    },
+  );
 });
 
 function storedCopy(name: string, bytes: Buffer): StoredCopy {
