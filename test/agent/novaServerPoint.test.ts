@@ -127,4 +127,23 @@ test("a server's root disk and attached volume become items web and web.vdb, res
     expect([item, restored.code, restored.stderr]).toEqual([item, 0, expect.any(String)]);
     expect((await fs.readFile(to)).equals(bytes)).toBe(true);
   }
+
+  // restore --to-nova refuses, before it reaches any cloud, what it can't do.
+  const toNova = ["restore", "--manifest", taken.manifestPath, "--to-nova"];
+  const refusals: [string[], RegExp][] = [
+    [["--item", "web.vdb", "--manifest-key-file", keyFile], /item web.vdb is a volume of server web: give --item web/],
+    [["--item", "web"], /the manifest must be checked before a server is made from it/],
+    [["--item", "web", "--without-metadata"], /--without-metadata .*: give --flavor and --network/],
+    [
+      ["--item", "web", "--to-cinder", "--manifest-key-file", keyFile],
+      /give one of --to-cinder, --to-glance and --to-nova/,
+    ],
+  ];
+  for (const [args, message] of refusals) {
+    const refused = await runCoffer([...toNova, ...args]);
+    expect([args, refused.code, refused.stdout]).toEqual([args, 2, ""]);
+    expect(refused.stderr).toMatch(message);
+  }
+  const flavorAlone = await runCoffer(["restore", "--manifest", taken.manifestPath, "--item", "web", "--flavor", "x"]);
+  expect(flavorAlone.stderr).toMatch(/--flavor and --network go with --to-nova/);
 });
