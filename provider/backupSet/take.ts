@@ -185,6 +185,8 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
   const takenInCloud: CloudTaken<unknown>[] = [];
   let access: CloudAccess | undefined;
+  // Item names are file names in the point: a copy named by its kind (a server's "web.vdb") may not take another's.
+  const copyNames = new Set<string>();
   /** Backs up `planned` through the cloud's API: a cloud item, or (with a copy in the target) a stored one. */
   const inCloud = async (planned: PlannedItem, kind: CloudKind<unknown, unknown>) => {
     if (!deps.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to back up a cloud source");
@@ -197,6 +199,14 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
         throw new CofferError("INVALID_INPUT", `source ${planned.name}: ${why}: remove copyToTarget or host`);
       }
       const name = copy.name ?? planned.name;
+      if (copyNames.has(name) || (name !== planned.name && plan.items.some((i) => i.name === name))) {
+        const fix = "rename that source, or this one";
+        throw new CofferError(
+          "INVALID_INPUT",
+          `source ${planned.name}: its copy ${name} is another item's name: ${fix}`,
+        );
+      }
+      copyNames.add(name);
       const request = {
         target,
         zoneDir: plan.zoneDir,

@@ -11,6 +11,10 @@ import { sourceItemSchema } from "../../provider/sources/registry";
 import { FakeNovaCloud, type FakeStep } from "../support/fakeNovaCloud";
 import { projectId } from "../support/fakeOpenStack";
 import { useTempDir } from "../support/tempDir";
+import { fakeAgent } from "../support/fakeAgent";
+import { planPoint } from "../../provider/backupSet/plan";
+import { backupSetInputs } from "../../provider/backupSet/schema";
+import { takePoint } from "../../provider/backupSet/take";
 
 const config = cloudConfig({
   authUrl: "http://127.0.0.1:5000/v3",
@@ -364,6 +368,72 @@ describe("restore --to-nova: volumes first, then the root disk and the server; n
       expect(fake.leftovers()).toEqual([]);
     },
   );
+});
+
+describe("takePoint with a server: each disk its own item, and no item name taken twice", () => {
+  const tempDir = useTempDir("coffer-nova-point-");
+
+  async function pointOf(sources: object[]) {
+    const cloud = new FakeNovaCloud({ id: "srv-1", image: "base-1", root: rootBytes }, [
+      { id: "vol-data", device: "/dev/vdb", bytes: dataBytes },
+    ]);
+    const agent = fakeAgent({ now: () => new Date() });
+    const inputs = backupSetInputs.parse({
+      policy: {
+        id: "zone-a-1",
+        zone: "zone-a",
+        target: { kind: "directory", path: path.join(tempDir(), "target") },
+        compression: "none",
+        integrityCheck: "metadata",
+        bandwidthLimitMiBps: 0,
+        encrypted: false,
+      },
+      keys: { manifestKey: "unit-test-manifest-key" },
+      sources,
+      trigger: "t1",
+    });
+    const access = {
+      cloud: openCloud(config, cloud.fake.deps()),
+      project: { authUrl: config.authUrl, projectId },
+      waits: cloud.fake.deps(),
+    };
+    const taking = takePoint(planPoint(inputs, { setId: "set-1", pointId: "p1" }), {
+      agent: agent.host.agent,
+      cloud: async () => access,
+      now: () => new Date(),
+      progress: () => undefined,
+    });
+    return { taking, cloud, agent };
+  }
+
+  test("the root disk and the volume are items web and web.vdb, the server's source in each", async () => {
+    const { taking, cloud, agent } = await pointOf([{ name: "web", novaServer: "srv-1" }]);
+    const taken = await taking;
+    expect(taken.items.map((i) => [i.name, i.source.kind])).toEqual([
+      ["web", "novaServer"],
+      ["web.vdb", "novaServer"],
+    ]);
+    expect(taken.manifest.items.map((i) => i.name)).toEqual(["web", "web.vdb"]);
+    const stores = agent.calls
+      .filter((c) => c.command === "backup-item")
+      .map((c) => [c.request.name, c.request.source.format]);
+    expect(stores).toEqual([
+      ["web", "qcow2"],
+      ["web.vdb", "raw"],
+    ]);
+    expect(cloud.leftovers()).toEqual([]);
+  });
+
+  test("a volume's item that would have another source's name fails the point, which keeps nothing", async () => {
+    const { taking, cloud, agent } = await pointOf([
+      { name: "web", novaServer: "srv-1" },
+      { name: "web.vdb", disk: "/srv/disks/other.raw", format: "raw" },
+    ]);
+    await expect(taking).rejects.toThrow(/source web: its copy web.vdb is another item's name: rename that source/);
+    expect(cloud.leftovers()).toEqual([]);
+    expect(agent.calls.some((c) => c.command === "delete-set")).toBe(true);
+    expect(agent.manifests.size).toBe(0);
+  });
 });
 
 function storedCopy(name: string, bytes: Buffer): StoredCopy {
