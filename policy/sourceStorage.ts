@@ -9,7 +9,8 @@
  * - cinderVolume: Cinder's backups live in the cloud's backup store, in the cloud that holds the
  *   volume (often the same Ceph cluster); only `copyToTarget` (the source's, else the policy's) puts
  *   a copy off the cloud, in the target. Without it the source fails, unless allowCinderBackupStore;
- * - glanceImage: the image's data is copied into the target, off the cloud: nothing to compare.
+ * - glanceImage: the image's data is copied into the target, off the cloud: nothing to compare;
+ * - novaServer: every disk of the server is copied into the target, off the cloud: nothing to compare.
  */
 import { existsSync, realpathSync, statSync } from "node:fs";
 import * as path from "node:path";
@@ -23,6 +24,7 @@ export interface SourceFacts {
   qmpSocket?: string;
   cinderVolume?: string;
   glanceImage?: string;
+  novaServer?: string;
   copyToTarget?: boolean;
 }
 

@@ -47,6 +47,11 @@ export interface BackupSourceArgs {
   copyToTarget?: pulumi.Input<boolean>;
   /** A Glance image's id: its data is stored in the policy's target, its properties recorded. */
   glanceImage?: pulumi.Input<string>;
+  /**
+   * A Nova server's id: each of its disks (the root disk through createImage, each attached volume
+   * through a Cinder snapshot) stored in the policy's target, its description in the manifest.
+   */
+  novaServer?: pulumi.Input<string>;
 }
 
 export interface EncryptedBackupSetArgs {

@@ -72,6 +72,8 @@ export interface PointPlan {
   sealedKey?: Sealed;
   /** A final-state point's context (a FinalStateBackup's): recorded in its manifest. */
   final?: FinalContext;
+  /** Overwrite data staged on this machine (cloud sources' copies) with zeros before removing it. */
+  scrubStaging?: boolean;
 }
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;

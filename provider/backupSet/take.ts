@@ -43,7 +43,7 @@ export async function cloudAccessOf(cloud: Cloud, waits: CloudAccess["waits"]): 
 /** What taking a point needs from its surroundings (the provider process, or a test). */
 export interface TakeDeps {
   agent(host: string | undefined): AgentClient;
-  /** The cloud that cloud kinds (Cinder volumes) work with; opened on first use. */
+  /** The cloud that cloud kinds (Cinder volumes, Glance images, Nova servers) work with; opened on first use. */
   cloud?(): Promise<CloudAccess>;
   now(): Date;
   /** Reports progress where the user sees it (the Pulumi engine's log). */
@@ -185,29 +185,40 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
   const takenInCloud: CloudTaken<unknown>[] = [];
   let access: CloudAccess | undefined;
+  // Item names are file names in the point: a copy named by its kind (a server's "web.vdb") may not take another's.
+  const copyNames = new Set<string>();
   /** Backs up `planned` through the cloud's API: a cloud item, or (with a copy in the target) a stored one. */
   const inCloud = async (planned: PlannedItem, kind: CloudKind<unknown, unknown>) => {
     if (!deps.cloud) throw new CofferError("INVALID_INPUT", "this provider has no cloud to back up a cloud source");
     access ??= await deps.cloud();
     const startedAt = deps.now().toISOString();
     // A copy is staged on this machine, next to the points, for the agent here to store.
-    const storeCopy = async (file: string) => {
+    const storeCopy = async (file: string, copy: { name?: string; format?: "raw" | "qcow2" } = {}) => {
       if (plan.manifestWhere !== undefined) {
         const why = "its copy is staged on the machine that runs Pulumi, and the set's target is reached over ssh";
         throw new CofferError("INVALID_INPUT", `source ${planned.name}: ${why}: remove copyToTarget or host`);
       }
+      const name = copy.name ?? planned.name;
+      if (copyNames.has(name) || (name !== planned.name && plan.items.some((i) => i.name === name))) {
+        const fix = "rename that source, or this one";
+        throw new CofferError(
+          "INVALID_INPUT",
+          `source ${planned.name}: its copy ${name} is another item's name: ${fix}`,
+        );
+      }
+      copyNames.add(name);
       const request = {
         target,
         zoneDir: plan.zoneDir,
         setId: plan.setId,
         pointId: plan.pointId,
-        name: planned.name,
-        source: { disk: file, format: "raw" as const },
+        name,
+        source: { disk: file, format: copy.format ?? ("raw" as const) },
         ...plan.policy,
         passphrase: plan.keys.passphrase,
         owner,
       };
-      const onCopyProgress = (_item: string, percent: number) => onProgress(planned.name, percent);
+      const onCopyProgress = (_item: string, percent: number) => onProgress(name, percent);
       return deps.agent(undefined).call("backup-item", request, { secrets, signal, onProgress: onCopyProgress });
     };
     const stagingDir = directoryStore(plan.targetPath).localPath(targetLayout.staging());
@@ -220,11 +231,16 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       earlier: plan.earlier.filter((ref) => ref.source === planned.name),
       keyEscrow: plan.keyEscrow,
       stagingDir,
+      ...(plan.scrubStaging ? { scrubStaging: true } : {}),
       storeCopy,
     });
     takenInCloud.push(taken);
     const source = taken.source as CloudItem["source"];
-    if (taken.stored) return { in: "target" as const, item: { ...taken.stored, source, via: "local" } };
+    const copies = taken.copies ?? (taken.stored ? [{ source: taken.source, stored: taken.stored }] : []);
+    if (copies.length > 0) {
+      const items = copies.map((c) => ({ ...c.stored, source: c.source as CloudItem["source"], via: "local" }));
+      return { in: "target" as const, items };
+    }
     const finishedAt = deps.now().toISOString();
     return { in: "cloud" as const, item: { name: planned.name, host: os.hostname(), source, startedAt, finishedAt } };
   };
@@ -254,7 +270,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
         { secrets, signal, onProgress },
       );
       deps.progress(`${planned.name}: done (${item.sizeBytes} bytes, verified: ${item.verifiedAtBackup})`);
-      return { in: "target" as const, item: { ...item, via: planned.via ?? "local" } };
+      return { in: "target" as const, items: [{ ...item, via: planned.via ?? "local" }] };
     } catch (error) {
       abort.abort();
       // Name the source, whatever failed: qemu, the agent process, ssh.
@@ -268,7 +284,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
     r.status === "rejected" && !(isCofferError(r.reason) && r.reason.code === "ABORTED") ? [r.reason as Error] : [],
   );
   const done = results.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-  const items = done.flatMap((r) => (r.in === "target" ? [r.item] : []));
+  const items = done.flatMap((r) => (r.in === "target" ? r.items : []));
   const cloudItems = done.flatMap((r) => (r.in === "cloud" ? [r.item] : []));
   // A point not taken leaves nothing: no file on any host, no cloud backup, no escrow reference.
   const discard = async () => {

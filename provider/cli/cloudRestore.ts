@@ -37,7 +37,7 @@ export interface CloudRestoreOptions extends KeyOptions {
  * Why the manifest of `set` is not authentic, or undefined when its HMAC (with the set's key) or
  * its signature (with `publicKey`) checks out; "unchecked" when there was nothing to check it with.
  */
-async function authenticity(set: OpenedSet, publicKey?: SigningPublicKey): Promise<string | undefined> {
+export async function authenticity(set: OpenedSet, publicKey?: SigningPublicKey): Promise<string | undefined> {
   if (set.manifestSecret) {
     const opened = await openManifest(set.text, set.manifestSecret);
     if (!opened.ok) return opened.problem;
@@ -133,14 +133,15 @@ export async function restoreToCloud(values: CloudRestoreOptions): Promise<numbe
 }
 
 /**
- * Restores `stored`'s data into a file in a temporary folder, checked against the manifest, runs
- * `work` on it, and removes it whatever happens.
+ * Restores `stored`'s data into a file (raw unless `format` says) in a temporary folder, checked
+ * against the manifest, runs `work` on it, and removes it whatever happens.
  */
-async function viaLocalFile<T>(
+export async function viaLocalFile<T>(
   set: OpenedSet,
   stored: ManifestItem,
   quiet: boolean | undefined,
   work: (file: string) => Promise<T>,
+  format: "raw" | "qcow2" = "raw",
 ) {
   if (stored.encrypted && !set.passphrase)
     throw new UsageError(
@@ -155,9 +156,7 @@ async function viaLocalFile<T>(
   try {
     const step = <T>(label: string, totalBytes: number, run: (onProgress?: (p: number) => void) => Promise<T>) =>
       withProgress(progressOf(label, totalBytes), run);
-    await withSecretFd(set.passphrase ?? "", (key) =>
-      restoreItem({ file, format: "raw" }, { setDir: set.setDir, key, step }),
-    );
+    await withSecretFd(set.passphrase ?? "", (key) => restoreItem({ file, format }, { setDir: set.setDir, key, step }));
     return await work(file);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });

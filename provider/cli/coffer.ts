@@ -23,7 +23,8 @@ import { openLuks } from "../agent/image";
 import { sweepTempLeftovers, withSecretFd } from "../agent/tempFiles";
 import { writeFileAtomic } from "../common/atomicFile";
 import { SecretFormat, recoverSecret } from "../escrow/record";
-import { CloudRestoreOptions, luksOf, restoreToCloud } from "./cloudRestore";
+import { luksOf, restoreToCloud } from "./cloudRestore";
+import { NovaRestoreCliOptions, restoreServerToNova } from "./novaRestore";
 import { KeyOptions, UsageError, openSet, readPublicKey, readStdin, secretFrom } from "./common";
 import { restorerOf } from "../sources/registry";
 import { cloudFromEnvironment, listPoints, prunePoints, renderPoints, renderPrune } from "./points";
@@ -37,7 +38,8 @@ interface VerifyOptions extends KeyOptions {
 }
 
 /** The cloud restore's options, and a restore to a file's. */
-interface RestoreOptions extends CloudRestoreOptions {
+interface RestoreOptions extends NovaRestoreCliOptions {
+  toNova?: boolean;
   to?: string;
   format: "raw" | "qcow2";
   force?: boolean;
@@ -183,7 +185,10 @@ async function verify(values: VerifyOptions): Promise<number> {
 }
 
 async function restore(values: RestoreOptions): Promise<number> {
-  if (values.toCinder && values.toGlance) throw new UsageError("give --to-cinder or --to-glance, not both");
+  if ([values.toCinder, values.toGlance, values.toNova].filter(Boolean).length > 1)
+    throw new UsageError("give one of --to-cinder, --to-glance and --to-nova");
+  if (values.toNova) return restoreServerToNova(values);
+  if (values.flavor || values.network) throw new UsageError("--flavor and --network go with --to-nova");
   if (values.toCinder || values.toGlance) return restoreToCloud(values);
   if (values.publicKey || values.recreateType || values.preflight || values.withoutMetadata || values.name)
     throw new UsageError(
@@ -317,10 +322,13 @@ function cofferProgram(exit: { code: number }): Command {
     .optionsGroup("Cinder (credentials from OS_* variables or clouds.yaml with OS_CLOUD):")
     .option("--to-cinder", "restore a Cinder source's backup into a new volume of its recorded type")
     .option("--to-glance", "upload a Glance source's image as a new image with its recorded formats and properties")
-    .option("--name <volume>", "the new volume's name (default: the recorded name with -restored)")
+    .option("--name <name>", "the new volume's, image's or server's name (default: the recorded name with -restored)")
     .option("--preflight", "only check whether the restore can succeed, and say what blocks it")
     .option("--from-copy", "restore the copy in the target (copyToTarget), not Cinder's backup (e.g. its key is gone)")
     .option("--recreate-type", "create the recorded volume type when it is gone (needs an admin)")
+    .option("--to-nova", "recreate a Nova server source as a new server: its volumes, root disk and description")
+    .option("--flavor <id or name>", "--to-nova: the new server's flavor (default: the recorded one)")
+    .option("--network <id>", "--to-nova: a network for the new server (repeat; none: no network)", repeated)
     .option("--without-metadata", "restore the data even when the manifest can't be checked; apply no metadata")
     .option("--public-key <file.pem>", "the policy's signing public key: check the manifest with it");
   withKeyOptions(restoreCommand)

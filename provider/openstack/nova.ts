@@ -5,7 +5,7 @@ import { paginate, nextLink, withQuery } from "./paginate";
 import type { CloudSession, ServiceCall } from "./session";
 import { type ListOptions, newerVersion } from "./cinder";
 
-export type { Server, VolumeAttachment } from "./novaSchemas";
+export type { Flavor, Server, VolumeAttachment } from "./novaSchemas";
 
 /**
  * The microversion every call sends unless told otherwise: 2.79 (Train) shows user_data to admins
@@ -15,7 +15,10 @@ export const defaultNovaMicroversion = "2.79";
 
 export interface CreateServerOptions {
   readonly name: string;
-  readonly imageId: string;
+  /** The image its root disk is made from; absent when it boots from `bootVolumeId`. */
+  readonly imageId?: string;
+  /** A volume to boot from (block_device_mapping_v2, kept when the server is deleted). */
+  readonly bootVolumeId?: string;
   readonly flavorId: string;
   /** "none" or "auto" need microversion 2.37 (sent automatically); or the networks' ids. */
   readonly networks: "none" | "auto" | readonly { readonly uuid: string }[];
@@ -24,6 +27,8 @@ export interface CreateServerOptions {
   /** Sent base64-encoded. */
   readonly userData?: string;
   readonly availabilityZone?: string;
+  /** Security groups by name; absent: Nova's default. */
+  readonly securityGroups?: readonly string[];
 }
 
 /** Nova's compute API v2.1, with microversions. */
@@ -51,6 +56,18 @@ export class NovaClient {
     const server = {
       name: options.name,
       imageRef: options.imageId,
+      block_device_mapping_v2: options.bootVolumeId
+        ? [
+            {
+              boot_index: 0,
+              uuid: options.bootVolumeId,
+              source_type: "volume",
+              destination_type: "volume",
+              delete_on_termination: false,
+            },
+          ]
+        : undefined,
+      security_groups: options.securityGroups?.map((name) => ({ name })),
       flavorRef: options.flavorId,
       networks: options.networks,
       metadata: options.metadata,
@@ -89,6 +106,18 @@ export class NovaClient {
 
   async deleteServer(id: string, signal?: AbortSignal): Promise<void> {
     await this.call("DELETE", `/servers/${enc(id)}`, `server ${id}`, s.anyBody, { signal });
+  }
+
+  /** Attaches volume `volumeId` to the server (the volume is in-use once Cinder says so). */
+  async attachVolume(id: string, volumeId: string, signal?: AbortSignal): Promise<void> {
+    const path = `/servers/${enc(id)}/os-volume_attachments`;
+    const json = { volumeAttachment: { volumeId } };
+    await this.call("POST", path, `server ${id}`, s.anyBody, { json, signal });
+  }
+
+  /** Every flavor the project may use, with its values. */
+  async listFlavors(signal?: AbortSignal): Promise<s.Flavor[]> {
+    return (await this.call("GET", "/flavors/detail", "flavors", s.flavorList, { signal })).body.flavors;
   }
 
   async listVolumeAttachments(id: string, signal?: AbortSignal): Promise<s.VolumeAttachment[]> {

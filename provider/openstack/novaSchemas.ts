@@ -44,6 +44,8 @@ export const serverSchema = z.object({
     .nullish(),
   /** Base64 of what the server was created with: for admins only, microversion >= 2.3. */
   "OS-EXT-SRV-ATTR:user_data": z.string().nullish(),
+  /** The root disk's device ("/dev/vda"): for admins only. */
+  "OS-EXT-SRV-ATTR:root_device_name": z.string().nullish(),
   "OS-EXT-STS:vm_state": z.string().nullish(),
   "OS-EXT-STS:task_state": z.string().nullish(),
   "OS-EXT-AZ:availability_zone": z.string().nullish(),
@@ -75,5 +77,15 @@ export const volumeAttachmentSchema = z.object({
 });
 export type VolumeAttachment = z.infer<typeof volumeAttachmentSchema>;
 export const volumeAttachmentList = z.object({ volumeAttachments: z.array(volumeAttachmentSchema) });
+
+export const flavorSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  vcpus: z.number(),
+  ram: z.number(),
+  disk: z.number(),
+});
+export type Flavor = z.infer<typeof flavorSchema>;
+export const flavorList = z.object({ flavors: z.array(flavorSchema) });
 
 export const anyBody = z.unknown();

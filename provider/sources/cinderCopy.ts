@@ -7,6 +7,7 @@ import { waitForSnapshot, waitForSnapshotDeleted, waitForVolume, waitForVolumeDe
 import { BACKUP_TIMEOUT_MS, SNAPSHOT_TIMEOUT_MS, waitOptions } from "./cloudWaits";
 import { stageImage, waitForImage } from "./glanceStage";
 import type { CloudTakeContext } from "./kind";
+import { removeStaged } from "./staging";
 
 /**
  * The volume's data, copied into the target in Coffer's format: uploaded to a Glance image (from
@@ -49,7 +50,7 @@ export async function copyToTarget(volume: Volume, snapshot: string | undefined,
     };
   } finally {
     const cleanup = waitOptions({ ...ctx, signal: undefined }, "cleanup", SNAPSHOT_TIMEOUT_MS);
-    if (temporary.file) await fs.rm(temporary.file, { force: true });
+    if (temporary.file) await removeStaged(temporary.file, ctx.scrubStaging);
     if (temporary.image) await glance.deleteImage(temporary.image).catch(() => undefined);
     if (temporary.volume) {
       await cinder.deleteVolume(temporary.volume).catch(() => undefined);

@@ -11,6 +11,7 @@ import { CofferError } from "../common/errors";
 import { stageImage } from "./glanceStage";
 import type { CloudTakeContext, SourceKind, SourceRules } from "./kind";
 import { kindInput } from "./kind";
+import { removeStaged } from "./staging";
 import { storedCopiesOf } from "./storedImage";
 
 export interface GlanceImageInput {
@@ -77,7 +78,7 @@ async function take(input: GlanceImageInput, ctx: CloudTakeContext) {
     };
     return { source, refs: [], stored, discard: async () => undefined };
   } finally {
-    await fs.rm(file, { force: true });
+    await removeStaged(file, ctx.scrubStaging);
   }
 }
 

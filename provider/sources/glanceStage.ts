@@ -2,11 +2,12 @@
  * Glance image data staged into a local file, for the agent to store in the target in Coffer's own
  * format: the image waited for until active, downloaded, and checked against Glance's hashes.
  */
-import { createWriteStream, promises as fs } from "node:fs";
+import { createWriteStream } from "node:fs";
 import type { DownloadResult, Image } from "../openstack";
 import { waitForStatus } from "../openstack/poll";
 import { waitOptions } from "./cloudWaits";
 import type { CloudContext } from "./kind";
+import { removeStaged } from "./staging";
 
 /** An image is made (an upload from a volume) within this, or the wait gives up naming what to check. */
 const IMAGE_TIMEOUT_MS = 6 * 3_600_000;
@@ -25,15 +26,22 @@ export function waitForImage(id: string, ctx: CloudContext): Promise<Image> {
   });
 }
 
-/** Downloads active image `id` into a new file `file` (0600), checked against its os_hash_value and checksum. */
-export async function stageImage(id: string, file: string, ctx: CloudContext): Promise<DownloadResult> {
+/**
+ * Downloads active image `id` into a new file `file` (0600), checked against its os_hash_value and
+ * checksum; a failed download's part is removed (scrubbed when the context asks).
+ */
+export async function stageImage(
+  id: string,
+  file: string,
+  ctx: CloudContext & { scrubStaging?: boolean },
+): Promise<DownloadResult> {
   const out = createWriteStream(file, { mode: 0o600, flags: "wx" });
   try {
     // The download's pipeline ends `out` and waits for it to finish writing.
     return await ctx.cloud.glance.downloadImageData(id, out, ctx.signal);
   } catch (error) {
     out.destroy();
-    await fs.rm(file, { force: true });
+    await removeStaged(file, ctx.scrubStaging);
     throw error;
   }
 }

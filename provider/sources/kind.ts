@@ -143,8 +143,13 @@ export interface CloudTakeContext extends CloudContext {
   keyEscrow?: KeyEscrow;
   /** A folder on this machine for data on its way into the target (the target's own staging folder). */
   stagingDir: string;
-  /** Stores a raw disk file in the target as the point's copy of the source (compressed, encrypted, verified). */
-  storeCopy(file: string): Promise<StoredCopy>;
+  /** Overwrite staged files with zeros before removing them (removeStaged). */
+  scrubStaging?: boolean;
+  /**
+   * Stores a disk file (raw unless `copy.format` says) in the target as a copy of the source's data
+   * (compressed, encrypted, verified), as the item `copy.name` (default: the source's name).
+   */
+  storeCopy(file: string, copy?: { name?: string; format?: "raw" | "qcow2" }): Promise<StoredCopy>;
 }
 
 export interface CloudTaken<Item> {
@@ -152,6 +157,11 @@ export interface CloudTaken<Item> {
   refs: CloudBackupRef[];
   /** The copy of the source's data in the target, when the kind made one. */
   stored?: StoredCopy;
+  /**
+   * Copies of a source with several disks (a server's), in place of `stored`: each its own manifest
+   * item, named as it was stored, with its own `source` saying which disk it holds.
+   */
+  copies?: { source: Item; stored: StoredCopy }[];
   /** Removes what `take` made, when the point is not kept (another source failed). */
   discard(): Promise<void>;
 }

@@ -11,12 +11,13 @@ import { cinderVolumeSource } from "./cinderVolume";
 import { diskSource } from "./disk";
 import { glanceImageSource } from "./glanceImage";
 import type { ItemProblem, RemoveContext, RestoreContext, RestoreTarget, SourceKind, VerifyContext } from "./kind";
+import { novaServerSource } from "./novaServer";
 import { runningVmSource } from "./runningVm";
 
 /** Kinds whose backups an agent takes with qemu on a KVM host. */
 export const AGENT_KINDS = [diskSource, runningVmSource] as const;
 /** Kinds whose backups Pulumi's process takes through a cloud's API. */
-export const CLOUD_KINDS = [cinderVolumeSource, glanceImageSource] as const;
+export const CLOUD_KINDS = [cinderVolumeSource, glanceImageSource, novaServerSource] as const;
 export const SOURCE_KINDS = [...AGENT_KINDS, ...CLOUD_KINDS] as const;
 export type AgentKindName = (typeof AGENT_KINDS)[number]["kind"];
 

@@ -12,6 +12,7 @@ import {
   collect,
   openCloud,
   waitForBackupDeleted,
+  waitForServerDeleted,
   waitForVolumeDeleted,
 } from "../../provider/openstack";
 import type { LoopbackCloud, LoopbackCloudUser } from "./loopbackCloud";
@@ -85,12 +86,25 @@ export const osEnvFor = (cloud: LoopbackCloud, user: LoopbackCloudUser = cloud.d
 });
 
 /**
- * Deletes, as demo, the backups whose name contains `unique` (incrementals first: Cinder refuses a
- * backup one builds on), then `volumes`: what a test made.
+ * Deletes, as demo, the servers `more.servers` and those whose name contains `unique` (first: they
+ * hold volumes), the backups whose name contains `unique` (incrementals first: Cinder refuses a
+ * backup one builds on), then `volumes` and `more.images`: what a test made.
  */
-export async function deleteTestResources(cloud: LoopbackCloud, unique: string, volumes: readonly string[]) {
-  const { cinder } = cloudAs(cloud);
+export async function deleteTestResources(
+  cloud: LoopbackCloud,
+  unique: string,
+  volumes: readonly string[],
+  more: { servers?: readonly string[]; images?: readonly string[] } = {},
+) {
+  const { cinder, nova, glance } = cloudAs(cloud);
   const waits = { timeoutMs: 300_000, deps: cloudDeps() };
+  if (cloud.nova?.up) {
+    const named = (await collect(nova.listServers())).filter((s) => s.name.includes(unique)).map((s) => s.id);
+    for (const id of new Set([...(more.servers ?? []), ...named])) {
+      await nova.deleteServer(id).catch(() => undefined);
+      await waitForServerDeleted(nova, id, waits).catch(() => undefined);
+    }
+  }
   const backups = (await collect(cinder.listBackups())).filter((b) => b.name?.includes(unique));
   for (const backup of backups.sort((a, b) => Number(b.is_incremental) - Number(a.is_incremental))) {
     await cinder.deleteBackup(backup.id).catch(() => undefined);
@@ -100,4 +114,5 @@ export async function deleteTestResources(cloud: LoopbackCloud, unique: string, 
     await cinder.deleteVolume(id).catch(() => undefined);
     await waitForVolumeDeleted(cinder, id, waits).catch(() => undefined);
   }
+  for (const id of more.images ?? []) await glance.deleteImage(id).catch(() => undefined);
 }

@@ -71,7 +71,7 @@ describe("the agent protocol's requests", () => {
       "backup-item",
       { source: {} },
       "source.disk",
-      /give disk .*, qmpSocket and device .* cinderVolume \(a Cinder volume\) or glanceImage \(a Glance image\)/,
+      /give disk .*, qmpSocket and device .* cinderVolume .*, glanceImage .* or novaServer \(a Nova server\)/,
     ],
     ["backup-item", { source: { disk: "/a", colour: "red" } }, "source.colour", /not a known field/],
     ["backup-item", { setId: "../elsewhere" }, "setId", /plain file name/],

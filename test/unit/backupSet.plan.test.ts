@@ -43,7 +43,7 @@ describe("EncryptedBackupSet check", () => {
       "a source with neither",
       { sources: [{ name: "a" }] },
       "sources.0.disk",
-      /give disk .*, qmpSocket and device .* cinderVolume \(a Cinder volume\) or glanceImage \(a Glance image\)/,
+      /give disk .*, qmpSocket and device .* cinderVolume .*, glanceImage .* or novaServer \(a Nova server\)/,
     ],
     [
       "a running VM without device",

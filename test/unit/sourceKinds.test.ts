@@ -5,9 +5,9 @@ import { SOURCE_KINDS, kindsChosenBy, sourceItemSchema, sourceKindNamed } from "
 
 describe("the source kind registry", () => {
   test("each kind is registered once, under the manifest's existing discriminators", () => {
-    expect(SOURCE_KINDS.map((k) => k.kind)).toEqual(["disk", "qmp", "cinderVolume", "glanceImage"]);
+    expect(SOURCE_KINDS.map((k) => k.kind)).toEqual(["disk", "qmp", "cinderVolume", "glanceImage", "novaServer"]);
     for (const kind of SOURCE_KINDS) expect(sourceKindNamed(kind.kind)).toBe(kind);
-    expect(SOURCE_KINDS.map((k) => k.runsOn)).toEqual(["agent", "agent", "provider", "provider"]);
+    expect(SOURCE_KINDS.map((k) => k.runsOn)).toEqual(["agent", "agent", "provider", "provider", "provider"]);
     // A kind that runs in Pulumi's process takes its backups through `cloud`.
     for (const kind of SOURCE_KINDS) expect(kind.cloud !== undefined).toBe(kind.runsOn === "provider");
   });

@@ -1,0 +1,211 @@
+/**
+ * A Nova server as a backup source on the loopback cloud: a TCG server booted from a raw marker
+ * image, backed up by an EncryptedBackupSet into a directory target; nothing of the transfer is
+ * left in the cloud; `coffer restore --item` gives its disk back byte for byte, and `coffer restore
+ * --to-nova` recreates a server whose disk holds the same bytes. No volume is attached: the loopback
+ * Cinder driver hands out volumes as files ("local" connections), and Nova's libvirt driver attaches
+ * only block devices there (QEMU: 'host_device' driver requires a character or block device).
+ * Attached volumes are covered by test/agent/novaServerPoint.test.ts (fake cloud, real agent) and
+ * their copy path by cinderCopy.test.ts.
+ */
+import { execFile } from "node:child_process";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createReadStream, promises as fs } from "node:fs";
+import * as path from "node:path";
+import { promisify } from "node:util";
+import { readManifest } from "../../provider/agent/manifest";
+import { createBackupSetProvider } from "../../provider/backupSet/provider";
+import type { BackupSetOutputs } from "../../provider/backupSet/state";
+import { collect, waitForServer, waitForStatus } from "../../provider/openstack";
+import type { NovaServerItem } from "../../provider/sources/novaServer";
+import { cloudAs, cloudSetHost, deleteTestResources, osEnvFor } from "../support/cloudAccess";
+import { runCoffer } from "../support/cofferCli";
+import { cloudMissingNote, loopbackCloud, loopbackCloudWithNova, novaMissingNote } from "../support/loopbackCloud";
+import { makeTarget } from "../support/targets";
+import { useTempDir } from "../support/tempDir";
+
+jest.setTimeout(15 * 60_000);
+
+const run = promisify(execFile);
+const cloud = loopbackCloudWithNova();
+const describeNova = cloud ? describe : describe.skip;
+const unique = `coffer-novasrc-${randomUUID().slice(0, 8)}`;
+const MANIFEST_KEY = "nova-source-test-manifest-key-7731";
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const imageBytes = 16 * MiB;
+const waits = { timeoutMs: 300_000, deps: { now: () => Date.now(), sleep: (ms: number) => sleepFor(ms) } };
+const sleepFor = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** 4 KiB of random bytes at each of these offsets of a disk. */
+const markerOffsets = [0, 1 * MiB + 512, 7 * MiB + 4096, imageBytes - 4096];
+
+async function sha256Of(file: string, length?: number): Promise<string> {
+  const hash = createHash("sha256");
+  const stream = createReadStream(file, length === undefined ? {} : { start: 0, end: length - 1 });
+  for await (const chunk of stream) hash.update(chunk as Buffer);
+  return hash.digest("hex");
+}
+
+describeNova(
+  cloud
+    ? "a Nova server as a backup source, on the loopback cloud"
+    : loopbackCloud()
+      ? novaMissingNote
+      : cloudMissingNote,
+  () => {
+    const tempDir = useTempDir("coffer-novasrc-");
+    const demo = () => cloudAs(cloud!);
+    const servers: string[] = [];
+    const volumes: string[] = [];
+    const images: string[] = [];
+
+    afterAll(async () => {
+      await deleteTestResources(cloud!, unique, volumes, { servers, images });
+    });
+
+    test("its disk goes to the target, nothing stays in the cloud, and restores give the same bytes back", async () => {
+      const { nova, glance, cinder } = demo();
+      const timings: string[] = [];
+      let started = Date.now();
+      const lap = (what: string) => {
+        timings.push(`${what} ${((Date.now() - started) / 1000).toFixed(0)} s`);
+        started = Date.now();
+      };
+
+      // A server from a raw marker image.
+      const rootDisk = Buffer.alloc(imageBytes);
+      for (const offset of markerOffsets) randomBytes(4096).copy(rootDisk, offset);
+      const raw = path.join(tempDir(), "root.raw");
+      await fs.writeFile(raw, rootDisk);
+      const base = await glance.createImage({ name: `${unique}-base`, diskFormat: "raw", containerFormat: "bare" });
+      images.push(base.id);
+      await glance.uploadImageData(base.id, raw);
+      await waitForStatus({
+        ...waits,
+        what: `glance image ${base.id}`,
+        get: () => glance.getImage(base.id),
+        status: (image) => image.status,
+        until: ["active"],
+        failed: ["killed", "deleted"],
+      });
+      const { id: serverId } = await nova.createServer({
+        name: `${unique}-web`,
+        imageId: base.id,
+        flavorId: cloud!.nova!.flavorId!,
+        networks: "none",
+        metadata: { coffer_test: unique },
+      });
+      servers.push(serverId);
+      await waitForServer(nova, serverId, waits);
+      lap("server");
+
+      // A point of it, into a directory target.
+      const target = path.join(tempDir(), "target");
+      await makeTarget(target);
+      const provider = createBackupSetProvider(cloudSetHost(cloud!));
+      const checked = await provider.check(
+        {},
+        {
+          policy: {
+            id: "zone-n-1",
+            zone: "zone-n",
+            target: { kind: "directory", path: target },
+            compression: "zstd",
+            integrityCheck: "metadata",
+            bandwidthLimitMiBps: 0,
+            encrypted: false,
+          },
+          keys: { manifestKey: MANIFEST_KEY },
+          sources: [{ name: "web", novaServer: serverId }],
+          trigger: `${unique}-t1`,
+        },
+      );
+      expect(checked.failures).toBeUndefined();
+      const outs = (await provider.create(checked.inputs!)).outs as BackupSetOutputs;
+      lap("backup");
+      const read = readManifest(await fs.readFile(outs.manifestPath, "utf8"));
+      if (!read.ok) throw new Error(read.problem);
+      expect(read.manifest.cloudItems).toBeUndefined();
+      // The flavor's disk.
+      expect(read.manifest.items.map((i) => [i.name, i.virtualSize])).toEqual([["web", GiB]]);
+      const root = read.manifest.items[0].source as NovaServerItem;
+      expect(root).toMatchObject({
+        kind: "novaServer",
+        serverId,
+        disk: { role: "root", via: "image" },
+        server: {
+          name: `${unique}-web`,
+          imageId: base.id,
+          bootedFromVolume: false,
+          metadata: { coffer_test: unique },
+          networks: [],
+          flavor: { name: "coffer.tiny", diskGiB: 1 },
+          blockDeviceMapping: [],
+        },
+      });
+
+      // Nothing of the transfer is left: no image, no snapshot, no temporary volume, no staged file.
+      const images_ = await collect(glance.listImages());
+      expect(images_.filter((i) => i.name?.startsWith("coffer-copy ") && i.name.includes(unique))).toEqual([]);
+      expect(images_.filter((i) => i.properties.instance_uuid === serverId)).toEqual([]);
+      const leftVolumes = (await collect(cinder.listVolumes())).filter(
+        (v) => v.name?.startsWith("coffer-copy ") && v.name.includes(unique) && v.status !== "deleting",
+      );
+      expect(leftVolumes).toEqual([]);
+      expect(await fs.readdir(path.join(target, ".coffer", "staging")).catch(() => [])).toEqual([]);
+
+      // The disk, restored to a file without the cloud, byte for byte.
+      const keyFile = path.join(tempDir(), "manifest.key");
+      await fs.writeFile(keyFile, MANIFEST_KEY, { mode: 0o600 });
+      const restoreItem = async (item: string) => {
+        const to = path.join(tempDir(), `${item}.raw`);
+        const args = ["restore", "--manifest", outs.manifestPath, "--item", item, "--to", to, "--quiet"];
+        const restored = await runCoffer([...args, "--manifest-key-file", keyFile]);
+        expect([item, restored.code, restored.stderr]).toEqual([item, 0, ""]);
+        return to;
+      };
+      const rootFile = await restoreItem("web");
+      expect((await fs.stat(rootFile)).size).toBe(GiB);
+      expect(await sha256Of(rootFile, imageBytes)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
+      lap("restore to a file");
+
+      // A new server from the point.
+      const toNova = await runCoffer(
+        [
+          "restore",
+          "--manifest",
+          outs.manifestPath,
+          "--item",
+          "web",
+          "--to-nova",
+          "--quiet",
+          "--manifest-key-file",
+          keyFile,
+        ],
+        osEnvFor(cloud!),
+      );
+      const restoredServer = toNova.code === 0 ? JSON.parse(toNova.stdout) : undefined;
+      if (restoredServer) servers.push(restoredServer.serverId);
+      expect([toNova.code, toNova.stderr]).toEqual([0, ""]);
+      lap("restore --to-nova");
+      expect(restoredServer).toMatchObject({ restored: "web", volumes: [], metadataApplied: true });
+      const recreated = await nova.getServer(restoredServer.serverId);
+      expect(recreated).toMatchObject({
+        name: `${unique}-web-restored`,
+        status: "ACTIVE",
+        metadata: { coffer_test: unique },
+        flavor: { original_name: "coffer.tiny" },
+      });
+      expect(await nova.listVolumeAttachments(restoredServer.serverId)).toEqual([]);
+      // Its root disk, as nova-compute keeps it: the same bytes as the original's.
+      const instanceDisk = path.join(cloud!.nova!.instancesDir!, restoredServer.serverId, "disk");
+      const asRaw = path.join(tempDir(), "recreated-root.raw");
+      await run("qemu-img", ["convert", "-U", "-q", "-O", "raw", instanceDisk, asRaw]);
+      expect(await sha256Of(asRaw, imageBytes)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
+      // The images made for the restore are gone.
+      const afterRestore = await collect(glance.listImages());
+      expect(afterRestore.filter((i) => i.name?.startsWith("coffer restore of "))).toEqual([]);
+      console.log(`nova source test timings: ${timings.join(", ")}`);
+    });
+  },
+);
