@@ -23,9 +23,14 @@ export interface StoppedVmArgs {
   host?: pulumi.Input<string>;
 }
 
+/** A Nova server (e.g. an openstack.compute.Instance's `id`): its root disk and attached volumes. */
+export interface NovaServerVmArgs {
+  novaServer: pulumi.Input<string>;
+}
+
 export interface FinalStateBackupArgs {
   /** The VM whose final state is kept. Pass values from the VM's resource, so this depends on it. */
-  vm: pulumi.Input<RunningVmArgs | StoppedVmArgs>;
+  vm: pulumi.Input<RunningVmArgs | StoppedVmArgs | NovaServerVmArgs>;
   /** Its target, compression, throttle and integrity check apply; its signing key signs the manifest (required). */
   policy: BackupPolicy;
   /** Who may open the final point: their private keys, not the policy's passphrase. */

@@ -23,6 +23,6 @@ export type {
 export { SecretEscrow } from "./secretEscrow";
 export type { EscrowLink, EscrowRecipientArgs, RecipientKeyInfo, RecordStatus, SecretEscrowArgs } from "./secretEscrow";
 export { FinalStateBackup } from "./finalStateBackup";
-export type { FinalStateBackupArgs, RunningVmArgs, StoppedVmArgs } from "./finalStateBackup";
+export type { FinalStateBackupArgs, NovaServerVmArgs, RunningVmArgs, StoppedVmArgs } from "./finalStateBackup";
 export { RestoreDrill } from "./restoreDrill";
 export type { DrillBootArgs, DrillCheckStatus, DrillChecks, DrillResult, RestoreDrillArgs } from "./restoreDrill";

@@ -12,6 +12,8 @@ const DAY_MS = 86_400_000;
 
 /** The VM's disks as sources of a point: one per QMP device, or per disk file (named by the file). */
 export function vmSources(vm: FinalVm): BackupSetInputs["sources"] {
+  // Its root disk is item "server", each attached volume "server.<device>".
+  if ("novaServer" in vm) return [{ name: "server", novaServer: vm.novaServer }];
   const host = vm.host ? { host: vm.host } : {};
   if ("qmpSocket" in vm) {
     return vm.devices.map((device) => ({ name: device, qmpSocket: vm.qmpSocket, device, ...host }));
@@ -67,5 +69,5 @@ export async function finalPointPlan(
     vm: vmRecord(state.vm),
     holdUntil: new Date(point.now.getTime() + state.holdDays * DAY_MS).toISOString(),
   };
-  return { ...sealed, final };
+  return { ...sealed, final, ...(state.scrub ? { scrubStaging: true } : {}) };
 }

@@ -7,8 +7,8 @@ import { absolutePath } from "../sources/kind";
 
 const DEVICE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const VM_MESSAGE =
-  'vm must be { qmpSocket, devices: ["vda"] } (a running VM), { disks: [{ disk }] } (a stopped VM\'s files), ' +
-  "each with an optional host";
+  'vm must be { qmpSocket, devices: ["vda"] } (a running VM) or { disks: [{ disk }] } (a stopped VM\'s files), ' +
+  "each with an optional host, or { novaServer } (a Nova server's id)";
 
 /** A running VM: its QMP socket and the disks to take (qdev ids such as "vda"), on `host` or this machine. */
 const runningVm = z
@@ -45,7 +45,12 @@ const stoppedVm = z
   })
   .strict();
 
-export const vmSchema = z.union([runningVm, stoppedVm], { error: VM_MESSAGE });
+/** A Nova server: its root disk and attached volumes, copied into the target through the cloud's API. */
+const novaServer = z
+  .object({ novaServer: z.string().min(1, { message: "vm.novaServer must be a Nova server's id" }) })
+  .strict();
+
+export const vmSchema = z.union([runningVm, stoppedVm, novaServer], { error: VM_MESSAGE });
 export type FinalVm = z.output<typeof vmSchema>;
 
 /** Where the stack is: the deletion context a final point records (the SDK passes it). */
@@ -79,6 +84,12 @@ export const finalStateInputs = z
   .strict()
   .superRefine((inputs, ctx) => {
     checkRecipients(inputs, ctx, "final point");
+    if ("novaServer" in inputs.vm && inputs.policy.host !== undefined) {
+      const message =
+        "a Nova server's disks are staged on the machine that runs Pulumi, but the policy's target is reached " +
+        `through ${inputs.policy.host}: use a policy whose target is mounted where Pulumi runs (no host)`;
+      ctx.addIssue({ code: "custom", path: ["vm", "novaServer"], message });
+    }
     const { signingKey } = inputs.keys;
     if (signingKey === undefined) {
       const message =
@@ -95,12 +106,14 @@ export type FinalStateInputs = z.output<typeof finalStateInputs>;
 
 /** The VM's identity: a change of it is another VM, whose FinalStateBackup is a new one (replaced). */
 export function vmIdentity(vm: FinalVm): string {
+  if ("novaServer" in vm) return `nova ${vm.novaServer}`;
   const host = vm.host ?? "local";
   return "qmpSocket" in vm ? `qmp ${host}:${vm.qmpSocket}` : `disks ${host}:${vm.disks.map((d) => d.disk).join(",")}`;
 }
 
 /** How messages name the VM. */
 export function describeVm(vm: FinalVm): string {
+  if ("novaServer" in vm) return `Nova server ${vm.novaServer}`;
   const on = vm.host ? ` on ${vm.host}` : "";
   return "qmpSocket" in vm
     ? `the VM of ${vm.qmpSocket}${on} (${vm.devices.join(", ")})`

@@ -9,18 +9,19 @@
  * their copy path by cinderCopy.test.ts.
  */
 import { execFile } from "node:child_process";
-import { createHash, randomBytes, randomUUID } from "node:crypto";
-import { createReadStream, promises as fs } from "node:fs";
+import { createHash, randomUUID } from "node:crypto";
+import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { promisify } from "node:util";
 import { readManifest } from "../../provider/agent/manifest";
 import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
-import { collect, waitForServer, waitForStatus } from "../../provider/openstack";
+import { collect } from "../../provider/openstack";
 import type { NovaServerItem } from "../../provider/sources/novaServer";
 import { cloudAs, cloudSetHost, deleteTestResources, osEnvFor } from "../support/cloudAccess";
 import { runCoffer } from "../support/cofferCli";
 import { cloudMissingNote, loopbackCloud, loopbackCloudWithNova, novaMissingNote } from "../support/loopbackCloud";
+import { GiB, MARKER_IMAGE_BYTES, bootMarkerServer, sha256Of } from "../support/novaServers";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
@@ -31,21 +32,6 @@ const cloud = loopbackCloudWithNova();
 const describeNova = cloud ? describe : describe.skip;
 const unique = `coffer-novasrc-${randomUUID().slice(0, 8)}`;
 const MANIFEST_KEY = "nova-source-test-manifest-key-7731";
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
-const imageBytes = 16 * MiB;
-const waits = { timeoutMs: 300_000, deps: { now: () => Date.now(), sleep: (ms: number) => sleepFor(ms) } };
-const sleepFor = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-/** 4 KiB of random bytes at each of these offsets of a disk. */
-const markerOffsets = [0, 1 * MiB + 512, 7 * MiB + 4096, imageBytes - 4096];
-
-async function sha256Of(file: string, length?: number): Promise<string> {
-  const hash = createHash("sha256");
-  const stream = createReadStream(file, length === undefined ? {} : { start: 0, end: length - 1 });
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return hash.digest("hex");
-}
-
 describeNova(
   cloud
     ? "a Nova server as a backup source, on the loopback cloud"
@@ -73,30 +59,9 @@ describeNova(
       };
 
       // A server from a raw marker image.
-      const rootDisk = Buffer.alloc(imageBytes);
-      for (const offset of markerOffsets) randomBytes(4096).copy(rootDisk, offset);
-      const raw = path.join(tempDir(), "root.raw");
-      await fs.writeFile(raw, rootDisk);
-      const base = await glance.createImage({ name: `${unique}-base`, diskFormat: "raw", containerFormat: "bare" });
-      images.push(base.id);
-      await glance.uploadImageData(base.id, raw);
-      await waitForStatus({
-        ...waits,
-        what: `glance image ${base.id}`,
-        get: () => glance.getImage(base.id),
-        status: (image) => image.status,
-        until: ["active"],
-        failed: ["killed", "deleted"],
-      });
-      const { id: serverId } = await nova.createServer({
-        name: `${unique}-web`,
-        imageId: base.id,
-        flavorId: cloud!.nova!.flavorId!,
-        networks: "none",
-        metadata: { coffer_test: unique },
-      });
-      servers.push(serverId);
-      await waitForServer(nova, serverId, waits);
+      const made = { servers, images };
+      const boot = { name: `${unique}-web`, dir: tempDir(), metadata: { coffer_test: unique } };
+      const { serverId, imageId, rootDisk } = await bootMarkerServer(cloud!, demo(), boot, made);
       lap("server");
 
       // A point of it, into a directory target.
@@ -135,7 +100,7 @@ describeNova(
         disk: { role: "root", via: "image" },
         server: {
           name: `${unique}-web`,
-          imageId: base.id,
+          imageId,
           bootedFromVolume: false,
           metadata: { coffer_test: unique },
           networks: [],
@@ -166,7 +131,7 @@ describeNova(
       };
       const rootFile = await restoreItem("web");
       expect((await fs.stat(rootFile)).size).toBe(GiB);
-      expect(await sha256Of(rootFile, imageBytes)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
+      expect(await sha256Of(rootFile, MARKER_IMAGE_BYTES)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
       lap("restore to a file");
 
       // A new server from the point.
@@ -201,7 +166,7 @@ describeNova(
       const instanceDisk = path.join(cloud!.nova!.instancesDir!, restoredServer.serverId, "disk");
       const asRaw = path.join(tempDir(), "recreated-root.raw");
       await run("qemu-img", ["convert", "-U", "-q", "-O", "raw", instanceDisk, asRaw]);
-      expect(await sha256Of(asRaw, imageBytes)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
+      expect(await sha256Of(asRaw, MARKER_IMAGE_BYTES)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
       // The images made for the restore are gone.
       const afterRestore = await collect(glance.listImages());
       expect(afterRestore.filter((i) => i.name?.startsWith("coffer restore of "))).toEqual([]);

@@ -62,8 +62,17 @@ describe("FinalStateBackup check: bad input fails at preview, naming the field a
     ],
     [{ vm: { qmpSocket: "relative.qmp", devices: ["vda"] } }, "vm.qmpSocket", /must be an absolute path/],
     [{ vm: { qmpSocket: "/run/a.qmp", devices: [] } }, "vm.devices", /vm.devices must name at least one disk/],
-    [{ vm: { server: "web-1" } }, "vm", /vm must be \{ qmpSocket, devices: \["vda"\] \} \(a running VM\), \{ disks/],
+    [
+      { vm: { server: "web-1" } },
+      "vm",
+      /vm must be \{ qmpSocket, devices: \["vda"\] \} \(a running VM\) or \{ disks: .* or \{ novaServer \}/,
+    ],
     [{ allowDeleteWithoutBackup: "yes" }, "allowDeleteWithoutBackup", /must be true or false/],
+    [
+      { vm: { novaServer: "5f0c" }, policy: { ...inputs().policy, host: "nas-1" } },
+      "vm.novaServer",
+      /a Nova server's disks are staged on the machine that runs Pulumi, but the policy's target is reached through nas-1/,
+    ],
   ])("%j fails at %s", async (change, property, reason) => {
     const failures = await failuresOf(inputs(change));
     expect(failures).toEqual(expect.arrayContaining([{ property, reason: expect.stringMatching(reason) }]));
@@ -91,6 +100,7 @@ describe("FinalStateBackup diff", () => {
       { qmpSocket: "/run/qemu/web-1.qmp", devices: ["vda"], host: "kvm-08" },
       { qmpSocket: UNKNOWN, devices: ["vda"] },
       { disks: [{ disk: "/var/lib/vms/web-1.raw" }] },
+      { novaServer: "5f0c" },
     ]) {
       expect(await diff(inputs({ vm }))).toMatchObject({ changes: true, replaces: ["vm"], deleteBeforeReplace: false });
     }
@@ -112,6 +122,23 @@ describe("the final point's plan", () => {
       { name: "data", disk: "/vms/web-1/data.raw", host: "kvm-07" },
       { name: "root-2", disk: "/x/root.raw", host: "kvm-07" },
     ]);
+  });
+
+  test("a Nova server is one source, its disks its items; scrub reaches the staging", async () => {
+    expect(vmSources({ novaServer: "5f0c" })).toEqual([{ name: "server", novaServer: "5f0c" }]);
+    const state = { ...inputs({ vm: { novaServer: "5f0c" }, scrub: true }), threshold: 1, setId: "f", targetId: "t" };
+    const plan = await finalPointPlan(state as FinalStateOutputs, {
+      pointId: "p",
+      now: new Date(),
+      operation: "delete",
+    });
+    expect(plan).toMatchObject({ scrubStaging: true, items: [{ name: "server", source: { novaServer: "5f0c" } }] });
+    const unscrubbed = await finalPointPlan({ ...state, scrub: undefined } as FinalStateOutputs, {
+      pointId: "p",
+      now: new Date(),
+      operation: "delete",
+    });
+    expect(unscrubbed.scrubStaging).toBeUndefined();
   });
 
   test("sealed for the recipients with a fresh key, signed, with the deletion's context and hold", async () => {
