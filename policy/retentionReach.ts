@@ -15,10 +15,9 @@
  * Not knowable at preview: points taken for a changed trigger besides the schedule make keepLast
  * (and a calendar rule whose period holds several) cover less; failed points do not count.
  */
-import { CronExpressionParser } from "cron-parser";
 import { MS, parseDuration } from "../provider/history/duration";
 import type { RetentionRules } from "../provider/history/retention";
-import type { Schedule } from "../provider/history/schedule";
+import { type Schedule, nextCronTime } from "../provider/history/schedule";
 
 export type RetentionInput = (RetentionRules & { timeZone?: string }) | null | undefined;
 
@@ -38,11 +37,11 @@ const CRON_RUNS_SAMPLED = 400;
 export function shortestScheduleGapMs(schedule: Schedule | null | undefined, from = new Date()): number | undefined {
   if (!schedule) return undefined;
   if ("every" in schedule) return parseDuration(schedule.every);
-  const runs = CronExpressionParser.parse(schedule.cron, { currentDate: from, tz: schedule.timeZone ?? "UTC" });
-  let previous = runs.next().getTime();
+  const tz = schedule.timeZone ?? "UTC";
+  let previous = nextCronTime(schedule.cron, from, tz).getTime();
   let shortest = Infinity;
   for (let i = 1; i < CRON_RUNS_SAMPLED; i++) {
-    const next = runs.next().getTime();
+    const next = nextCronTime(schedule.cron, new Date(previous), tz).getTime();
     shortest = Math.min(shortest, next - previous);
     previous = next;
   }

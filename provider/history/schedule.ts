@@ -99,9 +99,42 @@ export function nextDue(input: { schedule: Schedule; lastPointAt?: Date; now: Da
     if (every === undefined) throw new Error(`schedule.every ${JSON.stringify(schedule.every)} is not a duration`);
     return new Date(lastPointAt.getTime() + every);
   }
-  return CronExpressionParser.parse(schedule.cron, { currentDate: lastPointAt, tz: schedule.timeZone ?? "UTC" })
-    .next()
-    .toDate();
+  return nextCronTime(schedule.cron, lastPointAt, schedule.timeZone ?? "UTC");
+}
+
+const HALF_HOUR_MS = 30 * 60_000;
+const isLoopLimit = (error: unknown) => /loop limit/i.test((error as Error).message);
+
+/**
+ * The first time of `cron` after `from`. cron-parser (5.10.6, the newest) gives up with "loop limit
+ * exceeded" from some instants before a half-hour DST change (Australia/Lord_Howe's April one): it
+ * then starts half an hour later, up to a day, and walks back with prev() to any time it stepped over.
+ */
+export function nextCronTime(cron: string, from: Date, tz: string): Date {
+  const nextFrom = (at: number) => CronExpressionParser.parse(cron, { currentDate: at, tz }).next().getTime();
+  for (let shift = 0; shift <= 48 * HALF_HOUR_MS; shift += HALF_HOUR_MS) {
+    let found: number;
+    try {
+      found = nextFrom(from.getTime() + shift);
+    } catch (error) {
+      if (isLoopLimit(error)) continue;
+      throw error;
+    }
+    // Only after a shift: prev() counts a time repeated in a fold that next() passes once.
+    if (shift === 0) return new Date(found);
+    for (;;) {
+      let earlier: number;
+      try {
+        earlier = CronExpressionParser.parse(cron, { currentDate: found, tz }).prev().getTime();
+      } catch (error) {
+        if (isLoopLimit(error)) return new Date(found);
+        throw error;
+      }
+      if (earlier <= from.getTime()) return new Date(found);
+      found = earlier;
+    }
+  }
+  throw new Error(`schedule.cron ${JSON.stringify(cron)} in ${tz}: no next time found after ${from.toISOString()}`);
 }
 
 export interface Overdue {

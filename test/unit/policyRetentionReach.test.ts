@@ -40,6 +40,9 @@ describe("how many days a retention keeps", () => {
     // Berlin's spring change makes one night's gap 23 h.
     const berlin = { cron: "30 3 * * *", timeZone: "Europe/Berlin" };
     expect(shortestScheduleGapMs(berlin, new Date("2026-03-01T00:00:00Z"))).toBe(23 * HOUR);
+    // Lord Howe's half-hour change, which cron-parser alone gives up on in April: 23.5 h in October.
+    const lordHowe = { cron: "0 3 * * *", timeZone: "Australia/Lord_Howe" };
+    expect(shortestScheduleGapMs(lordHowe, new Date("2026-03-01T00:00:00Z"))).toBe(23.5 * HOUR);
   });
 
   it("reads days in messages", () => {

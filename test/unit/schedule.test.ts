@@ -277,6 +277,20 @@ describe("overdue", () => {
   });
 });
 
+describe("cron across Lord Howe's half-hour DST change (cron-parser gives up from some instants)", () => {
+  // 2026-04-05 02:00 at +11:00 becomes 01:30 at +10:30.
+  test.each([
+    ["0 3 * * *", "2026-04-04T08:00:00Z", "2026-04-04T16:30:00.000Z"],
+    ["30 2 * * *", "2026-04-04T08:00:00Z", "2026-04-04T16:00:00.000Z"],
+    ["30 1 * * *", "2026-04-04T08:00:00Z", "2026-04-04T14:30:00.000Z"],
+    ["*/15 * * * *", "2026-04-04T14:40:00Z", "2026-04-04T14:45:00.000Z"],
+  ])("%s after %s: %s", (cron, last, expected) => {
+    const lastPointAt = new Date(last);
+    const schedule = { cron, timeZone: "Australia/Lord_Howe" };
+    expect(nextDue({ schedule, lastPointAt, now: lastPointAt }).toISOString()).toBe(expected);
+  });
+});
+
 describe("schedule: properties", () => {
   jest.setTimeout(60_000);
   const NOW = Date.parse("2026-11-26T12:00:00Z");
