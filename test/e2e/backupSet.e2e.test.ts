@@ -159,7 +159,9 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
     // Long work shows progress in the CLI's output, in order.
     const progress = [...log.output.matchAll(/db-1-vda: (\d+)%/g)].map((m) => Number(m[1]));
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
-    expect(progress).toEqual(expect.arrayContaining([50, 100]));
+    // Reported in 10% steps as QEMU's job moves: a step between two polls is not shown, so no one step is certain.
+    expect(progress).toContain(100);
+    expect(progress.filter((p) => p > 0 && p < 100).length).toBeGreaterThanOrEqual(3);
     expect((await env.stack.preview(record)).changeSummary).toEqual({ same: 13 });
   });
 
