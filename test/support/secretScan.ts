@@ -1,6 +1,9 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 
+/** Installed packages and Jest's cache of compiled sources: no test's secret, and most files under /tmp. */
+const skipped = (folder: string) => folder === "node_modules" || folder === ".git" || folder.startsWith("jest_");
+
 /**
  * Files under `root` (any depth, links not followed) whose bytes contain `text`. Only files up
  * to `maxBytes` are read: a key file is small, and disk images would make the scan slow.
@@ -12,7 +15,7 @@ export async function filesContaining(root: string, text: string, maxBytes = 64 
     const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
     for (const entry of entries) {
       const file = path.join(dir, entry.name);
-      if (entry.isDirectory()) await visit(file);
+      if (entry.isDirectory() && !skipped(entry.name)) await visit(file);
       if (!entry.isFile()) continue;
       const stat = await fs.stat(file).catch(() => undefined);
       if (!stat || stat.size > maxBytes) continue;
