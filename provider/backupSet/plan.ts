@@ -163,12 +163,20 @@ export async function sealedForRecipients(plan: PointPlan, sealFor: SealFor): Pr
 
 /** The recipients' keys, parsed (check refused any that does not parse). */
 function keyEscrowOf(escrow: NonNullable<BackupSetInputs["keyEscrow"]>): KeyEscrow {
-  const recipients = escrow.recipients.map(({ name, publicKey }) => {
+  return {
+    store: escrow.store,
+    recipients: recipientKeys(escrow.recipients, "keyEscrow"),
+    threshold: escrow.threshold,
+  };
+}
+
+/** `recipients`' public keys, parsed (check refused any that does not parse); `field` names them in errors. */
+export function recipientKeys(recipients: { name: string; publicKey: string }[], field: string): SealFor["recipients"] {
+  return recipients.map(({ name, publicKey }) => {
     const parsed = parseRecipientKey(publicKey);
-    if (!parsed.ok) throw new CofferError("INVALID_INPUT", `keyEscrow: ${name}'s publicKey ${parsed.reason}`);
+    if (!parsed.ok) throw new CofferError("INVALID_INPUT", `${field}: ${name}'s publicKey ${parsed.reason}`);
     return { name, key: parsed.key };
   });
-  return { store: escrow.store, recipients, threshold: escrow.threshold };
 }
 
 /** The target as agent requests name it: its path and zone, and its identity when known. */

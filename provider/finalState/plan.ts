@@ -1,10 +1,9 @@
 import { randomBytes } from "node:crypto";
 import * as path from "node:path";
 import type { FinalContext } from "../agent/manifest";
-import { PointPlan, planPoint, sealedForRecipients } from "../backupSet/plan";
+import { PointPlan, planPoint, recipientKeys, sealedForRecipients } from "../backupSet/plan";
 import type { BackupSetInputs } from "../backupSet/schema";
 import { CofferError } from "../common/errors";
-import { parseRecipientKey } from "../escrow/envelope";
 import type { FinalVm } from "./schema";
 import type { FinalStateOutputs } from "./state";
 
@@ -56,11 +55,7 @@ export async function finalPointPlan(
     concurrency: 2,
   };
   const plain = planPoint(inputs, { setId: state.setId, pointId: point.pointId });
-  const recipients = state.recipients.map(({ name, publicKey }) => {
-    const parsed = parseRecipientKey(publicKey);
-    if (!parsed.ok) throw new CofferError("INVALID_INPUT", `recipients: ${name}'s publicKey ${parsed.reason}`);
-    return { name, key: parsed.key };
-  });
+  const recipients = recipientKeys(state.recipients, "recipients");
   const sealed = await sealedForRecipients(plain, { recipients, threshold: state.threshold });
   const final: FinalContext = {
     reason: state.reason,
