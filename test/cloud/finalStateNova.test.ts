@@ -1,6 +1,6 @@
 /**
  * FinalStateBackup of a Nova server on the loopback cloud: its delete (which Pulumi runs before the
- * server's) takes a final point of the server's disk into a directory target, sealed for a recipient,
+ * server's) takes a final point of the server's root disk and attached volume into a directory target, sealed for a recipient,
  * signed and held, with nothing left in the owner's project; a failed one blocks the deletion.
  */
 import { createHash, randomUUID } from "node:crypto";
@@ -14,7 +14,7 @@ import { cloudAs, cloudSetHost, deleteTestResources } from "../support/cloudAcce
 import { runCoffer } from "../support/cofferCli";
 import { x25519Pair } from "../support/escrowKeys";
 import { cloudMissingNote, loopbackCloud, loopbackCloudWithNova, novaMissingNote } from "../support/loopbackCloud";
-import { GiB, MARKER_IMAGE_BYTES, bootMarkerServer, sha256Of } from "../support/novaServers";
+import { GiB, MARKER_IMAGE_BYTES, attachMarkerVolume, bootMarkerServer, sha256Of } from "../support/novaServers";
 import { ed25519Pair } from "../support/signingKeys";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
@@ -35,11 +35,12 @@ describeNova(
   () => {
     const tempDir = useTempDir("coffer-final-nova-");
     const made = { servers: [] as string[], images: [] as string[] };
+    const volumes: string[] = [];
     const signing = ed25519Pair();
     const forensics = x25519Pair();
 
     afterAll(async () => {
-      await deleteTestResources(cloud!, unique, [], made);
+      await deleteTestResources(cloud!, unique, volumes, made);
     });
 
     const inputs = (target: string, novaServer: string) => ({
@@ -65,6 +66,8 @@ describeNova(
       const client = cloudAs(cloud!);
       const boot = { name: `${unique}-web`, dir: tempDir() };
       const { serverId, rootDisk } = await bootMarkerServer(cloud!, client, boot, made);
+      const data = { name: `${unique}-data`, serverId };
+      const { sha256: volumeSha256 } = await attachMarkerVolume(cloud!, client, data, volumes);
       const target = path.join(tempDir(), "target");
       await makeTarget(target);
       const notes: string[] = [];
@@ -85,7 +88,10 @@ describeNova(
         final: { reason: "security", operation: "delete", vm: { novaServer: serverId } },
       });
       expect(read.manifest.cloudItems).toBeUndefined();
-      expect(read.manifest.items.map((i) => [i.name, i.virtualSize, i.encrypted])).toEqual([["server", GiB, true]]);
+      expect(read.manifest.items.map((i) => [i.name, i.virtualSize, i.encrypted])).toEqual([
+        ["server", GiB, true],
+        ["server.vdb", GiB, true],
+      ]);
       expect(read.manifest.items[0].source).toMatchObject({ kind: "novaServer", serverId, disk: { role: "root" } });
       expect(notes.join("\n")).toMatch(new RegExp(`final-state backup of Nova server ${serverId}: point ${pointId}`));
 
@@ -97,20 +103,25 @@ describeNova(
       // The recipient's key opens it, byte for byte; prune is refused while it is held.
       const key = path.join(tempDir(), "forensics.pem");
       await fs.writeFile(key, forensics.privateKey, { mode: 0o600 });
-      const to = path.join(tempDir(), "server.raw");
-      const restored = await runCoffer([
-        "restore",
-        "--manifest",
-        manifestPath,
-        "--item",
-        "server",
-        "--to",
-        to,
-        "--key",
-        key,
-      ]);
-      expect([restored.code, restored.stderr]).toEqual([0, expect.any(String)]);
-      expect(await sha256Of(to, MARKER_IMAGE_BYTES)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
+      const restoreItem = async (item: string) => {
+        const to = path.join(tempDir(), `${item}.raw`);
+        const restored = await runCoffer([
+          "restore",
+          "--manifest",
+          manifestPath,
+          "--item",
+          item,
+          "--to",
+          to,
+          "--key",
+          key,
+        ]);
+        expect([item, restored.code]).toEqual([item, 0]);
+        return to;
+      };
+      const rootDiskSha256 = createHash("sha256").update(rootDisk).digest("hex");
+      expect(await sha256Of(await restoreItem("server"), MARKER_IMAGE_BYTES)).toBe(rootDiskSha256);
+      expect(await sha256Of(await restoreItem("server.vdb"))).toBe(volumeSha256);
       const prune = await runCoffer([
         "prune",
         "--target",

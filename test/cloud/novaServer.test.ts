@@ -1,12 +1,9 @@
 /**
  * A Nova server as a backup source on the loopback cloud: a TCG server booted from a raw marker
- * image, backed up by an EncryptedBackupSet into a directory target; nothing of the transfer is
- * left in the cloud; `coffer restore --item` gives its disk back byte for byte, and `coffer restore
- * --to-nova` recreates a server whose disk holds the same bytes. No volume is attached: the loopback
- * Cinder driver hands out volumes as files ("local" connections), and Nova's libvirt driver attaches
- * only block devices there (QEMU: 'host_device' driver requires a character or block device).
- * Attached volumes are covered by test/agent/novaServerPoint.test.ts (fake cloud, real agent) and
- * their copy path by cinderCopy.test.ts.
+ * image, with a Cinder volume attached as /dev/vdb, backed up by an EncryptedBackupSet into a
+ * directory target; nothing of the transfer is left in the cloud; `coffer restore --item` gives each
+ * disk back byte for byte, and `coffer restore --to-nova` recreates a server whose root disk and
+ * attached volume hold the same bytes. The loopback driver attaches volumes to Nova as loop devices.
  */
 import { execFile } from "node:child_process";
 import { createHash, randomUUID } from "node:crypto";
@@ -21,7 +18,7 @@ import type { NovaServerItem } from "../../provider/sources/novaServer";
 import { cloudAs, cloudSetHost, deleteTestResources, osEnvFor } from "../support/cloudAccess";
 import { runCoffer } from "../support/cofferCli";
 import { cloudMissingNote, loopbackCloud, loopbackCloudWithNova, novaMissingNote } from "../support/loopbackCloud";
-import { GiB, MARKER_IMAGE_BYTES, bootMarkerServer, sha256Of } from "../support/novaServers";
+import { GiB, MARKER_IMAGE_BYTES, attachMarkerVolume, bootMarkerServer, sha256Of } from "../support/novaServers";
 import { makeTarget } from "../support/targets";
 import { useTempDir } from "../support/tempDir";
 
@@ -62,7 +59,11 @@ describeNova(
       const made = { servers, images };
       const boot = { name: `${unique}-web`, dir: tempDir(), metadata: { coffer_test: unique } };
       const { serverId, imageId, rootDisk } = await bootMarkerServer(cloud!, demo(), boot, made);
-      lap("server");
+      const data = { name: `${unique}-data`, serverId };
+      const { volumeId, sha256: volumeSha256 } = await attachMarkerVolume(cloud!, demo(), data, volumes);
+      lap("server and volume");
+      const snapshotFiles = async () => (await fs.readdir(cloud!.volumesDir)).filter((f) => f.startsWith("snapshot-"));
+      const snapshotsBefore = await snapshotFiles();
 
       // A point of it, into a directory target.
       const target = path.join(tempDir(), "target");
@@ -91,8 +92,11 @@ describeNova(
       const read = readManifest(await fs.readFile(outs.manifestPath, "utf8"));
       if (!read.ok) throw new Error(read.problem);
       expect(read.manifest.cloudItems).toBeUndefined();
-      // The flavor's disk.
-      expect(read.manifest.items.map((i) => [i.name, i.virtualSize])).toEqual([["web", GiB]]);
+      // The flavor's disk and the volume.
+      expect(read.manifest.items.map((i) => [i.name, i.virtualSize])).toEqual([
+        ["web", GiB],
+        ["web.vdb", GiB],
+      ]);
       const root = read.manifest.items[0].source as NovaServerItem;
       expect(root).toMatchObject({
         kind: "novaServer",
@@ -105,8 +109,13 @@ describeNova(
           metadata: { coffer_test: unique },
           networks: [],
           flavor: { name: "coffer.tiny", diskGiB: 1 },
-          blockDeviceMapping: [],
+          blockDeviceMapping: [{ volumeId, device: "/dev/vdb", boot: false, item: "web.vdb" }],
         },
+      });
+      expect(read.manifest.items[1].source).toMatchObject({
+        kind: "novaServer",
+        serverId,
+        disk: { role: "volume", device: "/dev/vdb", volumeId, via: "snapshot", volume: { sizeGiB: 1 } },
       });
 
       // Nothing of the transfer is left: no image, no snapshot, no temporary volume, no staged file.
@@ -117,6 +126,8 @@ describeNova(
         (v) => v.name?.startsWith("coffer-copy ") && v.name.includes(unique) && v.status !== "deleting",
       );
       expect(leftVolumes).toEqual([]);
+      expect(await snapshotFiles()).toEqual(snapshotsBefore);
+      expect(await cinder.getVolume(volumeId)).toMatchObject({ status: "in-use" });
       expect(await fs.readdir(path.join(target, ".coffer", "staging")).catch(() => [])).toEqual([]);
 
       // The disk, restored to a file without the cloud, byte for byte.
@@ -132,7 +143,8 @@ describeNova(
       const rootFile = await restoreItem("web");
       expect((await fs.stat(rootFile)).size).toBe(GiB);
       expect(await sha256Of(rootFile, MARKER_IMAGE_BYTES)).toBe(createHash("sha256").update(rootDisk).digest("hex"));
-      lap("restore to a file");
+      expect(await sha256Of(await restoreItem("web.vdb"))).toBe(volumeSha256);
+      lap("restore to files");
 
       // A new server from the point.
       const toNova = await runCoffer(
@@ -151,9 +163,14 @@ describeNova(
       );
       const restoredServer = toNova.code === 0 ? JSON.parse(toNova.stdout) : undefined;
       if (restoredServer) servers.push(restoredServer.serverId);
+      for (const v of restoredServer?.volumes ?? []) volumes.push(v.volumeId);
       expect([toNova.code, toNova.stderr]).toEqual([0, ""]);
       lap("restore --to-nova");
-      expect(restoredServer).toMatchObject({ restored: "web", volumes: [], metadataApplied: true });
+      expect(restoredServer).toMatchObject({
+        restored: "web",
+        volumes: [{ item: "web.vdb", volumeId: expect.any(String) }],
+        metadataApplied: true,
+      });
       const recreated = await nova.getServer(restoredServer.serverId);
       expect(recreated).toMatchObject({
         name: `${unique}-web-restored`,
@@ -161,7 +178,11 @@ describeNova(
         metadata: { coffer_test: unique },
         flavor: { original_name: "coffer.tiny" },
       });
-      expect(await nova.listVolumeAttachments(restoredServer.serverId)).toEqual([]);
+      const restoredVolumeId = restoredServer.volumes[0].volumeId as string;
+      expect(restoredVolumeId).not.toBe(volumeId);
+      const attached = await nova.listVolumeAttachments(restoredServer.serverId);
+      expect(attached.map((a) => [a.volumeId, a.device])).toEqual([[restoredVolumeId, "/dev/vdb"]]);
+      expect(await sha256Of(path.join(cloud!.volumesDir, `volume-${restoredVolumeId}`))).toBe(volumeSha256);
       // Its root disk, as nova-compute keeps it: the same bytes as the original's.
       const instanceDisk = path.join(cloud!.nova!.instancesDir!, restoredServer.serverId, "disk");
       const asRaw = path.join(tempDir(), "recreated-root.raw");

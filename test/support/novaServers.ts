@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, promises as fs } from "node:fs";
 import * as path from "node:path";
-import { type Cloud, waitForServer, waitForStatus } from "../../provider/openstack";
+import { type Cloud, waitForServer, waitForStatus, waitForVolume } from "../../provider/openstack";
 import type { LoopbackCloud } from "./loopbackCloud";
 
 export const MiB = 1024 * 1024;
@@ -60,4 +60,31 @@ export async function bootMarkerServer(
   made.servers.push(serverId);
   await waitForServer(nova, serverId, novaWaits);
   return { serverId, imageId: image.id, rootDisk };
+}
+
+/**
+ * A 1 GiB Cinder volume with random 4 KiB markers across it, attached to `serverId` (in-use). The markers are
+ * written to the loopback driver's file before the attach. Returns the volume and the SHA-256 of its whole disk.
+ */
+export async function attachMarkerVolume(
+  cloud: LoopbackCloud,
+  client: Cloud,
+  options: { name: string; serverId: string },
+  volumes: string[],
+): Promise<{ volumeId: string; sha256: string }> {
+  const { cinder, nova } = client;
+  const created = await cinder.createVolume({ size: 1, name: options.name });
+  volumes.push(created.id);
+  await waitForVolume(cinder, created.id, novaWaits);
+  const file = path.join(cloud.volumesDir, `volume-${created.id}`);
+  const handle = await fs.open(file, "r+");
+  try {
+    for (const offset of [0, 300 * MiB + 512, GiB - 4096]) await handle.write(randomBytes(4096), 0, 4096, offset);
+  } finally {
+    await handle.close();
+  }
+  const sha256 = await sha256Of(file);
+  await nova.attachVolume(options.serverId, created.id);
+  await waitForVolume(cinder, created.id, novaWaits, ["in-use"]);
+  return { volumeId: created.id, sha256 };
 }

@@ -2,12 +2,15 @@
 
 The machine has no device-mapper (so no LVM) and no iSCSI target. Each volume is
 <loopfile_dir>/volume-<id>, each snapshot snapshot-<id>. initialize_connection returns os-brick's
-LOCAL connection ('local', device_path = the file), so cinder-backup really reads and writes the
-bytes; the API, scheduler, RPC, state machine, quotas and key manager are stock Cinder. It
-subclasses the fake driver that python3-cinder ships, which stubs out everything LVM would run.
+LOCAL connection ('local'), so cinder-backup really reads and writes the bytes: device_path is the
+file itself, or, for Nova (whose libvirt driver attaches only block devices), a loop device over
+it that terminate_connection and delete_volume release. The API, scheduler, RPC, state machine,
+quotas and key manager are stock Cinder. It subclasses the fake driver that python3-cinder ships,
+which stubs out everything LVM would run.
 Only cinder-volume has this file on its PYTHONPATH.
 """
 import os
+import subprocess
 
 from oslo_config import cfg
 
@@ -58,6 +61,7 @@ class LoopFileDriver(fake_driver.FakeLoggingVolumeDriver):
             writer.truncate(volume.size * GIB)
 
     def delete_volume(self, volume):
+        self._release_loop_devices(self._path(volume.name))
         self._remove(volume.name)
 
     def extend_volume(self, volume, new_size):
@@ -91,7 +95,16 @@ class LoopFileDriver(fake_driver.FakeLoggingVolumeDriver):
         )
 
     def initialize_connection(self, volume, connector):
-        return {"driver_volume_type": "local", "data": {"device_path": self._path(volume.name), "access_mode": "rw"}}
+        device = self._path(volume.name)
+        # Nova's attachment_update adds the guest's device name; cinder-backup's connector has none.
+        if connector and connector.get("mountpoint"):
+            device = self._loop_device(device)
+        return {"driver_volume_type": "local", "data": {"device_path": device, "access_mode": "rw"}}
+
+    def terminate_connection(self, volume, connector, **kwargs):
+        # A forced detach has no connector; cinder-backup's must not take Nova's device away.
+        if not connector or connector.get("mountpoint"):
+            self._release_loop_devices(self._path(volume.name))
 
     def initialize_connection_snapshot(self, snapshot, connector, **kwargs):
         return {"driver_volume_type": "local", "data": {"device_path": self._path(snapshot.name), "access_mode": "ro"}}
@@ -102,6 +115,23 @@ class LoopFileDriver(fake_driver.FakeLoggingVolumeDriver):
             pool["reserved_percentage"] = 0
             pool["replication_enabled"] = False
             pool["group_replication_enabled"] = False
+
+    def _loop_devices(self, file):
+        listed = subprocess.run(["losetup", "--noheadings", "--output", "NAME", "--associated", file],
+                                check=True, capture_output=True, text=True).stdout
+        return [line.strip() for line in listed.splitlines() if line.strip()]
+
+    def _loop_device(self, file):
+        """The loop device over file, made once: Nova may initialize the same attachment again."""
+        found = self._loop_devices(file)
+        if found:
+            return found[0]
+        return subprocess.run(["losetup", "--find", "--show", file],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def _release_loop_devices(self, file):
+        for device in self._loop_devices(file):
+            subprocess.run(["losetup", "--detach", device], check=False)
 
     def _remove(self, name):
         try:

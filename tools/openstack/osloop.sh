@@ -39,8 +39,9 @@ packages=(keystone barbican-api glance-api cinder-api cinder-scheduler cinder-vo
   # os-brick runs dmidecode when /sys/class/dmi/id/product_uuid is absent; a missing binary hangs backups
   dmidecode)
 # nova-compute-kvm brings libvirt-daemon-system, python3-libvirt and QEMU (run with TCG here).
+# mount has losetup: the volume driver hands Nova loop devices over its volume files.
 nova_packages=(nova-api nova-conductor nova-scheduler nova-compute nova-compute-kvm placement-api neutron-server
-  qemu-utils sudo)
+  qemu-utils sudo mount)
 [ "$with_nova" = 0 ] || packages+=("${nova_packages[@]}")
 
 packages_installed() {
@@ -360,6 +361,15 @@ nova_compute_schedulable() {
 our_guests() { pgrep -f "^/usr/bin/qemu-system-[^ ]* .*$state/data/nova/instances/" || true; }
 
 # Servers left running at down: libvirt destroys and forgets their domains, so no QEMU outlives the cloud.
+# Loop devices the volume driver made for Nova's attachments and a stopped cloud can no longer release.
+release_loop_devices() {
+  local device
+  for device in $(losetup --noheadings --output NAME,BACK-FILE 2>/dev/null |
+    awk -v dir="$state/data/cinder/volumes/" 'index($2, dir) == 1 { print $1 }'); do
+    losetup --detach "$device" 2>/dev/null || true
+  done
+}
+
 stop_guests() {
   local guests domain
   guests=$(our_guests)
@@ -562,6 +572,7 @@ cmd_down() {
   done
   wait "${stoppers[@]}"
   for pid in "${privsep[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  release_loop_devices
   stop_group rabbitmq &
   stoppers=($!)
   stop_group mariadb &
