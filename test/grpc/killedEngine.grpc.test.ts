@@ -8,7 +8,16 @@ import * as langproto from "@pulumi/pulumi/proto/language_pb";
 import { Struct } from "google-protobuf/google/protobuf/struct_pb";
 import { backupSetProvider } from "../../sdk/encryptedBackupSet";
 import { makeRawDisk } from "../support/disks";
-import { childrenOf, isRunning, killLeftovers, pollFor, processesMentioning } from "../support/processes";
+import {
+  ProcessIdentity,
+  childrenOf,
+  identityOf,
+  isRunning,
+  killIfStillRunning,
+  killLeftovers,
+  pollFor,
+  processesMentioning,
+} from "../support/processes";
 import { ProviderHost, repoRoot } from "../support/providerHost";
 import { serializeProvider } from "../support/serializedProvider";
 import { makeTarget } from "../support/targets";
@@ -23,9 +32,13 @@ jest.setTimeout(180_000);
 const URN = "urn:pulumi:dev::coffer-grpc::pulumi-nodejs:dynamic/coffer:EncryptedBackupSet::nightly";
 const tempDir = useTempDir();
 // Whatever a failing test leaves running must not outlive it.
-const started: number[] = [];
+const started: ProcessIdentity[] = [];
+const track = (pid: number) => {
+  const identity = identityOf(pid);
+  if (identity) started.push(identity);
+};
 afterEach(() => {
-  for (const pid of started.splice(0)) if (isRunning(pid)) process.kill(pid, "SIGKILL");
+  for (const identity of started.splice(0)) killIfStillRunning(identity);
   killLeftovers(tempDir());
 });
 
@@ -50,7 +63,7 @@ test("the provider process stops a create in flight, keeps nothing of the set, a
   const script = path.join(repoRoot, "node_modules/@pulumi/pulumi/pulumi-resource-pulumi-nodejs");
   const host = await ProviderHost.start(repoRoot, { file: "sh", args: ["-c", `"${script}" 127.0.0.1:0; true`] });
   const providerPid = await descendant(host.process.pid!, 2);
-  started.push(providerPid);
+  track(providerPid);
   expect(processesMentioning("dynamic-provider").map((p) => p.pid)).toContain(providerPid);
   await host.configure({});
   const news = {
@@ -96,7 +109,7 @@ test("the language plugin ends the program it runs and exits with its engine", a
     engine.once("exit", (code) => reject(new Error(`the plugin exited with ${code}`)));
   });
   const pluginPid = await descendant(engine.pid!, 1);
-  started.push(pluginPid);
+  track(pluginPid);
   const Client = grpc.makeGenericClientConstructor((langrpc as any).LanguageRuntimeService, "LanguageRuntime");
   const client: any = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   const info = new langproto.ProgramInfo();
@@ -115,7 +128,7 @@ test("the language plugin ends the program it runs and exits with its engine", a
   client.run(request, () => undefined);
   const program = await pollFor(() => processesMentioning(`--stack=${stack}`)[0], 30_000);
   expect(program).toBeDefined();
-  started.push(program!.pid);
+  track(program!.pid);
 
   engine.kill("SIGKILL");
   await pollFor(() => (isRunning(pluginPid) || isRunning(program!.pid) ? undefined : true), 3000);

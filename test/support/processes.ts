@@ -59,6 +59,28 @@ export function isRunning(pid: number): boolean {
   return state !== undefined && state !== "Z";
 }
 
+/** A process as a pid and its start time: a pid the kernel gives to another process later is not it. */
+export interface ProcessIdentity {
+  pid: number;
+  startedAt: string;
+}
+
+/** `pid` with its start time (field 22 of /proc/<pid>/stat), or undefined once it is gone. */
+export function identityOf(pid: number): ProcessIdentity | undefined {
+  const startedAt = statOf(pid)?.[19];
+  return startedAt === undefined ? undefined : { pid, startedAt };
+}
+
+/** SIGKILLs the process if it still runs and is still that one (pids are reused: pid_max may be 32768). */
+export function killIfStillRunning(process_: ProcessIdentity): void {
+  if (!isRunning(process_.pid) || identityOf(process_.pid)?.startedAt !== process_.startedAt) return;
+  try {
+    process.kill(process_.pid, "SIGKILL");
+  } catch {
+    // it exited meanwhile
+  }
+}
+
 /** Polls `check` every 10 ms until it returns a value other than undefined, or `timeoutMs` passes. */
 export async function pollFor<T>(check: () => T | undefined | Promise<T | undefined>, timeoutMs: number) {
   const deadline = Date.now() + timeoutMs;

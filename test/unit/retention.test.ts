@@ -478,10 +478,11 @@ describe("planRetention: properties", () => {
       .map((records) =>
         records.map((r, i): HistoryPoint => {
           const p = point(idOf(i), new Date(NOW - r.minutesAgo * MINUTE).toISOString(), r.status);
+          // A point builds on points taken before it (so no cycle), among those generated.
+          const base = (d: number) => d < records.length && records[d].minutesAgo > r.minutesAgo;
           if (r.dependsOn === undefined) return p;
-          if (typeof r.dependsOn === "number")
-            return r.dependsOn < records.length ? { ...p, dependsOn: idOf(r.dependsOn) } : p;
-          return { ...p, dependsOn: r.dependsOn.filter((d) => d < records.length).map(idOf) };
+          if (typeof r.dependsOn === "number") return base(r.dependsOn) ? { ...p, dependsOn: idOf(r.dependsOn) } : p;
+          return { ...p, dependsOn: r.dependsOn.filter(base).map(idOf) };
         }),
       ),
   );

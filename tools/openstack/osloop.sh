@@ -360,7 +360,6 @@ nova_compute_schedulable() {
 # The QEMU processes of this cloud's servers: their disks are below our instances folder.
 our_guests() { pgrep -f "^/usr/bin/qemu-system-[^ ]* .*$state/data/nova/instances/" || true; }
 
-# Servers left running at down: libvirt destroys and forgets their domains, so no QEMU outlives the cloud.
 # Loop devices the volume driver made for Nova's attachments and a stopped cloud can no longer release.
 release_loop_devices() {
   local device
@@ -370,6 +369,7 @@ release_loop_devices() {
   done
 }
 
+# Servers left running at down: libvirt destroys and forgets their domains, so no QEMU outlives the cloud.
 stop_guests() {
   local guests domain
   guests=$(our_guests)
