@@ -6,6 +6,8 @@
 #                 PBKDF2-SHA256 by QEMU's own benchmark) and reading a sector: one guess
 #   manifest v2   deriving a manifest's HMAC key with Coffer's scrypt parameters and checking it
 #   manifest v1   the same with the HKDF derivation of schema 1 manifests (the fast oracle)
+#   wrapped v6    unwrapping a schema 6 point's own key (its `wrappedKey`): the only passphrase oracle of
+#                 such a point, whose LUKS container is keyed by that random key
 # A ratio >= 1 for v2 means a guess costs at least as much against the manifest as against the
 # LUKS header, and scrypt's memory per guess also denies the speed-up GPUs give PBKDF2.
 set -euo pipefail
@@ -31,8 +33,9 @@ luks_once() {
 }
 echo "bench: timing $runs unlocks and $runs manifest checks of each kind" >&2
 luks=$(for _ in $(seq "$runs"); do luks_once; done | median)
-read -r v2 v1 < <(node -e '
+read -r v2 v1 v6 < <(node -e '
   const { renderSignedManifest, openManifest } = require(process.argv[1]);
+  const { wrapPointKey, unwrapPointKey } = require(process.argv[3]);
   const runs = Number(process.argv[2]);
   const median = (xs) => { xs.sort((a, b) => a - b); const m = xs.length >> 1; return xs.length % 2 ? xs[m] : (xs[m - 1] + xs[m]) / 2; };
   const base = { kind: "coffer.BackupSet", schemaVersion: 2, setId: "bench", name: "b", trigger: "b", zone: "z",
@@ -42,18 +45,21 @@ read -r v2 v1 < <(node -e '
   (async () => {
     const v2 = await renderSignedManifest(base, "secret");
     const v1 = await renderSignedManifest({ ...base, schemaVersion: 1, mac: { kdf: "hkdf-sha256" } }, "secret");
-    const t2 = [], t1 = [];
+    const wrapped = await wrapPointKey("0".repeat(64), "secret", "bench");
+    const t2 = [], t1 = [], t6 = [];
     for (let i = 0; i < runs; i++) {
+      t6.push(await cpu(() => unwrapPointKey(wrapped, "a guess", "bench")));
       t2.push(await cpu(() => openManifest(v2, "a guess")));
       // One HKDF guess is too short to time alone: time 1000 and divide.
       t1.push((await cpu(async () => { for (let j = 0; j < 1000; j++) await openManifest(v1, "a guess"); })) / 1000);
     }
-    console.log(median(t2).toFixed(3), median(t1).toFixed(6));
-  })();' "$repo/dist/provider/agent/manifest.js" "$runs")
+    console.log(median(t2).toFixed(3), median(t1).toFixed(6), median(t6).toFixed(3));
+  })();' "$repo/dist/provider/agent/manifest.js" "$runs" "$repo/dist/provider/agent/pointKey.js")
 
 echo "one passphrase guess, CPU seconds, median of $runs runs:"
-awk -v l="$luks" -v a="$v2" -v b="$v1" 'BEGIN {
+awk -v l="$luks" -v a="$v2" -v b="$v1" -v w="$v6" 'BEGIN {
   printf "  %-12s %10.3f s  ratio to LUKS %8.2f\n", "luks", l, 1
   printf "  %-12s %10.3f s  ratio to LUKS %8.2f\n", "manifest v2", a, a / l
+  printf "  %-12s %10.3f s  ratio to LUKS %8.2f  (256 MiB of memory per guess)\n", "wrapped v6", w, w / l
   printf "  %-12s %10.6f s  ratio to LUKS %8.5f  (%d guesses per second per core)\n", "manifest v1", b, b / l, 1 / b
 }'

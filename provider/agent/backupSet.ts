@@ -19,6 +19,7 @@ import {
   ManifestItem,
   misplacement,
   openManifest,
+  pointSecret,
   readManifest,
   renderSignedManifest,
   signatureProblem,
@@ -46,6 +47,8 @@ export interface ItemRequest {
   bandwidthLimitMiBps: number;
   integrityCheck: IntegrityCheck;
   passphrase?: string;
+  /** `passphrase` is the point's own random key: its LUKS keyslot needs no stretching. */
+  randomKey?: boolean;
   /** The provider process taking the set (older providers send none). */
   owner?: SetOwner;
 }
@@ -84,7 +87,7 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   const onProgress = (percent: number) => events.progress?.(req.name, percent);
   try {
     return await withSecretFd(req.passphrase ?? "", async (passphraseFd) => {
-      const key = req.encrypted ? passphraseFd : undefined;
+      const key = req.encrypted ? { ...passphraseFd, random: req.randomKey } : undefined;
       const ctx = {
         partial,
         format,
@@ -232,7 +235,13 @@ export type SetVerification = Verification & { manifest?: Manifest; checked: str
 
 /** What checking a point's manifest found: the manifest to trust, or why not, and what was covered. */
 export type ManifestCheck = { checked: string[]; notChecked: string[] } & (
-  | { ok: true; manifest: Manifest; keyName: string }
+  | {
+      ok: true;
+      manifest: Manifest;
+      keyName: string;
+      /** The key of the point's backups (a wrapped point's own key, unwrapped), when one was given. */
+      backupsKey?: string;
+    }
   | { ok: false; status: "missing" | "failed"; failures: string[]; manifest?: Manifest }
 );
 
@@ -263,8 +272,17 @@ export async function checkManifest(setDir: string, secrets: VerifyKeys): Promis
   }[manifest.keySource];
   // A point sealed for recipients has one key: its backups' passphrase and its HMAC's secret.
   const needed = manifest.keySource === "manifest-key" ? secrets.manifestKey : secrets.passphrase;
-  const secret = secrets.manifestSecret ?? needed;
+  let secret = secrets.manifestSecret ?? needed;
+  let backupsKey = secrets.passphrase;
   const failures: string[] = [];
+  // A wrapped point's own key is both (a given manifestSecret is that key already).
+  const unwraps = manifest.wrappedKey && secrets.manifestSecret === undefined && needed !== undefined;
+  const pointKey = unwraps ? await pointSecret(manifest, needed) : undefined;
+  if (unwraps) {
+    secret = backupsKey = pointKey;
+    const why = "it is not this set's passphrase, or the manifest was changed";
+    if (!pointKey) failures.push(`manifest: the passphrase does not unwrap the point's key: ${why}`);
+  }
   if (secrets.publicKey) {
     const problem = signatureProblem(text, secrets.publicKey);
     if (problem) failures.push(problem.message);
@@ -273,7 +291,9 @@ export async function checkManifest(setDir: string, secrets: VerifyKeys): Promis
     notChecked.push(`the manifest's Ed25519 signature (key ${manifest.signing.keyFingerprint}): give its public key`);
   }
   // Without a secret the public key alone vouches for the manifest; with neither, nothing does.
-  if (secret !== undefined || !secrets.publicKey) {
+  if (unwraps && !pointKey) {
+    notChecked.push(`the manifest's HMAC: it needs the point's key, which ${keyName} wraps`);
+  } else if (secret !== undefined || !secrets.publicKey) {
     const opened = await openManifest(text, secret ?? "");
     if (opened.ok && opened.authentic) checked.push(`the manifest's HMAC, with ${keyName}`);
     else failures.push("manifest: its HMAC does not match: it was changed, or the key is not this set's");
@@ -284,7 +304,7 @@ export async function checkManifest(setDir: string, secrets: VerifyKeys): Promis
   const misplaced = misplacement(manifest, setDir);
   if (misplaced) return fail([misplaced], manifest);
   checked.push("the manifest's place: its set's, point's and zone's folder");
-  return { ok: true, manifest, keyName, checked, notChecked };
+  return { ok: true, manifest, keyName, checked, notChecked, ...(backupsKey ? { backupsKey } : {}) };
 }
 
 /**
@@ -306,9 +326,9 @@ export async function verifySet(
     notChecked.push(status === "missing" ? "everything: no manifest" : "the items: the manifest did not pass");
     return { status, checkedAt, level, failures, manifest, checked, notChecked };
   }
-  const { manifest, keyName } = opened;
-  const itemLevel = manifest.policy.encrypted && !secrets.passphrase ? "none" : level;
-  const problems = await withSecretFd(secrets.passphrase ?? "", (key) =>
+  const { manifest, keyName, backupsKey } = opened;
+  const itemLevel = manifest.policy.encrypted && !backupsKey ? "none" : level;
+  const problems = await withSecretFd(backupsKey ?? "", (key) =>
     verifyItems(manifest.items, itemLevel, { setDir, key, signal: events.signal, progress: events.progress }),
   );
   checked.push("each item's stored file: its size and SHA-256");

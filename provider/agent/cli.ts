@@ -22,7 +22,7 @@ import { targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
-import { Manifest, SEALED_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
+import { Manifest, WRAPPED_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
 import {
   AGENT_PROTOCOL_VERSION,
   AgentCommand,
@@ -152,7 +152,7 @@ const handlers: Handlers = {
   version: async () => ({
     qemu: await qemuVersion(),
     node: process.version,
-    manifestSchema: SEALED_MANIFEST_SCHEMA_VERSION,
+    manifestSchema: WRAPPED_MANIFEST_SCHEMA_VERSION,
     drills: true,
   }),
 };

@@ -149,7 +149,7 @@ export async function drillPoint(req: DrillRequest, events: DrillEvents = {}): P
     return report(items, notDrilled);
   }
 
-  await withSecretFd(req.keys.passphrase ?? "", async (key) => {
+  await withSecretFd(opened.backupsKey ?? "", async (key) => {
     await withPrivateDir(
       "drill",
       async (dir) => {

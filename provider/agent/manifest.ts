@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
 import * as path from "node:path";
 import { z } from "zod";
 import { canonicalJson } from "../common/canonicalJson";
@@ -13,6 +13,8 @@ import {
 } from "../common/signingKey";
 import { sealedSchema } from "../escrow/envelope";
 import { sourceItemSchema } from "../sources/registry";
+import { unwrapPointKey, wrappedPointKeySchema } from "./pointKey";
+import { scryptCostFields, scryptKey, scryptMemoryBound } from "./scrypt";
 import { targetLayout } from "../targets/layout";
 
 /**
@@ -30,15 +32,25 @@ import { targetLayout } from "../targets/layout";
  * the manifest carries it sealed for the recipients' public keys (`sealedKey`), so only they open
  * it, not whoever holds the policy's passphrase. That key is the backups' passphrase and, being
  * random, the HMAC's key through HKDF. Other manifests are still written as 4, for older readers.
+ *
+ * 6: an encrypted point with its own random key, wrapped by the policy's passphrase (`wrappedKey`,
+ * provider/agent/pointKey.ts): keySource is still "passphrase" (that is what a reader gives), the
+ * point key encrypts its backups and keys its HMAC through HKDF.
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
 /** The schema a manifest is written with, unless it is a point's sealed for recipients. */
 export const MANIFEST_SCHEMA_VERSION = 4;
-/** The schema of a point sealed for recipients; the newest this Coffer reads. */
+/** The schema of a point sealed for recipients. */
 export const SEALED_MANIFEST_SCHEMA_VERSION = 5;
-/** The schema a new manifest is written with: the oldest that holds its key source. */
-export const manifestSchemaVersionFor = (keySource: Manifest["keySource"]): number =>
-  keySource === "recipients" ? SEALED_MANIFEST_SCHEMA_VERSION : MANIFEST_SCHEMA_VERSION;
+/** The schema of a point whose own key the passphrase wraps; the newest this Coffer reads. */
+export const WRAPPED_MANIFEST_SCHEMA_VERSION = 6;
+/** The schema a new manifest is written with: the oldest that holds how its point is keyed. */
+export const manifestSchemaVersionFor = (manifest: Pick<Manifest, "keySource" | "wrappedKey">): number =>
+  manifest.wrappedKey
+    ? WRAPPED_MANIFEST_SCHEMA_VERSION
+    : manifest.keySource === "recipients"
+      ? SEALED_MANIFEST_SCHEMA_VERSION
+      : MANIFEST_SCHEMA_VERSION;
 
 /**
  * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
@@ -46,10 +58,6 @@ export const manifestSchemaVersionFor = (keySource: Manifest["keySource"]): numb
  * and memory-hard where PBKDF2 is not.
  */
 export const SCRYPT_COST = { N: 2 ** 18, r: 8, p: 4 } as const;
-// What a verifier accepts: a manifest names its own cost, and must not make a reader spend more
-// than 1 GiB or a minute on it.
-const SCRYPT_LIMITS = { N: [2 ** 14, 2 ** 23], r: [1, 32], p: [1, 8] } as const;
-const SCRYPT_MAX_MEMORY = 2 ** 30;
 
 const fileName = z.string().refine((f) => f !== "" && f !== "." && f !== ".." && !f.includes("/"), {
   message: "must be a file name in the set's folder",
@@ -104,20 +112,15 @@ export const finalContextSchema = z.object({
 });
 export type FinalContext = z.output<typeof finalContextSchema>;
 
-const within = (name: keyof typeof SCRYPT_LIMITS) =>
-  z.number().int().min(SCRYPT_LIMITS[name][0]).max(SCRYPT_LIMITS[name][1]);
-
 /** How the HMAC key is derived; absent in schema 1 (HKDF). */
 const macSchema = z.discriminatedUnion("kdf", [
   z
     .object({
       kdf: z.literal("scrypt"),
-      N: within("N").refine((n) => (n & (n - 1)) === 0, { message: "must be a power of two" }),
-      r: within("r"),
-      p: within("p"),
+      ...scryptCostFields,
       salt: z.string().regex(/^[A-Za-z0-9+/]{22}==$/, { message: "must be 16 bytes in base64" }),
     })
-    .refine((m) => 128 * m.N * m.r <= SCRYPT_MAX_MEMORY, { message: "asks for more than 1 GiB of memory" }),
+    .refine(...scryptMemoryBound),
   z.object({ kdf: z.literal("hkdf-sha256") }),
 ]);
 export type ManifestMac = z.output<typeof macSchema>;
@@ -125,7 +128,7 @@ export type ManifestMac = z.output<typeof macSchema>;
 export const manifestSchema = z
   .object({
     kind: z.literal(MANIFEST_KIND),
-    schemaVersion: z.number().int().min(1).max(SEALED_MANIFEST_SCHEMA_VERSION),
+    schemaVersion: z.number().int().min(1).max(WRAPPED_MANIFEST_SCHEMA_VERSION),
     setId: z.string(),
     /** Since schema 3: the point's id, its folder's name inside the set's; absent: the set's folder is the point's. */
     pointId: z.string().optional(),
@@ -145,6 +148,8 @@ export const manifestSchema = z
     keySource: z.enum(["passphrase", "manifest-key", "recipients"]),
     /** The point's key sealed for the recipients (names and fingerprints in it), bound to its point by sealedKeyContext. */
     sealedKey: sealedSchema.optional(),
+    /** Since 6: the point's own key, wrapped by the passphrase (keySource "passphrase"), bound by sealedKeyContext. */
+    wrappedKey: wrappedPointKeySchema.optional(),
     mac: macSchema.optional(),
     /** The Ed25519 key the manifest is signed with; absent: not signed (HMAC only). */
     signing: z
@@ -172,6 +177,15 @@ export const manifestSchema = z
       path: ["keySource"],
     },
   )
+  .refine(
+    (m) =>
+      m.wrappedKey === undefined ||
+      (m.keySource === "passphrase" && m.policy.encrypted && m.schemaVersion >= WRAPPED_MANIFEST_SCHEMA_VERSION),
+    {
+      message: 'a wrappedKey is in a schema 6 manifest of an encrypted point with keySource "passphrase"',
+      path: ["wrappedKey"],
+    },
+  )
   .refine((m) => m.final === undefined || m.keySource === "recipients", {
     message: "a final-state point is sealed for recipients",
     path: ["final"],
@@ -191,21 +205,14 @@ const envelopeSchema = z.object({
 /** The HMAC key of a manifest: scrypt when `mac` says so, else HKDF with the set's id as salt. */
 async function macKey(secret: string, manifest: Pick<Manifest, "setId" | "mac">): Promise<Buffer> {
   const mac = manifest.mac;
-  if (mac?.kdf === "scrypt") {
-    const { N, r, p } = mac;
-    return new Promise((resolve, reject) =>
-      scrypt(secret, Buffer.from(mac.salt, "base64"), 32, { N, r, p, maxmem: 2 * SCRYPT_MAX_MEMORY }, (error, key) =>
-        error ? reject(error) : resolve(key),
-      ),
-    );
-  }
+  if (mac?.kdf === "scrypt") return scryptKey(secret, Buffer.from(mac.salt, "base64"), mac);
   const info = Buffer.from("coffer manifest v1");
   return Buffer.from(hkdfSync("sha256", Buffer.from(secret, "utf8"), Buffer.from(manifest.setId, "utf8"), info, 32));
 }
 
 /** A new manifest's `mac`: scrypt with a fresh salt for a passphrase, HKDF for a random key (manifest or point key). */
-export function newMac(keySource: Manifest["keySource"]): ManifestMac {
-  return keySource === "passphrase"
+export function newMac(manifest: Pick<Manifest, "keySource" | "wrappedKey">): ManifestMac {
+  return manifest.keySource === "passphrase" && !manifest.wrappedKey
     ? { kdf: "scrypt", ...SCRYPT_COST, salt: randomBytes(16).toString("base64") }
     : { kdf: "hkdf-sha256" };
 }
@@ -220,7 +227,7 @@ async function mac(manifest: unknown, parsed: Pick<Manifest, "setId" | "mac">, s
 function withMac(manifest: Manifest): Manifest {
   return manifest.mac
     ? manifest
-    : { ...manifest, schemaVersion: manifestSchemaVersionFor(manifest.keySource), mac: newMac(manifest.keySource) };
+    : { ...manifest, schemaVersion: manifestSchemaVersionFor(manifest), mac: newMac(manifest) };
 }
 
 /**
@@ -229,6 +236,15 @@ function withMac(manifest: Manifest): Manifest {
  */
 export const sealedKeyContext = (manifest: Pick<Manifest, "zone" | "setId" | "pointId">): string =>
   "coffer point key v1 " + JSON.stringify([manifest.zone, manifest.setId, manifest.pointId ?? null]);
+
+/**
+ * The secret that opens `manifest`'s point (its backups' key and its HMAC's secret), from `given`, the
+ * secret its key source names: that secret itself, or the point's own key when the passphrase wraps it
+ * (schema 6). Undefined when `given` does not unwrap it (not this set's passphrase, or a changed manifest).
+ */
+export async function pointSecret(manifest: Manifest, given: string): Promise<string | undefined> {
+  return manifest.wrappedKey ? unwrapPointKey(manifest.wrappedKey, given, sealedKeyContext(manifest)) : given;
+}
 
 /** The bytes an Ed25519 signature covers: a context (no signature of anything else can pass) and the HMAC's bytes. */
 const SIGNATURE_CONTEXT = "coffer manifest signature v1\n";

@@ -61,6 +61,8 @@ export const agentRequests = {
     bandwidthLimitMiBps: z.number().int().min(0),
     integrityCheck: z.enum(INTEGRITY_CHECKS),
     passphrase: secret("passphrase").optional(),
+    /** The passphrase is the point's own random key (older providers send none): no key stretching for it. */
+    randomKey: z.boolean().optional(),
     /** The provider process taking the set (older providers send none). */
     owner: setOwner.optional(),
   }),

@@ -51,6 +51,8 @@ export async function withPrivateDir<T>(
 export interface SecretFd {
   fd: number;
   value: string;
+  /** A random 256-bit key (a point's own), not a passphrase: a LUKS keyslot for it needs no key stretching. */
+  random?: boolean;
 }
 
 const O_TMPFILE = 0o20000000 | constants.O_DIRECTORY;

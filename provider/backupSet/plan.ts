@@ -1,4 +1,3 @@
-import { randomBytes } from "node:crypto";
 import {
   CloudItem,
   FinalContext,
@@ -8,6 +7,7 @@ import {
   manifestSchemaVersionFor,
   sealedKeyContext,
 } from "../agent/manifest";
+import { WrappedPointKey, newPointKey } from "../agent/pointKey";
 import { CofferError } from "../common/errors";
 import { RecipientKey, Sealed, parseRecipientKey, seal } from "../escrow/envelope";
 import { copiesToTarget } from "../sources/cinderVolume";
@@ -59,8 +59,13 @@ export interface PointPlan {
   trigger: string;
   policy: Manifest["policy"];
   keySource: Manifest["keySource"];
-  /** The passphrase of an encrypted point; the key of its manifest's HMAC; the PEM of its Ed25519 signing key. */
+  /**
+   * The key of an encrypted point's backups (its own random key); the key of its manifest's HMAC; the PEM
+   * of its Ed25519 signing key.
+   */
   keys: { passphrase?: string; manifestSecret: string; signingKey?: string };
+  /** The policy's passphrase, which wraps the point's own key into its manifest (wrapPointKey). */
+  wrapWith?: string;
   /** Every secret the inputs hold, for redaction. */
   secrets: string[];
   escrow?: EscrowLink;
@@ -88,6 +93,8 @@ export function planPoint(
   earlier: CloudBackupRef[] = [],
 ): PointPlan {
   const { policy, keys } = inputs;
+  // An encrypted point's own random key: the passphrase only wraps it (one KDF per point, not per open).
+  const pointKey = policy.encrypted ? newPointKey() : undefined;
   // Paths, not keys: the agent's qemu writes the point in place on the directory target.
   const targetStore = directoryStore(policy.target.path);
   const zoneDir = targetStore.localPath(targetLayout.zoneSets(policy.zone));
@@ -114,11 +121,12 @@ export function planPoint(
     },
     keySource: policy.encrypted ? "passphrase" : "manifest-key",
     keys: {
-      passphrase: policy.encrypted ? keys.passphrase : undefined,
-      manifestSecret: policy.encrypted ? keys.passphrase! : keys.manifestKey!,
+      passphrase: pointKey,
+      manifestSecret: pointKey ?? keys.manifestKey!,
       ...(keys.signingKey ? { signingKey: keys.signingKey } : {}),
     },
-    secrets: [keys.passphrase, keys.manifestKey, keys.signingKey].filter((s): s is string => !!s),
+    ...(pointKey ? { wrapWith: keys.passphrase! } : {}),
+    secrets: [keys.passphrase, keys.manifestKey, keys.signingKey, pointKey].filter((s): s is string => !!s),
     escrow: inputs.escrow,
     earlier,
     ...(inputs.keyEscrow ? { keyEscrow: keyEscrowOf(inputs.keyEscrow) } : {}),
@@ -139,12 +147,12 @@ export interface SealFor {
  */
 export async function sealedForRecipients(plan: PointPlan, sealFor: SealFor): Promise<PointPlan> {
   const { recipients, threshold } = sealFor;
-  const { escrow: _passphraseEscrow, ...rest } = plan;
+  const { escrow: _passphraseEscrow, wrapWith: _passphrase, ...rest } = plan;
   if (!Number.isInteger(threshold) || threshold < 1 || threshold > recipients.length) {
     const message = `threshold must be from 1 to the number of recipients (${recipients.length}), not ${threshold}`;
     throw new CofferError("INVALID_INPUT", message, { field: "threshold" });
   }
-  const pointKey = randomBytes(32).toString("hex");
+  const pointKey = newPointKey();
   const sealedKey = await seal(pointKey, recipients, threshold, sealedKeyContext(plan));
   // Without the policy's passphrase escrow: that record does not open this point.
   return {
@@ -200,12 +208,14 @@ export function pointManifest(
     qemuVersion: string;
     createdAt: string;
     escrowVersion?: number;
+    /** The point's key wrapped by plan.wrapWith. */
+    wrappedKey?: WrappedPointKey;
   },
 ): Manifest {
   const { escrow } = plan;
   return {
     kind: MANIFEST_KIND,
-    schemaVersion: manifestSchemaVersionFor(plan.keySource),
+    schemaVersion: manifestSchemaVersionFor({ keySource: plan.keySource, wrappedKey: taken.wrappedKey }),
     setId: plan.setId,
     pointId: plan.pointId,
     name: plan.trigger,
@@ -214,6 +224,7 @@ export function pointManifest(
     policy: plan.policy,
     keySource: plan.keySource,
     ...(plan.sealedKey ? { sealedKey: plan.sealedKey } : {}),
+    ...(taken.wrappedKey ? { wrappedKey: taken.wrappedKey } : {}),
     ...(escrow && taken.escrowVersion !== undefined
       ? { escrow: { recordId: escrow.recordId, store: escrow.store, version: taken.escrowVersion } }
       : {}),

@@ -6,11 +6,14 @@ import {
   Manifest,
   ManifestItem,
   SEALED_MANIFEST_SCHEMA_VERSION,
+  WRAPPED_MANIFEST_SCHEMA_VERSION,
+  sealedKeyContext,
   signManifest,
 } from "../agent/manifest";
 import { SigningPublicKey, publicKeyOf } from "../common/signingKey";
 import { directoryStore } from "../targets/directory";
 import { MANIFEST_FILE, targetLayout } from "../targets/layout";
+import { wrapPointKey } from "../agent/pointKey";
 import { thisProcess } from "../agent/setOwner";
 import { CofferError, isCofferError } from "../common/errors";
 import type { TargetRef } from "../common/targetIdentity";
@@ -135,10 +138,14 @@ export async function removePoint(deps: Pick<TakeDeps, "agent">, point: PointOnT
  * Refuses, before any work, an agent too old to write a point sealed for recipients (manifest schema
  * 5): it speaks the same protocol, and would only refuse the manifest once every backup is made.
  */
-async function checkWritesSealedManifests(agent: AgentClient, where: string): Promise<void> {
+async function checkWritesManifests(agent: AgentClient, where: string, plan: PointPlan): Promise<void> {
+  const needed = plan.wrapWith ? WRAPPED_MANIFEST_SCHEMA_VERSION : SEALED_MANIFEST_SCHEMA_VERSION;
   const { manifestSchema = MANIFEST_SCHEMA_VERSION } = await agent.call("version", {});
-  if (manifestSchema >= SEALED_MANIFEST_SCHEMA_VERSION) return;
-  const needs = `a point sealed for recipients needs schema ${SEALED_MANIFEST_SCHEMA_VERSION}`;
+  if (manifestSchema >= needed) return;
+  const what = plan.wrapWith
+    ? "an encrypted point (its own key, wrapped by the passphrase)"
+    : "a point sealed for recipients";
+  const needs = `${what} needs schema ${needed}`;
   const fix = "install the same coffer version where Pulumi runs and on every host";
   const message = `coffer-agent on ${where} writes manifests up to schema ${manifestSchema} (an older Coffer); ${needs}: ${fix}`;
   throw new CofferError("AGENT_PROTOCOL_MISMATCH", message);
@@ -156,10 +163,15 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   // Before any work: an unmounted NAS's empty mount point must not receive a set.
   const { targetId } = await deps.agent(plan.manifestWhere).call("check-target", { target: planTarget(plan) });
   const target = planTarget(plan, targetId);
-  if (plan.keySource === "recipients") {
+  if (plan.keySource === "recipients" || plan.wrapWith) {
     const where = plan.manifestWhere ? `host ${plan.manifestWhere}` : "this machine";
-    await checkWritesSealedManifests(deps.agent(plan.manifestWhere), where);
+    await checkWritesManifests(deps.agent(plan.manifestWhere), where, plan);
   }
+  // The one strong KDF of the point runs beside the copies (in libuv's pool), not before them.
+  const wrapping = plan.wrapWith
+    ? wrapPointKey(plan.keys.passphrase!, plan.wrapWith, sealedKeyContext(plan))
+    : undefined;
+  wrapping?.catch(() => undefined);
   const abort = new AbortController();
   const signal = deps.engineGone ? AbortSignal.any([abort.signal, deps.engineGone]) : abort.signal;
   // Every 10% per source: enough to see it move, without flooding CI logs.
@@ -216,6 +228,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
         source: { disk: file, format: copy.format ?? ("raw" as const) },
         ...plan.policy,
         passphrase: plan.keys.passphrase,
+        ...(plan.keys.passphrase ? { randomKey: true } : {}),
         owner,
       };
       const onCopyProgress = (_item: string, percent: number) => onProgress(name, percent);
@@ -265,6 +278,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
           source: planned.source,
           ...plan.policy,
           passphrase: plan.keys.passphrase,
+          ...(plan.keys.passphrase ? { randomKey: true } : {}),
           owner,
         },
         { secrets, signal, onProgress },
@@ -317,6 +331,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       qemuVersion: qemu,
       createdAt: deps.now().toISOString(),
       escrowVersion,
+      wrappedKey: await wrapping,
     });
     // Signed here, in Pulumi's process: the private key never goes to an agent or a host.
     const { signingKey } = plan.keys;

@@ -46,6 +46,11 @@ interface RestoreOptions extends NovaRestoreCliOptions {
   keepLuks?: boolean;
 }
 
+interface PointKeyOptions extends KeyOptions {
+  manifest?: string;
+  out?: string;
+}
+
 interface EscrowRecoverOptions {
   store?: string;
   id?: string;
@@ -81,6 +86,31 @@ async function escrowRecover(values: EscrowRecoverOptions): Promise<number> {
   } else {
     process.stdout.write(secret + "\n");
   }
+  return 0;
+}
+
+/**
+ * Writes an encrypted point's own key (unwrapped with the passphrase, or opened with recipients' keys)
+ * to a 0600 file, once the manifest's HMAC passed: what opens its LUKS containers with qemu-img alone.
+ */
+async function pointKey(values: PointKeyOptions): Promise<number> {
+  if (!values.out) throw new UsageError("point-key needs --out <file>: the key never goes to stdout");
+  const set = await openSet(values);
+  if (!set.manifest.policy.encrypted) throw new UsageError("this point is not encrypted: it has no key to write");
+  if (!set.manifest.wrappedKey && set.manifest.keySource === "passphrase") {
+    const why = "this point's backups are keyed by the passphrase itself (manifest schema 4 or older)";
+    throw new UsageError(`${why}: give qemu-img the passphrase file`);
+  }
+  const opened = await openManifest(set.text, set.manifestSecret!);
+  if (!opened.ok || !opened.authentic)
+    throw new CofferError(
+      "MANIFEST_TAMPERED",
+      "the manifest's HMAC does not match the point's key: it was changed, or this is not the set's key",
+    );
+  await writeFileAtomic(path.resolve(values.out), set.passphrase!);
+  process.stderr.write(
+    `coffer: wrote the key of point ${set.manifest.pointId ?? set.manifest.setId} to ${values.out} (mode 0600)\n`,
+  );
   return 0;
 }
 
@@ -369,6 +399,30 @@ function cofferProgram(exit: { code: number }): Command {
     )
     .action(async (options: VerifyOptions) => {
       exit.code = await verify(options);
+    });
+
+  const pointKeyCommand = program
+    .command("point-key")
+    .summary("write an encrypted point's own key to a file, to open its backups with qemu-img alone")
+    .description(
+      "Writes the key of an encrypted point's LUKS containers to --out (mode 0600): since manifest schema 6 each " +
+        "point has its own random key, which the passphrase unwraps (or recipients' private keys open). The " +
+        "manifest's HMAC is checked with it first. qemu-img then opens a backup with that file as its secret.",
+    )
+    .usage("--manifest <file> --out <file> [options]")
+    .option("--manifest <file>", "the point's manifest.json")
+    .option("--out <file>", "the file to write the key to (mode 0600)");
+  withKeyOptions(pointKeyCommand)
+    .addHelpText(
+      "after",
+      example(
+        "coffer point-key --manifest <point>/manifest.json --passphrase-file pass.txt --out point.key",
+        "qemu-img convert -O raw --object secret,id=k,file=point.key --image-opts \\",
+        "  driver=qcow2,file.driver=luks,file.key-secret=k,file.file.filename=<point>/web-1-root.qcow2.luks web-1.raw",
+      ),
+    )
+    .action(async (options: PointKeyOptions) => {
+      exit.code = await pointKey(options);
     });
 
   program

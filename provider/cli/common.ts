@@ -2,7 +2,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { CofferError } from "../common/errors";
-import { Manifest, readManifest, sealedKeyContext } from "../agent/manifest";
+import { Manifest, pointSecret, readManifest, sealedKeyContext } from "../agent/manifest";
 import { open as openSealed } from "../escrow/envelope";
 import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 
@@ -85,6 +85,15 @@ export async function openSet(values: { manifest?: string } & KeyOptions, withou
             "so the manifest can be checked" +
             publicKeyHint,
     );
+  }
+  if (unsigned.manifest.wrappedKey && passphrase) {
+    // The point's own key, which the passphrase wraps, opens its backups and keys its HMAC.
+    const pointKey = await pointSecret(unsigned.manifest, passphrase);
+    if (!pointKey) {
+      const why = "it is not this set's passphrase, or the manifest was changed";
+      throw new CofferError("VERIFY_FAILED", `the passphrase does not unwrap the point's key: ${why}`);
+    }
+    return { text, manifest: unsigned.manifest, setDir, manifestSecret: pointKey, passphrase: pointKey };
   }
   return { text, manifest: unsigned.manifest, setDir, manifestSecret, passphrase };
 }

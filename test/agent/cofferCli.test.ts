@@ -36,6 +36,7 @@ describe("coffer's usage", () => {
       ["--store", "--id", "--key", "--version", "--out"],
     ],
     [["sets"], ["--target", "--zone", "--state"]],
+    [["point-key"], ["--manifest", "--out", "--passphrase-file", "--passphrase-stdin", "--key"]],
   ];
 
   test.each(commands)(

@@ -1,6 +1,11 @@
 import { createHash } from "node:crypto";
 import * as path from "node:path";
-import { Manifest, ManifestItem, signatureProblem } from "../../provider/agent/manifest";
+import {
+  Manifest,
+  ManifestItem,
+  WRAPPED_MANIFEST_SCHEMA_VERSION,
+  signatureProblem,
+} from "../../provider/agent/manifest";
 import { parsePublicKey } from "../../provider/common/signingKey";
 import type { SetIndex } from "../../provider/agent/pointIndex";
 import type { SetHost } from "../../provider/backupSet/provider";
@@ -45,7 +50,7 @@ export function fakeAgent(options: { now: () => Date; hosts?: Record<string, str
   const handlers: Record<string, (request: Record<string, any>) => unknown> = {
     "check-target": () => ({ targetId: "target-1" }),
     "backup-item": (request) => item(request),
-    version: () => ({ qemu: "7.2.0", node: process.version }),
+    version: () => ({ qemu: "7.2.0", node: process.version, manifestSchema: WRAPPED_MANIFEST_SCHEMA_VERSION }),
     "write-manifest": (request) => {
       manifests.set(request.setDir, request.manifest);
       if (request.signature) signatures.set(request.setDir, request.signature);

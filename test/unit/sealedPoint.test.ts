@@ -65,16 +65,14 @@ describe("a point sealed for recipients", () => {
     expect(plan.keys.passphrase).toMatch(/^[0-9a-f]{64}$/);
     expect(plan.keys.manifestSecret).toBe(plan.keys.passphrase);
     expect(plan.keys.passphrase).not.toBe(other.keys.passphrase);
-    expect(plan.secrets).toEqual([...plain.secrets, plan.keys.passphrase]);
+    expect(plan.secrets).toEqual(expect.arrayContaining([PASSPHRASE, "k".repeat(44), plan.keys.passphrase]));
     expect(plan.escrow).toBeUndefined();
     expect(plan.sealedKey?.recipients.map((r) => [r.name, r.fingerprint])).toEqual([
       ["r0", recipientKey(alice).fingerprint],
     ]);
-    // The plan it was made from is the one EncryptedBackupSet takes, unchanged.
-    expect(plain).toMatchObject({
-      keySource: "passphrase",
-      keys: { passphrase: PASSPHRASE, manifestSecret: PASSPHRASE },
-    });
+    // The plan it was made from is the one EncryptedBackupSet takes, unchanged: its key wrapped by the passphrase.
+    expect(plain).toMatchObject({ keySource: "passphrase", wrapWith: PASSPHRASE });
+    expect(plan.wrapWith).toBeUndefined();
     expect(plain.sealedKey).toBeUndefined();
     expect(plain.escrow).toMatchObject({ recordId: "zone-a-passphrase", store: "/srv/escrow" });
   });
@@ -104,8 +102,10 @@ describe("a point sealed for recipients", () => {
     expect(await openManifest(text, PASSPHRASE)).toMatchObject({ ok: true, authentic: false });
   });
 
-  test("other manifests are still written as schema 4", async () => {
-    const plan = planPoint(inputs(), { setId: "s", pointId: "p1" });
+  test("an unencrypted point's manifest is still written as schema 4", async () => {
+    const unencrypted = inputs();
+    unencrypted.policy.encrypted = false;
+    const plan = planPoint(unencrypted, { setId: "s", pointId: "p1" });
     const manifest = pointManifest(plan, { items: [], qemuVersion: "7.2", createdAt: "2026-11-27T02:00:00.000Z" });
     expect(manifest.schemaVersion).toBe(MANIFEST_SCHEMA_VERSION);
     expect(MANIFEST_SCHEMA_VERSION).toBe(4);
@@ -163,7 +163,7 @@ describe("a point sealed for recipients", () => {
     expect(problem({ ...manifest, schemaVersion: 4 })).toMatchObject({ path: ["keySource"] });
     const unencrypted = { ...manifest, policy: { ...manifest.policy, encrypted: false } };
     expect(problem(unencrypted)).toMatchObject({ path: ["keySource"] });
-    expect(problem({ ...manifest, schemaVersion: 6 })).toMatchObject({ path: ["schemaVersion"] });
+    expect(problem({ ...manifest, schemaVersion: 7 })).toMatchObject({ path: ["schemaVersion"] });
   });
 
   test("a set index rebuilt from the manifests records the point's key source", async () => {
