@@ -99,10 +99,14 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
       };
       const { source: manifestSource, virtualSize, sourceSha256 } = await kind.backup(input, ctx);
       if (req.integrityCheck !== "none") await checkImage(partial, req.encrypted, key, subject);
-      const streamHash = await streamSha256(backupImageOpts(partial, req.encrypted), key, subject, events.signal);
+      // The read-back, the file's own hash and (for "full") the source's run side by side: three reads, no waiting.
+      const [streamHash, fileHash, expected] = await Promise.all([
+        streamSha256(backupImageOpts(partial, req.encrypted), key, subject, events.signal),
+        fileSha256(partial),
+        req.integrityCheck === "full" && sourceSha256 ? sourceSha256() : undefined,
+      ]);
       // A source that still holds what was copied (a stopped VM's disk): "full" proves the copy equals it.
-      if (req.integrityCheck === "full" && sourceSha256) {
-        const expected = await sourceSha256();
+      if (expected !== undefined) {
         if (expected !== streamHash) {
           throw new CofferError(
             "VERIFY_FAILED",
@@ -111,7 +115,6 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
         }
       }
       const sizeBytes = (await fs.stat(partial)).size;
-      const fileHash = await fileSha256(partial);
       // The agent's umask makes it 0600 from the start; this holds for callers without it too.
       await fs.chmod(partial, 0o600);
       await fs.rename(partial, finalFile);

@@ -135,12 +135,13 @@ export async function removePoint(deps: Pick<TakeDeps, "agent">, point: PointOnT
 }
 
 /**
- * Refuses, before any work, an agent too old to write a point sealed for recipients (manifest schema
- * 5): it speaks the same protocol, and would only refuse the manifest once every backup is made.
+ * Refuses, before any work, an agent too old to write the point's manifest (a sealed point's needs
+ * schema 5, an encrypted one's 6): it speaks the same protocol, and would only refuse the manifest
+ * once every backup is made.
  */
-async function checkWritesManifests(agent: AgentClient, where: string, plan: PointPlan): Promise<void> {
+function checkWritesManifests(manifestSchema: number, where: string, plan: PointPlan): void {
+  if (plan.keySource !== "recipients" && !plan.wrapWith) return;
   const needed = plan.wrapWith ? WRAPPED_MANIFEST_SCHEMA_VERSION : SEALED_MANIFEST_SCHEMA_VERSION;
-  const { manifestSchema = MANIFEST_SCHEMA_VERSION } = await agent.call("version", {});
   if (manifestSchema >= needed) return;
   const what = plan.wrapWith
     ? "an encrypted point (its own key, wrapped by the passphrase)"
@@ -163,10 +164,10 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   // Before any work: an unmounted NAS's empty mount point must not receive a set.
   const { targetId } = await deps.agent(plan.manifestWhere).call("check-target", { target: planTarget(plan) });
   const target = planTarget(plan, targetId);
-  if (plan.keySource === "recipients" || plan.wrapWith) {
-    const where = plan.manifestWhere ? `host ${plan.manifestWhere}` : "this machine";
-    await checkWritesManifests(deps.agent(plan.manifestWhere), where, plan);
-  }
+  // Asked once (each agent call starts a process): what the manifest records, and what it can write.
+  const version = await deps.agent(plan.manifestWhere).call("version", {});
+  const where = plan.manifestWhere ? `host ${plan.manifestWhere}` : "this machine";
+  checkWritesManifests(version.manifestSchema ?? MANIFEST_SCHEMA_VERSION, where, plan);
   // The one strong KDF of the point runs beside the copies (in libuv's pool), not before them.
   const wrapping = plan.wrapWith
     ? wrapPointKey(plan.keys.passphrase!, plan.wrapWith, sealedKeyContext(plan))
@@ -324,7 +325,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
   }
   try {
     const agent = deps.agent(plan.manifestWhere);
-    const { qemu } = await agent.call("version", {}, { signal });
+    const { qemu } = version;
     const composed = pointManifest(plan, {
       items: items.map(({ via: _via, ...item }) => item),
       cloudItems,

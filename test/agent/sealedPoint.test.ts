@@ -155,7 +155,7 @@ describe("a point sealed for recipients, taken with qemu-img and opened with the
 
   test("--key is refused for a point not sealed for recipients; its passphrase restores it", async () => {
     const { disk, taken } = await takeSealedPoint();
-    expect(taken.manifest).toMatchObject({ schemaVersion: 4, keySource: "passphrase" });
+    expect(taken.manifest).toMatchObject({ schemaVersion: 6, keySource: "passphrase" });
     const to = path.join(tempDir(), "restored.raw");
     const restore = ["restore", "--manifest", taken.manifestPath, "--item", "vda", "--to", to];
     const withKey = await runCoffer([...restore, "--key", await file("dr-team.pem", drTeam.privateKey)]);

@@ -47,9 +47,11 @@ coffer_setup() {
 # The backup data path uses real qemu-img and QEMU; the remote-host tests use a real sshd.
 coffer_system_packages() {
   local missing=() tool package
-  # setpriv (util-linux, essential in Debian) makes the agent's tools die with it.
+  # setpriv (util-linux, essential in Debian) makes the agent's tools die with it. cryptsetup: the tests
+  # check that it opens the LUKS headers Coffer writes (restores need only qemu-img).
   for tool in qemu-img:qemu-utils qemu-nbd:qemu-utils qemu-io:qemu-utils qemu-system-x86_64:qemu-system-x86 \
-    nbdcopy:libnbd-bin ssh:openssh-client /usr/sbin/sshd:openssh-server setpriv:util-linux; do
+    nbdcopy:libnbd-bin ssh:openssh-client /usr/sbin/sshd:openssh-server setpriv:util-linux \
+    /usr/sbin/cryptsetup:cryptsetup-bin; do
     package=${tool#*:}
     command -v "${tool%%:*}" >/dev/null || [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
   done
