@@ -120,6 +120,12 @@ describe("a point sealed for recipients, taken with qemu-img and opened with the
       expect(JSON.parse(restored.stdout)).toMatchObject({ restored: "vda", to, format: "raw" });
       expect(await fileSha256(to)).toBe(await fileSha256(disk));
       expect(`${verified.stdout}${verified.stderr}${restored.stdout}${restored.stderr}`).not.toContain(pointKey);
+      // `coffer point-key` writes the point's key for qemu-img alone, and says nothing of it.
+      const keyOut = path.join(tempDir(), `${name}-point.key`);
+      const written = await runCoffer(["point-key", "--manifest", manifest, "--key", key, "--out", keyOut]);
+      expect([name, written.code, written.stdout]).toEqual([name, 0, ""]);
+      expect(written.stderr).not.toContain(pointKey);
+      expect(await fs.readFile(keyOut, "utf8")).toBe(pointKey);
     }
 
     // The policy's passphrase, given or in the environment, opens nothing of it.
