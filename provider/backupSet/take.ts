@@ -195,6 +195,8 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       createdAt: deps.now().toISOString(),
     }));
   const owner = thisProcess();
+  // An encrypted point's key is its own random one (a sealed or wrapped point's): no LUKS key stretching.
+  const pointKey = { passphrase: plan.keys.passphrase, ...(plan.keys.passphrase ? { randomKey: true } : {}) };
   deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
   const takenInCloud: CloudTaken<unknown>[] = [];
   let access: CloudAccess | undefined;
@@ -228,8 +230,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
         name,
         source: { disk: file, format: copy.format ?? ("raw" as const) },
         ...plan.policy,
-        passphrase: plan.keys.passphrase,
-        ...(plan.keys.passphrase ? { randomKey: true } : {}),
+        ...pointKey,
         owner,
       };
       const onCopyProgress = (_item: string, percent: number) => onProgress(name, percent);
@@ -278,8 +279,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
           name: planned.name,
           source: planned.source,
           ...plan.policy,
-          passphrase: plan.keys.passphrase,
-          ...(plan.keys.passphrase ? { randomKey: true } : {}),
+          ...pointKey,
           owner,
         },
         { secrets, signal, onProgress },

@@ -101,12 +101,7 @@ async function pointKey(values: PointKeyOptions): Promise<number> {
     const why = "this point's backups are keyed by the passphrase itself (manifest schema 4 or older)";
     throw new UsageError(`${why}: give qemu-img the passphrase file`);
   }
-  const opened = await openManifest(set.text, set.manifestSecret!);
-  if (!opened.ok || !opened.authentic)
-    throw new CofferError(
-      "MANIFEST_TAMPERED",
-      "the manifest's HMAC does not match the point's key: it was changed, or this is not the set's key",
-    );
+  await authenticManifest(set);
   await writeFileAtomic(path.resolve(values.out), set.passphrase!);
   process.stderr.write(
     `coffer: wrote the key of point ${set.manifest.pointId ?? set.manifest.setId} to ${values.out} (mode 0600)\n`,
@@ -214,6 +209,17 @@ async function verify(values: VerifyOptions): Promise<number> {
   return result.status === "ok" ? 0 : 1;
 }
 
+/** The set's manifest once its HMAC passed with the set's key; refused as tampered otherwise. */
+async function authenticManifest(set: { text: string; manifestSecret?: string }) {
+  const opened = await openManifest(set.text, set.manifestSecret!);
+  if (!opened.ok || !opened.authentic)
+    throw new CofferError(
+      "MANIFEST_TAMPERED",
+      "the manifest's HMAC does not match: it was changed, or this is not the set's key",
+    );
+  return opened.manifest;
+}
+
 async function restore(values: RestoreOptions): Promise<number> {
   if ([values.toCinder, values.toGlance, values.toNova].filter(Boolean).length > 1)
     throw new UsageError("give one of --to-cinder, --to-glance and --to-nova");
@@ -228,18 +234,13 @@ async function restore(values: RestoreOptions): Promise<number> {
   const { setDir, passphrase } = set;
   if (!values.item || !values.to) throw new UsageError("restore needs --item and --to");
   const format = values.format;
-  const opened = await openManifest(set.text, set.manifestSecret!);
-  if (!opened.ok || !opened.authentic)
-    throw new CofferError(
-      "MANIFEST_TAMPERED",
-      "the manifest's HMAC does not match: it was changed, or this is not the set's key",
-    );
-  const misplaced = misplacement(opened.manifest, setDir);
+  const manifest = await authenticManifest(set);
+  const misplaced = misplacement(manifest, setDir);
   if (misplaced) throw new CofferError("MANIFEST_TAMPERED", `${misplaced}: restore from the set's own folder`);
-  const item = opened.manifest.items.find((i) => i.name === values.item);
+  const item = manifest.items.find((i) => i.name === values.item);
   if (!item)
     throw new UsageError(
-      `no item "${values.item}" in this set (it has: ${opened.manifest.items.map((i) => i.name).join(", ")})`,
+      `no item "${values.item}" in this set (it has: ${manifest.items.map((i) => i.name).join(", ")})`,
     );
   const restoreItem = restorerOf(item);
   if (!restoreItem) {
