@@ -250,6 +250,15 @@ export class CinderClient {
     return (await this.call("POST", "/snapshots", resource, s.snapshotBody, { json: { snapshot }, signal })).snapshot;
   }
 
+  /** The project's snapshots (GET /snapshots/detail, page by page), e.g. filtered by `volume_id`. */
+  listSnapshots(options: ListOptions = {}): AsyncGenerator<s.Snapshot> {
+    return paginate(async (query) => {
+      const path = withQuery("/snapshots/detail", query ?? { ...options.filters, limit: options.limit });
+      const page = await this.call("GET", path, "snapshots", s.snapshotPage, { signal: options.signal });
+      return { items: page.snapshots, next: nextLink(page.snapshots_links) };
+    }, "cinder snapshots");
+  }
+
   async getSnapshot(id: string, signal?: AbortSignal): Promise<s.Snapshot> {
     return (await this.call("GET", `/snapshots/${enc(id)}`, `snapshot ${id}`, s.snapshotBody, { signal })).snapshot;
   }

@@ -103,6 +103,7 @@ export const restoreBody = z.object({
   restore: z.object({ backup_id: z.string(), volume_id: z.string(), volume_name: z.string().nullish() }),
 });
 export const snapshotBody = z.object({ snapshot: snapshotSchema });
+export const snapshotPage = z.object({ snapshots: z.array(snapshotSchema), snapshots_links: links });
 export const volumeTypeBody = z.object({ volume_type: volumeTypeSchema });
 export const volumeTypeList = z.object({ volume_types: z.array(volumeTypeSchema) });
 /** GET /types/{id}/encryption answers {} for a type without encryption. */
