@@ -14,6 +14,8 @@ import {
   streamSha256,
 } from "./image";
 import type { SigningPublicKey } from "../common/signingKey";
+import { chainBases } from "./chain";
+import type { ChainRequest, ItemChain } from "./chainLink";
 import {
   Manifest,
   ManifestItem,
@@ -51,6 +53,8 @@ export interface ItemRequest {
   randomKey?: boolean;
   /** The provider process taking the set (older providers send none). */
   owner?: SetOwner;
+  /** An incremental source: a link on the previous point's backup where its disk allows, else a full one. */
+  chain?: ChainRequest;
 }
 
 export interface Events {
@@ -96,12 +100,21 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
         subject,
         signal: events.signal,
         onProgress,
+        chain: req.chain,
       };
-      const { source: manifestSource, virtualSize, sourceSha256 } = await kind.backup(input, ctx);
+      const { source: manifestSource, virtualSize, sourceSha256, chain } = await kind.backup(input, ctx);
       if (req.integrityCheck !== "none") await checkImage(partial, req.encrypted, key, subject);
+      const itemChain: ItemChain | undefined = chain && {
+        ...(chain.bitmap ? { bitmap: chain.bitmap } : {}),
+        ...(chain.base ? { base: baseOf(chain.base) } : {}),
+        depth: chain.base ? chain.base.depth + 1 : 0,
+        ...(chain.fullBecause ? { fullBecause: chain.fullBecause } : {}),
+      };
+      // A link is read over its bases: its hash is the disk's as it was at this point.
+      const bases = await chainBases(setDir, itemChain, subject);
       // The read-back, the file's own hash and (for "full") the source's run side by side: three reads, no waiting.
       const [streamHash, fileHash, expected] = await Promise.all([
-        streamSha256(backupImageOpts(partial, req.encrypted), key, subject, events.signal),
+        streamSha256(backupImageOpts(partial, req.encrypted, bases), key, subject, events.signal),
         fileSha256(partial),
         req.integrityCheck === "full" && sourceSha256 ? sourceSha256() : undefined,
       ]);
@@ -133,6 +146,7 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
         verifiedAtBackup: req.integrityCheck,
         startedAt,
         finishedAt: new Date().toISOString(),
+        ...(itemChain ? { chain: itemChain } : {}),
       };
     });
   } catch (error) {
@@ -146,6 +160,14 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
     await fs.rm(partial, { force: true });
   }
 }
+
+/** What a manifest item records of the base a link was built on. */
+const baseOf = ({ pointId, item, file, manifestSha256 }: NonNullable<ChainRequest["base"]>) => ({
+  pointId,
+  item,
+  file,
+  manifestSha256,
+});
 
 /**
  * Removes what killed runs on this host left under the zone's sets: partial files whose process

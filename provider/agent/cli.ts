@@ -18,11 +18,12 @@ import { CofferError, isCofferError } from "../common/errors";
 import { watchParent } from "../common/parentWatch";
 import { parsePublicKey } from "../common/signingKey";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
-import { targetLayout } from "../targets/layout";
+import { readFileIfExists } from "../common/atomicFile";
+import { MANIFEST_FILE, targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
-import { Manifest, WRAPPED_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
+import { Manifest, CHAIN_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
 import {
   AGENT_PROTOCOL_VERSION,
   AgentCommand,
@@ -91,6 +92,11 @@ const handlers: Handlers = {
     await checkedTarget(req);
     return backupItem(req, events);
   },
+  "read-manifest": async (req) => {
+    await checkedTarget(req);
+    const text = await readFileIfExists(path.join(req.setDir, MANIFEST_FILE));
+    return text === undefined ? {} : { text };
+  },
   "write-manifest": async (req) => {
     await checkedTarget(req);
     const manifest = manifestSchema.safeParse(req.manifest);
@@ -152,7 +158,7 @@ const handlers: Handlers = {
   version: async () => ({
     qemu: await qemuVersion(),
     node: process.version,
-    manifestSchema: WRAPPED_MANIFEST_SCHEMA_VERSION,
+    manifestSchema: CHAIN_MANIFEST_SCHEMA_VERSION,
     drills: true,
   }),
 };

@@ -39,12 +39,20 @@ export const SECRET_OBJECT = `secret,id=${SECRET_ID},file=${KEY_FD_PATH}`;
 /**
  * The --image-opts string that opens a stored backup as the guest sees it. It follows no backing
  * file its header may name: Coffer never writes one, so a header that names one was tampered with.
+ * An incremental backup's bases (nearest first, provider/agent/chain.ts) are given here instead;
+ * a chain shares one key.
  */
-export function backupImageOpts(file: string, encrypted: boolean): string {
-  const name = optionValue(file);
-  const luks = `file.driver=luks,file.key-secret=${SECRET_ID},file.file.driver=file,file.file.filename=${name}`;
-  const plain = `file.driver=file,file.filename=${name}`;
-  return `driver=qcow2,${encrypted ? luks : plain},${NO_BACKING}`;
+export function backupImageOpts(file: string, encrypted: boolean, bases: readonly string[] = []): string {
+  const layer = (at: string, file: string) => {
+    const name = optionValue(file);
+    const luks = `${at}file.driver=luks,${at}file.key-secret=${SECRET_ID},${at}file.file.driver=file`;
+    const opened = encrypted
+      ? `${luks},${at}file.file.filename=${name}`
+      : `${at}file.driver=file,${at}file.filename=${name}`;
+    return `${at}driver=qcow2,${opened}`;
+  };
+  const layers = [file, ...bases].map((f, depth) => layer("backing.".repeat(depth), f));
+  return `${layers.join(",")},${"backing.".repeat(bases.length)}${NO_BACKING}`;
 }
 
 /**
@@ -529,6 +537,8 @@ export async function fileSha256(file: string, progress?: ReadProgress): Promise
 export interface RestoreRequest {
   /** The backup file. */
   file: string;
+  /** An incremental backup's bases, nearest first (chainBases). */
+  bases?: readonly string[];
   encrypted: boolean;
   key: SecretFd | undefined;
   /** The disk file to write. */
@@ -583,9 +593,9 @@ export async function sealLuks(req: {
   await retryLuksCreation(() => run("qemu-img", args, { subject: req.subject, key: req.key }));
 }
 
-export async function restoreImage({ file, encrypted, key, to, format, subject, onProgress }: RestoreRequest) {
+export async function restoreImage({ file, bases, encrypted, key, to, format, subject, onProgress }: RestoreRequest) {
   const used = encrypted ? key : undefined;
-  const image = ["--image-opts", backupImageOpts(file, encrypted)];
+  const image = ["--image-opts", backupImageOpts(file, encrypted, bases)];
   const progress = onProgress ? ["-p"] : [];
   await run("qemu-img", ["convert", ...progress, ...keyArgs(used), ...image, "-O", format, to], {
     subject,

@@ -13,6 +13,7 @@ import {
 } from "../common/signingKey";
 import { sealedSchema } from "../escrow/envelope";
 import { sourceItemSchema } from "../sources/registry";
+import { itemChainSchema } from "./chainLink";
 import { unwrapPointKey, wrappedPointKeySchema } from "./pointKey";
 import { scryptCostFields, scryptKey, scryptMemoryBound } from "./scrypt";
 import { targetLayout } from "../targets/layout";
@@ -36,21 +37,34 @@ import { targetLayout } from "../targets/layout";
  * 6: an encrypted point with its own random key, wrapped by the policy's passphrase (`wrappedKey`,
  * provider/agent/pointKey.ts): keySource is still "passphrase" (that is what a reader gives), the
  * point key encrypts its backups and keys its HMAC through HKDF.
+ *
+ * 7: a point with incremental backups (an item's `chain.base`, provider/agent/chainLink.ts), which an
+ * older reader would take for whole disks. A chain's points share the key of the point that started
+ * it: `keyOf` names that point, whose id binds the wrapped key (sealedKeyContext).
  */
 export const MANIFEST_KIND = "coffer.BackupSet";
 /** The schema a manifest is written with, unless it is a point's sealed for recipients. */
 export const MANIFEST_SCHEMA_VERSION = 4;
 /** The schema of a point sealed for recipients. */
 export const SEALED_MANIFEST_SCHEMA_VERSION = 5;
-/** The schema of a point whose own key the passphrase wraps; the newest this Coffer reads. */
+/** The schema of a point whose own key the passphrase wraps. */
 export const WRAPPED_MANIFEST_SCHEMA_VERSION = 6;
-/** The schema a new manifest is written with: the oldest that holds how its point is keyed. */
-export const manifestSchemaVersionFor = (manifest: Pick<Manifest, "keySource" | "wrappedKey">): number =>
-  manifest.wrappedKey
-    ? WRAPPED_MANIFEST_SCHEMA_VERSION
-    : manifest.keySource === "recipients"
-      ? SEALED_MANIFEST_SCHEMA_VERSION
-      : MANIFEST_SCHEMA_VERSION;
+/** The schema of a point with incremental backups, or keyed by its chain; the newest this Coffer reads. */
+export const CHAIN_MANIFEST_SCHEMA_VERSION = 7;
+/** The schema a new manifest is written with: the oldest that holds how its point is keyed and what it holds. */
+export const manifestSchemaVersionFor = (manifest: {
+  keySource: string;
+  wrappedKey?: unknown;
+  keyOf?: string;
+  items?: readonly { chain?: { base?: unknown } }[];
+}): number =>
+  manifest.keyOf !== undefined || (manifest.items ?? []).some((i) => i.chain?.base)
+    ? CHAIN_MANIFEST_SCHEMA_VERSION
+    : manifest.wrappedKey
+      ? WRAPPED_MANIFEST_SCHEMA_VERSION
+      : manifest.keySource === "recipients"
+        ? SEALED_MANIFEST_SCHEMA_VERSION
+        : MANIFEST_SCHEMA_VERSION;
 
 /**
  * scrypt with 256 MiB per lane and four lanes: about 3 s of CPU here, where unlocking a LUKS
@@ -78,6 +92,8 @@ const itemSchema = z.object({
   verifiedAtBackup: z.enum(["none", "metadata", "full"]),
   startedAt: z.string(),
   finishedAt: z.string(),
+  /** Since 7: the backup's place in its source's chain of incremental backups. */
+  chain: itemChainSchema.optional(),
 });
 export type ManifestItem = z.output<typeof itemSchema>;
 
@@ -128,7 +144,7 @@ export type ManifestMac = z.output<typeof macSchema>;
 export const manifestSchema = z
   .object({
     kind: z.literal(MANIFEST_KIND),
-    schemaVersion: z.number().int().min(1).max(WRAPPED_MANIFEST_SCHEMA_VERSION),
+    schemaVersion: z.number().int().min(1).max(CHAIN_MANIFEST_SCHEMA_VERSION),
     setId: z.string(),
     /** Since schema 3: the point's id, its folder's name inside the set's; absent: the set's folder is the point's. */
     pointId: z.string().optional(),
@@ -150,6 +166,8 @@ export const manifestSchema = z
     sealedKey: sealedSchema.optional(),
     /** Since 6: the point's own key, wrapped by the passphrase (keySource "passphrase"), bound by sealedKeyContext. */
     wrappedKey: wrappedPointKeySchema.optional(),
+    /** Since 7: the point whose id binds `wrappedKey` (the one that started its chain); absent: this point. */
+    keyOf: z.string().min(1).optional(),
     mac: macSchema.optional(),
     /** The Ed25519 key the manifest is signed with; absent: not signed (HMAC only). */
     signing: z
@@ -186,6 +204,14 @@ export const manifestSchema = z
       path: ["wrappedKey"],
     },
   )
+  .refine((m) => m.schemaVersion >= CHAIN_MANIFEST_SCHEMA_VERSION || manifestSchemaVersionFor(m) < 7, {
+    message: "incremental backups (an item's chain.base) and keyOf are in schema 7 manifests",
+    path: ["schemaVersion"],
+  })
+  .refine((m) => m.keyOf === undefined || m.wrappedKey !== undefined, {
+    message: "keyOf names the point whose id binds the wrappedKey: it comes with one",
+    path: ["keyOf"],
+  })
   .refine((m) => m.final === undefined || m.keySource === "recipients", {
     message: "a final-state point is sealed for recipients",
     path: ["final"],
@@ -234,8 +260,8 @@ function withMac(manifest: Manifest): Manifest {
  * What a point's sealed key is bound to (the AES-GCM aad): its zone, set and point. A sealedKey copied
  * into another point's manifest does not open there.
  */
-export const sealedKeyContext = (manifest: Pick<Manifest, "zone" | "setId" | "pointId">): string =>
-  "coffer point key v1 " + JSON.stringify([manifest.zone, manifest.setId, manifest.pointId ?? null]);
+export const sealedKeyContext = (manifest: Pick<Manifest, "zone" | "setId" | "pointId" | "keyOf">): string =>
+  "coffer point key v1 " + JSON.stringify([manifest.zone, manifest.setId, manifest.keyOf ?? manifest.pointId ?? null]);
 
 /**
  * The secret that opens `manifest`'s point (its backups' key and its HMAC's secret), from `given`, the

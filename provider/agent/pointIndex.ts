@@ -191,6 +191,8 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
     .filter((key) => key.endsWith(`/${MANIFEST_FILE}`) && key.split("/").length - folder.split("/").length <= 2);
   const points: IndexedPoint[] = [];
   const holds: SetIndex["holds"] = [];
+  /** Per point: the points its incremental backups build on. */
+  const linkedTo = new Map<string, string[]>();
   for (const key of manifests) {
     const text = await set.store.readText(key).catch(() => undefined);
     const read = text === undefined ? undefined : readManifest(text);
@@ -200,6 +202,10 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
     const cloud = cloudBackupsIn(manifest);
     const id = manifest.pointId ?? manifest.setId;
     if (manifest.final) holds.push(finalHoldOf(id, manifest.final));
+    linkedTo.set(
+      id,
+      manifest.items.flatMap((i) => (i.chain?.base ? [i.chain.base.pointId] : [])),
+    );
     points.push({
       id,
       takenAt: manifest.createdAt,
@@ -213,7 +219,8 @@ export async function rebuildSetIndex(set: SetOnStore): Promise<SetIndex> {
   }
   points.sort((a, b) => a.takenAt.localeCompare(b.takenAt));
   for (const point of points) {
-    const bases = pointsBuiltOn(points, (p) => p.cloud?.backups ?? [], point.cloud?.backups ?? []);
+    const inCloud = pointsBuiltOn(points, (p) => p.cloud?.backups ?? [], point.cloud?.backups ?? []);
+    const bases = [...new Set([...inCloud, ...(linkedTo.get(point.id) ?? [])])];
     if (bases.length > 0) point.dependsOn = bases;
   }
   return {

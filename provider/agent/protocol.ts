@@ -8,6 +8,7 @@ import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS } from "../backupPolicy/schema";
 import { CofferError, CofferErrorCode } from "../common/errors";
 import { agentSourceSchema } from "../sources/registry";
+import { chainRequestSchema } from "./chainLink";
 import type { Verification } from "./backupSet";
 import type { DrillReport } from "./drill";
 import type { Manifest, ManifestItem } from "./manifest";
@@ -23,6 +24,8 @@ import { setOwner } from "./setOwner";
  * one itself; version's `manifestSchema` (absent from an older agent) lets the provider refuse a
  * sealed point before any work instead. drill-point (restore drills) changes no other request either:
  * an older agent lacks it, and version's `drills` (absent from an older agent) says so first.
+ * Manifest schema 7 (incremental backups) adds backup-item's `chain` and read-manifest: an agent whose
+ * `manifestSchema` is 7 has both, and the provider asks no other agent for a link.
  */
 export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
@@ -65,7 +68,11 @@ export const agentRequests = {
     randomKey: z.boolean().optional(),
     /** The provider process taking the set (older providers send none). */
     owner: setOwner.optional(),
+    /** An incremental source's chain (an agent before manifest schema 7 drops it and backs up in full). */
+    chain: chainRequestSchema.optional(),
   }),
+  /** A point's manifest as stored, unchecked: the provider checks it with keys the agent never gets. */
+  "read-manifest": z.object({ target, setDir: folder("setDir") }),
   "write-manifest": z.object({
     target,
     setDir: folder("setDir"),
@@ -152,6 +159,8 @@ const secretsIn = (given: Record<string, unknown>) => {
 export interface AgentResults {
   "check-target": { targetId: string };
   "backup-item": ManifestItem;
+  /** The manifest file's text; absent when the point has none. */
+  "read-manifest": { text?: string };
   /** The manifest's path. */
   "write-manifest": string;
   "verify-set": Verification & { manifest?: Manifest; targetId: string };

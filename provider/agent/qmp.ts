@@ -147,18 +147,41 @@ async function waitFor(condition: () => Promise<boolean>, timeoutMs: number) {
   }
 }
 
+/** A dirty bitmap of a disk, as query-block reports it. */
+export interface DirtyBitmap {
+  name: string;
+  recording: boolean;
+  persistent: boolean;
+  busy: boolean;
+  /** Set when QEMU loaded it from a disk that was not closed cleanly: it may miss writes. */
+  inconsistent?: boolean;
+  granularity: number;
+  /** Bytes marked dirty. */
+  count: number;
+}
+
 interface BlockInfo {
   device: string;
   qdev?: string;
-  inserted?: { "node-name": string; image: { "virtual-size": number } };
+  inserted?: {
+    "node-name": string;
+    drv: string;
+    image: { "virtual-size": number };
+    "dirty-bitmaps"?: DirtyBitmap[];
+  };
+}
+
+/** A running VM's disk as a backup reads it. */
+export interface SourceNode {
+  node: string;
+  virtualSize: number;
+  /** Its format driver ("qcow2", "raw", ...): only qcow2 keeps bitmaps across restarts. */
+  driver: string;
+  bitmaps: DirtyBitmap[];
 }
 
 /** The node behind `device`: a qdev id ("vda"), a BlockBackend name, or a node name. */
-export async function findSourceNode(
-  qmp: QmpClient,
-  device: string,
-  subject: string,
-): Promise<{ node: string; virtualSize: number }> {
+export async function findSourceNode(qmp: QmpClient, device: string, subject: string): Promise<SourceNode> {
   const blocks = await qmp.execute<BlockInfo[]>("query-block");
   const match = blocks.find(
     (b) =>
@@ -177,7 +200,18 @@ export async function findSourceNode(
       `${subject}: the VM has no disk "${device}" (it has: ${known.join(", ") || "none"})`,
     );
   }
-  return { node: match.inserted["node-name"], virtualSize: match.inserted.image["virtual-size"] };
+  const { inserted } = match;
+  return {
+    node: inserted["node-name"],
+    virtualSize: inserted.image["virtual-size"],
+    driver: inserted.drv,
+    bitmaps: inserted["dirty-bitmaps"] ?? [],
+  };
+}
+
+/** Removes the bitmaps `names` from `node`; one already gone is no error. */
+export async function removeBitmaps(qmp: QmpClient, node: string, names: readonly string[]): Promise<void> {
+  for (const name of names) await qmp.execute("block-dirty-bitmap-remove", { node, name }).catch(() => undefined);
 }
 
 export interface RunningBackupRequest {
@@ -192,13 +226,20 @@ export interface RunningBackupRequest {
   subject: string;
   signal?: AbortSignal;
   onProgress?: (percent: number) => void;
+  /**
+   * Incremental backups: `start` names a persistent dirty bitmap added in the same transaction as
+   * the copy (so it marks exactly the writes after it); with `since`, an existing bitmap's, only the
+   * clusters it marks are copied (sync "bitmap", the bitmap left as it is). `start` is removed again
+   * when the copy fails.
+   */
+  bitmaps?: { start: string; since?: string };
 }
 
 /**
  * A point-in-time copy of a running VM's disk: blockdev-add of the target, then a
- * blockdev-backup job (sync full; `speed` counts every byte, zeros too), polled for progress,
- * then job-dismiss and blockdev-del. What it adds to QEMU is removed in `finally`, or by the
- * next run's sweepStale if this process is killed.
+ * blockdev-backup job (sync full, or the clusters a bitmap marks; `speed` counts every byte, zeros
+ * too), polled for progress, then job-dismiss and blockdev-del. What it adds to QEMU is removed in
+ * `finally`, or by the next run's sweepStale if this process is killed.
  */
 export async function backupRunningVm(req: RunningBackupRequest): Promise<void> {
   const { qmp } = req;
@@ -206,7 +247,8 @@ export async function backupRunningVm(req: RunningBackupRequest): Promise<void> 
   const keyId = `${tag}-key`;
   const nodeName = `${tag}-target`;
   const jobId = `${tag}-job`;
-  const added = { key: false, node: false, job: false };
+  const added = { key: false, node: false, job: false, bitmap: false };
+  let copied = false;
   try {
     if (req.encrypted) {
       if (!req.passphrase) throw new Error("an encrypted backup needs the passphrase");
@@ -225,15 +267,28 @@ export async function backupRunningVm(req: RunningBackupRequest): Promise<void> 
       backing: null,
     });
     added.node = true;
-    await qmp.execute("blockdev-backup", {
+    const since = req.bitmaps?.since;
+    const backup = {
       "job-id": jobId,
       device: req.sourceNode,
       target: nodeName,
-      sync: "full",
+      ...(since ? { sync: "bitmap", bitmap: since, "bitmap-mode": "never" } : { sync: "full" }),
       speed: req.bandwidthLimitMiBps * 1024 * 1024,
       compress: req.compression !== "none",
       "auto-dismiss": false,
-    });
+    };
+    if (req.bitmaps) {
+      const start = { node: req.sourceNode, name: req.bitmaps.start, persistent: true };
+      await qmp.execute("transaction", {
+        actions: [
+          { type: "block-dirty-bitmap-add", data: start },
+          { type: "blockdev-backup", data: backup },
+        ],
+      });
+      added.bitmap = true;
+    } else {
+      await qmp.execute("blockdev-backup", backup);
+    }
     added.job = true;
     for (;;) {
       if (req.signal?.aborted) {
@@ -257,7 +312,9 @@ export async function backupRunningVm(req: RunningBackupRequest): Promise<void> 
       }
       await new Promise((r) => setTimeout(r, 250));
     }
+    copied = true;
   } finally {
+    if (added.bitmap && !copied) await removeBitmaps(qmp, req.sourceNode, [req.bitmaps!.start]);
     if (added.job) {
       await qmp.execute("job-cancel", { id: jobId }).catch(() => undefined);
       await waitFor(

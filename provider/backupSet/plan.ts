@@ -7,7 +7,9 @@ import {
   manifestSchemaVersionFor,
   sealedKeyContext,
 } from "../agent/manifest";
+import type { ChainRequest } from "../agent/chainLink";
 import { WrappedPointKey, newPointKey } from "../agent/pointKey";
+import type { ChainFrom } from "./chain";
 import { CofferError } from "../common/errors";
 import { RecipientKey, Sealed, parseRecipientKey, seal } from "../escrow/envelope";
 import { copiesToTarget } from "../sources/cinderVolume";
@@ -35,6 +37,10 @@ export interface PlannedItem {
   name: string;
   via?: string;
   source: ReturnType<typeof effectiveSource>;
+  /** The source is backed up incrementally (a running VM's qcow2 disk). */
+  incremental?: { fullEvery?: number };
+  /** Its chain request, once the base point is read (continueChains). */
+  chain?: ChainRequest;
 }
 
 /**
@@ -79,6 +85,11 @@ export interface PointPlan {
   final?: FinalContext;
   /** Overwrite data staged on this machine (cloud sources' copies) with zeros before removing it. */
   scrubStaging?: boolean;
+  /** The point incremental sources build on, or why none (chainFrom); absent: a full point. */
+  chainFrom?: ChainFrom;
+  /** A point continuing its chain: the base point's wrapped key, kept as it is (no new KDF), and whose it is. */
+  wrappedKey?: WrappedPointKey;
+  keyOf?: string;
 }
 
 const sourceHost = (inputs: BackupSetInputs, source: SourceInput) => source.host ?? inputs.host ?? inputs.policy.host;
@@ -91,6 +102,7 @@ export function planPoint(
   inputs: BackupSetInputs,
   ids: { setId: string; pointId: string },
   earlier: CloudBackupRef[] = [],
+  chainFrom?: ChainFrom,
 ): PointPlan {
   const { policy, keys } = inputs;
   // An encrypted point's own random key: the passphrase only wraps it (one KDF per point, not per open).
@@ -110,6 +122,7 @@ export function planPoint(
       name: source.name,
       via: sourceHost(inputs, source),
       source: effectiveSource(source, policy),
+      ...incrementalOf(source),
     })),
     concurrency: inputs.concurrency,
     trigger: inputs.trigger,
@@ -130,7 +143,14 @@ export function planPoint(
     escrow: inputs.escrow,
     earlier,
     ...(inputs.keyEscrow ? { keyEscrow: keyEscrowOf(inputs.keyEscrow) } : {}),
+    ...(chainFrom ? { chainFrom } : {}),
   };
+}
+
+/** A source's incremental setting, for its planned item. */
+function incrementalOf(source: SourceInput): Pick<PlannedItem, "incremental"> {
+  const { incremental, fullEvery } = source as { incremental?: boolean; fullEvery?: number };
+  return incremental ? { incremental: fullEvery === undefined ? {} : { fullEvery } } : {};
 }
 
 /** Who may open a point sealed for recipients: any `threshold` of `recipients`. */
@@ -147,7 +167,7 @@ export interface SealFor {
  */
 export async function sealedForRecipients(plan: PointPlan, sealFor: SealFor): Promise<PointPlan> {
   const { recipients, threshold } = sealFor;
-  const { escrow: _passphraseEscrow, wrapWith: _passphrase, ...rest } = plan;
+  const { escrow: _passphraseEscrow, wrapWith: _passphrase, chainFrom: _chain, ...rest } = plan;
   if (!Number.isInteger(threshold) || threshold < 1 || threshold > recipients.length) {
     const message = `threshold must be from 1 to the number of recipients (${recipients.length}), not ${threshold}`;
     throw new CofferError("INVALID_INPUT", message, { field: "threshold" });
@@ -157,6 +177,8 @@ export async function sealedForRecipients(plan: PointPlan, sealFor: SealFor): Pr
   // Without the policy's passphrase escrow: that record does not open this point.
   return {
     ...rest,
+    // Its own key opens it: it starts or continues no chain (its disks are copied whole).
+    items: plan.items.map(({ incremental: _incremental, chain: _chainRequest, ...item }) => item),
     policy: { ...plan.policy, encrypted: true },
     keySource: "recipients",
     keys: {
@@ -208,14 +230,15 @@ export function pointManifest(
     qemuVersion: string;
     createdAt: string;
     escrowVersion?: number;
-    /** The point's key wrapped by plan.wrapWith. */
+    /** The point's key wrapped by plan.wrapWith (or its chain's, plan.wrappedKey). */
     wrappedKey?: WrappedPointKey;
   },
 ): Manifest {
-  const { escrow } = plan;
+  const { escrow, keyOf } = plan;
+  const keying = { keySource: plan.keySource, wrappedKey: taken.wrappedKey, ...(keyOf ? { keyOf } : {}) };
   return {
     kind: MANIFEST_KIND,
-    schemaVersion: manifestSchemaVersionFor({ keySource: plan.keySource, wrappedKey: taken.wrappedKey }),
+    schemaVersion: manifestSchemaVersionFor({ ...keying, items: taken.items }),
     setId: plan.setId,
     pointId: plan.pointId,
     name: plan.trigger,
@@ -225,6 +248,7 @@ export function pointManifest(
     keySource: plan.keySource,
     ...(plan.sealedKey ? { sealedKey: plan.sealedKey } : {}),
     ...(taken.wrappedKey ? { wrappedKey: taken.wrappedKey } : {}),
+    ...(keyOf ? { keyOf } : {}),
     ...(escrow && taken.escrowVersion !== undefined
       ? { escrow: { recordId: escrow.recordId, store: escrow.store, version: taken.escrowVersion } }
       : {}),

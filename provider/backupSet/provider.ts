@@ -11,6 +11,7 @@ import { newestFirst } from "../history/point";
 import { overdue } from "../history/schedule";
 import { describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
 import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex, indexVersionOf } from "../agent/pointIndex";
+import { chainFrom } from "./chain";
 import { planPoint } from "./plan";
 import { BackupSetInputs, backupSetInputs } from "./schema";
 import {
@@ -155,9 +156,17 @@ export function createBackupSetProvider(host: SetHost) {
     const { locations, signers } = places;
     const now = host.now();
     const earlier = points.flatMap((p) => p.cloud ?? []);
-    const plan = planPoint(inputs, { setId, pointId: host.newPointId(now) }, earlier);
+    const location = {
+      targetPath: inputs.policy.target.path,
+      zone: inputs.policy.zone,
+      manifestHost: inputs.host ?? inputs.policy.host ?? "local",
+    };
+    const from = chainFrom(points, locations, { keyVersion, location }, (p) => pointDir(setId, locations[p.loc], p.id));
+    const plan = planPoint(inputs, { setId, pointId: host.newPointId(now) }, earlier, from);
     const taken = await takePoint(plan, host);
-    const bases = basesOf(points, taken.refs);
+    // A link's base point stays while the link does (retention keeps what a kept point depends on).
+    const linkedTo = taken.items.flatMap((i) => (i.chain?.base ? [i.chain.base.pointId] : []));
+    const bases = [...new Set([...basesOf(points, taken.refs), ...linkedTo])];
     const { signedBy } = taken;
     if (signedBy && !signers.some((s) => s.fingerprint === signedBy.fingerprint)) signers.push(signedBy);
     const point: PointRecord = {

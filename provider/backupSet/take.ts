@@ -1,6 +1,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import {
+  CHAIN_MANIFEST_SCHEMA_VERSION,
   CloudItem,
   MANIFEST_SCHEMA_VERSION,
   Manifest,
@@ -22,6 +23,7 @@ import type { AgentClient } from "./agentClient";
 import type { Cloud } from "../openstack";
 import type { CloudBackupRef, CloudContext, CloudKind, CloudProject, CloudTaken } from "../sources/kind";
 import { kindsChosenBy } from "../sources/registry";
+import { continueChains } from "./chain";
 import { PlannedItem, PointPlan, planHosts, planTarget, pointManifest } from "./plan";
 import { referenceName } from "./state";
 
@@ -140,12 +142,19 @@ export async function removePoint(deps: Pick<TakeDeps, "agent">, point: PointOnT
  * once every backup is made.
  */
 function checkWritesManifests(manifestSchema: number, where: string, plan: PointPlan): void {
-  if (plan.keySource !== "recipients" && !plan.wrapWith) return;
-  const needed = plan.wrapWith ? WRAPPED_MANIFEST_SCHEMA_VERSION : SEALED_MANIFEST_SCHEMA_VERSION;
+  const chained = plan.items.some((i) => i.incremental);
+  if (plan.keySource !== "recipients" && !plan.wrapWith && !chained) return;
+  const needed = chained
+    ? CHAIN_MANIFEST_SCHEMA_VERSION
+    : plan.wrapWith
+      ? WRAPPED_MANIFEST_SCHEMA_VERSION
+      : SEALED_MANIFEST_SCHEMA_VERSION;
   if (manifestSchema >= needed) return;
-  const what = plan.wrapWith
-    ? "an encrypted point (its own key, wrapped by the passphrase)"
-    : "a point sealed for recipients";
+  const what = chained
+    ? "a point with incremental sources"
+    : plan.wrapWith
+      ? "an encrypted point (its own key, wrapped by the passphrase)"
+      : "a point sealed for recipients";
   const needs = `${what} needs schema ${needed}`;
   const fix = "install the same coffer version where Pulumi runs and on every host";
   const message = `coffer-agent on ${where} writes manifests up to schema ${manifestSchema} (an older Coffer); ${needs}: ${fix}`;
@@ -158,16 +167,18 @@ function checkWritesManifests(manifestSchema: number, where: string, plan: Point
  * point a backup. Any failure removes everything of the point (files on every host, the escrow
  * reference) and throws; earlier points are never touched.
  */
-export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenPoint> {
-  const { secrets } = plan;
-  const manifestHost = plan.manifestWhere ?? "local";
+export async function takePoint(given: PointPlan, deps: TakeDeps): Promise<TakenPoint> {
+  const manifestHost = given.manifestWhere ?? "local";
   // Before any work: an unmounted NAS's empty mount point must not receive a set.
-  const { targetId } = await deps.agent(plan.manifestWhere).call("check-target", { target: planTarget(plan) });
-  const target = planTarget(plan, targetId);
+  const { targetId } = await deps.agent(given.manifestWhere).call("check-target", { target: planTarget(given) });
+  const target = planTarget(given, targetId);
   // Asked once (each agent call starts a process): what the manifest records, and what it can write.
-  const version = await deps.agent(plan.manifestWhere).call("version", {});
-  const where = plan.manifestWhere ? `host ${plan.manifestWhere}` : "this machine";
-  checkWritesManifests(version.manifestSchema ?? MANIFEST_SCHEMA_VERSION, where, plan);
+  const version = await deps.agent(given.manifestWhere).call("version", {});
+  const where = given.manifestWhere ? `host ${given.manifestWhere}` : "this machine";
+  checkWritesManifests(version.manifestSchema ?? MANIFEST_SCHEMA_VERSION, where, given);
+  // Incremental sources: what the previous point holds of them decides links or full backups, and the key.
+  const plan = await continueChains(given, deps.agent(given.manifestWhere), target);
+  const { secrets } = plan;
   // The one strong KDF of the point runs beside the copies (in libuv's pool), not before them.
   const wrapping = plan.wrapWith
     ? wrapPointKey(plan.keys.passphrase!, plan.wrapWith, sealedKeyContext(plan))
@@ -281,6 +292,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
           ...plan.policy,
           ...pointKey,
           owner,
+          ...(planned.chain ? { chain: planned.chain } : {}),
         },
         { secrets, signal, onProgress },
       );
@@ -332,7 +344,7 @@ export async function takePoint(plan: PointPlan, deps: TakeDeps): Promise<TakenP
       qemuVersion: qemu,
       createdAt: deps.now().toISOString(),
       escrowVersion,
-      wrappedKey: await wrapping,
+      wrappedKey: (await wrapping) ?? plan.wrappedKey,
     });
     // Signed here, in Pulumi's process: the private key never goes to an agent or a host.
     const { signingKey } = plan.keys;

@@ -7,7 +7,7 @@ import { waitForBackup, waitForBackupDeleted, waitForSnapshot, waitForSnapshotDe
 import { copyToTarget } from "./cinderCopy";
 import { BACKUP_TIMEOUT_MS, SNAPSHOT_TIMEOUT_MS, waitOptions } from "./cloudWaits";
 import type { CloudBackupRef, CloudContext, CloudTakeContext, KeyEscrow, SourceKind, SourceRules } from "./kind";
-import { kindInput } from "./kind";
+import { incrementalField, kindInput } from "./kind";
 import { storedCopiesOf } from "./storedImage";
 
 /** A Cinder volume, backed up by Cinder's own backup service (cinder-backup) into the cloud's backup store. */
@@ -27,7 +27,7 @@ const fields = {
     .string({ error: "cinderVolume must be a Cinder volume's id, e.g. volume.id of an openstack.blockstorage.Volume" })
     .regex(/^[A-Za-z0-9-]{1,64}$/, { message: "cinderVolume must be a Cinder volume's id (a UUID), not its name" })
     .optional(),
-  incremental: flag("incremental", "build on the newest backup of this volume in the set's history"),
+  incremental: incrementalField,
   force: flag("force", "back up the volume while it is attached (in-use)"),
   fromSnapshot: flag("fromSnapshot", "back up a snapshot taken for the purpose, deleted afterwards"),
   copyToTarget: flag("copyToTarget", "also keep a copy of the volume's data in the policy's target"),

@@ -1,6 +1,7 @@
 import * as path from "node:path";
 import { z } from "zod";
 import type { IntegrityCheck } from "../agent/backupSet";
+import type { ChainRequest } from "../agent/chainLink";
 import type { StoredFormat } from "../agent/image";
 import type { ManifestItem } from "../agent/manifest";
 import type { SecretFd } from "../agent/tempFiles";
@@ -13,6 +14,11 @@ export const absolutePath = (field: string) =>
   z
     .string({ error: `${field} must be an absolute path` })
     .refine((p) => path.isAbsolute(p), { message: `${field} must be an absolute path (start with /)` });
+
+/** The field of every kind that can build on the set's earlier backups (one schema: kinds may share it). */
+export const incrementalField = z
+  .boolean({ error: "incremental must be true or false: build on this source's backup in the set's previous point" })
+  .optional();
 
 /**
  * A kind's `input`: its fields and rules, strictly. Its rules make the fields its type requires
@@ -39,6 +45,8 @@ export interface BackupContext {
   subject: string;
   signal?: AbortSignal;
   onProgress(percent: number): void;
+  /** The source is backed up incrementally: a link on `chain.base` where the kind can, else a full backup. */
+  chain?: ChainRequest;
 }
 
 export interface BackedUp<Item> {
@@ -47,6 +55,11 @@ export interface BackedUp<Item> {
   virtualSize: number;
   /** The SHA-256 of the source's data as the guest sees it, for a `full` check; absent where it moves on. */
   sourceSha256?: () => Promise<string>;
+  /**
+   * For a `chain` request: the base the backup is a link on, or why it is a full one. Absent: the kind
+   * keeps no chain (every backup full, nothing started on the disk).
+   */
+  chain?: { bitmap?: string; base?: NonNullable<ChainRequest["base"]>; fullBecause?: string };
 }
 
 export interface VerifyContext {

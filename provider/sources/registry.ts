@@ -66,8 +66,10 @@ export function sourceSchema<Common extends z.ZodRawShape>(common: Common) {
   const shape: Record<string, z.core.$ZodType> = { ...common };
   for (const kind of SOURCE_KINDS) {
     for (const [field, schema] of Object.entries(kind.fields)) {
-      // Two kinds can't share a field: which is chosen would depend on the order here.
-      if (field in shape) throw new Error(`source field ${field} of kind ${kind.kind} is defined twice`);
+      // Kinds share a field only as one schema that chooses no kind (incrementalField): else which
+      // kind is chosen, or which message shows, would depend on the order here.
+      const shared = shape[field] === schema && SOURCE_KINDS.every((k) => !k.selectors.includes(field));
+      if (field in shape && !shared) throw new Error(`source field ${field} of kind ${kind.kind} is defined twice`);
       shape[field] = schema;
     }
   }
@@ -81,12 +83,19 @@ export function sourceSchema<Common extends z.ZodRawShape>(common: Common) {
     } else if (chosen.length === 0) {
       ctx.addIssue({ code: "custom", path: reportAt, message: `give ${either(SOURCE_KINDS)}` });
     }
+    const misplaced = new Map<string, string[]>();
     for (const kind of SOURCE_KINDS.filter((k) => !chosen.includes(k))) {
       for (const field of Object.keys(kind.fields).filter((f) => !kind.selectors.includes(f))) {
-        if (fields[field] === undefined) continue;
-        const message = `${field} only applies to ${kind.label} (${kind.selectors.join(" and ")}): remove ${field}`;
-        ctx.addIssue({ code: "custom", path: [field], message });
+        if (fields[field] === undefined || chosen.some((c) => field in c.fields)) continue;
+        misplaced.set(field, [...(misplaced.get(field) ?? []), `${kind.label} (${kind.selectors.join(" and ")})`]);
       }
+    }
+    for (const [field, kinds] of misplaced) {
+      ctx.addIssue({
+        code: "custom",
+        path: [field],
+        message: `${field} only applies to ${kinds.join(" or ")}: remove ${field}`,
+      });
     }
     if (chosen.length === 1) chosen[0].rules(fields, ctx);
   });

@@ -7,6 +7,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import type { IntegrityCheck } from "../agent/backupSet";
 import { backupImageOpts, checkImage, fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
+import { BrokenChain, chainBases } from "../agent/chain";
 import { CofferError, isCofferError } from "../common/errors";
 import type { ItemProblem, RemoveContext, RestoreContext, RestoreTarget, StoredItem, VerifyContext } from "./kind";
 
@@ -41,15 +42,20 @@ export async function verifyStoredImages(
     const key = item.encrypted ? ctx.key : undefined;
     const subject = `item ${item.name}`;
     try {
+      // A link is checked as far as its chain goes (its bases' manifests); its bases' files are their points'.
+      const bases = await chainBases(ctx.setDir, item.chain, subject);
       if (level !== "none") await checkImage(file, item.encrypted, key, subject);
       if (level === "full") {
         const onProgress = (percent: number) => ctx.progress?.(item.name, percent);
         const read = { totalBytes: item.virtualSize, onProgress };
-        const stream = await streamSha256(backupImageOpts(file, item.encrypted), key, subject, ctx.signal, read);
+        const opts = backupImageOpts(file, item.encrypted, bases);
+        const stream = await streamSha256(opts, key, subject, ctx.signal, read);
         if (stream !== item.streamSha256) failed(`item ${item.name}: the guest data differs from what was backed up`);
       }
     } catch (error) {
-      failed(isCofferError(error) ? error.shortMessage : `item ${item.name}: ${(error as Error).message}`);
+      if (error instanceof BrokenChain && error.status === "missing") {
+        problems.push({ item: item.name, status: "missing", message: error.shortMessage });
+      } else failed(isCofferError(error) ? error.shortMessage : `item ${item.name}: ${(error as Error).message}`);
     }
   }
   return problems;
@@ -74,9 +80,11 @@ export async function restoreStoredImage(
   );
   if (fileSha !== item.fileSha256)
     throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
+  const bases = await chainBases(ctx.setDir, item.chain, `item ${item.name}`);
   await step(`restore ${item.name}`, item.virtualSize, (onProgress) =>
     restoreImage({
       file,
+      bases,
       encrypted: item.encrypted,
       key: ctx.key,
       to: to.file,

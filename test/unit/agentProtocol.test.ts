@@ -23,6 +23,7 @@ const valid: { [C in AgentCommand]: unknown } = {
     passphrase: SECRET,
     owner: { host: "pulumi-1", pid: 42, bootId: "b" },
   },
+  "read-manifest": { target, setDir: "/srv/b/sets/zone-a/s/p1" },
   "write-manifest": { target, setDir: "/srv/b/sets/zone-a/s", manifest: {}, manifestSecret: SECRET },
   "verify-set": { target, setDir: "/srv/b/sets/zone-a/s", level: "metadata", manifestSecret: SECRET },
   "delete-set": { target, setDir: "/srv/b/sets/zone-a/s" },

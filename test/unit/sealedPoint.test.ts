@@ -163,7 +163,7 @@ describe("a point sealed for recipients", () => {
     expect(problem({ ...manifest, schemaVersion: 4 })).toMatchObject({ path: ["keySource"] });
     const unencrypted = { ...manifest, policy: { ...manifest.policy, encrypted: false } };
     expect(problem(unencrypted)).toMatchObject({ path: ["keySource"] });
-    expect(problem({ ...manifest, schemaVersion: 7 })).toMatchObject({ path: ["schemaVersion"] });
+    expect(problem({ ...manifest, schemaVersion: 8 })).toMatchObject({ path: ["schemaVersion"] });
   });
 
   test("a set index rebuilt from the manifests records the point's key source", async () => {

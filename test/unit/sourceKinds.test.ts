@@ -2,6 +2,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { readManifest } from "../../provider/agent/manifest";
 import { SOURCE_KINDS, kindsChosenBy, sourceItemSchema, sourceKindNamed } from "../../provider/sources/registry";
+import { incrementalField } from "../../provider/sources/kind";
 
 describe("the source kind registry", () => {
   test("each kind is registered once, under the manifest's existing discriminators", () => {
@@ -12,9 +13,17 @@ describe("the source kind registry", () => {
     for (const kind of SOURCE_KINDS) expect(kind.cloud !== undefined).toBe(kind.runsOn === "provider");
   });
 
-  test("no two kinds share a field, and each kind's selectors are its own fields", () => {
-    const fields = SOURCE_KINDS.flatMap((k) => Object.keys(k.fields));
+  test("kinds share a field only as incrementalField, and each kind's selectors are its own fields", () => {
+    const shared = SOURCE_KINDS.flatMap((k) => Object.entries(k.fields)).filter(
+      ([, schema]) => schema !== incrementalField,
+    );
+    const fields = shared.map(([field]) => field);
     expect(new Set(fields).size).toBe(fields.length);
+    expect(
+      SOURCE_KINDS.filter((k) => (k.fields as Record<string, unknown>).incremental === incrementalField).map(
+        (k) => k.kind,
+      ),
+    ).toEqual(["qmp", "cinderVolume"]);
     for (const kind of SOURCE_KINDS) {
       for (const selector of kind.selectors) expect(Object.keys(kind.fields)).toContain(selector);
     }
