@@ -34,13 +34,13 @@ export interface BackupSourceArgs {
   /** A Cinder volume's id (e.g. an openstack.blockstorage.Volume's `id`): backed up by Cinder's backup service. */
   cinderVolume?: pulumi.Input<string>;
   /**
-   * Build on this source's backup in the set's previous point. A running VM's qcow2 disk: copy only
-   * the clusters written since (a persistent dirty bitmap QEMU keeps in the disk); a full backup when
-   * the bitmap can't be trusted (a killed QEMU), and the manifest says why. Cinder: build on the
-   * volume's newest backup in this set's history (a full when there is none).
+   * Build on this source's backup in the set's previous point. A qcow2 disk (a running VM's, or a
+   * stopped VM's with `format: "qcow2"`): copy only the clusters written since (a persistent dirty
+   * bitmap QEMU keeps in the disk); a full backup when the bitmap can't be trusted (a killed QEMU),
+   * and the manifest says why. Cinder: build on the volume's newest backup in this set's history.
    */
   incremental?: pulumi.Input<boolean>;
-  /** A running VM with `incremental`: every `fullEvery`th backup of a chain is a full one (e.g. 10). */
+  /** With `incremental` (not Cinder): every `fullEvery`th backup of a chain is a full one (e.g. 10). */
   fullEvery?: pulumi.Input<number>;
   /** Cinder: back the volume up while it is attached (in-use). */
   force?: pulumi.Input<boolean>;

@@ -209,6 +209,21 @@ export async function findSourceNode(qmp: QmpClient, device: string, subject: st
   };
 }
 
+/** The node named `nodeName` (a qemu-storage-daemon's, which has no BlockBackend for query-block to list). */
+export async function findNamedNode(qmp: QmpClient, nodeName: string, subject: string): Promise<SourceNode> {
+  const nodes = await qmp.execute<
+    { "node-name": string; drv: string; image: { "virtual-size": number }; "dirty-bitmaps"?: DirtyBitmap[] }[]
+  >("query-named-block-nodes", { flat: true });
+  const node = nodes.find((n) => n["node-name"] === nodeName);
+  if (!node) throw new CofferError("QEMU_FAILED", `${subject}: QEMU has no node ${nodeName}`);
+  return {
+    node: nodeName,
+    virtualSize: node.image["virtual-size"],
+    driver: node.drv,
+    bitmaps: node["dirty-bitmaps"] ?? [],
+  };
+}
+
 /** Removes the bitmaps `names` from `node`; one already gone is no error. */
 export async function removeBitmaps(qmp: QmpClient, node: string, names: readonly string[]): Promise<void> {
   for (const name of names) await qmp.execute("block-dirty-bitmap-remove", { node, name }).catch(() => undefined);

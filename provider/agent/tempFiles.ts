@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { commandLineOf } from "../common/parentWatch";
 import { pidAlive } from "./tools";
 
-type PrivateDirKind = "nbd" | "key" | "drill";
+type PrivateDirKind = "nbd" | "key" | "drill" | "qsd";
 
 /** This host in folder names: letters and digits only, short enough for a unix socket path. */
 const hostTag = () =>
@@ -19,7 +19,7 @@ const hostTag = () =>
     .replace(/[^A-Za-z0-9]/g, "")
     .slice(0, 32);
 
-const PRIVATE_DIR = /^coffer-(nbd|key|drill)-([A-Za-z0-9]*)-(\d+)-[0-9a-f]{8}$/;
+const PRIVATE_DIR = /^coffer-(nbd|key|drill|qsd)-([A-Za-z0-9]*)-(\d+)-[0-9a-f]{8}$/;
 /** A key folder of earlier Coffer versions (`mkdtemp("coffer-key-")`): no host, no pid. */
 const UNNAMED_KEY_DIR = /^coffer-key-[A-Za-z0-9]{6}$/;
 /**

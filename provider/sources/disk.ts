@@ -1,10 +1,15 @@
 import { z } from "zod";
 import { DiskSource, convertDisk, sourceImageOpts, sourceInfo, streamSha256 } from "../agent/image";
+import { withStorageDaemon } from "../agent/storageDaemon";
 import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
-import { SourceKind, SourceRules, absolutePath, kindInput } from "./kind";
+import { SourceKind, SourceRules, absolutePath, chainRules, fullEveryField, incrementalField, kindInput } from "./kind";
+import { copyThroughQemu } from "./qemuCopy";
 
-/** A stopped VM's disk file: copied with `qemu-img convert`, reading only the declared files. */
-export type DiskInput = DiskSource;
+/**
+ * A stopped VM's disk file: copied with `qemu-img convert`, reading only the declared files; an
+ * incremental qcow2 disk through qemu-storage-daemon, which keeps its dirty bitmaps.
+ */
+export type DiskInput = DiskSource & { incremental?: boolean; fullEvery?: number };
 
 const FORMAT_MESSAGE = 'format must be "raw" or "qcow2": the disk\'s format, which is never guessed from its bytes';
 const BACKING_FILES_MESSAGE = "backingFiles must be a list of absolute paths: the disk's backing chain, nearest first";
@@ -15,6 +20,8 @@ const fields = {
   format: z.enum(["raw", "qcow2"], { error: FORMAT_MESSAGE }).optional(),
   backingFiles: z.array(absolutePath("each of backingFiles"), { error: BACKING_FILES_MESSAGE }).optional(),
   dataFile: absolutePath("dataFile").optional(),
+  incremental: incrementalField,
+  fullEvery: fullEveryField,
 };
 
 const qcow2Only = { backingFiles: "backing files", dataFile: "an external data file" } as const;
@@ -27,6 +34,13 @@ const rules: SourceRules = (source, ctx) => {
       ctx.addIssue({ code: "custom", path: [field], message });
     }
   }
+  if (s.incremental === true && s.format !== "qcow2") {
+    const message =
+      'incremental needs format: "qcow2": a raw disk keeps no dirty bitmap, so each of its backups is full; ' +
+      "remove incremental";
+    ctx.addIssue({ code: "custom", path: ["incremental"], message });
+  }
+  chainRules(source, ctx);
   const files = [s.disk, ...(s.backingFiles ?? []), s.dataFile].filter((f): f is string => f !== undefined);
   const repeated = files.find((f, i) => files.indexOf(f) !== i);
   if (repeated !== undefined) {
@@ -60,6 +74,19 @@ export const diskSource: SourceKind<DiskInput, DiskItem, typeof fields> = {
     const info = await sourceInfo(input, ctx.subject);
     const declared = { ...(backingFiles ? { backingFiles } : {}), ...(dataFile ? { dataFile } : {}) };
     const imageOpts = sourceImageOpts(info.layout);
+    const backedUp = {
+      source: { kind: "disk" as const, path: disk, format: info.layout.format, ...declared },
+      virtualSize: info.virtualSize,
+      // A stopped VM's disk still holds what was copied: "full" proves the copy equals it.
+      sourceSha256: () => streamSha256(imageOpts, undefined, ctx.subject, ctx.signal),
+    };
+    if (ctx.chain) {
+      // The bitmaps live in the disk: a QEMU opens it to add one with the copy, and saves them as it closes.
+      const { chain } = await withStorageDaemon(info.layout, ctx.subject, (qmp, node) =>
+        copyThroughQemu(qmp, node, ctx),
+      );
+      return { ...backedUp, ...(chain ? { chain } : {}) };
+    }
     await convertDisk({
       sourceImageOpts: imageOpts,
       target: ctx.partial,
@@ -71,12 +98,7 @@ export const diskSource: SourceKind<DiskInput, DiskItem, typeof fields> = {
       signal: ctx.signal,
       onProgress: ctx.onProgress,
     });
-    return {
-      source: { kind: "disk", path: disk, format: info.layout.format, ...declared },
-      virtualSize: info.virtualSize,
-      // A stopped VM's disk still holds what was copied: "full" proves the copy equals it.
-      sourceSha256: () => streamSha256(imageOpts, undefined, ctx.subject, ctx.signal),
-    };
+    return backedUp;
   },
   verify: verifyStoredImages,
   remove: removeStoredImages,

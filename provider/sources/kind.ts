@@ -20,6 +20,23 @@ export const incrementalField = z
   .boolean({ error: "incremental must be true or false: build on this source's backup in the set's previous point" })
   .optional();
 
+const FULL_EVERY_MESSAGE = "fullEvery must be a whole number of at least 2: a chain's length, its full backup included";
+
+/** With `incremental`, every `fullEvery`th backup of a chain is a full one (shared by the kinds that chain). */
+export const fullEveryField = z
+  .number({ error: FULL_EVERY_MESSAGE })
+  .int({ message: FULL_EVERY_MESSAGE })
+  .min(2, FULL_EVERY_MESSAGE)
+  .optional();
+
+/** The rule of the kinds whose backups chain (qemuCopy.ts): fullEvery only with incremental. */
+export const chainRules: SourceRules = (source, ctx) => {
+  if (source.fullEvery !== undefined && source.incremental !== true) {
+    const message = "fullEvery bounds a chain of incremental backups: add incremental: true, or remove fullEvery";
+    ctx.addIssue({ code: "custom", path: ["fullEvery"], message });
+  }
+};
+
 /**
  * A kind's `input`: its fields and rules, strictly. Its rules make the fields its type requires
  * present, which zod's types can't follow: hence the one cast.

@@ -65,6 +65,21 @@ async function quit(vm: RunningVm) {
   await exited;
 }
 
+/** Writes `length` bytes of `byte` at `offset` into a stopped VM's disk (qemu-io keeps its bitmaps), and into `mirror`. */
+function diskWrite(disk: string, mirror: Buffer, offset: number, length: number, byte: number) {
+  const write = `write -P 0x${byte.toString(16)} ${offset} ${length}`;
+  execFileSync("qemu-io", ["-f", "qcow2", "-c", write, disk], { stdio: "ignore" });
+  mirror.fill(byte, offset, offset + length);
+}
+
+const bitmapsIn = (disk: string): string[] =>
+  (
+    JSON.parse(execFileSync("qemu-img", ["info", "--output=json", disk], { encoding: "utf8" }))["format-specific"].data
+      .bitmaps ?? []
+  )
+    .map((b: { name: string }) => b.name)
+    .sort();
+
 function inputsOf(target: string, qmpSocket: string, trigger: string, source: object = {}) {
   return {
     policy: {
@@ -77,7 +92,11 @@ function inputsOf(target: string, qmpSocket: string, trigger: string, source: ob
       encrypted: true,
     },
     keys: { passphrase: PASSPHRASE, manifestKey: "bWFuaWZlc3Qta2V5LW9mLXRoZS1wb2xpY3ktMDAwMDA=" },
-    sources: [{ name: "vm", qmpSocket, device: "vda", incremental: true, ...source }],
+    sources: [
+      qmpSocket.endsWith(".qcow2")
+        ? { name: "vm", disk: qmpSocket, format: "qcow2", incremental: true, ...source }
+        : { name: "vm", qmpSocket, device: "vda", incremental: true, ...source },
+    ],
     trigger,
   };
 }
@@ -271,5 +290,41 @@ describe("incremental backups of a running VM's qcow2 disk", () => {
     } finally {
       await vm.stop();
     }
+  });
+
+  test("a stopped VM's qcow2 disk: links through qemu-storage-daemon, checked against the disk, byte for byte", async () => {
+    const target = path.join(tempDir(), "target");
+    await makeTarget(target);
+    const disk = path.join(tempDir(), "stopped.qcow2");
+    const mirror = await makeDisk(disk);
+    const expected = [sha256(mirror)];
+    // A stopped disk is its own source (inputsOf takes a .qcow2 path for a disk).
+    const first = await provider.create(await checked(inputsOf(target, disk, "t1")));
+    let outs = first.outs as BackupSetOutputs;
+    const manifests = [outs.manifestPath];
+    const full = await manifestOf(outs);
+    expect(full.items[0]).toMatchObject({ verifiedAtBackup: "full", chain: { depth: 0 } });
+    expect(bitmapsIn(disk)).toEqual([`coffer.${first.id}.${full.pointId}`]);
+    for (const step of [1, 2]) {
+      diskWrite(disk, mirror, step * 3 * MiB, 128 * 1024, 0x20 + step);
+      expected.push(sha256(mirror));
+      const news = await checked(inputsOf(target, disk, `t${step + 1}`, { fullEvery: 3 }));
+      outs = (await provider.update(first.id, outs, news)).outs as BackupSetOutputs;
+      manifests.push(outs.manifestPath);
+      const link = await manifestOf(outs);
+      // "full": the link over its bases equals the disk itself.
+      expect(link.items[0]).toMatchObject({ verifiedAtBackup: "full", chain: { depth: step } });
+      expect(link.items[0].sizeBytes).toBeLessThan(full.items[0].sizeBytes / 4);
+    }
+    // fullEvery 3: the fourth backup starts a new chain.
+    diskWrite(disk, mirror, 9 * MiB, 4096, 0x30);
+    expected.push(sha256(mirror));
+    outs = (await provider.update(first.id, outs, await checked(inputsOf(target, disk, "t4", { fullEvery: 3 })))).outs;
+    manifests.push(outs.manifestPath);
+    expect((await manifestOf(outs)).items[0].chain).toMatchObject({
+      depth: 0,
+      fullBecause: "fullEvery is 3, and its chain has 3 backups",
+    });
+    for (const [i, manifestPath] of manifests.entries()) expect(await restored(manifestPath)).toBe(expected[i]);
   });
 });

@@ -8,7 +8,7 @@ import { backupImageOpts } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, manifestSchema, manifestSchemaVersionFor } from "../../provider/agent/manifest";
 import { chainFrom } from "../../provider/backupSet/chain";
 import type { PointLocation, PointRecord } from "../../provider/backupSet/state";
-import { linkDecision } from "../../provider/sources/runningVm";
+import { linkDecision } from "../../provider/sources/qemuCopy";
 import { backupSetInputs } from "../../provider/backupSet/schema";
 
 const base = {
@@ -203,8 +203,13 @@ describe("the incremental source fields", () => {
       expect.stringMatching(/^sources.0.fullEvery: fullEvery must be a whole number of at least 2/),
     ]);
     expect(problems({ disk: "/d.raw", incremental: true })).toEqual([
-      "sources.0.incremental: incremental only applies to a running VM (qmpSocket and device) or a Cinder volume " +
-        "(cinderVolume): remove incremental",
+      'sources.0.incremental: incremental needs format: "qcow2": a raw disk keeps no dirty bitmap, so each of its ' +
+        "backups is full; remove incremental",
+    ]);
+    expect(problems({ disk: "/d.qcow2", format: "qcow2", incremental: true, fullEvery: 5 })).toEqual([]);
+    expect(problems({ glanceImage: "0b1c", incremental: true })).toEqual([
+      "sources.0.incremental: incremental only applies to a stopped VM's disk file (disk) or a running VM " +
+        "(qmpSocket and device) or a Cinder volume (cinderVolume): remove incremental",
     ]);
   });
 });

@@ -2,7 +2,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { readManifest } from "../../provider/agent/manifest";
 import { SOURCE_KINDS, kindsChosenBy, sourceItemSchema, sourceKindNamed } from "../../provider/sources/registry";
-import { incrementalField } from "../../provider/sources/kind";
+import { fullEveryField, incrementalField } from "../../provider/sources/kind";
 
 describe("the source kind registry", () => {
   test("each kind is registered once, under the manifest's existing discriminators", () => {
@@ -13,17 +13,15 @@ describe("the source kind registry", () => {
     for (const kind of SOURCE_KINDS) expect(kind.cloud !== undefined).toBe(kind.runsOn === "provider");
   });
 
-  test("kinds share a field only as incrementalField, and each kind's selectors are its own fields", () => {
-    const shared = SOURCE_KINDS.flatMap((k) => Object.entries(k.fields)).filter(
-      ([, schema]) => schema !== incrementalField,
-    );
-    const fields = shared.map(([field]) => field);
+  test("kinds share a field only as one shared schema, and each kind's selectors are its own fields", () => {
+    const sharedSchemas: unknown[] = [incrementalField, fullEveryField];
+    const own = SOURCE_KINDS.flatMap((k) => Object.entries(k.fields)).filter(([, s]) => !sharedSchemas.includes(s));
+    const fields = own.map(([field]) => field);
     expect(new Set(fields).size).toBe(fields.length);
-    expect(
-      SOURCE_KINDS.filter((k) => (k.fields as Record<string, unknown>).incremental === incrementalField).map(
-        (k) => k.kind,
-      ),
-    ).toEqual(["qmp", "cinderVolume"]);
+    const sharing = (schema: unknown) =>
+      SOURCE_KINDS.filter((k) => Object.values(k.fields).includes(schema as never)).map((k) => k.kind);
+    expect(sharing(incrementalField)).toEqual(["disk", "qmp", "cinderVolume"]);
+    expect(sharing(fullEveryField)).toEqual(["disk", "qmp"]);
     for (const kind of SOURCE_KINDS) {
       for (const selector of kind.selectors) expect(Object.keys(kind.fields)).toContain(selector);
     }
