@@ -100,7 +100,11 @@ export async function containerListing(swift: SwiftLoop, container: string, pref
   return ((await response.json()) as { name: string }[]).map((o) => o.name);
 }
 
-/** Starts again whatever of the cluster is not running (an object server a test stopped), waiting until it answers. */
+/**
+ * Starts again whatever of the cluster is not running (an object server a test stopped), waiting until it answers.
+ * While a server is stopped, other test files' writes land on 2 of 3 replicas, and an object deleted then can
+ * come back from the restarted server's stale copy on a read: keep such windows short (swiftStore.test.ts: ~2 s).
+ */
 export async function swiftLoopUp(swift: SwiftLoop): Promise<void> {
   await promisify(execFile)(swift.script, ["up"], {
     env: { ...process.env, COFFER_SWIFTLOOP_DIR: swift.state },

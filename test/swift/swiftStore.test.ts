@@ -44,7 +44,7 @@ describeSwift(`SwiftStore on the loopback Swift cluster${swift ? "" : ` (${swift
   const loop = swift as SwiftLoop;
   const segmentsOf = (store: SwiftStore) => containerListing(loop, store.segmentsContainer, store.folder);
 
-  test("a file of several segments is stored as a Static Large Object, listed once, and read back byte for byte", async () => {
+  test("a file of several segments is a Static Large Object, listed once, read back byte for byte", async () => {
     const store = makeStore({ segmentBytes: MiB });
     const { file, bytes, sha256 } = await randomFileIn(tempDir(), "disk.raw", 5 * MiB + 3);
     expect(await store.put("sets/z/s1/vm.qcow2", file)).toEqual({ sizeBytes: bytes.length, sha256 });
@@ -115,7 +115,7 @@ describeSwift(`SwiftStore on the loopback Swift cluster${swift ? "" : ` (${swift
     expect(await segmentsOf(store)).toEqual([]);
   });
 
-  test("with one of the three object servers killed mid-put, the put completes and reads back (write quorum 2)", async () => {
+  test("with one of three object servers killed mid-put, the put completes and reads back (quorum 2)", async () => {
     const victim = loop.objectServers[1];
     expect(running(victim.pid)).toBe(true);
     let store: SwiftStore | undefined;

@@ -167,9 +167,11 @@ EOF
 }
 
 proxy_conf() {
-  local s3api= filter
+  local s3api= filter pipeline
   # s3api must come before the auth filter (it checks at start-up); slo after it.
   [ -d /usr/lib/python3/dist-packages/swift/common/middleware/s3api ] && s3api=s3api
+  pipeline="catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl $s3api tempauth"
+  pipeline+=" copy slo dlo versioned_writes symlink proxy-logging proxy-server"
   cat <<EOF
 [DEFAULT]
 bind_ip = 127.0.0.1
@@ -180,7 +182,7 @@ workers = 0
 log_name = proxy
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk tempurl $s3api tempauth copy slo dlo versioned_writes symlink proxy-logging proxy-server
+pipeline = $pipeline
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -309,12 +311,13 @@ wait_for() {
 }
 
 write_swift_json() {
-  local i name pid proxy_pid objects=()
+  local i name pid devices proxy_pid objects=()
   proxy_pid=$(recorded_pid proxy)
   for i in 1 2 3; do
     name=object$i
     pid=$(recorded_pid "$name")
-    objects+=("{\"name\": \"$name\", \"port\": ${object_ports[i - 1]}, \"pid\": $pid, \"devices\": \"$state/srv/$name\"}")
+    devices=$state/srv/$name
+    objects+=("{\"name\": \"$name\", \"port\": ${object_ports[i - 1]}, \"pid\": $pid, \"devices\": \"$devices\"}")
   done
   (
     umask 077
@@ -359,7 +362,8 @@ cmd_up() {
   fi
   for name in "${services[@]}"; do
     wait_for "$name (127.0.0.1:$(port_of "$name"))" 60 healthy_or_gone "$name"
-    recorded_pid "$name" >/dev/null || die "$name exited; the end of $state/log/$name.log: $(tail -n 5 "$state/log/$name.log")"
+    recorded_pid "$name" >/dev/null ||
+      die "$name exited; the end of $state/log/$name.log: $(tail -n 5 "$state/log/$name.log")"
   done
   wait_for "tempauth and the account (proxy 127.0.0.1:$proxy_port)" 30 auth_works
   write_swift_json
