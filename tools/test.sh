@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test tier after installing what is missing. In CI (CI=true) the end-to-end tier,
 # which needs the Pulumi CLI, must run; elsewhere it is skipped, with a note, when Go is missing.
-# The cloud tier's OpenStack starts in the background while the rest is set up and checked, and
-# stops when this script exits (see coffer_cloud_start in lib/setup.sh).
+# The cloud tier's OpenStack and the swift tier's Swift start in the background while the rest is set
+# up and checked, and stop when this script exits (see coffer_cloud_start and coffer_swift_start in lib/setup.sh).
 # Arguments are passed to jest (e.g. --selectProjects unit).
 set -euo pipefail
 source "$(dirname "$0")/lib/setup.sh"
 [ "${CI:-}" = true ] || export COFFER_CLI_OPTIONAL=1
 coffer_system_packages # before the cloud's apt-get starts in the background: one apt-get at a time
+coffer_swift_start "$@" # installs in the foreground, so also before the cloud's apt-get
 coffer_cloud_start "$@"
 coffer_setup
 
@@ -22,6 +23,7 @@ coffer_say "type-checking sources and tests"
 npx tsc -p tsconfig.json --noEmit
 
 coffer_cloud_ready
+coffer_swift_ready
 
 mkdir -p .work
 results=.work/jest-results.json

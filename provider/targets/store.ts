@@ -5,11 +5,14 @@
  * store passes test/unit/targetStore.conformance.test.ts.
  */
 export interface TargetStore {
-  /** "memory": the in-memory store the unit tests inject (test/support/memoryStore.ts). */
-  readonly kind: "directory" | "memory";
+  /**
+   * "memory": the in-memory store the unit tests inject (test/support/memoryStore.ts); "swift": a
+   * container of an OpenStack Swift account (targets/swift.ts).
+   */
+  readonly kind: "directory" | "memory" | "swift";
   /** Where the store is, as messages name it: a directory store's folder. */
   readonly location: string;
-  /** Where `key` is, as messages and outputs name it: its path in a directory store. */
+  /** Where `key` is, as messages and outputs name it: its path in a directory store, swift:<container>/<name>. */
   locate(key: string): string;
   /**
    * Throws unless the store is there to use (a directory store: its folder exists). An unmounted

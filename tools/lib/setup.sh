@@ -74,20 +74,21 @@ coffer_osloop=$coffer_repo/tools/openstack/osloop.sh
 coffer_osloop_state=${COFFER_OSLOOP_DIR:-$coffer_repo/.work/osloop}
 coffer_cloud_job=
 
-# Whether jest's arguments select the cloud project: no --selectProjects and no test paths, a
-# --selectProjects list with `cloud`, or a path under test/cloud.
-coffer_cloud_selected() {
-  local arg in_projects=0 projects=0 paths=0
+# Whether jest's arguments select the project $1 (cloud, swift): no --selectProjects and no test paths,
+# a --selectProjects list with it, or a test path that names it (test/cloud/..., test/swift/...).
+coffer_project_selected() {
+  local project=$1 arg in_projects=0 projects=0 paths=0
+  shift
   for arg in "$@"; do
     case "$arg" in
-      --selectProjects=*) projects=1 && [ "${arg#*=}" = cloud ] && return 0 ;;
+      --selectProjects=*) projects=1 && [ "${arg#*=}" = "$project" ] && return 0 ;;
       --selectProjects) in_projects=1 projects=1 ;;
       -*) in_projects=0 ;;
       *)
         if [ "$in_projects" = 1 ]; then
-          [ "$arg" = cloud ] && return 0
+          [ "$arg" = "$project" ] && return 0
         else
-          [[ "$arg" == *cloud* ]] && return 0
+          [[ "$arg" == *"$project"* ]] && return 0
           paths=1
         fi
         ;;
@@ -96,8 +97,21 @@ coffer_cloud_selected() {
   [ "$projects" = 0 ] && [ "$paths" = 0 ]
 }
 
+# The EXIT trap runs each stop function registered here (the cloud's, Swift's), whichever started.
+coffer_exit_stops=()
+coffer_stop_at_exit() {
+  coffer_exit_stops+=("$1")
+  trap coffer_run_exit_stops EXIT
+  trap 'exit 143' TERM
+  trap 'exit 130' INT
+}
+coffer_run_exit_stops() {
+  local stop
+  for stop in "${coffer_exit_stops[@]}"; do "$stop" || true; done
+}
+
 coffer_cloud_start() {
-  coffer_cloud_selected "$@" || return 0
+  coffer_project_selected cloud "$@" || return 0
   if "$coffer_osloop" status >/dev/null 2>&1; then
     coffer_say "the loopback cloud is up already: the cloud tier uses it and leaves it running"
     return 0
@@ -111,9 +125,7 @@ coffer_cloud_start() {
   [ "${CI:-}" = true ] && export OSLOOP_NOVA=1
   mkdir -p "$coffer_osloop_state/log"
   coffer_say "starting the loopback OpenStack cloud in the background (log: $coffer_osloop_state/log/up.log)"
-  trap coffer_cloud_stop EXIT
-  trap 'exit 143' TERM
-  trap 'exit 130' INT
+  coffer_stop_at_exit coffer_cloud_stop
   ("$coffer_osloop" install && "$coffer_osloop" up) >"$coffer_osloop_state/log/up.log" 2>&1 &
   coffer_cloud_job=$!
 }
@@ -143,4 +155,63 @@ coffer_cloud_stop() {
   coffer_say "stopping the loopback cloud"
   "$coffer_osloop" down >>"$coffer_osloop_state/log/up.log" 2>&1 ||
     coffer_say "osloop.sh down failed: $coffer_osloop_state/log/up.log"
+}
+
+# The swift tier (test/swift) runs against a real Swift cluster on 127.0.0.1 (a proxy, an account and
+# a container server, three object servers) that tools/swift/swiftloop.sh installs (apt-get, root) and
+# starts. Like the cloud, it runs with CI=true, locally with COFFER_SWIFT=1, or when a cluster that
+# `swiftloop.sh up` started is up already (that one stays up). It takes ~300 MiB of RAM while it runs.
+# coffer_swift_start installs (in the foreground: call it before coffer_cloud_start, whose apt-get runs
+# in the background) and runs up in the background; coffer_swift_ready waits for it and exports
+# COFFER_SWIFTLOOP; an EXIT trap runs `swiftloop.sh down` for a cluster it started.
+coffer_swiftloop=$coffer_repo/tools/swift/swiftloop.sh
+coffer_swiftloop_state=${COFFER_SWIFTLOOP_DIR:-$coffer_repo/.work/swiftloop}
+coffer_swift_job=
+
+coffer_swift_start() {
+  coffer_project_selected swift "$@" || return 0
+  if "$coffer_swiftloop" status >/dev/null 2>&1; then
+    coffer_say "the loopback Swift cluster is up already: the swift tier uses it and leaves it running"
+    return 0
+  fi
+  if [ "${CI:-}" != true ] && [ "${COFFER_SWIFT:-0}" != 1 ]; then
+    coffer_say "skipping the swift tier: the loopback Swift cluster is not up. To enable it (root, Debian 12:" \
+      "installs Swift's packages once, ~300 MiB of RAM while it runs): COFFER_SWIFT=1 tools/test.sh"
+    return 0
+  fi
+  local log=$coffer_swiftloop_state/log/up.log
+  mkdir -p "$coffer_swiftloop_state/log"
+  "$coffer_swiftloop" install >"$log" 2>&1 || {
+    coffer_say "installing Swift's packages failed; the end of $log:"
+    tail -n 15 "$log" >&2
+    return 1
+  }
+  coffer_say "starting the loopback Swift cluster in the background (log: $log)"
+  coffer_stop_at_exit coffer_swift_stop
+  "$coffer_swiftloop" up >>"$log" 2>&1 &
+  coffer_swift_job=$!
+}
+
+coffer_swift_ready() {
+  local log=$coffer_swiftloop_state/log/up.log
+  if [ -n "$coffer_swift_job" ]; then
+    local status=0
+    wait "$coffer_swift_job" || status=$?
+    coffer_swift_job=
+    if [ "$status" -ne 0 ]; then
+      coffer_say "the loopback Swift cluster did not start (exit $status); the end of $log:"
+      tail -n 15 "$log" >&2
+      return 1
+    fi
+    grep -h '^swiftloop: \(installed in\|up after\)' "$log" >&2 || true
+  fi
+  [ -f "$coffer_swiftloop_state/swift.json" ] && export COFFER_SWIFTLOOP=$coffer_swiftloop_state/swift.json
+  return 0
+}
+
+coffer_swift_stop() {
+  [ -z "$coffer_swift_job" ] || wait "$coffer_swift_job" || true
+  coffer_say "stopping the loopback Swift cluster"
+  "$coffer_swiftloop" down >>"$coffer_swiftloop_state/log/up.log" 2>&1 ||
+    coffer_say "swiftloop.sh down failed: $coffer_swiftloop_state/log/up.log"
 }
