@@ -20,6 +20,7 @@ import { parsePublicKey } from "../common/signingKey";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
 import { targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
+import { cofferVersion } from "./agentVersion";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
 import { Manifest, WRAPPED_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
@@ -154,6 +155,7 @@ const handlers: Handlers = {
     node: process.version,
     manifestSchema: WRAPPED_MANIFEST_SCHEMA_VERSION,
     drills: true,
+    coffer: cofferVersion(),
   }),
 };
 
