@@ -21,6 +21,7 @@ import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/t
 import { readFileIfExists } from "../common/atomicFile";
 import { MANIFEST_FILE, targetLayout } from "../targets/layout";
 import { directoryStore } from "../targets/directory";
+import { cofferVersion } from "./agentVersion";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
 import { Manifest, CHAIN_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
@@ -160,6 +161,7 @@ const handlers: Handlers = {
     node: process.version,
     manifestSchema: CHAIN_MANIFEST_SCHEMA_VERSION,
     drills: true,
+    coffer: cofferVersion(),
   }),
 };
 

@@ -173,8 +173,9 @@ export interface AgentResults {
   /**
    * `manifestSchema`: the newest manifest schema it reads and writes; absent (an older agent): 4.
    * `drills`: it has drill-point; absent: an older agent.
+   * `coffer`: its Coffer version (a host's installed agent older than the provider is not used); absent: an older agent.
    */
-  version: { qemu: string; node: string; manifestSchema?: number; drills?: boolean };
+  version: { qemu: string; node: string; manifestSchema?: number; drills?: boolean; coffer?: string };
 }
 
 export type AgentCommand = keyof typeof agentRequests;

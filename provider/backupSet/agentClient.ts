@@ -2,6 +2,8 @@ import * as path from "node:path";
 import { CofferError, redact } from "../common/errors";
 import { AgentCommand, AgentReply, AgentRequest, AgentResult, protocolMismatch } from "../agent/protocol";
 import { loadExeca } from "../agent/tools";
+import { remoteAgent } from "./remoteAgent";
+import { SSH_FAILED_EXIT, hostUnreachable, sshCommand } from "./ssh";
 
 export interface CallOptions {
   /** Values no error may carry (they are replaced with "[secret]"). */
@@ -17,10 +19,9 @@ export interface AgentClient {
 }
 
 /**
- * Runs coffer-agent on this machine, or on `host` over ssh (BatchMode: keys and ~/.ssh/config,
- * never a password prompt). The request, secrets included, goes on stdin; the command line holds
- * only the command's name. COFFER_SSH_CONFIG names an ssh config file to use; COFFER_REMOTE_AGENT
- * the agent's command on remote hosts (default "coffer-agent"). Both are read per call.
+ * Runs coffer-agent on this machine, or on `host` over ssh (ssh.ts). The request, secrets included,
+ * goes on stdin; the command line holds only the command's name. On a remote host the agent is
+ * the one remoteAgent.ts finds or installs there (COFFER_REMOTE_AGENT, read per call, overrides it).
  */
 export function agentClient(host: string | undefined): AgentClient {
   const where = host ?? "local";
@@ -30,19 +31,7 @@ export function agentClient(host: string | undefined): AgentClient {
       const { execa } = await loadExeca();
       const secrets = options.secrets ?? [];
       const [file, args] = host
-        ? [
-            "ssh",
-            [
-              "-o",
-              "BatchMode=yes",
-              "-o",
-              "ConnectTimeout=15",
-              ...(process.env.COFFER_SSH_CONFIG ? ["-F", process.env.COFFER_SSH_CONFIG] : []),
-              "--",
-              host,
-              `${process.env.COFFER_REMOTE_AGENT ?? "coffer-agent"} ${command}`,
-            ],
-          ]
+        ? sshCommand(host, `${(await remoteAgent(host)).command} ${command}`)
         : [process.execPath, [localAgentPath(), command]];
       const child = execa(file, args, {
         input: JSON.stringify(request),
@@ -89,13 +78,7 @@ export function agentClient(host: string | undefined): AgentClient {
           .trim(),
         secrets,
       );
-      if (host && result.exitCode === 255) {
-        throw new CofferError(
-          "HOST_UNREACHABLE",
-          `host ${host} can't be reached over ssh: ${stderr || "ssh failed"}: check the host name, ssh keys and ~/.ssh/config`,
-          { secrets },
-        );
-      }
+      if (host && result.exitCode === SSH_FAILED_EXIT) throw hostUnreachable(host, stderr, secrets);
       if (result.isCanceled) throw new CofferError("ABORTED", `coffer-agent ${command} on ${where} was stopped`);
       throw new CofferError(
         "IO_FAILED",

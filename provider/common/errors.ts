@@ -24,6 +24,8 @@ export type CofferErrorCode =
   | "HOST_UNREACHABLE"
   /** The provider and a host's coffer-agent are of different Coffer versions. */
   | "AGENT_PROTOCOL_MISMATCH"
+  /** A remote host can't run this provider's coffer-agent (no Node.js, too old a one, the agent not installable). */
+  | "AGENT_UNAVAILABLE"
   | "QEMU_FAILED"
   | "VERIFY_FAILED"
   | "MANIFEST_TAMPERED"

@@ -19,8 +19,15 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Debian's sshd on 127.0.0.1 with a host key and a client key made for the test. */
-export async function startSshd(dir: string, alias = "kvm-07"): Promise<TestSshd> {
+/**
+ * Debian's sshd on 127.0.0.1 with a host key and a client key made for the test. `env` is set in
+ * its sessions over sshd's defaults (PATH, HOME...): a host with other programs on its PATH.
+ */
+export async function startSshd(
+  dir: string,
+  alias = "kvm-07",
+  options: { env?: Record<string, string> } = {},
+): Promise<TestSshd> {
   await fs.mkdir(dir, { recursive: true, mode: 0o700 });
   const hostKey = path.join(dir, "host_ed25519");
   const clientKey = path.join(dir, "client_ed25519");
@@ -46,6 +53,14 @@ export async function startSshd(dir: string, alias = "kvm-07"): Promise<TestSshd
       `PidFile ${path.join(dir, "sshd.pid")}`,
       // The agent needs the environment the tests run with (PATH to node and qemu).
       "PermitUserEnvironment no",
+      // One line: sshd takes only the first SetEnv.
+      ...(options.env
+        ? [
+            `SetEnv ${Object.entries(options.env)
+              .map(([k, v]) => `${k}=${JSON.stringify(v)}`)
+              .join(" ")}`,
+          ]
+        : []),
       "",
     ].join("\n"),
   );
