@@ -22,6 +22,8 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$script_dir/../.." && pwd)
 state=${COFFER_OSLOOP_DIR:-$repo/.work/osloop}
+service_log_suffix=.out
+stop_grace=${OSLOOP_STOP_GRACE:-30}
 python=/usr/bin/python3 # Debian's OpenStack libraries are only there, not in a pyenv/venv python3
 with_nova=${OSLOOP_NOVA:-0}
 [ "$with_nova" = 0 ] || [ "$with_nova" = 1 ] || {
@@ -29,6 +31,8 @@ with_nova=${OSLOOP_NOVA:-0}
   exit 1
 }
 say() { echo "osloop: $*" >&2; }
+# shellcheck source=../lib/services.sh
+source "$script_dir/../lib/services.sh"
 die() {
   say "$*"
   exit 1
@@ -44,11 +48,6 @@ nova_packages=(nova-api nova-conductor nova-scheduler nova-compute nova-compute-
   qemu-utils sudo mount)
 [ "$with_nova" = 0 ] || packages+=("${nova_packages[@]}")
 
-packages_installed() {
-  local status
-  status=$(dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null) || return 1
-  [ "$(grep -c '^install ok installed$' <<<"$status")" -eq "${#packages[@]}" ]
-}
 
 cmd_install() {
   if packages_installed; then
@@ -109,23 +108,6 @@ up_started=$SECONDS
 
 sql() { mariadb --no-defaults --socket="$mysql_socket" -u root --batch --skip-column-names "$@"; }
 
-# "<pid> <start time in clock ticks>": a recorded PID is only ours while both match.
-proc_start_time() { awk '{ print $22 }' "/proc/$1/stat" 2>/dev/null; }
-record_pid() { echo "$2 $(proc_start_time "$2")" >"$state/run/$1.pid"; }
-recorded_pid() { # prints the PID if the process recorded as $1 still runs
-  local pid start
-  read -r pid start 2>/dev/null <"$state/run/$1.pid" || return 1
-  [ -n "$pid" ] && [ "$(proc_start_time "$pid")" = "$start" ] && echo "$pid"
-}
-
-# Each service runs in its own session (setsid), so its PID is also its process group: down
-# stops the group, workers included. Output goes to <state>/log/<name>.out.
-start_service() {
-  local name=$1
-  shift
-  setsid "$@" >>"$state/log/$name.out" 2>&1 </dev/null &
-  record_pid "$name" $!
-}
 
 # wait_for <what> <timeout s> <command...>: prints what it waits for, and the elapsed seconds.
 wait_for() {
@@ -533,20 +515,6 @@ up_failed() {
 
 # --- down, status --------------------------------------------------------------------------------
 
-stop_group() { # TERM the service's process group, KILL it after the grace period
-  local name=$1 pid grace=${OSLOOP_STOP_GRACE:-30} waited=0
-  pid=$(recorded_pid "$name") || return 0
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null || pgrep -g "$pid" >/dev/null; do
-    if [ "$waited" -ge "$grace" ]; then
-      say "$name ($pid) did not stop within $grace s: KILL"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
-}
 
 cmd_down() {
   [ -d "$state/run" ] || return 0

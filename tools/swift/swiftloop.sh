@@ -29,8 +29,13 @@ set -euo pipefail
 script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$script_dir/../.." && pwd)
 state=${COFFER_SWIFTLOOP_DIR:-$repo/.work/swiftloop}
+service_log_suffix=.log
+stop_grace=${SWIFTLOOP_STOP_GRACE:-15}
+stop_poll=0.2
 python=/usr/bin/python3 # Debian's swift modules are only there, not in a pyenv/venv python3
 say() { echo "swiftloop: $*" >&2; }
+# shellcheck source=../lib/services.sh
+source "$script_dir/../lib/services.sh"
 began_us=${EPOCHREALTIME/./}
 elapsed() { # seconds since $1 (microseconds, default: the start of this script), to a tenth
   local us=$((${EPOCHREALTIME/./} - ${1:-$began_us}))
@@ -43,11 +48,6 @@ die() {
 
 packages=(swift swift-proxy swift-account swift-container swift-object memcached curl)
 
-packages_installed() {
-  local status
-  status=$(dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null) || return 1
-  [ "$(grep -c '^install ok installed$' <<<"$status")" -eq "${#packages[@]}" ]
-}
 
 cmd_install() {
   if packages_installed; then
@@ -96,30 +96,6 @@ port_of() {
   esac
 }
 
-# "<pid> <start time in clock ticks>": a recorded PID is only ours while both match. A zombie does not
-# count: a killed server is reparented to PID 1, which reaps late on this machine.
-proc_start_time() {
-  local stat
-  { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 0
-  stat=${stat##*) } # the fields after the command's name: state is the 1st, start time the 20th
-  # shellcheck disable=SC2086 # split into the fields
-  set -- $stat
-  [ "$1" = Z ] || echo "${20}"
-}
-record_pid() { echo "$2 $(proc_start_time "$2")" >"$state/run/$1.pid"; }
-recorded_pid() { # prints the PID if the process recorded as $1 still runs
-  local pid start
-  read -r pid start 2>/dev/null <"$state/run/$1.pid" || return 1
-  [ -n "$pid" ] && [ "$(proc_start_time "$pid")" = "$start" ] && echo "$pid"
-}
-
-# Each server runs in its own session (setsid), so its PID is also its process group.
-start_service() {
-  local name=$1
-  shift
-  setsid "$@" >>"$state/log/$name.log" 2>&1 </dev/null &
-  record_pid "$name" $!
-}
 
 load_key() {
   local file=$state/secrets.env
@@ -380,20 +356,6 @@ up_failed() {
 
 # --- down, status --------------------------------------------------------------------------------
 
-stop_group() { # TERM the server's process group, KILL it after the grace period
-  local name=$1 pid grace=${SWIFTLOOP_STOP_GRACE:-15} waited=0
-  pid=$(recorded_pid "$name") || return 0
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null || pgrep -g "$pid" >/dev/null; do
-    if [ "$waited" -ge "$((grace * 5))" ]; then
-      say "$name ($pid) did not stop within $grace s: KILL"
-      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.2
-    waited=$((waited + 1))
-  done
-}
 
 cmd_down() {
   [ -d "$state/run" ] || return 0
