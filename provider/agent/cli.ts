@@ -24,6 +24,7 @@ import { directoryStore } from "../targets/directory";
 import { cofferVersion } from "./agentVersion";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
+import { chooseSourceKind } from "../sources/registry";
 import { Manifest, CHAIN_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
 import {
   AGENT_PROTOCOL_VERSION,
@@ -97,6 +98,12 @@ const handlers: Handlers = {
     await checkedTarget(req);
     const text = await readFileIfExists(path.join(req.setDir, MANIFEST_FILE));
     return text === undefined ? {} : { text };
+  },
+  "chain-status": async (req) => {
+    const subject = "source";
+    const { kind, input } = chooseSourceKind(req.source, subject);
+    if (!kind.chainStatus) throw new CofferError("INVALID_INPUT", `${kind.label} keeps no chain of backups`);
+    return kind.chainStatus(input, subject);
   },
   "write-manifest": async (req) => {
     await checkedTarget(req);

@@ -320,6 +320,29 @@ async function checkBackingChain(source: DiskSource, top: QemuImageInfo, subject
 }
 
 /**
+ * The persistent bitmaps in a stopped qcow2 disk's header, as `qemu-img info` reads them (shared, so
+ * it neither waits for nor takes a lock): "in-use" marks one a QEMU had open and did not save.
+ * The header holds no dirty count; only an open QEMU knows it.
+ */
+export async function storedBitmaps(disk: string, subject: string) {
+  const info = JSON.parse(
+    await run(
+      "qemu-img",
+      ["info", "-U", "--output=json", "--image-opts", sourceImageOpts({ disk, format: "qcow2", backing: [] })],
+      {
+        subject,
+      },
+    ),
+  ) as { "format-specific"?: { data?: { bitmaps?: { name: string; flags: string[] }[] } } };
+  return (info["format-specific"]?.data?.bitmaps ?? []).map((b) => ({
+    name: b.name,
+    recording: b.flags.includes("auto"),
+    busy: false,
+    inconsistent: b.flags.includes("in-use"),
+  }));
+}
+
+/**
  * Makes an empty backup image of `virtualSize` at `file` to write into with `convert -n` or a
  * QMP job: a qcow2 (with the compression type set), wrapped in LUKS when a key is given.
  */

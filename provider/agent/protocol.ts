@@ -8,6 +8,7 @@ import { z } from "zod";
 import { COMPRESSIONS, INTEGRITY_CHECKS } from "../backupPolicy/schema";
 import { CofferError, CofferErrorCode } from "../common/errors";
 import { agentSourceSchema } from "../sources/registry";
+import type { ChainStatus } from "../sources/kind";
 import { chainRequestSchema } from "./chainLink";
 import type { Verification } from "./backupSet";
 import type { DrillReport } from "./drill";
@@ -24,8 +25,8 @@ import { setOwner } from "./setOwner";
  * one itself; version's `manifestSchema` (absent from an older agent) lets the provider refuse a
  * sealed point before any work instead. drill-point (restore drills) changes no other request either:
  * an older agent lacks it, and version's `drills` (absent from an older agent) says so first.
- * Manifest schema 7 (incremental backups) adds backup-item's `chain` and read-manifest: an agent whose
- * `manifestSchema` is 7 has both, and the provider asks no other agent for a link.
+ * Manifest schema 7 (incremental backups) adds backup-item's `chain`, read-manifest and chain-status:
+ * an agent whose `manifestSchema` is 7 has them, and the provider asks no other agent for a link.
  */
 export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
@@ -73,6 +74,8 @@ export const agentRequests = {
   }),
   /** A point's manifest as stored, unchecked: the provider checks it with keys the agent never gets. */
   "read-manifest": z.object({ target, setDir: folder("setDir") }),
+  /** An incremental source's disk as it is (format, bitmaps, dirty counts), read without changing it: preview. */
+  "chain-status": z.object({ source: agentSourceSchema }),
   "write-manifest": z.object({
     target,
     setDir: folder("setDir"),
@@ -161,6 +164,7 @@ export interface AgentResults {
   "backup-item": ManifestItem;
   /** The manifest file's text; absent when the point has none. */
   "read-manifest": { text?: string };
+  "chain-status": ChainStatus;
   /** The manifest's path. */
   "write-manifest": string;
   "verify-set": Verification & { manifest?: Manifest; targetId: string };

@@ -6,7 +6,10 @@
  */
 import { ChainRequest, bitmapName, bitmapPrefix } from "../agent/chainLink";
 import { sha256Text } from "../agent/chain";
-import { openManifest, pointSecret, readManifest } from "../agent/manifest";
+import { ManifestItem, openManifest, pointSecret, readManifest } from "../agent/manifest";
+import { formatBytes } from "../common/sizes";
+import type { ChainStatus } from "../sources/kind";
+import { linkDecision } from "../sources/qemuCopy";
 import type { AgentClient } from "./agentClient";
 import type { PointPlan } from "./plan";
 import type { PointLocation, PointRecord } from "./state";
@@ -75,23 +78,9 @@ export async function continueChains(
   let linked = false;
   const items = plan.items.map((planned) => {
     if (!planned.incremental) return planned;
-    const backup = base.items.find((i) => i.name === planned.name && i.chain);
-    const { fullEvery } = planned.incremental;
-    let chain: ChainRequest;
-    if (!backup?.chain) {
-      chain = { ...start, fullBecause: `the previous point ${from.pointId} has no incremental backup of it` };
-    } else if (!backup.chain.bitmap) {
-      chain = { ...start, fullBecause: `the previous point ${from.pointId} started no dirty bitmap on its disk` };
-    } else if (fullEvery !== undefined && backup.chain.depth + 1 >= fullEvery) {
-      chain = { ...start, fullBecause: `fullEvery is ${fullEvery}, and its chain has ${fullEvery} backups` };
-    } else {
-      linked = true;
-      const { file, virtualSize } = backup;
-      const { bitmap, depth } = backup.chain;
-      const link = { pointId: from.pointId, item: backup.name, file, manifestSha256, bitmap, depth, virtualSize };
-      chain = { ...start, base: link };
-    }
-    return { ...planned, chain };
+    const found = baseFor(planned.name, planned.incremental.fullEvery, base.items, from.pointId, manifestSha256);
+    linked ||= "base" in found;
+    return { ...planned, chain: { ...start, ...found } };
   });
   if (!linked || !plan.policy.encrypted) return { ...plan, items };
   // The chain's key: the base point's own, wrapped as its manifest has it.
@@ -105,3 +94,86 @@ export async function continueChains(
     secrets: [...plan.secrets, key!],
   };
 }
+
+/** The backup of source `name` in the base point's `items` that its next backup may link on, or why not. */
+function baseFor(
+  name: string,
+  fullEvery: number | undefined,
+  items: readonly ManifestItem[],
+  pointId: string,
+  manifestSha256: string,
+): Pick<ChainRequest, "base" | "fullBecause"> {
+  const backup = items.find((i) => i.name === name && i.chain);
+  if (!backup?.chain) return { fullBecause: `the previous point ${pointId} has no incremental backup of it` };
+  const { bitmap, depth } = backup.chain;
+  if (!bitmap) return { fullBecause: `the previous point ${pointId} started no dirty bitmap on its disk` };
+  if (fullEvery !== undefined && depth + 1 >= fullEvery) {
+    return { fullBecause: `fullEvery is ${fullEvery}, and its chain has ${fullEvery} backups` };
+  }
+  const { file, virtualSize } = backup;
+  return { base: { pointId, item: backup.name, file, manifestSha256, bitmap, depth, virtualSize } };
+}
+
+/** An incremental source as preview reads it: its name, its fields for the agent, and its agent's host. */
+export interface PreviewedSource {
+  name: string;
+  source: Record<string, unknown>;
+  via?: string;
+  fullEvery?: number;
+}
+
+/**
+ * What `pulumi preview` says of each incremental source of the point an update takes: a link on which
+ * point, and how much it copies as QEMU counts it, or a full backup and why. Reads only: the base
+ * point's manifest (unchecked: it only words a forecast; the point itself checks it) and each disk's
+ * bitmaps. A source that can't be read is said to be decided when the point is taken.
+ */
+export async function previewChains(
+  setId: string,
+  from: ChainFrom,
+  sources: readonly PreviewedSource[],
+  agent: (host: string | undefined) => AgentClient,
+  manifestWhere: { host?: string; target: { path: string; id?: string; zone?: string } },
+): Promise<string[]> {
+  if (sources.length === 0) return [];
+  const full = (name: string, why: string) => `source ${name}: a full backup: ${why}`;
+  if ("fullBecause" in from) return sources.map((s) => full(s.name, from.fullBecause));
+  const undecided = (name: string, why: string) =>
+    `source ${name}: a link on point ${from.pointId} or a full backup, decided when the point is taken (${why})`;
+  let items: ManifestItem[];
+  let manifestSha256: string;
+  try {
+    const { text } = await agent(manifestWhere.host).call("read-manifest", {
+      target: manifestWhere.target,
+      setDir: from.pointDir,
+    });
+    const its = `the previous point ${from.pointId}'s manifest`;
+    if (text === undefined) return sources.map((s) => full(s.name, `${its} is gone`));
+    const read = readManifest(text);
+    if (!read.ok) return sources.map((s) => full(s.name, `${its} can't be read (${read.problem})`));
+    items = read.manifest.items;
+    manifestSha256 = sha256Text(text);
+  } catch (error) {
+    return sources.map((s) => undecided(s.name, (error as Error).message));
+  }
+  const next = { bitmap: bitmapName(setId, "next"), bitmapPrefix: bitmapPrefix(setId) };
+  return Promise.all(
+    sources.map(async ({ name, source, via, fullEvery }) => {
+      const found = baseFor(name, fullEvery, items, from.pointId, manifestSha256);
+      if (!found.base) return full(name, found.fullBecause!);
+      try {
+        const disk = await agent(via).call("chain-status", { source: source as never });
+        const decided = linkDecision({ ...next, base: found.base }, { ...disk, bitmaps: disk.bitmaps.map(asBitmap) });
+        if (!decided.base) return full(name, decided.fullBecause!);
+        const count = disk.bitmaps.find((b) => b.name === found.base!.bitmap)?.count;
+        const size = count === undefined ? "" : `: about ${formatBytes(count)} to copy (QEMU's count of what changed)`;
+        return `source ${name}: a link on point ${from.pointId}${size}`;
+      } catch (error) {
+        return undecided(name, (error as Error).message);
+      }
+    }),
+  );
+}
+
+/** A preview's bitmap as linkDecision reads one (a stopped disk's header has no dirty count). */
+const asBitmap = (b: ChainStatus["bitmaps"][number]) => ({ persistent: true, granularity: 0, count: 0, ...b });

@@ -4,15 +4,15 @@ import type { Verification } from "../agent/backupSet";
 import type { Manifest } from "../agent/manifest";
 import { CofferError, isCofferError } from "../common/errors";
 import { formatBytes } from "../common/sizes";
-import { checkInputs, parseCheckedInputs, userInputs, withoutUndefined } from "../common/check";
+import { checkInputs, parseCheckedInputs, unknownPaths, userInputs, withoutUndefined } from "../common/check";
 import { ensureReference, releaseReference } from "../escrow/references";
 import { holdsAt } from "../history/holds";
 import { newestFirst } from "../history/point";
 import { overdue } from "../history/schedule";
-import { describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
+import { SetChange, describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
 import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex, indexVersionOf } from "../agent/pointIndex";
-import { chainFrom } from "./chain";
-import { planPoint } from "./plan";
+import { ChainFrom, chainFrom, previewChains } from "./chain";
+import { agentSource, planPoint } from "./plan";
 import { BackupSetInputs, backupSetInputs } from "./schema";
 import {
   BackupSetOutputs,
@@ -441,6 +441,37 @@ export function createBackupSetProvider(host: SetHost) {
     return { ...rest, ...(signers.length > 0 ? { signers } : {}), keyring, verification, overdue: late };
   }
 
+  /** Preview's forecast of a new point's incremental sources (previewChains); nothing while a value is unknown. */
+  async function chainsPreview(state: BackupSetOutputs, news: BackupSetInputs, change: SetChange) {
+    const sources = Array.isArray(news.sources) ? news.sources : [];
+    const incremental = sources.filter((s) => (s as { incremental?: unknown }).incremental === true);
+    if (incremental.length === 0) return [];
+    if (unknownPaths({ sources, policy: news.policy, host: news.host ?? null }).length > 0) {
+      return ["incremental sources: a link or a full backup each, decided when the point is taken (values unknown)"];
+    }
+    const location = {
+      targetPath: news.policy.target.path,
+      zone: news.policy.zone,
+      manifestHost: news.host ?? news.policy.host ?? "local",
+    };
+    const from: ChainFrom = change.fromNextPoint.includes("keys")
+      ? { fullBecause: "the keys change with this update" }
+      : chainFrom(state.points, state.locations, { keyVersion: state.keyVersion, location }, (p) =>
+          pointDir(state.setId, state.locations[p.loc], p.id),
+        );
+    const previewed = incremental.map((s) => ({
+      name: s.name,
+      source: agentSource(s),
+      via: s.host ?? news.host ?? news.policy.host,
+      fullEvery: (s as { fullEvery?: number }).fullEvery,
+    }));
+    const target = { path: location.targetPath, zone: location.zone };
+    return previewChains(state.setId, from, previewed, (h) => host.agent(h), {
+      host: local(location.manifestHost),
+      target,
+    });
+  }
+
   return {
     async check(_olds: Record<string, unknown>, news: Record<string, unknown>): Promise<pulumi.dynamic.CheckResult> {
       return checkInputs(backupSetInputs, news);
@@ -449,8 +480,10 @@ export function createBackupSetProvider(host: SetHost) {
     async diff(_id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.DiffResult> {
       const state = upgradeOutputs(olds);
       const now = host.now();
-      const change = planSetChange(state, userInputs(news) as BackupSetInputs, now);
+      const inputs = userInputs(news) as BackupSetInputs;
+      const change = planSetChange(state, inputs, now);
       for (const line of describeChange(state.setId, change, now)) host.note(line);
+      if (change.take) for (const line of await chainsPreview(state, inputs, change)) host.note(line);
       // A set is never replaced: every change applies to its next point, and points accumulate.
       return { changes: change.changes, replaces: [], deleteBeforeReplace: false };
     },

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DiskSource, convertDisk, sourceImageOpts, sourceInfo, streamSha256 } from "../agent/image";
+import { DiskSource, convertDisk, sourceImageOpts, sourceInfo, storedBitmaps, streamSha256 } from "../agent/image";
 import { withStorageDaemon } from "../agent/storageDaemon";
 import { removeStoredImages, restoreStoredImage, verifyStoredImages } from "./storedImage";
 import { SourceKind, SourceRules, absolutePath, chainRules, fullEveryField, incrementalField, kindInput } from "./kind";
@@ -99,6 +99,12 @@ export const diskSource: SourceKind<DiskInput, DiskItem, typeof fields> = {
       onProgress: ctx.onProgress,
     });
     return backedUp;
+  },
+  async chainStatus(input, subject) {
+    const info = await sourceInfo(input, subject);
+    const { disk, format } = info.layout;
+    if (format !== "qcow2") return { driver: format, virtualSize: info.virtualSize, bitmaps: [] };
+    return { driver: format, virtualSize: info.virtualSize, bitmaps: await storedBitmaps(disk, subject) };
   },
   verify: verifyStoredImages,
   remove: removeStoredImages,

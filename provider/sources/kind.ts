@@ -235,4 +235,14 @@ export interface SourceKind<Input, Item extends { kind: string }, Fields extends
   verify(items: StoredItem<Item>[], level: IntegrityCheck, ctx: VerifyContext): Promise<ItemProblem[]>;
   remove(items: StoredItem<Item>[], ctx: RemoveContext): Promise<void>;
   restore?(item: StoredItem<Item>, to: RestoreTarget, ctx: RestoreContext): Promise<void>;
+  /** A chaining kind: the disk's format and bitmaps as they are, read without changing anything (preview). */
+  chainStatus?(input: Input, subject: string): Promise<ChainStatus>;
+}
+
+/** What preview reads of an incremental source's disk: whether its next backup can be a link, and how big. */
+export interface ChainStatus {
+  driver: string;
+  virtualSize: number;
+  /** Its dirty bitmaps; `count` (bytes marked) where the disk is open in a QEMU that reports it. */
+  bitmaps: { name: string; recording: boolean; busy: boolean; inconsistent?: boolean; count?: number }[];
 }

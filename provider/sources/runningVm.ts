@@ -59,6 +59,15 @@ export const runningVmSource: SourceKind<RunningVmInput, RunningVmItem, typeof f
       qmp.close();
     }
   },
+  async chainStatus(input, subject) {
+    const qmp = await QmpClient.connect(input.qmpSocket, subject);
+    try {
+      const { driver, virtualSize, bitmaps } = await findSourceNode(qmp, input.device, subject);
+      return { driver, virtualSize, bitmaps };
+    } finally {
+      qmp.close();
+    }
+  },
   verify: verifyStoredImages,
   remove: removeStoredImages,
   restore: restoreStoredImage,

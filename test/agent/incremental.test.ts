@@ -10,7 +10,8 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { QmpClient } from "../../provider/agent/qmp";
 import { readManifest } from "../../provider/agent/manifest";
-import { provider } from "../../provider/backupSet";
+import { localHost, provider } from "../../provider/backupSet";
+import { createBackupSetProvider } from "../../provider/backupSet/provider";
 import type { BackupSetOutputs } from "../../provider/backupSet/state";
 import { runCoffer } from "../support/cofferCli";
 import { RunningVm, startVm } from "../support/qemuVm";
@@ -107,6 +108,13 @@ async function checked(input: object) {
   return result.inputs;
 }
 
+/** The lines `pulumi preview` shows for an update of the set to `news`. */
+async function previewOf(id: string, outs: BackupSetOutputs, news: Record<string, unknown>): Promise<string[]> {
+  const notes: string[] = [];
+  await createBackupSetProvider({ ...localHost, note: (line) => notes.push(line) }).diff(id, outs, news);
+  return notes;
+}
+
 const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
 
 async function manifestOf(outs: BackupSetOutputs) {
@@ -153,6 +161,10 @@ describe("incremental backups of a running VM's qcow2 disk", () => {
         await guestWrite(vm, mirror, (DISK_MIB - step) * MiB - 4096, 4096, byte);
         expected.push(sha256(mirror));
         const news = await checked(inputsOf(target, vm.qmpSocket, `t${step + 1}`));
+        // Preview says what the point will be, with QEMU's count of what changed (five 64 KiB clusters).
+        expect(await previewOf(first.id, outs, news)).toContainEqual(
+          `source vm: a link on point ${outs.points.at(-1)!.id}: about 320 KiB to copy (QEMU's count of what changed)`,
+        );
         outs = (await provider.update(first.id, outs, news)).outs as BackupSetOutputs;
         manifests.push(outs.manifestPath);
         const link = await manifestOf(outs);
@@ -263,6 +275,10 @@ describe("incremental backups of a running VM's qcow2 disk", () => {
       await guestWrite(vm, mirror, 3 * MiB, 64 * 1024, 0x55);
       await vm.stop();
       vm = await restart();
+      const news = await checked(inputsOf(target, vm.qmpSocket, "t3"));
+      expect(await previewOf(first.id, outs, news)).toContainEqual(
+        expect.stringMatching(/^source vm: a full backup: the dirty bitmap of point .* is inconsistent/),
+      );
       const afterKill = await take("t3");
       expect(afterKill.items[0].chain).toEqual({
         bitmap: `coffer.${first.id}.${afterKill.pointId}`,
@@ -309,6 +325,10 @@ describe("incremental backups of a running VM's qcow2 disk", () => {
       diskWrite(disk, mirror, step * 3 * MiB, 128 * 1024, 0x20 + step);
       expected.push(sha256(mirror));
       const news = await checked(inputsOf(target, disk, `t${step + 1}`, { fullEvery: 3 }));
+      // A stopped disk's header holds no dirty count: preview names the base only.
+      expect(await previewOf(first.id, outs, news)).toContainEqual(
+        `source vm: a link on point ${outs.points.at(-1)!.id}`,
+      );
       outs = (await provider.update(first.id, outs, news)).outs as BackupSetOutputs;
       manifests.push(outs.manifestPath);
       const link = await manifestOf(outs);
@@ -319,7 +339,11 @@ describe("incremental backups of a running VM's qcow2 disk", () => {
     // fullEvery 3: the fourth backup starts a new chain.
     diskWrite(disk, mirror, 9 * MiB, 4096, 0x30);
     expected.push(sha256(mirror));
-    outs = (await provider.update(first.id, outs, await checked(inputsOf(target, disk, "t4", { fullEvery: 3 })))).outs;
+    const fourth = await checked(inputsOf(target, disk, "t4", { fullEvery: 3 }));
+    expect(await previewOf(first.id, outs, fourth)).toContainEqual(
+      "source vm: a full backup: fullEvery is 3, and its chain has 3 backups",
+    );
+    outs = (await provider.update(first.id, outs, fourth)).outs;
     manifests.push(outs.manifestPath);
     expect((await manifestOf(outs)).items[0].chain).toMatchObject({
       depth: 0,

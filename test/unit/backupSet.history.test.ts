@@ -13,6 +13,10 @@ import {
 import { UNKNOWN } from "../../provider/common/check";
 import { fakeAgent } from "../support/fakeAgent";
 
+// Each point wraps its own key with a real scrypt (about 0.9 s of CPU): a test of four points on a busy
+// 2-core machine passes Jest's 5 s default.
+jest.setTimeout(30_000);
+
 const HOUR = 3_600_000;
 const policy = {
   id: "zone-a-1",

@@ -6,7 +6,8 @@
 import { bitmapName } from "../../provider/agent/chainLink";
 import { backupImageOpts } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, manifestSchema, manifestSchemaVersionFor } from "../../provider/agent/manifest";
-import { chainFrom } from "../../provider/backupSet/chain";
+import { chainFrom, previewChains } from "../../provider/backupSet/chain";
+import type { AgentClient } from "../../provider/backupSet/agentClient";
 import type { PointLocation, PointRecord } from "../../provider/backupSet/state";
 import { linkDecision } from "../../provider/sources/qemuCopy";
 import { backupSetInputs } from "../../provider/backupSet/schema";
@@ -210,6 +211,50 @@ describe("the incremental source fields", () => {
     expect(problems({ glanceImage: "0b1c", incremental: true })).toEqual([
       "sources.0.incremental: incremental only applies to a stopped VM's disk file (disk) or a running VM " +
         "(qmpSocket and device) or a Cinder volume (cinderVolume): remove incremental",
+    ]);
+  });
+});
+
+describe("previewChains: what preview says of a point's incremental sources", () => {
+  const sources = [{ name: "vm", source: { qmpSocket: "/run/q", device: "vda", incremental: true } }];
+  const where = { target: { path: "/t", zone: "z" } };
+  const agentThat = (call: (command: string) => Promise<unknown>) => () =>
+    ({ where: "local", call: call as never }) as AgentClient;
+
+  test("no base point: a full backup each, and why, without asking any agent", async () => {
+    const asked: string[] = [];
+    const agent = agentThat(async (command) => {
+      asked.push(command);
+      return {};
+    });
+    const from = { fullBecause: "the keys change with this update" };
+    expect(await previewChains("s", from, sources, agent, where)).toEqual([
+      "source vm: a full backup: the keys change with this update",
+    ]);
+    expect(asked).toEqual([]);
+  });
+
+  test("a base point's manifest that can't be read: decided when the point is taken, and why", async () => {
+    const agent = agentThat(async () => {
+      throw new Error("ssh: connect to host kvm-7 port 22: Connection refused");
+    });
+    expect(await previewChains("s", { pointId: "p1", pointDir: "/t/sets/z/s/p1" }, sources, agent, where)).toEqual([
+      "source vm: a link on point p1 or a full backup, decided when the point is taken " +
+        "(ssh: connect to host kvm-7 port 22: Connection refused)",
+    ]);
+  });
+
+  test("a base point whose manifest is gone or unreadable: a full backup", async () => {
+    const from = { pointId: "p1", pointDir: "/t/sets/z/s/p1" };
+    const gone = agentThat(async () => ({}));
+    expect(await previewChains("s", from, sources, gone, where)).toEqual([
+      "source vm: a full backup: the previous point p1's manifest is gone",
+    ]);
+    const unreadable = agentThat(async () => ({ text: "{" }));
+    expect(await previewChains("s", from, sources, unreadable, where)).toEqual([
+      expect.stringMatching(
+        /^source vm: a full backup: the previous point p1's manifest can't be read \(manifest is not valid JSON/,
+      ),
     ]);
   });
 });
