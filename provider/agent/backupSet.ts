@@ -14,7 +14,7 @@ import {
   streamSha256,
 } from "./image";
 import type { SigningPublicKey } from "../common/signingKey";
-import { chainBases } from "./chain";
+import { BaseFile, BrokenChain, chainBases, checkBaseFiles } from "./chain";
 import type { ChainRequest, ItemChain } from "./chainLink";
 import {
   Manifest,
@@ -90,6 +90,8 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
   const startedAt = new Date().toISOString();
   const onProgress = (percent: number) => events.progress?.(req.name, percent);
   try {
+    // A link's base must be whole before anything builds on it: a changed base would pass into every later link.
+    const chain = await checkedChain(req.chain, setDir, subject);
     return await withSecretFd(req.passphrase ?? "", async (passphraseFd) => {
       const key = req.encrypted ? { ...passphraseFd, random: req.randomKey } : undefined;
       const ctx = {
@@ -100,18 +102,20 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
         subject,
         signal: events.signal,
         onProgress,
-        chain: req.chain,
+        chain: chain?.request,
       };
-      const { source: manifestSource, virtualSize, sourceSha256, chain } = await kind.backup(input, ctx);
+      const backedUp = await kind.backup(input, ctx);
+      const { source: manifestSource, virtualSize, sourceSha256 } = backedUp;
       if (req.integrityCheck !== "none") await checkImage(partial, req.encrypted, key, subject);
-      const itemChain: ItemChain | undefined = chain && {
-        ...(chain.bitmap ? { bitmap: chain.bitmap } : {}),
-        ...(chain.base ? { base: baseOf(chain.base) } : {}),
-        depth: chain.base ? chain.base.depth + 1 : 0,
-        ...(chain.fullBecause ? { fullBecause: chain.fullBecause } : {}),
+      const linked = backedUp.chain;
+      const itemChain: ItemChain | undefined = linked && {
+        ...(linked.bitmap ? { bitmap: linked.bitmap } : {}),
+        ...(linked.base ? { base: baseOf(linked.base) } : {}),
+        depth: linked.base ? linked.base.depth + 1 : 0,
+        ...(linked.fullBecause ? { fullBecause: linked.fullBecause } : {}),
       };
       // A link is read over its bases: its hash is the disk's as it was at this point.
-      const bases = await chainBases(setDir, itemChain, subject);
+      const bases = linked?.base ? chain!.bases.map((b) => b.file) : [];
       // The read-back, the file's own hash and (for "full") the source's run side by side: three reads, no waiting.
       const [streamHash, fileHash, expected] = await Promise.all([
         streamSha256(backupImageOpts(partial, req.encrypted, bases), key, subject, events.signal),
@@ -158,6 +162,29 @@ export async function backupItem(req: ItemRequest, events: Events = {}): Promise
         });
   } finally {
     await fs.rm(partial, { force: true });
+  }
+}
+
+/**
+ * `request` with its base's backups found and checked (each file's size and SHA-256 against its
+ * point's manifest); a base that fails makes the backup a full one that says why.
+ */
+async function checkedChain(
+  request: ChainRequest | undefined,
+  setDir: string,
+  subject: string,
+): Promise<{ request: ChainRequest; bases: BaseFile[] } | undefined> {
+  if (!request?.base) return request && { request, bases: [] };
+  const { bitmap: _bitmap, depth, virtualSize: _size, ...base } = request.base;
+  try {
+    // The base itself is the nearest link of the chain the new one extends.
+    const bases = await chainBases(setDir, { base, depth: depth + 1 }, subject);
+    await checkBaseFiles(bases, subject, true);
+    return { request, bases };
+  } catch (error) {
+    if (!(error instanceof BrokenChain)) throw error;
+    const { base: _unusable, ...full } = request;
+    return { request: { ...full, fullBecause: error.shortMessage.replace(`${subject}: `, "") }, bases: [] };
   }
 }
 

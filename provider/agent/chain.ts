@@ -1,10 +1,12 @@
 import { createHash } from "node:crypto";
+import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { readFileIfExists } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
 import { MANIFEST_FILE } from "../targets/layout";
 import { z } from "zod";
 import { ItemChain, itemChainSchema } from "./chainLink";
+import { fileSha256 } from "./image";
 
 /**
  * What a base point's manifest must say for a link to build on it: its items' names, files and
@@ -13,7 +15,15 @@ import { ItemChain, itemChainSchema } from "./chainLink";
  */
 const baseManifestSchema = z.object({
   manifest: z.object({
-    items: z.array(z.object({ name: z.string(), file: z.string(), chain: itemChainSchema.optional() })),
+    items: z.array(
+      z.object({
+        name: z.string(),
+        file: z.string(),
+        sizeBytes: z.number(),
+        fileSha256: z.string(),
+        chain: itemChainSchema.optional(),
+      }),
+    ),
   }),
 });
 
@@ -38,13 +48,22 @@ export class BrokenChain extends CofferError {
 
 export const sha256Text = (text: string): string => createHash("sha256").update(text, "utf8").digest("hex");
 
+/** A backup a link builds on: its file, and the size and SHA-256 its point's manifest records. */
+export interface BaseFile {
+  pointId: string;
+  file: string;
+  sizeBytes: number;
+  fileSha256: string;
+}
+
 /**
- * The backup files an incremental backup in `pointDir` builds on, nearest first (none for a full
- * backup). Each base point's manifest must be the one the link recorded (its SHA-256), which names
- * its own base in turn: a trusted top manifest vouches for the whole chain.
+ * The backups an incremental backup in `pointDir` builds on, nearest first (none for a full backup).
+ * Each base point's manifest must be the one the link recorded (its SHA-256), which names its own
+ * base in turn: a trusted top manifest vouches for the whole chain. The files themselves are checked
+ * by checkBaseFiles.
  */
-export async function chainBases(pointDir: string, chain: ItemChain | undefined, subject: string): Promise<string[]> {
-  const files: string[] = [];
+export async function chainBases(pointDir: string, chain: ItemChain | undefined, subject: string): Promise<BaseFile[]> {
+  const bases: BaseFile[] = [];
   const setDir = path.dirname(pointDir);
   const seen = new Set<string>();
   for (let base = chain?.base; base;) {
@@ -67,8 +86,27 @@ export async function chainBases(pointDir: string, chain: ItemChain | undefined,
     if (!item || item.file !== base.file) {
       throw new BrokenChain("failed", `${subject}: ${builtOn}, whose manifest has no backup ${base.file}`);
     }
-    files.push(path.join(baseDir, base.file));
+    const { sizeBytes, fileSha256 } = item;
+    bases.push({ pointId: base.pointId, file: path.join(baseDir, base.file), sizeBytes, fileSha256 });
     base = item.chain?.base;
   }
-  return files;
+  return bases;
+}
+
+/**
+ * Throws BrokenChain unless each base file is there, of its recorded size, and (with `hash`) of its
+ * recorded SHA-256: a link read over a changed base would record, or restore, the change as good.
+ */
+export async function checkBaseFiles(bases: readonly BaseFile[], subject: string, hash: boolean): Promise<void> {
+  for (const base of bases) {
+    const its = `${subject}: it builds on point ${base.pointId}'s ${path.basename(base.file)}, which`;
+    const stat = await fs.stat(base.file).catch(() => undefined);
+    if (!stat) throw new BrokenChain("missing", `${its} is missing`);
+    if (stat.size !== base.sizeBytes) {
+      throw new BrokenChain("failed", `${its} is ${stat.size} bytes, not the ${base.sizeBytes} its manifest says`);
+    }
+    if (hash && (await fileSha256(base.file)) !== base.fileSha256) {
+      throw new BrokenChain("failed", `${its} has changed since it was made (its SHA-256 differs)`);
+    }
+  }
 }

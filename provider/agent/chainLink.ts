@@ -11,13 +11,16 @@ import { z } from "zod";
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/);
 
 /** The backup a link builds on: the same source's backup in an earlier point of the set. */
+const plainName = (what: string) =>
+  z.string().refine((f) => f !== "" && f !== "." && f !== ".." && !f.includes("/"), {
+    message: `must be a file name in the ${what}`,
+  });
+
 export const chainBaseSchema = z.object({
-  pointId: z.string().min(1),
+  pointId: plainName("set's folder"),
   /** The base's item name (the source's name when it was taken). */
   item: z.string().min(1),
-  file: z.string().refine((f) => f !== "" && f !== "." && f !== ".." && !f.includes("/"), {
-    message: "must be a file name in the base point's folder",
-  }),
+  file: plainName("base point's folder"),
   /** SHA-256 of the base point's manifest file, which in turn names its own base. */
   manifestSha256: sha256Hex,
 });
@@ -40,8 +43,10 @@ export type ItemChain = z.output<typeof itemChainSchema>;
 export const chainRequestSchema = z.object({
   /** The name of the bitmap this backup starts (bitmapName). */
   bitmap: z.string().min(1),
-  /** The set's bitmaps start with it: those of neither this backup nor its base are removed after it. */
+  /** The set's bitmaps start with it: before the copy, those the next point can't use are removed. */
   bitmapPrefix: z.string().min(1),
+  /** The newest good point's bitmap, kept whatever this backup is: if this point fails, the next links on it. */
+  keep: z.string().min(1).optional(),
   base: chainBaseSchema
     .extend({ bitmap: z.string().min(1), depth: z.number().int().min(0), virtualSize: z.number().int().min(0) })
     .optional(),

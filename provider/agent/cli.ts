@@ -100,7 +100,7 @@ const handlers: Handlers = {
     return text === undefined ? {} : { text };
   },
   "chain-status": async (req) => {
-    const subject = "source";
+    const subject = `source ${req.name}`;
     const { kind, input } = chooseSourceKind(req.source, subject);
     if (!kind.chainStatus) throw new CofferError("INVALID_INPUT", `${kind.label} keeps no chain of backups`);
     return kind.chainStatus(input, subject);

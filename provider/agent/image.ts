@@ -324,16 +324,11 @@ async function checkBackingChain(source: DiskSource, top: QemuImageInfo, subject
  * it neither waits for nor takes a lock): "in-use" marks one a QEMU had open and did not save.
  * The header holds no dirty count; only an open QEMU knows it.
  */
-export async function storedBitmaps(disk: string, subject: string) {
-  const info = JSON.parse(
-    await run(
-      "qemu-img",
-      ["info", "-U", "--output=json", "--image-opts", sourceImageOpts({ disk, format: "qcow2", backing: [] })],
-      {
-        subject,
-      },
-    ),
-  ) as { "format-specific"?: { data?: { bitmaps?: { name: string; flags: string[] }[] } } };
+export async function storedBitmaps(layout: SourceLayout, subject: string) {
+  const args = ["info", "-U", "--output=json", "--image-opts", sourceImageOpts(layout)];
+  const info = JSON.parse(await run("qemu-img", args, { subject })) as {
+    "format-specific"?: { data?: { bitmaps?: { name: string; flags: string[] }[] } };
+  };
   return (info["format-specific"]?.data?.bitmaps ?? []).map((b) => ({
     name: b.name,
     recording: b.flags.includes("auto"),

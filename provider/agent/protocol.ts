@@ -69,13 +69,13 @@ export const agentRequests = {
     randomKey: z.boolean().optional(),
     /** The provider process taking the set (older providers send none). */
     owner: setOwner.optional(),
-    /** An incremental source's chain (an agent before manifest schema 7 drops it and backs up in full). */
+    /** An incremental source's chain (an agent before manifest schema 7 refuses the source's incremental field). */
     chain: chainRequestSchema.optional(),
   }),
   /** A point's manifest as stored, unchecked: the provider checks it with keys the agent never gets. */
   "read-manifest": z.object({ target, setDir: folder("setDir") }),
   /** An incremental source's disk as it is (format, bitmaps, dirty counts), read without changing it: preview. */
-  "chain-status": z.object({ source: agentSourceSchema }),
+  "chain-status": z.object({ name: fileName("name"), source: agentSourceSchema }),
   "write-manifest": z.object({
     target,
     setDir: folder("setDir"),

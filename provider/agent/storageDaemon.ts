@@ -1,4 +1,3 @@
-import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { CofferError } from "../common/errors";
 import { SourceLayout, sourceImageOpts } from "./image";
@@ -9,6 +8,8 @@ import { start } from "./tools";
 const NODE = "coffer-source";
 /** How long a daemon asked to quit may take to save its bitmaps and close the disk. */
 const QUIT_TIMEOUT_MS = 30_000;
+/** How long a daemon may take to open the disk and answer on its socket. */
+const START_TIMEOUT_MS = 15_000;
 
 /**
  * Runs `work` with a stopped VM's qcow2 disk opened by qemu-storage-daemon: what only a QEMU does
@@ -21,6 +22,7 @@ const QUIT_TIMEOUT_MS = 30_000;
 export async function withStorageDaemon<T>(
   layout: SourceLayout,
   subject: string,
+  signal: AbortSignal | undefined,
   work: (qmp: QmpClient, source: SourceNode) => Promise<T>,
 ): Promise<T> {
   return withPrivateDir("qsd", async (dir) => {
@@ -43,19 +45,21 @@ export async function withStorageDaemon<T>(
       () => (exited = true),
     );
     try {
-      while (
-        !(await fs.access(socket).then(
-          () => true,
-          () => false,
-        ))
-      ) {
+      // The socket exists once bound, a moment before it listens: connect until it answers.
+      const until = Date.now() + START_TIMEOUT_MS;
+      let qmp: QmpClient | undefined;
+      while (!qmp) {
         if (exited) {
           const reason = (await daemon.stderr) || "no output";
           throw new CofferError("QEMU_FAILED", `${subject}: qemu-storage-daemon could not open the disk: ${reason}`);
         }
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        if (signal?.aborted) throw new CofferError("ABORTED", `${subject}: stopped before it finished`);
+        if (Date.now() > until) {
+          throw new CofferError("QEMU_FAILED", `${subject}: qemu-storage-daemon did not answer within 15 s`);
+        }
+        qmp = await QmpClient.connect(socket, subject).catch(() => undefined);
+        if (!qmp) await new Promise((resolve) => setTimeout(resolve, 20));
       }
-      const qmp = await QmpClient.connect(socket, subject);
       try {
         return await work(qmp, await findNamedNode(qmp, NODE, subject));
       } finally {

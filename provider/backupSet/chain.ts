@@ -55,12 +55,16 @@ export async function continueChains(
   if (incremental.length === 0) return plan;
   const from = plan.chainFrom ?? { fullBecause: "it is the set's first point" };
   const prefix = bitmapPrefix(plan.setId);
-  const start = { bitmap: bitmapName(plan.setId, plan.pointId), bitmapPrefix: prefix };
+  const start: Pick<ChainRequest, "bitmap" | "bitmapPrefix" | "keep"> = {
+    bitmap: bitmapName(plan.setId, plan.pointId),
+    bitmapPrefix: prefix,
+  };
   const allFull = (fullBecause: string): PointPlan => ({
     ...plan,
     items: plan.items.map((i) => (i.incremental ? { ...i, chain: { ...start, fullBecause } } : i)),
   });
   if ("fullBecause" in from) return allFull(from.fullBecause);
+  start.keep = bitmapName(plan.setId, from.pointId);
   const { text } = await agent.call("read-manifest", { target, setDir: from.pointDir });
   const its = `the previous point ${from.pointId}'s manifest`;
   if (text === undefined) return allFull(`${its} is gone`);
@@ -69,6 +73,12 @@ export async function continueChains(
   const base = read.manifest;
   if (base.setId !== plan.setId || (base.pointId ?? base.setId) !== from.pointId) {
     return allFull(`${its} is another point's`);
+  }
+  if (base.policy.encrypted !== plan.policy.encrypted) {
+    return allFull(`encryption is ${plan.policy.encrypted ? "on" : "off"} now, and was not at point ${from.pointId}`);
+  }
+  if (plan.policy.encrypted && !base.wrappedKey) {
+    return allFull(`the previous point ${from.pointId} has no key of its own (made before per-point keys)`);
   }
   const given = plan.wrapWith ?? plan.keys.manifestSecret;
   const key = base.keySource === "recipients" ? undefined : await pointSecret(base, given);
@@ -108,7 +118,7 @@ function baseFor(
   const { bitmap, depth } = backup.chain;
   if (!bitmap) return { fullBecause: `the previous point ${pointId} started no dirty bitmap on its disk` };
   if (fullEvery !== undefined && depth + 1 >= fullEvery) {
-    return { fullBecause: `fullEvery is ${fullEvery}, and its chain has ${fullEvery} backups` };
+    return { fullBecause: `fullEvery is ${fullEvery}, and its chain has ${depth + 1} backups` };
   }
   const { file, virtualSize } = backup;
   return { base: { pointId, item: backup.name, file, manifestSha256, bitmap, depth, virtualSize } };
@@ -162,7 +172,7 @@ export async function previewChains(
       const found = baseFor(name, fullEvery, items, from.pointId, manifestSha256);
       if (!found.base) return full(name, found.fullBecause!);
       try {
-        const disk = await agent(via).call("chain-status", { source: source as never });
+        const disk = await agent(via).call("chain-status", { name, source: source as never });
         const decided = linkDecision({ ...next, base: found.base }, { ...disk, bitmaps: disk.bitmaps.map(asBitmap) });
         if (!decided.base) return full(name, decided.fullBecause!);
         const count = disk.bitmaps.find((b) => b.name === found.base!.bitmap)?.count;

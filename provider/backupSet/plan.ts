@@ -13,6 +13,7 @@ import type { ChainFrom } from "./chain";
 import { CofferError } from "../common/errors";
 import { RecipientKey, Sealed, parseRecipientKey, seal } from "../escrow/envelope";
 import { copiesToTarget } from "../sources/cinderVolume";
+import { kindsChosenBy } from "../sources/registry";
 import type { CloudBackupRef, KeyEscrow } from "../sources/kind";
 import type { TargetRef } from "../common/targetIdentity";
 import { directoryStore } from "../targets/directory";
@@ -37,7 +38,7 @@ export interface PlannedItem {
   name: string;
   via?: string;
   source: ReturnType<typeof effectiveSource>;
-  /** The source is backed up incrementally (a running VM's qcow2 disk). */
+  /** The source is backed up as a chain of links (a qcow2 disk's, through QEMU: chainsThroughQemu). */
   incremental?: { fullEvery?: number };
   /** Its chain request, once the base point is read (continueChains). */
   chain?: ChainRequest;
@@ -147,10 +148,16 @@ export function planPoint(
   };
 }
 
+/** Whether `source` is backed up as a chain of QEMU links (a qcow2 disk's); Cinder's incrementals are Cinder's. */
+export function chainsThroughQemu(source: SourceInput): boolean {
+  const { incremental } = source as { incremental?: unknown };
+  return incremental === true && kindsChosenBy(agentSource(source))[0]?.chainStatus !== undefined;
+}
+
 /** A source's incremental setting, for its planned item. */
 function incrementalOf(source: SourceInput): Pick<PlannedItem, "incremental"> {
-  const { incremental, fullEvery } = source as { incremental?: boolean; fullEvery?: number };
-  return incremental ? { incremental: fullEvery === undefined ? {} : { fullEvery } } : {};
+  const { fullEvery } = source as { fullEvery?: number };
+  return chainsThroughQemu(source) ? { incremental: fullEvery === undefined ? {} : { fullEvery } } : {};
 }
 
 /** Who may open a point sealed for recipients: any `threshold` of `recipients`. */

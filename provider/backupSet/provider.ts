@@ -12,7 +12,7 @@ import { overdue } from "../history/schedule";
 import { SetChange, describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
 import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex, indexVersionOf } from "../agent/pointIndex";
 import { ChainFrom, chainFrom, previewChains } from "./chain";
-import { agentSource, planPoint } from "./plan";
+import { agentSource, chainsThroughQemu, planPoint } from "./plan";
 import { BackupSetInputs, backupSetInputs } from "./schema";
 import {
   BackupSetOutputs,
@@ -444,7 +444,7 @@ export function createBackupSetProvider(host: SetHost) {
   /** Preview's forecast of a new point's incremental sources (previewChains); nothing while a value is unknown. */
   async function chainsPreview(state: BackupSetOutputs, news: BackupSetInputs, change: SetChange) {
     const sources = Array.isArray(news.sources) ? news.sources : [];
-    const incremental = sources.filter((s) => (s as { incremental?: unknown }).incremental === true);
+    const incremental = sources.filter(chainsThroughQemu);
     if (incremental.length === 0) return [];
     if (unknownPaths({ sources, policy: news.policy, host: news.host ?? null }).length > 0) {
       return ["incremental sources: a link or a full backup each, decided when the point is taken (values unknown)"];

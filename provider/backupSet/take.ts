@@ -179,6 +179,9 @@ export async function takePoint(given: PointPlan, deps: TakeDeps): Promise<Taken
   // Incremental sources: what the previous point holds of them decides links or full backups, and the key.
   const plan = await continueChains(given, deps.agent(given.manifestWhere), target);
   const { secrets } = plan;
+  for (const { name, chain } of plan.items) {
+    if (chain?.fullBecause) deps.progress(`${name}: a full backup (incremental): ${chain.fullBecause}`);
+  }
   // The one strong KDF of the point runs beside the copies (in libuv's pool), not before them.
   const wrapping = plan.wrapWith
     ? wrapPointKey(plan.keys.passphrase!, plan.wrapWith, sealedKeyContext(plan))

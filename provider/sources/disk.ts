@@ -82,7 +82,7 @@ export const diskSource: SourceKind<DiskInput, DiskItem, typeof fields> = {
     };
     if (ctx.chain) {
       // The bitmaps live in the disk: a QEMU opens it to add one with the copy, and saves them as it closes.
-      const { chain } = await withStorageDaemon(info.layout, ctx.subject, (qmp, node) =>
+      const { chain } = await withStorageDaemon(info.layout, ctx.subject, ctx.signal, (qmp, node) =>
         copyThroughQemu(qmp, node, ctx),
       );
       return { ...backedUp, ...(chain ? { chain } : {}) };
@@ -102,9 +102,9 @@ export const diskSource: SourceKind<DiskInput, DiskItem, typeof fields> = {
   },
   async chainStatus(input, subject) {
     const info = await sourceInfo(input, subject);
-    const { disk, format } = info.layout;
+    const { format } = info.layout;
     if (format !== "qcow2") return { driver: format, virtualSize: info.virtualSize, bitmaps: [] };
-    return { driver: format, virtualSize: info.virtualSize, bitmaps: await storedBitmaps(disk, subject) };
+    return { driver: format, virtualSize: info.virtualSize, bitmaps: await storedBitmaps(info.layout, subject) };
   },
   verify: verifyStoredImages,
   remove: removeStoredImages,

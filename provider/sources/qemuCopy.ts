@@ -47,7 +47,9 @@ export function linkDecision(
 
 /**
  * Copies `source` into `ctx.partial`: in full, or (a chain request) as a link on the base's bitmap
- * where linkDecision trusts it. After a good copy the set's other bitmaps go: they only slow writes.
+ * where linkDecision trusts it. First the set's bitmaps that no next point can use go (they only slow
+ * writes): all but the newest good point's (`keep`), and any QEMU can't vouch for. Should this point
+ * fail, the next still finds that one.
  */
 export async function copyThroughQemu(
   qmp: QmpClient,
@@ -55,6 +57,13 @@ export async function copyThroughQemu(
   ctx: BackupContext,
 ): Promise<Pick<BackedUp<unknown>, "chain">> {
   const link = ctx.chain && linkDecision(ctx.chain, source);
+  if (ctx.chain && link?.start) {
+    const { bitmapPrefix, keep } = ctx.chain;
+    const stale = source.bitmaps.filter(
+      (b) => b.name.startsWith(bitmapPrefix) && (b.name !== keep || b.inconsistent) && b.name !== link.base?.bitmap,
+    );
+    await removeBitmaps(qmp, source.node, [...new Set(stale.map((b) => b.name))]);
+  }
   await createEmptyBackup(ctx.partial, source.virtualSize, ctx.format.compression, ctx.key, ctx.subject);
   await backupRunningVm({
     qmp,
@@ -70,11 +79,5 @@ export async function copyThroughQemu(
     ...(link?.start ? { bitmaps: { start: link.start, since: link.base?.bitmap } } : {}),
   });
   if (!ctx.chain || !link) return {};
-  if (link.start) {
-    const kept = [link.start, link.base?.bitmap];
-    const { bitmapPrefix } = ctx.chain;
-    const stale = source.bitmaps.filter((b) => b.name.startsWith(bitmapPrefix) && !kept.includes(b.name));
-    await removeBitmaps(qmp, source.node, [...new Set(stale.map((b) => b.name))]);
-  }
   return { chain: { bitmap: link.start, base: link.base, fullBecause: link.fullBecause } };
 }

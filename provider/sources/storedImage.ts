@@ -7,7 +7,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import type { IntegrityCheck } from "../agent/backupSet";
 import { backupImageOpts, checkImage, fileSha256, restoreImage, sourceImageOpts, streamSha256 } from "../agent/image";
-import { BrokenChain, chainBases } from "../agent/chain";
+import { BrokenChain, chainBases, checkBaseFiles } from "../agent/chain";
 import { CofferError, isCofferError } from "../common/errors";
 import type { ItemProblem, RemoveContext, RestoreContext, RestoreTarget, StoredItem, VerifyContext } from "./kind";
 
@@ -42,8 +42,11 @@ export async function verifyStoredImages(
     const key = item.encrypted ? ctx.key : undefined;
     const subject = `item ${item.name}`;
     try {
-      // A link is checked as far as its chain goes (its bases' manifests); its bases' files are their points'.
-      const bases = await chainBases(ctx.setDir, item.chain, subject);
+      // A link is checked as far as its chain goes: its bases' manifests, and their files are there whole
+      // in size (their hashes are their own points' to check).
+      const found = await chainBases(ctx.setDir, item.chain, subject);
+      await checkBaseFiles(found, subject, false);
+      const bases = found.map((b) => b.file);
       if (level !== "none") await checkImage(file, item.encrypted, key, subject);
       if (level === "full") {
         const onProgress = (percent: number) => ctx.progress?.(item.name, percent);
@@ -80,7 +83,10 @@ export async function restoreStoredImage(
   );
   if (fileSha !== item.fileSha256)
     throw new CofferError("VERIFY_FAILED", `${item.file} has changed since the backup: restore from another set`);
-  const bases = await chainBases(ctx.setDir, item.chain, `item ${item.name}`);
+  // A base changed since shows in the restored data's hash below; a missing one is named here, first.
+  const found = await chainBases(ctx.setDir, item.chain, `item ${item.name}`);
+  await checkBaseFiles(found, `item ${item.name}`, false);
+  const bases = found.map((b) => b.file);
   await step(`restore ${item.name}`, item.virtualSize, (onProgress) =>
     restoreImage({
       file,

@@ -350,5 +350,19 @@ describe("incremental backups of a running VM's qcow2 disk", () => {
       fullBecause: "fullEvery is 3, and its chain has 3 backups",
     });
     for (const [i, manifestPath] of manifests.entries()) expect(await restored(manifestPath)).toBe(expected[i]);
+
+    // A base whose file changed since it was made (bit rot on the NAS) is never built on: a link would carry
+    // the change into every later point with hashes that match.
+    const baseFile = path.join(path.dirname(outs.manifestPath), "vm.qcow2.luks");
+    const bytes = await fs.readFile(baseFile);
+    bytes[bytes.length - 1000] ^= 0x01;
+    await fs.writeFile(baseFile, bytes);
+    diskWrite(disk, mirror, 10 * MiB, 4096, 0x31);
+    outs = (await provider.update(first.id, outs, await checked(inputsOf(target, disk, "t5", { fullEvery: 3 })))).outs;
+    expect((await manifestOf(outs)).items[0].chain).toMatchObject({
+      depth: 0,
+      fullBecause: expect.stringMatching(/builds on point .*'s vm.qcow2.luks, which has changed since it was made/),
+    });
+    expect(await restored(outs.manifestPath)).toBe(sha256(mirror));
   });
 });

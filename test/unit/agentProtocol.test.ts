@@ -24,7 +24,7 @@ const valid: { [C in AgentCommand]: unknown } = {
     owner: { host: "pulumi-1", pid: 42, bootId: "b" },
   },
   "read-manifest": { target, setDir: "/srv/b/sets/zone-a/s/p1" },
-  "chain-status": { source: { qmpSocket: "/run/vm.qmp", device: "vda", incremental: true } },
+  "chain-status": { name: "vm", source: { qmpSocket: "/run/vm.qmp", device: "vda", incremental: true } },
   "write-manifest": { target, setDir: "/srv/b/sets/zone-a/s", manifest: {}, manifestSecret: SECRET },
   "verify-set": { target, setDir: "/srv/b/sets/zone-a/s", level: "metadata", manifestSecret: SECRET },
   "delete-set": { target, setDir: "/srv/b/sets/zone-a/s" },

@@ -6,7 +6,8 @@
 import { bitmapName } from "../../provider/agent/chainLink";
 import { backupImageOpts } from "../../provider/agent/image";
 import { MANIFEST_KIND, Manifest, manifestSchema, manifestSchemaVersionFor } from "../../provider/agent/manifest";
-import { chainFrom, previewChains } from "../../provider/backupSet/chain";
+import { chainFrom, continueChains, previewChains } from "../../provider/backupSet/chain";
+import { planPoint } from "../../provider/backupSet/plan";
 import type { AgentClient } from "../../provider/backupSet/agentClient";
 import type { PointLocation, PointRecord } from "../../provider/backupSet/state";
 import { linkDecision } from "../../provider/sources/qemuCopy";
@@ -256,5 +257,77 @@ describe("previewChains: what preview says of a point's incremental sources", ()
         /^source vm: a full backup: the previous point p1's manifest can't be read \(manifest is not valid JSON/,
       ),
     ]);
+  });
+});
+
+describe("continueChains: which sources link, on what, with which key", () => {
+  const declared = (encrypted: boolean, sources: object[]) =>
+    backupSetInputs.parse({
+      policy: {
+        id: "p",
+        zone: "z",
+        target: { kind: "directory", path: "/t" },
+        compression: "zstd",
+        integrityCheck: "full",
+        bandwidthLimitMiBps: 0,
+        encrypted,
+      },
+      keys: { passphrase: "a passphrase of this set", manifestKey: "bWFuaWZlc3Qta2V5" },
+      sources,
+      trigger: "t",
+    });
+  const vm = { name: "vm", qmpSocket: "/run/q", device: "vda", incremental: true };
+  const from = { pointId: "p1", pointDir: "/t/sets/z/s/p1" };
+  /** An agent whose read-manifest answers with point p1's manifest, policy `encrypted`. */
+  const agentWith = (encrypted: boolean) =>
+    ({
+      where: "local",
+      call: async () => ({
+        text: JSON.stringify({
+          manifest: {
+            kind: MANIFEST_KIND,
+            schemaVersion: 4,
+            setId: "s",
+            pointId: "p1",
+            name: "t",
+            trigger: "t",
+            zone: "z",
+            policy: { compression: "zstd", encrypted, bandwidthLimitMiBps: 0, integrityCheck: "full" },
+            keySource: encrypted ? "passphrase" : "manifest-key",
+            qemuVersion: "7.2",
+            createdAt: "t",
+            items: [],
+          },
+          hmacSha256: "0".repeat(64),
+        }),
+      }),
+    }) as unknown as AgentClient;
+
+  test("only a qcow2 disk's sources chain through QEMU; a Cinder volume's incrementals stay Cinder's", () => {
+    const plan = planPoint(declared(false, [vm, { name: "db", cinderVolume: "0b1c", incremental: true }]), {
+      setId: "s",
+      pointId: "p2",
+    });
+    expect(plan.items.map((i) => [i.name, i.incremental])).toEqual([
+      ["vm", {}],
+      ["db", undefined],
+    ]);
+  });
+
+  test.each([
+    [true, false, /^encryption is on now, and was not at point p1$/],
+    [false, true, /^encryption is off now, and was not at point p1$/],
+    [true, true, /^the previous point p1 has no key of its own \(made before per-point keys\)$/],
+  ])("encrypted now %s, at the base %s: a full backup, never a link across keys", async (now, then, why) => {
+    const plan = planPoint(declared(now, [vm]), { setId: "s", pointId: "p2" }, [], from);
+    const continued = await continueChains(plan, agentWith(then), { path: "/t" });
+    expect(continued.items[0].chain).toEqual({
+      bitmap: "coffer.s.p2",
+      bitmapPrefix: "coffer.s.",
+      keep: "coffer.s.p1",
+      fullBecause: expect.stringMatching(why),
+    });
+    expect(continued.keyOf).toBeUndefined();
+    expect(continued.keys).toEqual(plan.keys);
   });
 });
