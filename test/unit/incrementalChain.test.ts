@@ -13,6 +13,17 @@ import type { PointLocation, PointRecord } from "../../provider/backupSet/state"
 import { linkDecision } from "../../provider/sources/qemuCopy";
 import { backupSetInputs } from "../../provider/backupSet/schema";
 
+/** A policy as the resource class applies it, on target /t in zone z. */
+const policyOf = (encrypted: boolean) => ({
+  id: "p",
+  zone: "z",
+  target: { kind: "directory", path: "/t" },
+  compression: "zstd",
+  integrityCheck: "full",
+  bandwidthLimitMiBps: 0,
+  encrypted,
+});
+
 const base = {
   pointId: "p1",
   item: "vm",
@@ -174,15 +185,7 @@ describe("backupImageOpts over a chain", () => {
 
 describe("the incremental source fields", () => {
   const inputs = (source: object) => ({
-    policy: {
-      id: "p",
-      zone: "z",
-      target: { kind: "directory", path: "/t" },
-      compression: "zstd",
-      integrityCheck: "full",
-      bandwidthLimitMiBps: 0,
-      encrypted: false,
-    },
+    policy: policyOf(false),
     keys: { manifestKey: "k" },
     sources: [{ name: "vm", ...source }],
     trigger: "t",
@@ -263,15 +266,7 @@ describe("previewChains: what preview says of a point's incremental sources", ()
 describe("continueChains: which sources link, on what, with which key", () => {
   const declared = (encrypted: boolean, sources: object[]) =>
     backupSetInputs.parse({
-      policy: {
-        id: "p",
-        zone: "z",
-        target: { kind: "directory", path: "/t" },
-        compression: "zstd",
-        integrityCheck: "full",
-        bandwidthLimitMiBps: 0,
-        encrypted,
-      },
+      policy: policyOf(encrypted),
       keys: { passphrase: "a passphrase of this set", manifestKey: "bWFuaWZlc3Qta2V5" },
       sources,
       trigger: "t",
