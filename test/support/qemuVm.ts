@@ -1,6 +1,19 @@
 import { ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
+import { connect } from "node:net";
 import * as path from "node:path";
+
+/** Whether a unix socket accepts a connection (closed again at once). */
+function accepts(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(socketPath);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
 
 export interface RunningVm {
   qmpSocket: string;
@@ -45,7 +58,8 @@ export async function startVm(
   let stderr = "";
   child.stderr!.on("data", (c) => (stderr += c));
   const until = Date.now() + 20_000;
-  while (!existsSync(qmpSocket)) {
+  // The socket file appears when QEMU binds it, a moment before it listens: wait for a connection.
+  while (!existsSync(qmpSocket) || !(await accepts(qmpSocket))) {
     if (child.exitCode !== null) throw new Error(`QEMU exited: ${stderr}`);
     if (Date.now() > until) throw new Error(`QEMU did not open its QMP socket: ${stderr}`);
     await new Promise((r) => setTimeout(r, 50));
