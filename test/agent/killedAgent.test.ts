@@ -54,7 +54,8 @@ async function callAgent<T>(command: string, request: object): Promise<T> {
 /** Waits until `parent` runs a tool whose command line `matches`; fails if it exits first. */
 async function untilTool(parent: ChildProcess, matches: (command: string) => boolean, stage: string) {
   const tool = await pollFor(() => {
-    if (parent.exitCode !== null) throw new Error(`the agent exited (${parent.exitCode}) before ${stage}`);
+    const ended = parent.exitCode ?? parent.signalCode;
+    if (ended !== null) throw new Error(`the agent ended (${ended}) before ${stage}`);
     return childrenOf(parent.pid!).find((child) => matches(child.command));
   }, 300_000);
   if (!tool) throw new Error(`no ${stage} seen`);
