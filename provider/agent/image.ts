@@ -3,6 +3,7 @@ import { createReadStream, promises as fs } from "node:fs";
 import { CofferError } from "../common/errors";
 import * as path from "node:path";
 import { LUKS_PAYLOAD_OFFSET_BYTES, writeLuksHeader } from "./luksHeader";
+import { connectNbd } from "./nbdClient";
 import { NBD_PID_FILE, NBD_SOCKET, SecretFd, withPrivateDir } from "./tempFiles";
 import { KEY_FD_PATH, RunningTool, partialName, retryLuksCreation, run, start, toolFailure } from "./tools";
 
@@ -464,10 +465,8 @@ export async function checkImage(file: string, encrypted: boolean, key: SecretFd
 }
 
 /**
- * SHA-256 of the data the guest would see in the image: decrypted and decompressed, streamed
- * through qemu-nbd and nbdcopy (qemu-img can't write to a pipe), never written to disk.
- * qemu-nbd is started here, not by nbdcopy: nbdcopy stopped early leaves its own qemu-nbd
- * running, holding the image's lock and the stdout pipe.
+ * SHA-256 of the data the guest would see in the image: decrypted and decompressed by qemu-nbd and
+ * read here over NBD (qemu-img can't write to a pipe), never written to disk.
  */
 export async function streamSha256(
   imageOpts: string,
@@ -492,19 +491,25 @@ export async function streamSha256(
       await untilServing(server, pidFile, subject);
       const hash = createHash("sha256");
       const counted = countChunks(progress);
-      await run("nbdcopy", [`nbd+unix:///?socket=${encodeURIComponent(socket)}`, "-"], {
-        subject,
-        signal,
-        onStdoutChunk: (chunk) => {
-          hash.update(chunk);
-          counted(chunk);
-        },
-      }).catch(async (error) => {
-        if ((error as CofferError).code === "ABORTED") throw error;
-        // nbdcopy only sees the connection drop; qemu-nbd says why (e.g. an unreadable cluster).
+      const read = async () => {
+        const image = await connectNbd(socket);
+        try {
+          await image.readRange(0, image.size, (chunk) => (hash.update(chunk), counted(chunk)), signal);
+        } finally {
+          await image.close();
+        }
+      };
+      await read().catch(async (error) => {
+        if (signal?.aborted) throw new CofferError("ABORTED", `${subject}: stopped before it finished`, { secrets });
+        // The client only sees the connection drop; qemu-nbd says why (e.g. an unreadable cluster).
         server.stop();
         const reason = await server.stderr;
-        throw reason ? toolFailure("qemu-nbd", reason, { subject, secrets }, error) : error;
+        throw reason
+          ? toolFailure("qemu-nbd", reason, { subject, secrets }, error)
+          : new CofferError("QEMU_FAILED", `${subject}: reading the image back failed: ${(error as Error).message}`, {
+              secrets,
+              cause: error,
+            });
       });
       return hash.digest("hex");
     } finally {

@@ -1,6 +1,6 @@
 # Sourced by tools/demo.sh and tools/test.sh: installs what is missing on a fresh machine, then
 # puts the Pulumi CLI on PATH. Safe to run again; each step is skipped when already done.
-#   system packages      qemu-img, QEMU, qemu-nbd/nbdcopy, ssh/sshd from Debian, when missing
+#   system packages      qemu-img, QEMU, qemu-nbd, ssh/sshd from Debian, when missing
 #   npm dependencies     npm ci, when node_modules is missing or older than package-lock.json
 #   the TypeScript build npm run build (dist/)
 #   the Pulumi CLI       tools/pulumi-cli/build.sh (built from Go modules once, then cached)
@@ -50,7 +50,7 @@ coffer_system_packages() {
   # setpriv (util-linux, essential in Debian) makes the agent's tools die with it. cryptsetup: the tests
   # check that it opens the LUKS headers Coffer writes (restores need only qemu-img).
   for tool in qemu-img:qemu-utils qemu-nbd:qemu-utils qemu-io:qemu-utils qemu-system-x86_64:qemu-system-x86 \
-    nbdcopy:libnbd-bin ssh:openssh-client /usr/sbin/sshd:openssh-server setpriv:util-linux \
+    ssh:openssh-client /usr/sbin/sshd:openssh-server setpriv:util-linux \
     /usr/sbin/cryptsetup:cryptsetup-bin; do
     package=${tool#*:}
     command -v "${tool%%:*}" >/dev/null || [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
