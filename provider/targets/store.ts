@@ -7,12 +7,15 @@
 export interface TargetStore {
   /**
    * "memory": the in-memory store the unit tests inject (test/support/memoryStore.ts); "swift": a
-   * container of an OpenStack Swift account (targets/swift.ts).
+   * container of an OpenStack Swift account (targets/swift.ts); "s3": a bucket of an S3 API (targets/s3.ts).
    */
-  readonly kind: "directory" | "memory" | "swift";
+  readonly kind: "directory" | "memory" | "swift" | "s3";
   /** Where the store is, as messages name it: a directory store's folder. */
   readonly location: string;
-  /** Where `key` is, as messages and outputs name it: its path in a directory store, swift:<container>/<name>. */
+  /**
+   * Where `key` is, as messages and outputs name it: its path in a directory store, swift:<container>/<name>,
+   * s3://<bucket>/<name>.
+   */
   locate(key: string): string;
   /**
    * Throws unless the store is there to use (a directory store: its folder exists). An unmounted

@@ -1,7 +1,14 @@
+import {
+  AbortMultipartUploadCommand,
+  CreateBucketCommand,
+  ListMultipartUploadsCommand,
+  type MultipartUpload,
+} from "@aws-sdk/client-s3";
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { promisify } from "node:util";
+import { S3Store, S3StoreOptions } from "../../provider/targets/s3";
 import { listAll } from "../../provider/targets/store";
 import { SwiftAuth, SwiftStore, SwiftStoreOptions, tempAuth } from "../../provider/targets/swift";
 
@@ -110,4 +117,68 @@ export async function swiftLoopUp(swift: SwiftLoop): Promise<void> {
     env: { ...process.env, COFFER_SWIFTLOOP_DIR: swift.state },
     timeout: 120_000,
   });
+}
+
+/**
+ * Swift's S3 API (s3api in the proxy's pipeline) on the loopback proxy: with tempauth the access key id is
+ * "account:user" and the secret is the user's key; path-style addressing, region us-east-1 (s3api's location).
+ */
+export const loopS3 = (swift: SwiftLoop): Pick<S3StoreOptions, "endpoint" | "region" | "credentials"> => ({
+  endpoint: `http://127.0.0.1:${swift.proxy.port}`,
+  region: "us-east-1",
+  credentials: { accessKeyId: swift.user, secretAccessKey: swift.key },
+});
+
+/** The bucket the swift tier's S3 stores share (a Swift container of that name); each has a folder in it. */
+export const s3TestBucket = "coffer-s3-tests";
+
+/** An S3Store on the loopback cluster's S3 API in a new, empty folder of `s3TestBucket`. */
+export function s3StoreOn(swift: SwiftLoop, options: Partial<S3StoreOptions> = {}): S3Store {
+  return new S3Store({
+    ...loopS3(swift),
+    bucket: s3TestBucket,
+    prefix: `run-${randomBytes(6).toString("hex")}`,
+    ...options,
+  });
+}
+
+/** The multipart uploads under way in the store's folder, as the S3 API lists them. */
+export async function uploadsUnder(store: S3Store): Promise<MultipartUpload[]> {
+  const listing = await store.client.send(
+    new ListMultipartUploadsCommand({ Bucket: store.bucket, Prefix: store.folder || undefined }),
+  );
+  return listing.Uploads ?? [];
+}
+
+/**
+ * Makes S3Stores in folders of their own (call inside a describe). The test bucket is made before the
+ * first test (S3Store never makes one); after each test, the objects and any multipart uploads of the
+ * stores it made are removed, so runs don't pile up data in the cluster.
+ */
+export function useS3Stores(swift: SwiftLoop | undefined): (options?: Partial<S3StoreOptions>) => S3Store {
+  let made: S3Store[] = [];
+  beforeAll(async () => {
+    if (!swift) return;
+    const { client } = s3StoreOn(swift);
+    await client.send(new CreateBucketCommand({ Bucket: s3TestBucket })).catch((error) => {
+      if (error?.name !== "BucketAlreadyOwnedByYou" && error?.name !== "BucketAlreadyExists") throw error;
+    });
+  });
+  afterEach(async () => {
+    const stores = made;
+    made = [];
+    for (const store of stores) {
+      for (const { key } of await listAll(store, "")) await store.remove(key);
+      for (const upload of await uploadsUnder(store)) {
+        await store.client.send(
+          new AbortMultipartUploadCommand({ Bucket: store.bucket, Key: upload.Key, UploadId: upload.UploadId }),
+        );
+      }
+    }
+  });
+  return (options = {}) => {
+    const store = s3StoreOn(swift!, options);
+    made.push(store);
+    return store;
+  };
 }
