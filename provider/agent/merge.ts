@@ -270,12 +270,11 @@ async function mergeBackup(
   const bases = await chainBases(intoDir, item.chain, subject);
   await checkBaseFiles(bases, subject, true);
   const own = path.join(intoDir, item.file);
-  const { sizeBytes: ownSize, fileSha256: ownSha256 } = item;
-  await checkBaseFiles(
-    [{ pointId: path.basename(intoDir), file: own, sizeBytes: ownSize, fileSha256: ownSha256 }],
-    subject,
-    true,
-  );
+  const ownStat = await fs.stat(own).catch(() => undefined);
+  if (ownStat?.size !== item.sizeBytes || (await fileSha256(own)) !== item.fileSha256) {
+    const what = ownStat ? "has changed since it was made (its size or SHA-256 differs)" : "is missing";
+    throw new CofferError(ownStat ? "VERIFY_FAILED" : "SOURCE_MISSING", `${subject}: ${item.file} ${what}`);
+  }
   const merged = path.join(intoDir, partialName(file));
   // The top is a copy: qemu-img commit opens its top read-write, and the kept backup must never change.
   const top = path.join(intoDir, partialName(`${item.file}.top`));

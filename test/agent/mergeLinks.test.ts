@@ -262,6 +262,21 @@ describe("retention merges a pruned link of a qcow2 chain into the kept point af
     expect(await filesUnder(setDir)).toEqual(before);
     expect(await bytesOf()).toEqual(original);
     for (const id of ids) expect([id, await restored(manifestOf(id))]).toEqual([id, expected.get(id)]);
+
+    // A person prunes p2 with coffer: without the key refused, saying how; with it, merged into p3.
+    const prune = ["prune", "--target", target, "--zone", "zone-a", "--set", setId, "--point", p2];
+    const refused = await runCoffer(prune);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`point ${p2} is needed by ${p3}: their incrementals build on its backups; give`);
+    const merged = await runCoffer([...prune, "--passphrase-file", path.join(tempDir(), "pass.txt")]);
+    expect([merged.code, merged.stdout]).toEqual([0, expect.stringContaining(`merged ${p2} into ${p3}`)]);
+    // Refresh drops p2 and takes p3's and p4's rewritten records: every point verifies.
+    const refreshed = await provider.read(setId, read.props as BackupSetOutputs);
+    expect(refreshed.props.verification).toMatchObject({ status: "ok", failures: [] });
+    expect(refreshed.props.points.map((p: { id: string; status: string }) => [p.id, p.status])).toEqual(
+      [ids[0], p3, ids[3]].map((id) => [id, "ok"]),
+    );
+    for (const id of [p3, ids[3]]) expect([id, await restored(manifestOf(id))]).toEqual([id, expected.get(id)]);
   });
 });
 
