@@ -44,6 +44,8 @@ export const mergeJournalSchema = z.object({
   owner: setOwner,
   /** "prepared": nothing a reader uses has changed (undone when its owner is gone); "committed": finished by anyone. */
   state: z.enum(["prepared", "committed"]),
+  /** When it was prepared: an owner on another host can't be checked, and a prepared merge takes minutes. */
+  preparedAt: z.string(),
   /** In `into`'s folder: each merged backup, and the backup it replaces. */
   files: z.array(z.object({ item: z.string(), file: plainName, replaces: plainName })),
   /** The merged point's backup files (its manifest's items), removed with its folder. */
@@ -71,6 +73,9 @@ export interface MergeRequest {
   manifestSecret: string;
   owner: SetOwner;
 }
+
+/** A prepared merge whose owner is on another host is taken for abandoned after a day. */
+export const STALE_AFTER_MS = 24 * 60 * 60 * 1000;
 
 const journalPath = (setDir: string) => path.join(setDir, MERGE_JOURNAL_FILE);
 /** The name of the backup of `item` that takes in point `from`: a new name, so nothing is overwritten. */
@@ -162,7 +167,8 @@ export async function settleMerge(dir: string): Promise<"none" | "finished" | "u
       await rollForward(setDir, journal);
       return "finished";
     }
-    if (!ownerIsGone(journal.owner)) return "in progress";
+    const stale = journal.owner.host !== os.hostname() && Date.now() - Date.parse(journal.preparedAt) > STALE_AFTER_MS;
+    if (!ownerIsGone(journal.owner) && !stale) return "in progress";
     await rollBack(setDir, journal);
     return "undone";
   }
@@ -232,6 +238,7 @@ export async function prepareMerge(
     into: req.into,
     owner: req.owner,
     state: "prepared",
+    preparedAt: new Date().toISOString(),
     files: links.map((i) => ({ item: i.name, file: mergedFileName(i.file, req.from), replaces: i.file })),
     fromFiles,
     manifests: [],

@@ -138,6 +138,7 @@ describe("a merge's journal: finished once committed, undone while only prepared
       into: "p2",
       owner,
       state,
+      preparedAt: new Date().toISOString(),
       files: [{ item: "vm", file: "vm.merged-p1.qcow2.luks", replaces: "vm.qcow2.luks" }],
       fromFiles: ["vm.qcow2.luks"],
       manifests: state === "committed" ? ["p2", "p3"] : [],
@@ -200,6 +201,16 @@ describe("a merge's journal: finished once committed, undone while only prepared
     const before = await tree(setDir);
     expect(await settleMerge(setDir)).toBe("in progress");
     expect(await tree(setDir)).toEqual(before);
+  });
+
+  test("prepared by an owner on another host: left alone for a day, then undone", async () => {
+    const setDir = await setDirIn();
+    const elsewhere = { ...journal("prepared", { host: "pulumi-elsewhere", pid: 1, bootId: "b" }) };
+    await write(setDir, elsewhere);
+    expect(await settleMerge(setDir)).toBe("in progress");
+    await write(setDir, { ...elsewhere, preparedAt: new Date(Date.now() - 25 * 3600_000).toISOString() });
+    expect(await settleMerge(setDir)).toBe("undone");
+    expect(Object.keys(await tree(setDir))).not.toContain(`p2/vm.merged-p1.qcow2.luks`);
   });
 
   test("while a merge is finished, a link not yet rewritten reads its base through the replaced manifest", async () => {
