@@ -3,7 +3,7 @@ import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { readFileIfExists } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
-import { MANIFEST_FILE } from "../targets/layout";
+import { MANIFEST_FILE, PREVIOUS_MANIFEST_FILE } from "../targets/layout";
 import { z } from "zod";
 import { ItemChain, itemChainSchema } from "./chainLink";
 import { fileSha256 } from "./image";
@@ -72,7 +72,12 @@ export async function chainBases(pointDir: string, chain: ItemChain | undefined,
       throw new BrokenChain("failed", `${subject}: its chain of bases loops at point ${base.pointId}`);
     }
     seen.add(base.pointId);
-    const text = await readFileIfExists(path.join(baseDir, MANIFEST_FILE)).catch(() => undefined);
+    let text = await readFileIfExists(path.join(baseDir, MANIFEST_FILE)).catch(() => undefined);
+    // A merge being finished (agent/merge.ts) keeps the manifest it replaced until every link is rewritten.
+    if (text !== undefined && sha256Text(text) !== base.manifestSha256) {
+      const replaced = await readFileIfExists(path.join(baseDir, PREVIOUS_MANIFEST_FILE)).catch(() => undefined);
+      if (replaced !== undefined && sha256Text(replaced) === base.manifestSha256) text = replaced;
+    }
     const builtOn = `it holds only what changed since point ${base.pointId}`;
     if (text === undefined) {
       const why = "that point's manifest is gone, so this backup can't be read";

@@ -36,6 +36,8 @@ export const itemChainSchema = z.object({
   depth: z.number().int().min(0),
   /** Why a source backed up incrementally got a full backup this time (first point, lost bitmap, ...). */
   fullBecause: z.string().optional(),
+  /** The pruned points whose backups were merged into this one (provider/agent/merge.ts), oldest merge first. */
+  merged: z.array(z.string()).optional(),
 });
 export type ItemChain = z.output<typeof itemChainSchema>;
 

@@ -6,7 +6,8 @@
  *                               (protocol.ts: each command's request schema, checked first, and result type)
  *                               progress: JSON lines {"progress":{"item","percent"}} on stderr
  * Commands: check-target, backup-item, write-manifest, verify-set, delete-set, delete-points,
- * read-index, write-index, drill-point, version.
+ * read-index, write-index, drill-point, merge-prepare, merge-commit, merge-abort, version.
+ * Every command on a set first finishes (or undoes) a merge a stopped run left in it (merge.ts).
  * Every command that touches a backup target first checks the target's identity (request field
  * `target: { path, id? }`): an unmounted NAS's empty mount point is refused before anything is written.
  * SIGTERM or SIGINT stops the work, removes partial files and QEMU jobs, and exits non-zero; so
@@ -24,6 +25,7 @@ import { directoryStore } from "../targets/directory";
 import { cofferVersion } from "./agentVersion";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
+import { abortMerge, commitMerge, prepareMerge, settleMerge } from "./merge";
 import { chooseSourceKind } from "../sources/registry";
 import { Manifest, CHAIN_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
 import {
@@ -68,7 +70,21 @@ type Handlers = {
  * The id of the request's target, which must be a Coffer target (the one `target.id` names, when
  * given) and hold the folder the request works in.
  */
-async function checkedTarget(req: { target?: TargetRef; setDir?: string; zoneDir?: string }): Promise<string> {
+async function checkedTarget(req: {
+  target?: TargetRef;
+  setDir?: string;
+  zoneDir?: string;
+  setId?: string;
+}): Promise<string> {
+  const targetId = await checkedTargetId(req);
+  // A merge a stopped run left in the set is finished (or undone) before anything reads or writes it.
+  const setDir = req.setDir ?? (req.zoneDir && req.setId ? path.join(req.zoneDir, req.setId) : undefined);
+  // What can't be settled now stays as it is: readers still find every point whole (chainBases).
+  if (setDir) await settleMerge(setDir).catch(() => undefined);
+  return targetId;
+}
+
+async function checkedTargetId(req: { target?: TargetRef; setDir?: string; zoneDir?: string }): Promise<string> {
   if (typeof req.target?.path !== "string") {
     throw new CofferError(
       "INVALID_INPUT",
@@ -163,12 +179,26 @@ const handlers: Handlers = {
     const { setDir: pointDir, keys, scratchDir, boot } = req;
     return { ...(await drillPoint({ pointDir, keys, publicKey: parsed?.key, scratchDir, boot }, events)), targetId };
   },
+  "merge-prepare": async (req, events) => {
+    await checkedTarget(req);
+    return prepareMerge(req, events);
+  },
+  "merge-commit": async (req) => {
+    await checkedTarget(req);
+    return commitMerge(req);
+  },
+  "merge-abort": async (req) => {
+    await checkedTarget(req);
+    await abortMerge(req);
+    return { aborted: true as const };
+  },
   version: async () => ({
     qemu: await qemuVersion(),
     node: process.version,
     manifestSchema: CHAIN_MANIFEST_SCHEMA_VERSION,
     drills: true,
     coffer: cofferVersion(),
+    merges: true,
   }),
 };
 

@@ -21,9 +21,14 @@ import { Manifest, readManifest } from "./manifest";
  *
  * 3: points sealed for recipients (`keySource` "recipients"), final-state points (`final`). A Coffer
  * that reads up to 2 can't read their manifests either: it lists no such point, so prunes none.
+ *
+ * 4: a point `coffer prune` merged into another (`pruned[].mergedInto`, `rewritten`): the records
+ * the points whose manifests it rewrote have now, which refresh takes into state. A Coffer that reads
+ * up to 3 rebuilds the index instead, and its refresh fails those points (their items changed).
  */
 export const INDEX_KIND = "coffer.SetIndex";
-export const INDEX_SCHEMA_VERSION = 3;
+export const INDEX_SCHEMA_VERSION = 4;
+const SEALED_INDEX_SCHEMA_VERSION = 3;
 const CLOUD_INDEX_SCHEMA_VERSION = 2;
 
 const cloudProject = z.object({ authUrl: z.string(), region: z.string().optional(), projectId: z.string() });
@@ -60,6 +65,17 @@ const indexedPoint = z.object({
 });
 export type IndexedPoint = z.output<typeof indexedPoint>;
 
+/** A point whose manifest a merge rewrote: what refresh takes into state (refresh compares items with it). */
+const rewrittenPoint = z.object({
+  id: z.string(),
+  itemsSha256: z.string(),
+  sizeBytes: z.number().int().min(0),
+  dependsOn: z.array(z.string()).optional(),
+  /** The public key its manifest is now signed with (absent: unsigned). */
+  signer: z.object({ pem: z.string(), fingerprint: z.string() }).optional(),
+});
+export type RewrittenPoint = z.output<typeof rewrittenPoint>;
+
 export const setIndexSchema = z.object({
   kind: z.literal(INDEX_KIND),
   schemaVersion: z.number().int().min(1).max(INDEX_SCHEMA_VERSION),
@@ -79,6 +95,10 @@ export const setIndexSchema = z.object({
         by: z.string(),
         /** Since 2: the Cinder backups deleted with it. */
         cloudBackups: z.array(z.string()).optional(),
+        /** Since 4: merged into this point (its kept descendant), whose backups took in its data. */
+        mergedInto: z.string().optional(),
+        /** Since 4: the points whose manifests the merge rewrote, as their manifests say now. */
+        rewritten: z.array(rewrittenPoint).optional(),
       }),
     )
     .default([]),
@@ -86,11 +106,13 @@ export const setIndexSchema = z.object({
 export type SetIndex = z.output<typeof setIndexSchema>;
 
 /**
- * The lowest version that holds what the index says: 3 with points sealed for recipients or final
- * ones, 2 with cloud backups (which an older Coffer must not prune without), else 1.
+ * The lowest version that holds what the index says: 4 with points merged by `coffer prune`, 3 with
+ * points sealed for recipients or final ones, 2 with cloud backups (which an older Coffer must not
+ * prune without), else 1.
  */
 export function indexVersionOf(index: Pick<SetIndex, "points" | "pruned">): number {
-  if (index.points.some((p) => p.keySource === "recipients" || p.final)) return INDEX_SCHEMA_VERSION;
+  if (index.pruned.some((p) => p.mergedInto !== undefined)) return INDEX_SCHEMA_VERSION;
+  if (index.points.some((p) => p.keySource === "recipients" || p.final)) return SEALED_INDEX_SCHEMA_VERSION;
   if (index.points.some((p) => p.cloud) || index.pruned.some((p) => p.cloudBackups)) return CLOUD_INDEX_SCHEMA_VERSION;
   return 1;
 }

@@ -12,6 +12,7 @@ import type { ChainStatus } from "../sources/kind";
 import { chainRequestSchema } from "./chainLink";
 import type { Verification } from "./backupSet";
 import type { DrillReport } from "./drill";
+import type { MergedFile } from "./merge";
 import type { Manifest, ManifestItem } from "./manifest";
 import { SetIndex, setIndexSchema } from "./pointIndex";
 import { setOwner } from "./setOwner";
@@ -27,6 +28,8 @@ import { setOwner } from "./setOwner";
  * an older agent lacks it, and version's `drills` (absent from an older agent) says so first.
  * Manifest schema 7 (incremental backups) adds backup-item's `chain`, read-manifest and chain-status:
  * an agent whose `manifestSchema` is 7 has them, and the provider asks no other agent for a link.
+ * merge-prepare, merge-commit and merge-abort (retention merging a pruned link into its kept point)
+ * change no other request: version's `merges` (absent from an older agent) says an agent has them.
  */
 export const AGENT_PROTOCOL_VERSION = 4;
 /** What a reply without `protocol` comes from. */
@@ -149,6 +152,29 @@ export const agentRequests = {
       })
       .optional(),
   }),
+  /** The first half of merging point `from` into `into` (agent/merge.ts): the merged backups, verified. */
+  "merge-prepare": z.object({
+    target,
+    setDir: folder("setDir"),
+    from: fileName("from"),
+    into: fileName("into"),
+    manifestSecret: secret("manifestSecret").min(1),
+    owner: setOwner,
+  }),
+  /** The second half: the rewritten manifests (whole files, HMAC'd and signed by the provider), swapped in. */
+  "merge-commit": z.object({
+    target,
+    setDir: folder("setDir"),
+    from: fileName("from"),
+    into: fileName("into"),
+    manifestSecret: secret("manifestSecret").min(1),
+    owner: setOwner,
+    manifests: z
+      .array(z.object({ pointId: fileName("each manifest's pointId"), text: z.string() }))
+      .min(1, { message: "manifests must hold at least the merged-into point's" }),
+  }),
+  /** Undoes a prepared merge (the provider could not compose its manifests). */
+  "merge-abort": z.object({ target, setDir: folder("setDir"), from: fileName("from"), into: fileName("into") }),
   version: z.object({}),
 } as const;
 
@@ -174,12 +200,17 @@ export interface AgentResults {
   "read-index": { index: SetIndex; targetId: string };
   "write-index": { written: string };
   "drill-point": DrillReport & { targetId: string };
+  "merge-prepare": { files: MergedFile[] };
+  /** `unfinished`: committed, but a step of its clean-up failed (the next command on the set finishes it). */
+  "merge-commit": { removed: string; unfinished?: string };
+  "merge-abort": { aborted: true };
   /**
    * `manifestSchema`: the newest manifest schema it reads and writes; absent (an older agent): 4.
    * `drills`: it has drill-point; absent: an older agent.
    * `coffer`: its Coffer version (a host's installed agent older than the provider is not used); absent: an older agent.
+   * `merges`: it has merge-prepare, merge-commit and merge-abort; absent: an older agent.
    */
-  version: { qemu: string; node: string; manifestSchema?: number; drills?: boolean; coffer?: string };
+  version: { qemu: string; node: string; manifestSchema?: number; drills?: boolean; coffer?: string; merges?: boolean };
 }
 
 export type AgentCommand = keyof typeof agentRequests;

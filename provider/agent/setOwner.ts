@@ -53,8 +53,11 @@ function ownerGone(text: string | undefined): boolean {
   } catch {
     parsed = undefined;
   }
-  if (!parsed?.success) return false;
-  const owner = parsed.data;
+  return parsed?.success ? ownerIsGone(parsed.data) : false;
+}
+
+/** Whether `owner` is gone for sure: on this host, dead or from an earlier boot (another host's can't be checked). */
+export function ownerIsGone(owner: SetOwner): boolean {
   if (owner.host !== os.hostname()) return false;
   return owner.bootId !== bootId() || !pidAlive(owner.pid);
 }

@@ -5,6 +5,9 @@ import { formatAge } from "../history/duration";
 import { newestPoints } from "../history/point";
 import { planRetention } from "../history/retention";
 import { pointDue } from "../history/schedule";
+import { chainLinksOf } from "../sources/kind";
+import { chainFrom } from "./chain";
+import { chainsThroughQemu } from "./plan";
 import type { BackupSetInputs } from "./schema";
 import type { BackupSetOutputs, PointRecord } from "./state";
 
@@ -20,6 +23,8 @@ export interface SetChange {
   take?: string[];
   /** Points the next `up` prunes (after its new point verifies, when it takes one), oldest first. */
   prune: PointRecord[];
+  /** Links of qcow2 chains it prunes by merging each into the kept point that builds on it, in order. */
+  merge: PointMerge[];
   /** Changed settings of the next point. */
   fromNextPoint: string[];
   /** Changed settings of the set (concurrency, schedule, holds...). */
@@ -41,35 +46,59 @@ export function usedKey(inputs: object): unknown {
 
 const isUnknown = (value: unknown) => value === UNKNOWN;
 
+/** A pruned link of a qcow2 chain and the kept point it is merged into. */
+export interface PointMerge {
+  point: PointRecord;
+  into: PointRecord;
+}
+
 export { newestPoints };
 const dateOf = (point: PointRecord | undefined) => (point ? new Date(point.takenAt) : undefined);
 
+/** chainLinksOf for a point of state: its Cinder backups are `cloud`, and a merge works in one location. */
+export const stateChainLinksOf = (point: PointRecord, points: readonly PointRecord[]): string[] =>
+  chainLinksOf(
+    point,
+    points,
+    (p) => p.cloud ?? [],
+    (base) => base.loc === point.loc,
+  );
+
 /**
- * The retention decision for `points` under the set's declared rules and holds, at `now`. Points are
- * pruned only when rules are declared; a point about to be taken counts as the newest good one.
+ * The retention decision for `points` under the set's declared rules and holds, at `now`: the points
+ * it prunes, and the links it merges into the kept points that build on them. Points are pruned only
+ * when rules are declared; a point about to be taken counts as the newest good one (a link on
+ * `newPoint.linksOn`, when it will be one).
  */
 export function pruneCandidates(
   points: readonly PointRecord[],
   inputs: Pick<BackupSetInputs, "history" | "holds">,
   now: Date,
-  withNewPoint: boolean,
-): PointRecord[] {
+  newPoint?: { linksOn?: string },
+): { prune: PointRecord[]; merge: PointMerge[] } {
   const rules = inputs.history?.retention;
-  if (!rules || Object.keys(rules).length === 0) return [];
+  if (!rules || Object.keys(rules).length === 0) return { prune: [], merge: [] };
   const candidates: PointRecord[] = [...points];
-  if (withNewPoint) {
+  if (newPoint) {
     const next = { id: "(the new point)", takenAt: now.toISOString(), status: "ok" as const, sizeBytes: 0 };
-    candidates.push({ ...next, loc: 0, itemsSha256: "", key: 0, checkedAt: next.takenAt });
+    const linksOn = newPoint.linksOn;
+    const loc = points.find((p) => p.id === linksOn)?.loc ?? 0;
+    const links = linksOn ? { dependsOn: [linksOn] } : {};
+    candidates.push({ ...next, loc, itemsSha256: "", key: 0, checkedAt: next.takenAt, ...links });
   }
-  const { prune } = planRetention({
-    points: candidates,
+  const plan = planRetention({
+    points: candidates.map((p) => ({ ...p, links: stateChainLinksOf(p, candidates) })),
     rules,
     holds: inputs.holds ?? [],
     now,
     timeZone: rules.timeZone,
   });
-  const pruned = new Set(prune.map((p) => p.point.id));
-  return points.filter((p) => pruned.has(p.id));
+  const pruned = new Set(plan.prune.map((p) => p.point.id));
+  const record = (id: string) => candidates.find((p) => p.id === id)!;
+  return {
+    prune: points.filter((p) => pruned.has(p.id)),
+    merge: plan.merge.map(({ point, into }) => ({ point: record(point.id), into: record(into.id) })),
+  };
 }
 
 /**
@@ -109,12 +138,30 @@ export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, no
   });
   const mayBeDue = unknownOf.trigger || unknownOf.schedule || unknownOf.rpoHours;
   const take = due.due ? due.reasons : mayBeDue ? ["maybe: a value it depends on is not known until apply"] : undefined;
-  const prune = unknownOf.retention ? [] : pruneCandidates(state.points, news, now, take !== undefined);
-  const changes = take !== undefined || prune.length > 0 || fromNextPoint.length > 0 || setSettings.length > 0;
+  const newPoint = take === undefined ? undefined : { linksOn: nextLinksOn(state, news, fromNextPoint) };
+  const { prune, merge } = unknownOf.retention
+    ? { prune: [], merge: [] }
+    : pruneCandidates(state.points, news, now, newPoint);
+  const changes =
+    take !== undefined || prune.length > 0 || merge.length > 0 || fromNextPoint.length > 0 || setSettings.length > 0;
   const ids = new Set(state.points.map((p) => p.id));
   const holds = Array.isArray(news.holds) ? news.holds : [];
   const strayHolds = holds.map((h) => h.point).filter((id) => typeof id === "string" && !isUnknown(id) && !ids.has(id));
-  return { changes, take, prune, fromNextPoint, setSettings, unknown, strayHolds };
+  return { changes, take, prune, merge, fromNextPoint, setSettings, unknown, strayHolds };
+}
+
+/** The point a new point's qcow2 links will build on (chainFrom), when it has incremental sources; else none. */
+function nextLinksOn(state: BackupSetOutputs, news: BackupSetInputs, fromNextPoint: string[]): string | undefined {
+  const sources = Array.isArray(news.sources) ? news.sources : [];
+  if (fromNextPoint.includes("keys") || !sources.some((s) => !isUnknown(s) && chainsThroughQemu(s))) return undefined;
+  if (isUnknown(news.policy) || isUnknown(news.policy?.target)) return undefined;
+  const location = {
+    targetPath: news.policy.target.path,
+    zone: news.policy.zone,
+    manifestHost: news.host ?? news.policy.host ?? "local",
+  };
+  const from = chainFrom(state.points, state.locations, { keyVersion: state.keyVersion, location }, () => "");
+  return "pointId" in from ? from.pointId : undefined;
 }
 
 /** What deleting a point deletes: its bytes in the target, and its backups in the cloud by id. */
@@ -134,6 +181,14 @@ export function describeChange(setId: string, change: SetChange, now: Date): str
     const named = change.prune.map((p) => `${p.id} (${age(p)} old, ${holdings(p)})`).join(", ");
     const after = change.take ? "after the new point verifies, " : "";
     lines.push(`set ${setId}: ${after}prunes ${change.prune.length} point(s) by retention: ${named}`);
+  }
+  for (const { point, into } of change.merge) {
+    const after = change.take ? "after the new point verifies, " : "";
+    const into_ = into.id === "(the new point)" ? "the new point" : into.id;
+    lines.push(
+      `set ${setId}: ${after}merges ${point.id} (${age(point)} old) into ${into_}: retention prunes it, and ` +
+        `${into_}'s incremental backups build on it, so they take in its data`,
+    );
   }
   if (change.fromNextPoint.length > 0) {
     lines.push(

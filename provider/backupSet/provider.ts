@@ -10,7 +10,7 @@ import { holdsAt } from "../history/holds";
 import { newestFirst } from "../history/point";
 import { overdue } from "../history/schedule";
 import { SetChange, describeChange, newestPoints, planSetChange, pruneCandidates, usedKey } from "./change";
-import { INDEX_KIND, INDEX_SCHEMA_VERSION, SetIndex, indexVersionOf } from "../agent/pointIndex";
+import { INDEX_KIND, INDEX_SCHEMA_VERSION, RewrittenPoint, SetIndex, indexVersionOf } from "../agent/pointIndex";
 import { ChainFrom, chainFrom, previewChains } from "./chain";
 import { agentSource, chainsThroughQemu, planPoint } from "./plan";
 import { BackupSetInputs, backupSetInputs } from "./schema";
@@ -31,7 +31,9 @@ import { volumeKeyRecordId } from "../escrow/record";
 import { cinderBackups, projectMismatch, removePointsBackups } from "../sources/cinderBackups";
 import { CloudBackupRef, pointsBuiltOn } from "../sources/kind";
 import { CloudAccess, TakeDeps, TakenPoint, takePoint } from "./take";
-import type { SigningPublicKey } from "../common/signingKey";
+import { SigningPublicKey, publicKeyOf } from "../common/signingKey";
+import { thisProcess } from "../agent/setOwner";
+import { mergePoint } from "./merge";
 export { boundedAll } from "./take";
 export { upgradeOutputs } from "./state";
 export type { BackupSetOutputs } from "./state";
@@ -66,6 +68,20 @@ function locationOf(inputs: BackupSetInputs, taken: TakenPoint): PointLocation {
 /** The points that hold the backups `refs` build on (incrementals' parents), oldest first. */
 const basesOf = (points: readonly PointRecord[], refs: readonly CloudBackupRef[]) =>
   pointsBuiltOn(points, (p) => p.cloud ?? [], refs);
+
+/** `point` as a merge by `coffer prune` rewrote its manifest (the index's record); its signer joins `signers`. */
+function adoptRewritten(point: PointRecord, rewritten: RewrittenPoint, signers: SigningPublicKey[]): PointRecord {
+  const { dependsOn: _bases, signedBy: _signer, ...rest } = point;
+  const { signer } = rewritten;
+  if (signer && !signers.some((s) => s.fingerprint === signer.fingerprint)) signers.push(signer);
+  return {
+    ...rest,
+    itemsSha256: rewritten.itemsSha256,
+    sizeBytes: rewritten.sizeBytes,
+    ...(rewritten.dependsOn && rewritten.dependsOn.length > 0 ? { dependsOn: rewritten.dependsOn } : {}),
+    ...(signer ? { signedBy: signer.fingerprint } : {}),
+  };
+}
 
 /** The index of `location` in `locations`, added when new. */
 function placeOf(locations: PointLocation[], location: PointLocation): number {
@@ -223,18 +239,79 @@ export function createBackupSetProvider(host: SetHost) {
         host.note(`point ${point.id}: not deleted (${error.message}); it stays, and the next up tries again`);
         continue;
       }
-      const { escrow } = state.locations[point.loc];
-      if (!escrow) continue;
-      // A reference left behind is harmless (its manifest is gone), so this never fails the delete.
-      await releaseReference(escrow.store, escrow.recordId, referenceName(state.setId, point.id)).then(
-        (released) =>
-          released.length > 0 &&
-          host.progress(`escrow ${escrow.recordId}: removed version(s) ${released.join(", ")}, which no point needs`),
-        (error: Error) =>
-          host.progress(`escrow ${escrow.recordId}: could not remove point ${point.id}'s reference (${error.message})`),
-      );
+      await releaseEscrowOf(state, point);
     }
     return failed;
+  }
+
+  /** Releases a deleted point's escrow reference; a reference left behind is harmless (its manifest is gone). */
+  async function releaseEscrowOf(state: BackupSetOutputs, point: PointRecord): Promise<void> {
+    const { escrow } = state.locations[point.loc];
+    if (!escrow) return;
+    await releaseReference(escrow.store, escrow.recordId, referenceName(state.setId, point.id)).then(
+      (released) =>
+        released.length > 0 &&
+        host.progress(`escrow ${escrow.recordId}: removed version(s) ${released.join(", ")}, which no point needs`),
+      (error: Error) =>
+        host.progress(`escrow ${escrow.recordId}: could not remove point ${point.id}'s reference (${error.message})`),
+    );
+  }
+
+  /**
+   * Merges `point` (pruned by retention) into `into`, which builds on it (backupSet/merge.ts): the
+   * state after it, with `point` gone and the rewritten points' records (files, hashes, bases, signer)
+   * as their new manifests say. Throws with nothing changed when the merge fails.
+   */
+  async function mergeInto(state: BackupSetOutputs, point: PointRecord, into: PointRecord): Promise<BackupSetOutputs> {
+    const folder = setFolders(state)[into.loc];
+    const dependsOnInto = (p: PointRecord, seen = new Set<string>()): boolean =>
+      (p.dependsOn ?? []).some((id) => {
+        if (id === into.id) return true;
+        const base = state.points.find((b) => b.id === id);
+        if (!base || seen.has(id)) return false;
+        seen.add(id);
+        return dependsOnInto(base, seen);
+      });
+    const later = newestFirstOf(state.points.filter((p) => p.loc === into.loc && dependsOnInto(p))).reverse();
+    const { signingKey } = state.keys;
+    const result = await mergePoint(
+      {
+        agent: folder.agent,
+        target: folder.target,
+        setDir: folder.setDir,
+        keys: keysOfVersion(state, into.key),
+        ...(signingKey ? { signingKey } : {}),
+        owner: thisProcess(),
+        secrets: stateSecrets(state),
+      },
+      { from: point.id, into: into.id, later: later.map((p) => p.id) },
+    );
+    if (result.unfinished) host.progress(`merge of ${point.id}: the next run finishes it (${result.unfinished})`);
+    const signedBy = signingKey ? publicKeyOf(signingKey) : undefined;
+    const signers = [...(state.signers ?? [])];
+    if (signedBy && !signers.some((s) => s.fingerprint === signedBy.fingerprint)) signers.push(signedBy);
+    const points = state.points
+      .filter((p) => p.id !== point.id)
+      .map((p): PointRecord => {
+        const manifest = result.rewritten.find((r) => r.pointId === p.id)?.manifest;
+        if (!manifest) return p;
+        const linkedTo = manifest.items.flatMap((i) => (i.chain?.base ? [i.chain.base.pointId] : []));
+        const bases = [...new Set([...basesOf(state.points, p.cloud ?? []), ...linkedTo])];
+        const { dependsOn: _bases, signedBy: _signer, ...rest } = p;
+        return {
+          ...rest,
+          sizeBytes: manifest.items.reduce((sum, i) => sum + i.sizeBytes, 0),
+          itemsSha256: itemsDigest(manifest.items, manifest.cloudItems),
+          ...(signedBy ? { signedBy: signedBy.fingerprint } : {}),
+          ...(bases.length > 0 ? { dependsOn: bases } : {}),
+        };
+      });
+    await releaseEscrowOf(state, point);
+    // The outputs name the newest point's items: rewritten too when it is one of the merged chain's.
+    const newest = result.rewritten.find((r) => r.pointId === path.basename(path.dirname(state.manifestPath)));
+    const via = (name: string) => state.items.find((i) => i.name === name)?.via ?? "local";
+    const items = newest ? newest.manifest.items.map((i) => ({ ...i, via: via(i.name) })) : state.items;
+    return { ...state, points, items, ...(signers.length > 0 ? { signers } : {}) };
   }
 
   /** The cloud the provider's credentials sign in to. */
@@ -384,15 +461,34 @@ export function createBackupSetProvider(host: SetHost) {
     return { ...rest, status, checkedAt: verified.checkedAt, ...(failures.length > 0 ? { failures } : {}) };
   }
 
-  /** Prunes what retention no longer keeps, when the newest point is good; the points that remain. */
-  async function prune(state: BackupSetOutputs, inputs: BackupSetInputs, now: Date): Promise<PointRecord[]> {
+  /**
+   * Prunes what retention no longer keeps, when the newest point is good: merges each pruned link a
+   * kept point builds on into it, then deletes the rest. The state after it.
+   */
+  async function prune(state: BackupSetOutputs, inputs: BackupSetInputs, now: Date): Promise<BackupSetOutputs> {
     const { newest } = newestPoints(state.points);
-    if (newest?.status !== "ok") return state.points;
-    const pruned = pruneCandidates(state.points, inputs, now, false);
-    const failed = await deletePoints(state, pruned);
+    if (newest?.status !== "ok") return state;
+    const { prune: pruned, merge } = pruneCandidates(state.points, inputs, now);
+    let current = state;
+    const merged: string[] = [];
+    for (const { point, into } of merge) {
+      // A merge that fails leaves both points as they were: the link stays, and the next up tries again.
+      await mergeInto(current, point, into).then(
+        (after) => {
+          current = after;
+          merged.push(`${point.id} into ${into.id}`);
+        },
+        (error: Error) =>
+          host.note(
+            `point ${point.id}: not merged into ${into.id} (${error.message}); it stays, and the next up tries again`,
+          ),
+      );
+    }
+    if (merged.length > 0) host.progress(`merged ${merged.length} point(s) by retention: ${merged.join(", ")}`);
+    const failed = await deletePoints(current, pruned);
     const deleted = new Set(pruned.filter((p) => !failed.has(p.id)).map((p) => p.id));
     if (deleted.size > 0) host.progress(`pruned ${deleted.size} point(s) by retention: ${[...deleted].join(", ")}`);
-    return state.points.filter((p) => !deleted.has(p.id));
+    return { ...current, points: current.points.filter((p) => !deleted.has(p.id)) };
   }
 
   /** The set's folder at each location, with the agent that reaches it. */
@@ -536,13 +632,21 @@ export function createBackupSetProvider(host: SetHost) {
           locations[loc] = { ...locations[loc], targetId: reply.targetId };
       }
       const points: PointRecord[] = [];
-      for (const point of state.points) {
-        const index = listed.get(point.loc);
-        const pruned = index?.pruned.find((p) => p.id === point.id);
+      const signers = [...(state.signers ?? [])];
+      for (const stated of state.points) {
+        const index = listed.get(stated.loc);
+        const pruned = index?.pruned.find((p) => p.id === stated.id);
         if (pruned) {
-          host.note(`point ${point.id}: pruned on ${pruned.prunedAt} by ${pruned.by}: dropped from state`);
+          const how = pruned.mergedInto ? `merged into ${pruned.mergedInto}` : "pruned";
+          host.note(`point ${stated.id}: ${how} on ${pruned.prunedAt} by ${pruned.by}: dropped from state`);
           continue;
         }
+        // A merge by `coffer prune` rewrote this point's manifest: state takes its record as the merge left it.
+        const rewritten = index?.pruned
+          .flatMap((p) => p.rewritten ?? [])
+          .filter((r) => r.id === stated.id)
+          .at(-1);
+        const point = rewritten ? adoptRewritten(stated, rewritten, signers) : stated;
         const listedPoint = index?.points.find((p) => p.id === point.id);
         // No index answer (an agent that can't list): nothing is concluded from it.
         const gone = index !== undefined && (listedPoint === undefined || listedPoint.status === "missing");
@@ -558,7 +662,8 @@ export function createBackupSetProvider(host: SetHost) {
       }
       const checked = await checkCloud({ ...state, locations }, points, now);
       await checkImageSources(state);
-      const refreshed = settle({ ...state, locations, points: checked }, now);
+      const withSigners = signers.length > 0 ? { signers } : {};
+      const refreshed = settle({ ...state, ...withSigners, locations, points: checked }, now);
       await writeIndexes(refreshed, now);
       return { id, props: withoutUndefined(refreshed) };
     },
@@ -598,8 +703,8 @@ export function createBackupSetProvider(host: SetHost) {
         points,
         verification,
       };
-      const kept = await prune(state, inputs, now);
-      const updated = settle({ ...state, points: kept }, host.now());
+      const pruned = await prune(state, inputs, now);
+      const updated = settle(pruned, host.now());
       await writeIndexes(updated, host.now());
       return { outs: withoutUndefined(updated) };
     },

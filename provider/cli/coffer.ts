@@ -506,7 +506,10 @@ function cofferProgram(exit: { code: number }): Command {
     .description(
       "Deletes the points of a set that its retention rules no longer keep, with the rules and holds the set last " +
         "declared (its index) or the --keep-* options given. Never a held point, a failed or unchecked one, " +
-        "the newest good one, or one a kept point's incrementals build on. A point's Cinder backups are deleted " +
+        "the newest good one, or one a kept point's incrementals build on; but with the set's key (--passphrase-file " +
+        "or --manifest-key-file, and --signing-key for a signed set) a link of a qcow2 chain that one kept point " +
+        "builds on is merged into it (its backups take in the link's data, verified before anything changes), " +
+        "unless a held, failed or unchecked point depends on it. A point's Cinder backups are deleted " +
         "first, incrementals before their bases, with the cloud credentials of OS_* variables or clouds.yaml " +
         "(OS_CLOUD); when they can't all be, the point's folder stays. Each deletion is recorded in the index; " +
         "the set's next pulumi refresh drops it from state. --dry-run only shows what would go.",
@@ -516,10 +519,22 @@ function cofferProgram(exit: { code: number }): Command {
     .option("--zone <zone>", "the set's zone")
     .option("--set <id>", "the set")
     .option("--dry-run", "show what would be pruned, delete nothing")
-    .option("--point <id>", "delete this one point, whatever its status (not a held one, nor one another builds on)")
+    .option(
+      "--point <id>",
+      "delete this one point, whatever its status (not a held one; one another builds on only by merging, with keys)",
+    )
     .option("--keep-last <N>", "keep the N newest points (instead of the set's rules)")
     .option("--keep-daily <N>", "keep the newest point of each of the last N days (instead of the set's rules)")
     .option("--json", "print JSON instead of lines")
+    .option(
+      "--passphrase-file <file>",
+      "merge links of an encrypted set's chains: its passphrase (or COFFER_PASSPHRASE)",
+    )
+    .option("--manifest-key-file <file>", "merge links of an unencrypted set's chains: the policy's manifest key")
+    .option(
+      "--signing-key <private.pem>",
+      "signs the manifests a merge rewrites (a set with signed manifests needs it)",
+    )
     .addHelpText("after", example("coffer prune --target /srv/backups --zone zone-a --set nightly-1a2b3c4d --dry-run"))
     .action(async (options: PruneOptions) => {
       exit.code = await prune(options);
@@ -553,6 +568,9 @@ interface PruneOptions {
   keepLast?: string;
   keepDaily?: string;
   json?: boolean;
+  passphraseFile?: string;
+  manifestKeyFile?: string;
+  signingKey?: string;
 }
 
 async function prune(values: PruneOptions): Promise<number> {
@@ -563,8 +581,13 @@ async function prune(values: PruneOptions): Promise<number> {
       .filter(([, value]) => value !== undefined)
       .map(([rule, value]) => [rule, Number(value)]),
   );
+  const passphrase = await secretFrom(values.passphraseFile, false, "COFFER_PASSPHRASE");
+  const manifestKey = await secretFrom(values.manifestKeyFile, false, "COFFER_MANIFEST_KEY");
+  const signingKey = values.signingKey ? await fs.readFile(values.signingKey, "utf8") : undefined;
+  const keyed = passphrase !== undefined || manifestKey !== undefined;
   const result = await prunePoints({
     target: path.resolve(values.target),
+    ...(keyed ? { keys: { passphrase, manifestKey, ...(signingKey ? { signingKey } : {}) } } : {}),
     zone: values.zone,
     set: values.set,
     rules: Object.keys(rules).length > 0 ? rules : undefined,
@@ -575,8 +598,8 @@ async function prune(values: PruneOptions): Promise<number> {
     cloud: cloudFromEnvironment,
     progress: (line) => values.json || process.stderr.write(`coffer: ${line}\n`),
   });
-  // A point whose Cinder backups could not all be deleted stays: the run did not do all it was asked.
-  const code = result.cloudBackups.kept.length > 0 ? 1 : 0;
+  // A point whose Cinder backups could not all be deleted, or that could not be merged, stays: not all was done.
+  const code = result.cloudBackups.kept.length > 0 || result.merge.some((m) => m.problem) ? 1 : 0;
   if (values.json) {
     process.stdout.write(JSON.stringify(result, null, 2) + "\n");
     return code;

@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { CofferError } from "../common/errors";
 import { Manifest, pointSecret, readManifest, sealedKeyContext } from "../agent/manifest";
 import { open as openSealed } from "../escrow/envelope";
+import { settleMerge } from "../agent/merge";
 import { SigningPublicKey, parsePublicKey } from "../common/signingKey";
 
 /** Bad arguments: exit code 2, with the command's usage. */
@@ -49,6 +50,8 @@ export interface OpenedSet {
 export async function openSet(values: { manifest?: string } & KeyOptions, withoutSecret = false): Promise<OpenedSet> {
   if (!values.manifest) throw new UsageError("--manifest is required");
   const manifestPath = path.resolve(values.manifest);
+  // A merge a stopped run left in the set is finished (or undone) first; what can't be, readers get around.
+  await settleMerge(path.dirname(manifestPath)).catch(() => undefined);
   const text = await fs.readFile(manifestPath, "utf8").catch(() => {
     throw new CofferError("SOURCE_MISSING", `${manifestPath} can't be read: check the path`);
   });

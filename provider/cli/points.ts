@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import * as path from "node:path";
 import { deleteSet } from "../agent/backupSet";
-import { IndexedPoint, SetIndex, currentSetIndex, setAt, writeSetIndex } from "../agent/pointIndex";
+import { IndexedPoint, RewrittenPoint, SetIndex, currentSetIndex, setAt, writeSetIndex } from "../agent/pointIndex";
 import { formatBytes } from "../common/sizes";
 import { formatAge } from "../history/duration";
 import { holdsAt } from "../history/holds";
@@ -9,6 +9,13 @@ import { HistoryPoint, basesOf } from "../history/point";
 import { RetentionPlan, RetentionRules, planRetention, retentionRules } from "../history/retention";
 import { cloudAccessOf } from "../backupSet/take";
 import { cloudDeps, openCloudFrom } from "../openstack";
+import { agentClient } from "../backupSet/agentClient";
+import { mergePoint } from "../backupSet/merge";
+import { itemsDigest } from "../backupSet/state";
+import { thisProcess } from "../agent/setOwner";
+import { settleMerge } from "../agent/merge";
+import { publicKeyOf } from "../common/signingKey";
+import { chainLinksOf, pointsBuiltOn } from "../sources/kind";
 import { CloudProjectAccess, removePointsBackups } from "../sources/cinderBackups";
 import type { CloudProject } from "../sources/kind";
 
@@ -104,6 +111,8 @@ export interface PruneResult {
   keep: { point: string; reasons: string[] }[];
   /** `cloudBackups`: the ids of its Cinder backups, deleted (children first) before its folder. */
   prune: { point: string; reason: string; cloudBackups?: string[] }[];
+  /** Links merged into the kept point that builds on them (`into`), in order; `problem`: not merged, and why. */
+  merge: { point: string; into: string; reason: string; problem?: string }[];
   /** Points no one has verified since the index was rebuilt: kept, and not counted. */
   unchecked: string[];
   deleted: string[];
@@ -120,7 +129,16 @@ export async function cloudFromEnvironment(): Promise<CloudProjectAccess> {
   return cloudAccessOf(await openCloudFrom({ env: process.env }, deps), deps);
 }
 
-type PlannedPoint = IndexedPoint & { status: HistoryPoint["status"] };
+type PlannedPoint = IndexedPoint & { status: HistoryPoint["status"]; links?: string[] };
+
+/** The keys `coffer prune` merges links with (absent: it keeps every point a kept point builds on, as before). */
+export interface PruneKeys {
+  /** An encrypted set's passphrase (it unwraps the chain's key); the policy's manifest key for an unencrypted one. */
+  passphrase?: string;
+  manifestKey?: string;
+  /** Signs the rewritten manifests: needed when the set's manifests are signed. */
+  signingKey?: string;
+}
 
 /**
  * What pruning `index` would delete, with the functions `pulumi up` uses: the rules (`rules`, or
@@ -129,21 +147,25 @@ type PlannedPoint = IndexedPoint & { status: HistoryPoint["status"] };
  */
 export function planPrune(
   index: SetIndex,
-  options: { rules?: Record<string, unknown>; point?: string; now: Date },
+  options: { rules?: Record<string, unknown>; point?: string; now: Date; merges?: boolean },
 ): { rules: PruneResult["rules"]; plan: RetentionPlan<PlannedPoint>; unchecked: string[] } {
   const declared = options.rules ?? index.retention ?? {};
   const { timeZone, ...ruleFields } = declared as Record<string, unknown> & { timeZone?: string };
   const parsed = retentionRules.safeParse(ruleFields);
   if (!parsed.success) throw new Error(parsed.error.issues[0].message);
   const unchecked = index.points.filter((p) => p.status === "unchecked").map((p) => p.id);
+  const backups = (p: IndexedPoint) => p.cloud?.backups ?? [];
   const points = index.points.map((p) => ({
     ...p,
     // Not verified since a rebuild: neither counted nor pruned (as failed points are not).
     status: p.status === "unchecked" ? ("missing" as const) : p.status,
+    links: chainLinksOf(p, index.points, backups),
   }));
+  // Merging needs the set's keys: without them, what a kept point builds on is kept.
+  const retained = options.merges ? points : points.map(({ links: _links, ...p }) => p);
   const plan = options.point
-    ? choosePoint(points, options.point, index.holds, options.now)
-    : planRetention({ points, rules: parsed.data, holds: index.holds, now: options.now, timeZone });
+    ? choosePoint(points, options.point, index.holds, options.now, options.merges ?? false)
+    : planRetention({ points: retained, rules: parsed.data, holds: index.holds, now: options.now, timeZone });
   return { rules: { ...parsed.data, ...(timeZone ? { timeZone } : {}) }, plan, unchecked };
 }
 
@@ -162,6 +184,8 @@ export async function prunePoints(options: {
   rules?: Record<string, unknown>;
   /** Delete exactly this point, whatever its status (a person's decision), unless it is held or needed. */
   point?: string;
+  /** With keys, a pruned link a kept point builds on is merged into it; without, it is kept. */
+  keys?: PruneKeys;
   dryRun: boolean;
   now: Date;
   by: string;
@@ -174,8 +198,9 @@ export async function prunePoints(options: {
     throw new Error(`no set ${options.set} in zone ${options.zone} of ${options.target}: see coffer list`);
   }
   const set = setAt(options.target, setDir);
+  await settleMerge(setDir);
   const { index } = await currentSetIndex(set);
-  const { rules, plan, unchecked } = planPrune(index, options);
+  const { rules, plan, unchecked } = planPrune(index, { ...options, merges: options.keys !== undefined });
   const backupIds = (p: IndexedPoint) => (p.cloud?.backups ?? []).map((b) => b.id);
   const result: PruneResult = {
     setDir,
@@ -186,11 +211,23 @@ export async function prunePoints(options: {
       reason,
       ...(point.cloud ? { cloudBackups: backupIds(point) } : {}),
     })),
+    merge: plan.merge.map(({ point, into, reason }) => ({ point: point.id, into: into.id, reason })),
     unchecked,
     deleted: [],
     cloudBackups: { deleted: [], kept: [] },
   };
   if (options.dryRun) return result;
+  let current: SetIndex = index;
+  for (const [n, { point, into }] of plan.merge.entries()) {
+    const merged = await mergeByHand(options, setDir, current, point.id, into.id).catch((error: Error) => {
+      result.merge[n].problem = error.message;
+      return undefined;
+    });
+    if (!merged) continue;
+    result.deleted.push(point.id);
+    current = merged;
+    await writeSetIndex(set, { ...current, updatedAt: new Date().toISOString() });
+  }
   // The cloud's backups first, dependents before their bases (the plan's order): a point whose
   // backups are not all gone keeps its folder and its record, and the next prune tries again.
   let signedIn: Promise<CloudProjectAccess> | undefined;
@@ -203,7 +240,6 @@ export async function prunePoints(options: {
     })),
     { access: () => (signedIn ??= options.cloud()), progress: options.progress ?? (() => undefined) },
   );
-  let current: SetIndex = index;
   for (const { point } of plan.prune) {
     const error = failed.get(point.id);
     if (error) {
@@ -248,6 +284,14 @@ export function renderPrune(result: PruneResult, dryRun: boolean): string {
     const cloud = backups ? `; ${dryRun ? "would delete" : "deleted"} its Cinder backups ${backups}` : "";
     return `${verb} ${p.point}: ${p.reason}${cloud}`;
   });
+  for (const m of result.merge) {
+    const what = `${m.point} into ${m.into} (${m.reason}; ${m.into}'s incremental backups build on it)`;
+    lines.push(
+      m.problem
+        ? `not merged ${what}: ${m.problem}; both stay as they were`
+        : `${dryRun ? "would merge" : "merged"} ${what}`,
+    );
+  }
   lines.push(...result.keep.map((k) => `keep ${k.point}: ${k.reasons.join("; ")}`));
   if (result.unchecked.length > 0) {
     lines.push(`kept, not verified since the index was rebuilt: ${result.unchecked.join(", ")} (run pulumi refresh)`);
@@ -257,17 +301,20 @@ export function renderPrune(result: PruneResult, dryRun: boolean): string {
 
 /**
  * The plan of deleting one named point by hand: refused for a held point, one the index does not
- * list, or one whose Cinder backups another point's incrementals build on.
+ * list, or one another point's backups build on; except (with `merges`, the set's keys given) a link
+ * of a qcow2 chain that one point builds on: it is merged into that point.
  */
-function choosePoint<P extends IndexedPoint>(
+function choosePoint<P extends IndexedPoint & { links?: string[] }>(
   points: P[],
   id: string,
   holds: SetIndex["holds"],
   now: Date,
+  merges: boolean,
 ): RetentionPlan<P> {
   const point = points.find((p) => p.id === id);
   if (!point) throw new Error(`the set has no point ${id}: see coffer list`);
-  const hold = holds.find((h) => h.point === id && holdsAt(h, now));
+  const held = (p: P) => holds.find((h) => h.point === p.id && holdsAt(h, now));
+  const hold = held(point);
   if (hold) {
     // A final-state point's hold is in its signed manifest: only time ends it.
     const fix = point.final
@@ -275,13 +322,97 @@ function choosePoint<P extends IndexedPoint>(
       : `remove the hold from the set first${hold.until ? `, or wait until ${hold.until}` : ""}`;
     throw new Error(`point ${id} is held (${hold.reason}): ${fix}`);
   }
-  const dependents = points.filter((p) => p.id !== id && basesOf(p).includes(id)).map((p) => p.id);
-  if (dependents.length > 0) {
-    throw new Error(
-      `point ${id} is needed by ${dependents.join(", ")}: their incrementals build on its backups; ` +
-        "prune those first, or let retention prune them together",
-    );
-  }
   const keep = points.filter((p) => p.id !== id).map((p) => ({ point: p, reasons: ["not the point named"] }));
-  return { keep, prune: [{ point, reason: "named with --point" }] };
+  const dependents = points.filter((p) => p.id !== id && basesOf(p).includes(id));
+  if (dependents.length === 0) return { keep, prune: [{ point, reason: "named with --point" }], merge: [] };
+  const names = dependents.map((p) => p.id).join(", ");
+  const needed = `point ${id} is needed by ${names}: their incrementals build on its backups`;
+  const into = dependents.length === 1 ? dependents[0] : undefined;
+  // Every point whose manifest a merge rewrites: the one merged into, and the points after it.
+  const rewritten = into ? [into, ...points.filter((p) => dependsOnTransitively(points, p, into.id))] : [];
+  const frozen = rewritten.find((p) => p.status !== "ok" || held(p));
+  if (into && merges && point.status === "ok" && (into.links ?? []).includes(id) && !frozen) {
+    return { keep, prune: [], merge: [{ point, into, reason: "named with --point" }] };
+  }
+  const why =
+    !into || !(into.links ?? []).includes(id)
+      ? "prune those first, or let retention prune them together"
+      : frozen
+        ? `it can't be merged into ${into.id}: point ${frozen.id} is ${held(frozen) ? "held" : frozen.status}, ` +
+          "and its files never change"
+        : point.status !== "ok"
+          ? `it can't be merged into ${into.id}: it is ${point.status}`
+          : `give the set's passphrase (or manifest key) to merge it into ${into.id}, or prune ${into.id} first`;
+  throw new Error(`${needed}; ${why}`);
+}
+
+/** Whether `point` builds on `baseId`, directly or through other points. */
+function dependsOnTransitively<P extends IndexedPoint>(points: readonly P[], point: P, baseId: string): boolean {
+  const seen = new Set<string>();
+  const pending = [...basesOf(point)];
+  while (pending.length > 0) {
+    const id = pending.pop()!;
+    if (id === baseId) return true;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    pending.push(...basesOf(points.find((p) => p.id === id) ?? {}));
+  }
+  return false;
+}
+
+/**
+ * Merges `from` into `into` by hand (backupSet/merge.ts, with this machine's agent): the index after
+ * it, with `from` recorded as merged (and the records of the rewritten points, which refresh takes).
+ */
+async function mergeByHand(
+  options: { target: string; keys?: PruneKeys; now: Date; by: string },
+  setDir: string,
+  index: SetIndex,
+  from: string,
+  into: string,
+): Promise<SetIndex> {
+  const keys = options.keys ?? {};
+  const later = index.points
+    .filter((p) => dependsOnTransitively(index.points, p, into))
+    .sort((a, b) => a.takenAt.localeCompare(b.takenAt));
+  const secrets = [keys.passphrase, keys.manifestKey, keys.signingKey].filter((s): s is string => !!s);
+  const result = await mergePoint(
+    {
+      agent: agentClient(undefined),
+      target: { path: options.target },
+      setDir,
+      keys,
+      ...(keys.signingKey ? { signingKey: keys.signingKey } : {}),
+      keepSigned: true,
+      owner: thisProcess(),
+      secrets,
+    },
+    { from, into, later: later.map((p) => p.id) },
+  );
+  const signer = keys.signingKey ? publicKeyOf(keys.signingKey) : undefined;
+  const rewritten: RewrittenPoint[] = result.rewritten.map(({ pointId, manifest }) => {
+    const previous = index.points.find((p) => p.id === pointId);
+    const linkedTo = manifest.items.flatMap((i) => (i.chain?.base ? [i.chain.base.pointId] : []));
+    const cinder = previous
+      ? pointsBuiltOn(index.points, (p) => p.cloud?.backups ?? [], previous.cloud?.backups ?? [])
+      : [];
+    const dependsOn = [...new Set([...cinder, ...linkedTo])];
+    return {
+      id: pointId,
+      itemsSha256: itemsDigest(manifest.items, manifest.cloudItems),
+      sizeBytes: manifest.items.reduce((sum, i) => sum + i.sizeBytes, 0),
+      ...(dependsOn.length > 0 ? { dependsOn } : {}),
+      ...(signer ? { signer } : {}),
+    };
+  });
+  const points = index.points
+    .filter((p) => p.id !== from)
+    .map((p) => {
+      const now = rewritten.find((r) => r.id === p.id);
+      if (!now) return p;
+      const { dependsOn: _old, ...rest } = p;
+      return { ...rest, sizeBytes: now.sizeBytes, ...(now.dependsOn ? { dependsOn: now.dependsOn } : {}) };
+    });
+  const record = { id: from, prunedAt: options.now.toISOString(), by: options.by, mergedInto: into, rewritten };
+  return { ...index, points, pruned: [...index.pruned, record] };
 }

@@ -20,6 +20,11 @@ export interface HistoryPoint {
   failures?: string[];
   /** The point(s) this one needs to be restored (the bases of its incrementals). */
   dependsOn?: string | readonly string[];
+  /**
+   * Those of `dependsOn` whose backups this point's links of a qcow2 chain build on (Coffer's own
+   * chains, not Cinder's): retention prunes such a base by merging it into this point.
+   */
+  links?: readonly string[];
 }
 
 /** The ids of the points `point` depends on. */

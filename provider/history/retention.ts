@@ -79,11 +79,25 @@ export interface PrunedPoint<P> {
   reason: string;
 }
 
+/** A pruned link of a qcow2 chain that a kept point builds on: its backups are merged into that point's. */
+export interface MergedPoint<P> {
+  point: P;
+  /** The kept point whose backups take in its clusters (its nearest kept descendant). */
+  into: P;
+  /** Why no rule keeps it (as a pruned point's). */
+  reason: string;
+}
+
 export interface RetentionPlan<P> {
   /** Newest first. */
   keep: KeptPoint<P>[];
   /** In an order safe to delete one by one: a point comes before any point it depends on. */
   prune: PrunedPoint<P>[];
+  /**
+   * In the order to merge, one by one: each into its kept point, nearest base first. Then the point
+   * goes; its kept point (and every point after it in the chain) stays restorable.
+   */
+  merge: MergedPoint<P>[];
 }
 
 /**
@@ -100,7 +114,9 @@ export interface RetentionPlan<P> {
  *   months or years, and makes adding a rule able to prune a point, which this never does.)
  * - maxAgeDays N also keeps every point younger than N days, without shifting the other rules.
  * - The newest good point, points under a hold still in force, and (transitively) every point a
- *   kept point depends on are always kept.
+ *   kept point depends on are always kept; except a link of a qcow2 chain (`links`) that no rule
+ *   keeps and only one point builds on: it is merged into its nearest kept descendant (`merge`),
+ *   unless a held or not-ok point depends on it (a held point's or evidence's files never change).
  * - Without rules nothing is pruned.
  */
 export function planRetention<P extends HistoryPoint>(input: RetentionInput<P>): RetentionPlan<P> {
@@ -140,15 +156,26 @@ export function planRetention<P extends HistoryPoint>(input: RetentionInput<P>):
     if (point.status !== "ok") keep(point, `${point.status}: never pruned automatically`);
     else if (Number.isNaN(takenAtMs(point))) keep(point, "takenAt is not a valid time: never pruned automatically");
   }
-  keepDependencies(byId, reasons, keep);
+  // What a held point or evidence depends on never changes: their ancestors are kept as they are.
+  const frozen = points.filter(
+    (p) => p.status !== "ok" || Number.isNaN(takenAtMs(p)) || holds.some((h) => h.point === p.id && holdsAt(h, now)),
+  );
+  keepDependencies(byId, frozen, keep);
+  const merging = keepOrMergeDependencies(byId, reasons, keep);
 
   const sorted = [...points].sort(safeNewestFirst);
   const kept = sorted.filter((p) => reasons.has(p.id)).map((point) => ({ point, reasons: reasons.get(point.id)! }));
+  const why = (point: P) => pruneReason(point, covered, rules, now);
   const pruned = deletionOrder(
-    sorted.filter((p) => !reasons.has(p.id)),
+    sorted.filter((p) => !reasons.has(p.id) && !merging.has(p.id)),
     byId,
-  ).map((point) => ({ point, reason: pruneReason(point, covered, rules, now) }));
-  return { keep: kept, prune: pruned };
+  ).map((point) => ({ point, reason: why(point) }));
+  const merge = [...merging.entries()].map(([id, into]) => ({
+    point: byId.get(id)!,
+    into,
+    reason: why(byId.get(id)!),
+  }));
+  return { keep: kept, prune: pruned, merge };
 }
 
 /** For each calendar rule, the periods it went through and the kept point that stands for each. */
@@ -196,31 +223,75 @@ function applyRules<P extends HistoryPoint>(
   return coverage;
 }
 
-/** Keeps every point a kept point depends on, transitively; ids not in the set are ignored. */
+/** Keeps every point `from` depends on, transitively; ids not in the set are ignored. */
 function keepDependencies<P extends HistoryPoint>(
   byId: Map<string, P>,
-  reasons: Map<string, string[]>,
+  from: readonly P[],
   keep: (point: P, reason: string) => void,
 ) {
   // Oldest first, so that pop() takes the newest: reasons come out the same however points are listed.
-  const pending = [...byId.values()]
-    .filter((p) => reasons.has(p.id))
-    .sort(safeNewestFirst)
-    .reverse()
-    .map((p) => p.id);
-  const visited = new Set(pending);
+  const pending = [...from].sort(safeNewestFirst).reverse();
+  const visited = new Set(pending.map((p) => p.id));
   while (pending.length > 0) {
-    const dependent = byId.get(pending.pop()!)!;
+    const dependent = pending.pop()!;
     for (const baseId of basesOf(dependent)) {
       const base = byId.get(baseId);
       if (!base || base.id === dependent.id) continue;
       keep(base, `needed by ${dependent.id}`);
       if (!visited.has(base.id)) {
         visited.add(base.id);
-        pending.push(base.id);
+        pending.push(base);
       }
     }
   }
+}
+
+/**
+ * For each kept point, newest first, what it depends on: a point no rule keeps that is a link of its
+ * qcow2 chain (and built on by it alone) is merged into it, and that point's own bases become its
+ * in turn; any other is kept (`needed by`), transitively. Returns each merged point's id and the kept
+ * point it merges into, in the order to merge (nearest base first).
+ */
+function keepOrMergeDependencies<P extends HistoryPoint>(
+  byId: Map<string, P>,
+  reasons: Map<string, string[]>,
+  keep: (point: P, reason: string) => void,
+): Map<string, P> {
+  const dependents = new Map<string, string[]>();
+  for (const point of byId.values()) {
+    for (const base of new Set(basesOf(point))) dependents.set(base, [...(dependents.get(base) ?? []), point.id]);
+  }
+  const merges = new Map<string, P>();
+  const mergeable = (base: P, dependent: P) =>
+    base.status === "ok" && (dependent.links ?? []).includes(base.id) && (dependents.get(base.id) ?? []).length === 1;
+  // Oldest first, so that pop() takes the newest: reasons come out the same however points are listed.
+  const pending = [...byId.values()]
+    .filter((p) => reasons.has(p.id))
+    .sort(safeNewestFirst)
+    .reverse()
+    .map((p) => ({ dependent: p, into: p }));
+  const visited = new Set(pending.map((p) => p.dependent.id));
+  while (pending.length > 0) {
+    const { dependent, into } = pending.pop()!;
+    // A merged point's bases are, once it is merged, the bases of the point it went into.
+    const needed = `needed by ${into.id}`;
+    for (const baseId of basesOf(dependent)) {
+      const base = byId.get(baseId);
+      if (!base || base.id === dependent.id || visited.has(base.id)) {
+        if (base && reasons.has(base.id) && base.id !== dependent.id) keep(base, needed);
+        continue;
+      }
+      visited.add(base.id);
+      if (!reasons.has(base.id) && mergeable(base, dependent)) {
+        merges.set(base.id, into);
+        pending.push({ dependent: base, into });
+      } else {
+        keep(base, needed);
+        pending.push({ dependent: base, into: base });
+      }
+    }
+  }
+  return merges;
 }
 
 /** Newest first, with points whose time is invalid last (by id). */

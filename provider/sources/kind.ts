@@ -143,6 +143,27 @@ export function pointsBuiltOn<P extends { id: string }>(
   return points.filter((p) => refsOf(p).some((r) => parents.has(r.id))).map((p) => p.id);
 }
 
+/**
+ * The bases of `point` that are links of its qcow2 chains, which retention may merge into it: those of
+ * its `dependsOn` that its Cinder backups don't build on and that hold no Cinder backups themselves
+ * (Cinder's incrementals are Cinder's chains: their bases are kept). `sameFolder`: whether a base is
+ * in the point's set folder (a merge works in one).
+ */
+export function chainLinksOf<P extends { id: string; dependsOn?: string | readonly string[] }>(
+  point: P,
+  points: readonly P[],
+  refsOf: (point: P) => readonly CloudBackupRef[],
+  sameFolder: (base: P) => boolean = () => true,
+): string[] {
+  const cinderBases = new Set(pointsBuiltOn(points, refsOf, refsOf(point)));
+  const bases =
+    point.dependsOn === undefined ? [] : typeof point.dependsOn === "string" ? [point.dependsOn] : point.dependsOn;
+  return bases.filter((id) => {
+    const base = points.find((p) => p.id === id);
+    return base !== undefined && !cinderBases.has(id) && refsOf(base).length === 0 && sameFolder(base);
+  });
+}
+
 /** What a kind that works through cloud APIs, from Pulumi's process, works with. */
 export interface CloudContext {
   cloud: Cloud;

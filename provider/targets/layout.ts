@@ -69,6 +69,11 @@ export const targetLayout = {
 export const MANIFEST_FILE = "manifest.json";
 /** A set's index of its points (agent/pointIndex.ts), in the set's folder. */
 export const INDEX_FILE = "index.json";
+/** A merge of a pruned link into its kept point (agent/merge.ts): its journal, in the set's folder. */
+export const MERGE_JOURNAL_FILE = "merge.json";
+/** A point's rewritten manifest while a merge commits, and the one it replaces until the merge is done. */
+export const NEXT_MANIFEST_FILE = "manifest.next.json";
+export const PREVIOUS_MANIFEST_FILE = "manifest.prev.json";
 
 /** An owner marker: the provider process `<host>`/`<pid>` is taking the set (agent/setOwner.ts). */
 export const ownerMarkerName = (host: string, pid: number): string => `.owner-${host}-${pid}`;

@@ -38,6 +38,24 @@ const valid: { [C in AgentCommand]: unknown } = {
     scratchDir: "/var/tmp",
     boot: { marker: "login:", timeoutSeconds: 60, memoryMiB: 256 },
   },
+  "merge-prepare": {
+    target,
+    setDir: "/srv/b/sets/zone-a/s",
+    from: "p1",
+    into: "p2",
+    manifestSecret: SECRET,
+    owner: { host: "pulumi-1", pid: 42, bootId: "b" },
+  },
+  "merge-commit": {
+    target,
+    setDir: "/srv/b/sets/zone-a/s",
+    from: "p1",
+    into: "p2",
+    manifestSecret: SECRET,
+    owner: { host: "pulumi-1", pid: 42, bootId: "b" },
+    manifests: [{ pointId: "p2", text: "{}" }],
+  },
+  "merge-abort": { target, setDir: "/srv/b/sets/zone-a/s", from: "p1", into: "p2" },
   version: {},
 };
 

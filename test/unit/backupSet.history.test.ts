@@ -224,6 +224,7 @@ describe("an EncryptedBackupSet's history of points", () => {
           { source: "logs", kind: "cinder-backup", id: "b-3" },
         ]),
       ],
+      merge: [],
       fromNextPoint: [],
       setSettings: [],
       unknown: [],

@@ -377,6 +377,91 @@ describe("planRetention: worked examples", () => {
     expect(ids(plan.prune)).toEqual(["older"]);
   });
 
+  describe("links of qcow2 chains (links): a pruned link a kept point builds on is merged into it", () => {
+    /** A chain: `full`, then each link on the one before, a day apart from the 20th; all of them qcow2 links. */
+    const chain = (names: string[], statuses: Record<string, PointStatus> = {}) =>
+      names.map((id, i) => {
+        const takenAt = `2026-11-${20 + i}T03:00:00Z`;
+        const base = i === 0 ? {} : { dependsOn: [names[i - 1]], links: [names[i - 1]] };
+        return point(id, takenAt, statuses[id] ?? "ok", base);
+      });
+    const merges = (plan: RetentionPlan<HistoryPoint>) => plan.merge.map((m) => `${m.point.id} into ${m.into.id}`);
+
+    test("a chain whose only kept point is its newest merges into it, nearest link first, down to its full one", () => {
+      const plan = planRetention({ points: chain(["full", "l1", "l2", "l3"]), rules: { keepLast: 1 }, now });
+      expect(merges(plan)).toEqual(["l2 into l3", "l1 into l3", "full into l3"]);
+      expect(ids(plan.keep)).toEqual(["l3"]);
+      expect(plan.prune).toEqual([]);
+      expect(plan.merge[0].reason).toMatch(/beyond what keepLast 1 keeps/);
+    });
+
+    test("a middle link merges into the kept link after it; a kept base stays as it is", () => {
+      // l1 is held: it stays as it is, and l3 builds on it once l2 is merged into it.
+      const points = chain(["full", "l1", "l2", "l3"]);
+      const holds = [{ point: "l1", reason: "audit" }];
+      const plan = planRetention({ points, rules: { keepLast: 1 }, holds, now });
+      expect(merges(plan)).toEqual(["l2 into l3"]);
+      expect(reasonsOf(plan)).toEqual({
+        l3: ["keepLast (1 of 1)", "newest good point"],
+        l1: ["held: audit", "needed by l3"],
+        full: ["needed by l1"],
+      });
+    });
+
+    test("each kept point takes the links between it and the next kept base", () => {
+      const points = chain(["full", "l1", "l2", "l3", "l4"]);
+      const plan = planRetention({
+        points,
+        rules: { keepLast: 1, maxAgeDays: 4 },
+        now: new Date("2026-11-25T12:00:00Z"),
+      });
+      // maxAgeDays 4 keeps the 22nd and later (l2, l3, l4); l1 and full merge into l2.
+      expect(ids(plan.keep)).toEqual(["l4", "l3", "l2"]);
+      expect(merges(plan)).toEqual(["l1 into l2", "full into l2"]);
+      expect(reasonsOf(plan).l2).toEqual(["maxAgeDays 4 (3 d old)", "needed by l3"]);
+    });
+
+    test("a held point holds its ancestors: what it builds on is never merged", () => {
+      const points = chain(["full", "l1", "l2", "l3"]);
+      const plan = planRetention({ points, rules: { keepLast: 1 }, holds: [{ point: "l3", reason: "case 7" }], now });
+      expect(plan.merge).toEqual([]);
+      expect(reasonsOf(plan)).toEqual({
+        l3: ["keepLast (1 of 1)", "newest good point", "held: case 7"],
+        l2: ["needed by l3"],
+        l1: ["needed by l2"],
+        full: ["needed by l1"],
+      });
+    });
+
+    test("nothing merges into a point that is not ok, nor into one a failed point builds on", () => {
+      const points = chain(["full", "l1", "l2", "l3"], { l3: "failed" });
+      const plan = planRetention({ points, rules: { keepLast: 1 }, now });
+      expect(plan.merge).toEqual([]);
+      expect(reasonsOf(plan)).toEqual({
+        l3: ["failed: never pruned automatically"],
+        l2: ["keepLast (1 of 1)", "newest good point", "needed by l3"],
+        l1: ["needed by l2"],
+        full: ["needed by l1"],
+      });
+    });
+
+    test("a base that is not a qcow2 link (Cinder's chains), or that two points build on, is kept", () => {
+      const cinder = [
+        point("full", "2026-11-20T03:00:00Z"),
+        point("inc", "2026-11-21T03:00:00Z", "ok", { dependsOn: ["full"] }),
+      ];
+      expect(merges(planRetention({ points: cinder, rules: { keepLast: 1 }, now }))).toEqual([]);
+      const branch = [
+        point("base", "2026-11-20T03:00:00Z"),
+        point("a", "2026-11-21T03:00:00Z", "ok", { dependsOn: ["base"], links: ["base"] }),
+        point("b", "2026-11-22T03:00:00Z", "ok", { dependsOn: ["base"], links: ["base"] }),
+      ];
+      const plan = planRetention({ points: branch, rules: { keepLast: 2 }, now });
+      expect(plan.merge).toEqual([]);
+      expect(reasonsOf(plan).base).toEqual(["needed by b", "needed by a"]);
+    });
+  });
+
   test("a point whose time is unreadable is kept and does not count", () => {
     const points = [point("garbled", "yesterday"), ...novemberDailies().slice(-2)];
     const plan = planRetention({ points, rules: { keepLast: 1 }, now });
@@ -616,6 +701,52 @@ describe("planRetention: properties", () => {
             }
           }
         }
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test("with qcow2 links, every point is kept, pruned or merged once; every kept point stays restorable", () => {
+    const linked = inputArb.map((input) => ({
+      ...input,
+      points: input.points.map((p) => ({ ...p, links: basesOf(p) })),
+    }));
+    fc.assert(
+      fc.property(linked, (input) => {
+        const result = plan(input);
+        const merged = new Map(result.merge.map((m) => [m.point.id, m]));
+        const all = [...ids(result.keep), ...ids(result.prune), ...merged.keys()];
+        expect(all.sort()).toEqual(input.points.map((p) => p.id).sort());
+        const kept = new Set(ids(result.keep));
+        const byId = new Map(input.points.map((p) => [p.id, p]));
+        const held = (id: string) => input.holds.some((h) => h.point === id && (!h.until || Date.parse(h.until) > NOW));
+        for (const m of result.merge) {
+          expect([m.point.status, m.into.status, kept.has(m.into.id), held(m.into.id)]).toEqual([
+            "ok",
+            "ok",
+            true,
+            false,
+          ]);
+        }
+        // After the merges, a kept point builds on its merged links' bases: those are all kept.
+        const basesAfter = (id: string, seen = new Set<string>()): string[] =>
+          basesOf(byId.get(id)!).flatMap((base) => {
+            if (!byId.has(base) || seen.has(base)) return [];
+            seen.add(base);
+            return merged.has(base) ? basesAfter(base, seen) : [base];
+          });
+        for (const k of result.keep) for (const base of basesAfter(k.point.id)) expect(kept.has(base)).toBe(true);
+        // A point whose files never change (held, not ok) builds on nothing that merges.
+        for (const k of result.keep.filter((k) => k.point.status !== "ok" || held(k.point.id))) {
+          for (const base of basesOf(k.point)) expect(merged.has(base)).toBe(false);
+        }
+        // Nearest first: the one point that builds on a merged point is its kept point, or merged before it.
+        result.merge.forEach((m, i) => {
+          const dependents = input.points.filter((p) => basesOf(p).includes(m.point.id)).map((p) => p.id);
+          expect(dependents).toHaveLength(1);
+          const before = result.merge.slice(0, i).map((e) => e.point.id);
+          expect([m.into.id, ...before]).toContain(dependents[0]);
+        });
       }),
       { numRuns: 300 },
     );
