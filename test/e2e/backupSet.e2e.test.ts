@@ -3,7 +3,9 @@ import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
+import { PARTIAL_PATTERN } from "../../provider/targets/layout";
 import { makeRawDisk, PLAINTEXT_MARKER } from "../support/disks";
+import { processesMentioning } from "../support/processes";
 import { pulumiCliReady } from "../support/pulumiCli";
 import { RunningVm, startVm } from "../support/qemuVm";
 import { TestSshd, startSshd } from "../support/sshd";
@@ -224,11 +226,16 @@ describeE2e("EncryptedBackupSet end to end with the real Pulumi CLI", () => {
       () => undefined,
       (e: Error) => e,
     );
-    // Kill the agent once its copy is under way (its partial file exists).
-    for (let i = 0; i < 1200 && (await partialFiles(path.join(work, "target", "sets", "plain"))).length === 0; i++) {
-      await new Promise((r) => setTimeout(r, 50));
+    // Kill the agent once its copy is under way: the one whose pid its partial file names. Only that one:
+    // other test files' agents run beside it (a pkill by command line killed theirs).
+    let partial: string | undefined;
+    for (let i = 0; i < 1200 && !partial; i++) {
+      partial = (await partialFiles(path.join(work, "target", "sets", "plain")))[0];
+      if (!partial) await new Promise((r) => setTimeout(r, 50));
     }
-    execFileSync("pkill", ["-KILL", "-f", "coffer-agent.js backup-item"]);
+    const agentPid = Number(PARTIAL_PATTERN.exec(path.basename(partial ?? ""))?.[3]);
+    expect(processesMentioning("coffer-agent.js backup-item").map((p) => p.pid)).toContain(agentPid);
+    process.kill(agentPid, "SIGKILL");
     const error = await up;
     expect(error).toBeInstanceOf(Error);
     expect(String(error)).toMatch(/source big/);
