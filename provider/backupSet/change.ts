@@ -79,9 +79,13 @@ export function pruneCandidates(
  */
 export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, now: Date): SetChange {
   const signingKeyOf = (inputs: unknown) => (inputs as { keys?: { signingKey?: unknown } }).keys?.signingKey;
+  // A Swift key rotated: state must hold the new one, which refresh and prune sign in with.
+  const targetKeyOf = (inputs: unknown) => (inputs as { keys?: { targetKey?: unknown } }).keys?.targetKey;
   const sameKey = {
     keys: (o: unknown, n: unknown) =>
-      usedKey(o as object) === usedKey(n as object) && signingKeyOf(o) === signingKeyOf(n),
+      usedKey(o as object) === usedKey(n as object) &&
+      signingKeyOf(o) === signingKeyOf(n) &&
+      targetKeyOf(o) === targetKeyOf(n),
   };
   const fromNextPoint = changedKeys(state, news, [...NEXT_POINT_SETTINGS], sameKey);
   // State written before histories has no `history`: the same as one with nothing set.
