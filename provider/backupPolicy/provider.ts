@@ -80,12 +80,18 @@ type Written = { revision: number; fingerprintKey: string | undefined; manifestK
 const DROP_FROM_STATE = "if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`";
 
 export function createBackupPolicyProvider(host: PolicyHost) {
+  /**
+   * Throws unless the target can be used. A Swift target's containers are made here, by create and update
+   * only: refresh and delete write nothing, and a container that is gone shows as a target without its identity.
+   */
   async function assertTargetReachable(
     policy: Pick<BackupPolicyInputs, "target" | "targetKey">,
     fix = "mount the backup target (or create the folder) and run again",
+    writes = true,
   ): Promise<void> {
     const { target } = policy;
     if (target.kind === "swift") {
+      if (!writes) return;
       const store = host.store(target, policy.targetKey);
       try {
         await store.assertReachable();
@@ -292,7 +298,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
-      await assertTargetReachable(state);
+      await assertTargetReachable(state, undefined, false);
       const targetId = await checkedTargetId(state);
       const found = await readDocument(documentOf(state));
       if (found === undefined) return {};
@@ -302,7 +308,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
     async delete(id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      await assertTargetReachable(state, `mount it and run again; ${DROP_FROM_STATE}`);
+      await assertTargetReachable(state, `mount it and run again; ${DROP_FROM_STATE}`, false);
       await checkedTargetId(state, DROP_FROM_STATE);
       const document = documentOf(state);
       const found = await readDocument(document);

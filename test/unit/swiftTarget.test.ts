@@ -115,6 +115,26 @@ describe("BackupPolicy provider with a Swift target (its store injected)", () =>
     expect(planPolicyChange(upgradeOutputs(outs), otherContainer)).toMatchObject({ replaces: ["target"] });
   });
 
+  test("refresh and delete make no containers: a container that is gone is a target without its identity", async () => {
+    const store = memoryStore("swift:coffer-backups");
+    let made = 0;
+    const counting = { ...store, assertReachable: async () => void made++ };
+    const onSwift = createBackupPolicyProvider({ ...localHost, store: () => counting });
+    const declared = (await provider.check({}, { zone: "zone-a", target: swift, targetKey: KEY })).inputs!;
+    const { id, outs } = await onSwift.create(declared);
+    expect(made).toBe(1);
+    await onSwift.read(id, outs);
+    expect(made).toBe(1);
+    store.objects.clear(); // the container was deleted
+    await expect(onSwift.read(id, outs)).rejects.toMatchObject({
+      code: "TARGET_UNREACHABLE",
+      message: expect.stringContaining("has no Coffer target identity"),
+    });
+    await expect(onSwift.delete(id, outs)).rejects.toMatchObject({ code: "TARGET_UNREACHABLE" });
+    expect(made).toBe(1);
+    expect(store.objects.size).toBe(0);
+  });
+
   test("state of schema 2 (a directory target) reads as it was, and diffs as unchanged", () => {
     const old = {
       zone: "zone-a",
