@@ -21,11 +21,49 @@ export interface DirectoryTarget {
   path: string;
 }
 
+/**
+ * An OpenStack Swift container (tempauth). Agents spool each item through `scratch` on their host, upload it
+ * in parallel Static Large Object segments, and write each point's manifest last. Swift has no object lock:
+ * `immutable: true` is refused at preview.
+ */
+export interface SwiftTargetArgs {
+  kind: "swift";
+  /** The tempauth URL, e.g. "https://swift.example:8080/auth/v1.0". */
+  authUrl: pulumi.Input<string>;
+  /** "account:user". */
+  user: pulumi.Input<string>;
+  /** The user's key: always kept as a Pulumi secret, even when given as a plain string; agents get it on stdin. */
+  key: pulumi.Input<string>;
+  /** The container of the backups (created when missing; segments go to `<container>_segments`). */
+  container: pulumi.Input<string>;
+  /** A folder of keys in the container; default: all of it. */
+  prefix?: pulumi.Input<string>;
+  /** Segment size of large objects in MiB (default 64). */
+  segmentMiB?: pulumi.Input<number>;
+  /** The agents' local spool: default { path: "/var/tmp/coffer-scratch", maxGiB: 64 } (one item's most). */
+  scratch?: pulumi.Input<{ path?: pulumi.Input<string>; maxGiB?: pulumi.Input<number> }>;
+  /** Refused: Swift has no object lock. */
+  immutable?: pulumi.Input<boolean>;
+}
+
+/** A Swift target as outputs show it: without its key (the policy's `targetKey`, a secret). */
+export type SwiftTarget = Omit<SwiftTargetArgs, "key" | "scratch" | "segmentMiB"> & {
+  authUrl: string;
+  user: string;
+  container: string;
+  prefix?: string;
+  segmentMiB: number;
+  scratch: { path: string; maxGiB: number };
+};
+
 export interface BackupPolicyArgs {
   /** The zone this policy governs; one policy per zone and target. Changing it replaces the policy. */
   zone: pulumi.Input<string>;
-  /** Where backups go. The policy document is written under `<path>/.coffer/zones/<zone>/`. Changing it replaces the policy. */
-  target: pulumi.Input<{ kind: pulumi.Input<"directory">; path: pulumi.Input<string> }>;
+  /**
+   * Where backups go: a folder (the policy document under `<path>/.coffer/zones/<zone>/`) or a Swift container
+   * (SwiftTargetArgs). Changing it replaces the policy (a Swift key's change does not).
+   */
+  target: pulumi.Input<{ kind: pulumi.Input<"directory">; path: pulumi.Input<string> }> | SwiftTargetArgs;
   /** qcow2 cluster compression. Default "none". zstd is as small as zlib and about 6x faster. */
   compression?: pulumi.Input<Compression>;
   /** LUKS encryption of backups; absent means off. The passphrase is always kept as a Pulumi secret. */
@@ -98,7 +136,9 @@ export type RetentionArgs = { [K in keyof Retention]?: pulumi.Input<Retention[K]
  */
 export class BackupPolicy extends pulumi.dynamic.Resource {
   declare readonly zone: pulumi.Output<string>;
-  declare readonly target: pulumi.Output<DirectoryTarget>;
+  declare readonly target: pulumi.Output<DirectoryTarget | SwiftTarget>;
+  /** Secret: a Swift target's key; absent for a directory target. */
+  declare readonly targetKey: pulumi.Output<string | undefined>;
   declare readonly compression: pulumi.Output<Compression>;
   /** Secret: the passphrase (and the key of its fingerprint); null when encryption is off. */
   declare readonly encryption: pulumi.Output<{ passphrase: string } | null>;
@@ -144,16 +184,26 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
    * a policy whose state has none would be unknown.
    */
   readonly declaredCopyToTarget: pulumi.Output<boolean | undefined>;
+  /**
+   * @internal A Swift target's key as declared (secret), for the policy's sets: known in a preview, and absent
+   * (no input at all) for a directory target, so directory sets keep the inputs they had.
+   */
+  readonly declaredTargetKey?: pulumi.Output<string>;
 
   constructor(name: string, args: BackupPolicyArgs, opts?: pulumi.CustomResourceOptions) {
     // The key is a secret even if the caller passed a plain string.
     const signing = args.signing === undefined ? undefined : pulumi.secret(args.signing);
+    // A Swift target's key goes apart, secret: the rest of the target stays in the clear for reviews.
+    const swift = isSwiftTarget(args.target) ? args.target : undefined;
+    const { key: swiftKey, ...swiftTarget } = swift ?? { key: undefined };
+    const targetKey = swift ? pulumi.secret(swiftKey as pulumi.Input<string>) : undefined;
     super(
       backupPolicyProvider,
       name,
       {
         zone: args.zone,
-        target: args.target,
+        target: swift ? swiftTarget : args.target,
+        targetKey,
         compression: args.compression,
         // The passphrase is a secret even if the caller passed a plain string.
         encryption: args.encryption === undefined ? undefined : pulumi.secret(args.encryption),
@@ -183,12 +233,18 @@ export class BackupPolicy extends pulumi.dynamic.Resource {
         targetId: undefined,
         schemaVersion: undefined,
       },
-      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey", "signing"] }),
+      pulumi.mergeOptions(opts, { additionalSecretOutputs: ["encryption", "manifestKey", "signing", "targetKey"] }),
       COFFER_MODULE,
       COFFER_RESOURCE_NAMES.backupPolicy,
     );
+    this.declaredTargetKey = targetKey;
     this.escrowResource = args.escrow;
     this.declaredSigning = pulumi.output(signing) as pulumi.Output<{ privateKey: string } | undefined>;
     this.declaredCopyToTarget = pulumi.output(args.copyToTarget);
   }
+}
+
+/** Whether `target` is a Swift target written out (a Swift target is given as an object, not an Output). */
+function isSwiftTarget(target: BackupPolicyArgs["target"]): target is SwiftTargetArgs {
+  return typeof target === "object" && target !== null && (target as { kind?: unknown }).kind === "swift";
 }

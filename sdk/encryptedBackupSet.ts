@@ -169,7 +169,12 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
   /** The public keys the points are signed with (a point's `signedBy` names one); absent while none is. */
   declare readonly signers: pulumi.Output<SigningPublicKey[] | undefined>;
   /** @internal Secret: the keys of the current `keyVersion` (a RestoreDrill opens points with them). */
-  declare readonly keys: pulumi.Output<{ passphrase?: string; manifestKey?: string; signingKey?: string }>;
+  declare readonly keys: pulumi.Output<{
+    passphrase?: string;
+    manifestKey?: string;
+    signingKey?: string;
+    targetKey?: string;
+  }>;
   /** @internal */
   declare readonly keyVersion: pulumi.Output<number>;
   /** @internal Secret: the keys of earlier versions that points still need. */
@@ -202,7 +207,13 @@ export class EncryptedBackupSet extends pulumi.dynamic.Resource {
               ),
               policy.declaredSigning,
             ])
-            .apply(([keys, signing]) => (signing ? { ...keys, signingKey: signing.privateKey } : keys)),
+            .apply(([keys, signing]) => (signing ? { ...keys, signingKey: signing.privateKey } : keys))
+            // A Swift target's key: only then, so sets on a directory target keep the inputs they had.
+            .apply((keys) =>
+              policy.declaredTargetKey
+                ? policy.declaredTargetKey.apply((targetKey) => ({ ...keys, targetKey }))
+                : pulumi.output(keys),
+            ),
         ),
         sources: args.sources,
         trigger: args.trigger,

@@ -8,6 +8,8 @@ export type {
   Retention,
   RetentionArgs,
   SigningPublicKey,
+  SwiftTarget,
+  SwiftTargetArgs,
 } from "./backupPolicy";
 export { EncryptedBackupSet } from "./encryptedBackupSet";
 export type {

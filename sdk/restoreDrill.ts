@@ -89,7 +89,12 @@ export class RestoreDrill extends pulumi.dynamic.Resource {
                 .apply(([setId, keyVersion, keys, ring]) => ({
                   setId,
                   keyVersion,
-                  keys: { passphrase: keys.passphrase, manifestKey: keys.manifestKey },
+                  keys: {
+                    passphrase: keys.passphrase,
+                    manifestKey: keys.manifestKey,
+                    // A Swift target's key only then: drills of directory sets keep the inputs they had.
+                    ...(keys.targetKey ? { targetKey: keys.targetKey } : {}),
+                  },
                   keyring: (ring ?? []).map(({ version, passphrase, manifestKey }) => ({
                     version,
                     passphrase,

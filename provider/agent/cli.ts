@@ -21,13 +21,21 @@ import { parsePublicKey } from "../common/signingKey";
 import { TargetRef, checkTargetIdentity, claimTargetIdentity } from "../common/targetIdentity";
 import { readFileIfExists } from "../common/atomicFile";
 import { MANIFEST_FILE, targetLayout } from "../targets/layout";
-import { directoryStore } from "../targets/directory";
+import {
+  backupThroughSpool,
+  deleteStoredPoint,
+  readStoredManifest,
+  targetStoreOf,
+  withFetchedPoint,
+  writeManifestThroughSpool,
+} from "./swiftSpool";
 import { cofferVersion } from "./agentVersion";
 import { backupItem, deleteSet, qemuVersion, verifySet, writeManifest } from "./backupSet";
 import { drillPoint } from "./drill";
 import { abortMerge, commitMerge, prepareMerge, settleMerge } from "./merge";
 import { chooseSourceKind } from "../sources/registry";
 import { Manifest, CHAIN_MANIFEST_SCHEMA_VERSION, manifestSchema } from "./manifest";
+import type { SwiftTargetAccess } from "../targets/swiftTarget";
 import {
   AGENT_PROTOCOL_VERSION,
   AgentCommand,
@@ -61,6 +69,10 @@ interface Events {
   signal: AbortSignal;
   progress: (item: string, percent: number) => void;
 }
+
+/** The request's target when it is a Swift container (its `path` is then the agent's spool of it). */
+const onSwift = (target: TargetRef) =>
+  target.swift ? (target as TargetRef & { swift: SwiftTargetAccess }) : undefined;
 
 type Handlers = {
   [C in AgentCommand]: (request: CheckedAgentRequest<C>, events: Events) => Promise<AgentResult<C>>;
@@ -96,7 +108,7 @@ async function checkedTargetId(req: { target?: TargetRef; setDir?: string; zoneD
     throw new CofferError("INVALID_INPUT", `${workDir} is not inside the backup target ${req.target.path}`);
   }
   const { target } = req;
-  const store = directoryStore(target.path);
+  const store = targetStoreOf(target);
   if (target.id === undefined && typeof target.zone === "string") {
     const document = await store.readText(targetLayout.policyDocument(target.zone)).catch(() => undefined);
     if (document !== undefined) return claimTargetIdentity(store, new Date());
@@ -108,11 +120,20 @@ const handlers: Handlers = {
   "check-target": async (req) => ({ targetId: await checkedTarget(req) }),
   "backup-item": async (req, events) => {
     await checkedTarget(req);
-    return backupItem(req, events);
+    const swift = onSwift(req.target);
+    if (!swift) return backupItem(req, events);
+    // No owner marker in a spool: nothing of a point stays there once the command ends.
+    const setDir = path.join(req.zoneDir, req.setId, req.pointId ?? "");
+    return backupThroughSpool(swift, setDir, events.signal, (signal) =>
+      backupItem({ ...req, owner: undefined }, { ...events, signal }),
+    );
   },
   "read-manifest": async (req) => {
     await checkedTarget(req);
-    const text = await readFileIfExists(path.join(req.setDir, MANIFEST_FILE));
+    const swift = onSwift(req.target);
+    const text = swift
+      ? await readStoredManifest(swift, req.setDir)
+      : await readFileIfExists(path.join(req.setDir, MANIFEST_FILE));
     return text === undefined ? {} : { text };
   },
   "chain-status": async (req) => {
@@ -131,7 +152,9 @@ const handlers: Handlers = {
       });
     }
     // Signed as given: the provider composed it (and signed it, with a signing key).
-    return writeManifest(req.setDir, req.manifest as Manifest, req.manifestSecret, req.signature);
+    const write = () => writeManifest(req.setDir, req.manifest as Manifest, req.manifestSecret, req.signature);
+    const swift = onSwift(req.target);
+    return swift ? writeManifestThroughSpool(swift, req.setDir, write) : write();
   },
   "verify-set": async (req, events) => {
     const targetId = await checkedTarget(req);
@@ -139,19 +162,24 @@ const handlers: Handlers = {
     if (parsed && !parsed.ok) throw new CofferError("INVALID_INPUT", parsed.problem, { field: "publicKey" });
     const secrets = req.keys ?? { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
     const publicKey = parsed?.key;
-    return { ...(await verifySet(req.setDir, req.level, { ...secrets, publicKey }, events)), targetId };
+    const verify = () => verifySet(req.setDir, req.level, { ...secrets, publicKey }, events);
+    const swift = onSwift(req.target);
+    return { ...(await (swift ? withFetchedPoint(swift, req.setDir, verify, events.signal) : verify())), targetId };
   },
   "delete-set": async (req) => {
     await checkedTarget(req);
-    await deleteSet(req.setDir, req.target.path, req.knownFiles);
+    const swift = onSwift(req.target);
+    if (swift) await deleteStoredPoint(swift, req.setDir, req.knownFiles);
+    else await deleteSet(req.setDir, req.target.path, req.knownFiles);
     return { deleted: req.setDir };
   },
   "delete-points": async (req) => {
     for (const dir of req.pointDirs) await checkedTarget({ target: req.target, setDir: dir });
     const deleted: string[] = [];
     const failed: { dir: string; message: string }[] = [];
+    const swift = onSwift(req.target);
     for (const dir of req.pointDirs) {
-      await deleteSet(dir, req.target.path).then(
+      await (swift ? deleteStoredPoint(swift, dir) : deleteSet(dir, req.target.path)).then(
         () => deleted.push(dir),
         (error: Error) => failed.push({ dir, message: error.message }),
       );
@@ -160,16 +188,16 @@ const handlers: Handlers = {
   },
   "read-index": async (req) => {
     const targetId = await checkedTarget(req);
-    return { index: (await currentSetIndex(setAt(req.target.path, req.setDir))).index, targetId };
+    return { index: (await currentSetIndex(setOn(req.target, req.setDir))).index, targetId };
   },
   "write-index": async (req) => {
     await checkedTarget(req);
     // null: the set has no point left here; its folder goes too once empty.
     if (req.index === null) {
-      await removeSetIndex(setAt(req.target.path, req.setDir));
+      await removeSetIndex(setOn(req.target, req.setDir));
       return { written: req.setDir };
     }
-    await writeSetIndex(setAt(req.target.path, req.setDir), req.index);
+    await writeSetIndex(setOn(req.target, req.setDir), req.index);
     return { written: req.setDir };
   },
   "drill-point": async (req, events) => {
@@ -177,7 +205,9 @@ const handlers: Handlers = {
     const parsed = req.publicKey === undefined ? undefined : parsePublicKey(req.publicKey, "publicKey");
     if (parsed && !parsed.ok) throw new CofferError("INVALID_INPUT", parsed.problem, { field: "publicKey" });
     const { setDir: pointDir, keys, scratchDir, boot } = req;
-    return { ...(await drillPoint({ pointDir, keys, publicKey: parsed?.key, scratchDir, boot }, events)), targetId };
+    const drill = () => drillPoint({ pointDir, keys, publicKey: parsed?.key, scratchDir, boot }, events);
+    const swift = onSwift(req.target);
+    return { ...(await (swift ? withFetchedPoint(swift, pointDir, drill, events.signal) : drill())), targetId };
   },
   "merge-prepare": async (req, events) => {
     await checkedTarget(req);
@@ -197,10 +227,16 @@ const handlers: Handlers = {
     node: process.version,
     manifestSchema: CHAIN_MANIFEST_SCHEMA_VERSION,
     drills: true,
+    swift: true,
     coffer: cofferVersion(),
     merges: true,
   }),
 };
+
+/** The set whose folder (or spool folder) is `setDir`, in the request's target's store. */
+function setOn(target: TargetRef, setDir: string) {
+  return { ...setAt(target.path, setDir), store: targetStoreOf(target) };
+}
 
 /** Checks the request, then runs its command. */
 async function handle<C extends AgentCommand>(command: C, raw: unknown, events: Events): Promise<AgentResult<C>> {

@@ -38,8 +38,24 @@ export const UNVERSIONED_AGENT_PROTOCOL = 1;
 const NO_TARGET =
   "the request names no backup target: install the same coffer version where Pulumi runs and on every host";
 
+/** A Swift target's container, account and key (the key travels on stdin only); `path` is then the agent's spool. */
+const swiftAccess = z.object({
+  authUrl: z.string(),
+  user: z.string(),
+  key: z.string({ error: "target.swift.key must be a string" }).min(1, { message: "target.swift.key is empty" }),
+  container: z.string(),
+  prefix: z.string().optional(),
+  segmentMiB: z.number().int().min(1),
+  scratch: z.object({ path: z.string(), maxGiB: z.number().positive() }),
+});
+
 const target = z.object(
-  { path: z.string({ error: NO_TARGET }), id: z.string().optional(), zone: z.string().optional() },
+  {
+    path: z.string({ error: NO_TARGET }),
+    id: z.string().optional(),
+    zone: z.string().optional(),
+    swift: swiftAccess.optional(),
+  },
   { error: NO_TARGET },
 );
 const folder = (what: string) => z.string({ error: `${what} must be the path of a folder` }).min(1);
@@ -182,7 +198,10 @@ export const agentRequests = {
 const SECRET_FIELDS = ["passphrase", "manifestSecret"] as const;
 const secretsIn = (given: Record<string, unknown>) => {
   const keys = (typeof given.keys === "object" && given.keys !== null ? given.keys : {}) as Record<string, unknown>;
-  return [...SECRET_FIELDS.map((field) => given[field]), keys.passphrase, keys.manifestKey];
+  const target = (typeof given.target === "object" && given.target !== null ? given.target : {}) as {
+    swift?: { key?: unknown };
+  };
+  return [...SECRET_FIELDS.map((field) => given[field]), keys.passphrase, keys.manifestKey, target.swift?.key];
 };
 
 export interface AgentResults {
@@ -210,7 +229,16 @@ export interface AgentResults {
    * `coffer`: its Coffer version (a host's installed agent older than the provider is not used); absent: an older agent.
    * `merges`: it has merge-prepare, merge-commit and merge-abort; absent: an older agent.
    */
-  version: { qemu: string; node: string; manifestSchema?: number; drills?: boolean; coffer?: string; merges?: boolean };
+  version: {
+    qemu: string;
+    node: string;
+    manifestSchema?: number;
+    drills?: boolean;
+    /** It reaches Swift targets (`target.swift`); absent: an older agent, which would take the spool for a target. */
+    swift?: boolean;
+    coffer?: string;
+    merges?: boolean;
+  };
 }
 
 export type AgentCommand = keyof typeof agentRequests;

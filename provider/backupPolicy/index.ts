@@ -5,7 +5,9 @@
 import { randomBytes } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { settlingBeforeExit, watchEngine } from "../common/engineWatch";
+import { CofferError } from "../common/errors";
 import { directoryStore } from "../targets/directory";
+import { swiftAccessOf, swiftTargetStore } from "../targets/swiftTarget";
 import { PolicyHost, createBackupPolicyProvider } from "./provider";
 
 watchEngine();
@@ -17,7 +19,11 @@ export const localHost: PolicyHost = {
     await fs.access(dir, constants.W_OK);
   },
   realPath: (dir) => fs.realpath(dir),
-  store: (target) => directoryStore(target.path),
+  store(target, key) {
+    if (target.kind === "directory") return directoryStore(target.path);
+    if (key === undefined) throw new CofferError("INVALID_INPUT", "target.key is required for a Swift target");
+    return swiftTargetStore(swiftAccessOf(target, key));
+  },
   randomKey: () => randomBytes(32).toString("base64"),
   newId: (zone) => `${zone}-${randomBytes(6).toString("hex")}`,
   now: () => new Date(),

@@ -66,8 +66,8 @@ export interface PolicyHost {
   assertDirectory(dir: string): Promise<void>;
   /** `dir` with every symlink resolved. */
   realPath(dir: string): Promise<string>;
-  /** The store on the target, where the policy document and the target's identity are. */
-  store(target: BackupPolicyInputs["target"]): TargetStore;
+  /** The store on the target, where the policy document and the target's identity are; `key`: a Swift target's. */
+  store(target: BackupPolicyInputs["target"], key?: string): TargetStore;
   randomKey(): string;
   newId(zone: string): string;
   now(): Date;
@@ -80,16 +80,42 @@ type Written = { revision: number; fingerprintKey: string | undefined; manifestK
 const DROP_FROM_STATE = "if the target is gone for good, drop the policy from state with `pulumi state delete <urn>`";
 
 export function createBackupPolicyProvider(host: PolicyHost) {
+  /**
+   * Throws unless the target can be used. A Swift target's containers are made here, by create and update
+   * only: refresh and delete write nothing, and a container that is gone shows as a target without its identity.
+   */
   async function assertTargetReachable(
-    targetPath: string,
+    policy: Pick<BackupPolicyInputs, "target" | "targetKey">,
     fix = "mount the backup target (or create the folder) and run again",
+    writes = true,
   ): Promise<void> {
+    const { target } = policy;
+    if (target.kind === "swift") {
+      if (!writes) return;
+      const store = host.store(target, policy.targetKey);
+      try {
+        await store.assertReachable();
+      } catch (cause) {
+        const why = (cause as Error).message;
+        const swiftFix = "check target.authUrl, target.user and target.key, and that the cluster is up";
+        throw new CofferError(
+          "TARGET_UNREACHABLE",
+          `backup target ${store.location} can't be used (${why}): ${swiftFix}`,
+          {
+            field: "target",
+            cause,
+            secrets: policy.targetKey ? [policy.targetKey] : [],
+          },
+        );
+      }
+      return;
+    }
     try {
-      await host.assertDirectory(targetPath);
+      await host.assertDirectory(target.path);
     } catch (cause) {
       throw new CofferError(
         "TARGET_UNREACHABLE",
-        `backup target ${targetPath} is not an accessible directory: ${fix}`,
+        `backup target ${target.path} is not an accessible directory: ${fix}`,
         {
           field: "target.path",
           cause,
@@ -99,7 +125,9 @@ export function createBackupPolicyProvider(host: PolicyHost) {
   }
 
   /** Check refuses system folders by name; a symlink to one is seen only here. */
-  async function refuseSystemFolder(targetPath: string): Promise<void> {
+  async function refuseSystemFolder(target: BackupPolicyInputs["target"]): Promise<void> {
+    if (target.kind !== "directory") return;
+    const targetPath = target.path;
     const real = await host.realPath(targetPath);
     if (isSystemFolder(real)) {
       const problem = systemFolderProblem("target", "/srv/backups");
@@ -120,8 +148,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
   }
 
   /** Where the zone's policy document is: its target's store, its key, and its path as messages and outputs name it. */
-  function documentOf(policy: Pick<BackupPolicyInputs, "target" | "zone">) {
-    const store = host.store(policy.target);
+  function documentOf(policy: Pick<BackupPolicyInputs, "target" | "zone" | "targetKey">) {
+    const store = host.store(policy.target, policy.targetKey);
     const key = targetLayout.policyDocument(policy.zone);
     return { store, key, file: store.locate(key) };
   }
@@ -171,7 +199,9 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     } catch (cause) {
       throw new CofferError("IO_FAILED", `could not write the policy document ${file}: ${(cause as Error).message}`, {
         cause,
-        secrets: [inputs.encryption?.passphrase, inputs.signing?.privateKey].filter((s): s is string => !!s),
+        secrets: [inputs.encryption?.passphrase, inputs.signing?.privateKey, inputs.targetKey].filter(
+          (s): s is string => !!s,
+        ),
       });
     }
     return withoutUndefined({
@@ -228,8 +258,8 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
     async create(news: Record<string, unknown>): Promise<pulumi.dynamic.CreateResult> {
       const inputs = parseChecked(news);
-      await assertTargetReachable(inputs.target.path);
-      await refuseSystemFolder(inputs.target.path);
+      await assertTargetReachable(inputs);
+      await refuseSystemFolder(inputs.target);
       const document = documentOf(inputs);
       const targetId = await claimTargetIdentity(document.store, host.now());
       const id = host.newId(inputs.zone);
@@ -253,7 +283,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
     async update(id: string, olds: Outputs, news: Record<string, unknown>): Promise<pulumi.dynamic.UpdateResult> {
       const previous = upgradeOutputs(olds);
       const inputs = parseChecked(news);
-      await assertTargetReachable(inputs.target.path);
+      await assertTargetReachable(inputs);
       const targetId = await checkedTargetId(previous);
       const document = documentOf(inputs);
       const existing = await readDocument(document);
@@ -268,7 +298,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
     async read(id: string, props: Outputs): Promise<pulumi.dynamic.ReadResult> {
       const state = upgradeOutputs(props);
-      await assertTargetReachable(state.target.path);
+      await assertTargetReachable(state, undefined, false);
       const targetId = await checkedTargetId(state);
       const found = await readDocument(documentOf(state));
       if (found === undefined) return {};
@@ -278,7 +308,7 @@ export function createBackupPolicyProvider(host: PolicyHost) {
 
     async delete(id: string, props: Outputs): Promise<void> {
       const state = upgradeOutputs(props);
-      await assertTargetReachable(state.target.path, `mount it and run again; ${DROP_FROM_STATE}`);
+      await assertTargetReachable(state, `mount it and run again; ${DROP_FROM_STATE}`, false);
       await checkedTargetId(state, DROP_FROM_STATE);
       const document = documentOf(state);
       const found = await readDocument(document);
@@ -329,6 +359,7 @@ export function inputsOf(outputs: BackupPolicyOutputs): BackupPolicyInputs {
   return {
     zone: outputs.zone,
     target: outputs.target,
+    ...(outputs.targetKey !== undefined ? { targetKey: outputs.targetKey } : {}),
     compression: outputs.compression,
     encryption: outputs.encryption ? { passphrase: outputs.encryption.passphrase } : undefined,
     signing: outputs.signing ? { privateKey: outputs.signing.privateKey } : undefined,
@@ -368,10 +399,18 @@ export function planPolicyChange(olds: BackupPolicyOutputs, news: Record<string,
   const wanted = settingsFor(declared, seen.encryption.enabled ? seen.encryption.passphraseFingerprint : undefined);
   const hostChanged = (olds.host ?? null) !== ((declared.host as string | undefined) ?? null);
   const keyMissing = !olds.manifestKey;
+  // A Swift key rotated: state must hold the new one (refresh and the sets' agents sign in with it).
+  const targetKeyChanged = (olds.targetKey ?? null) !== ((declared.targetKey as string | undefined) ?? null);
   const requireEscrowChanged =
     (olds.requireEscrow ?? false) !== ((declared.requireEscrow as boolean | undefined) ?? false);
   return {
-    changes: !passphraseKept || hostChanged || keyMissing || requireEscrowChanged || !sameSettings(wanted, seen),
+    changes:
+      !passphraseKept ||
+      hostChanged ||
+      keyMissing ||
+      targetKeyChanged ||
+      requireEscrowChanged ||
+      !sameSettings(wanted, seen),
     replaces: [],
     deleteBeforeReplace: false,
   };

@@ -4,12 +4,14 @@ import { retentionRules } from "../history/retention";
 import { directoryLocation } from "../common/directoryLocation";
 import { checkEscrowLink, escrowLink } from "../escrow/schema";
 import { signingKeyProblem } from "../common/signingKey";
+import { swiftTargetSchema } from "../targets/swiftTarget";
 
 /**
  * Bumped when the shape of state changes; readers accept every older one.
  * 2: `targetId` (state written by 1 has none) and the optional `owner` input.
+ * 3: a Swift target (`target.kind: "swift"`), its key apart in `targetKey`; directory targets are as in 2.
  */
-export const POLICY_SCHEMA_VERSION = 2;
+export const POLICY_SCHEMA_VERSION = 3;
 
 export const COMPRESSIONS = ["none", "zstd", "zlib"] as const;
 export const INTEGRITY_CHECKS = ["none", "metadata", "full"] as const;
@@ -30,7 +32,16 @@ export const sshHost = (field: string) =>
       message: `${field} must be an ssh destination such as "kvm-07" or "root@kvm-07": letters, digits and . _ - @ : [ ] only, not starting with "-"`,
     });
 
-const target = directoryLocation("target", "/srv/backups");
+const directoryTarget = directoryLocation("target", "/srv/backups");
+
+/** A folder (a NAS mount) or a Swift container; the kind decides which fields apply. */
+const target = z.discriminatedUnion("kind", [directoryTarget, swiftTargetSchema], {
+  error: (issue) =>
+    issue.input === undefined
+      ? 'target is required: set it to { kind: "directory", path: "/srv/backups" } or { kind: "swift", ... }'
+      : 'target.kind must be "directory" (a mounted NAS path or local folder) or "swift" ' +
+        "(an OpenStack Swift container)",
+});
 
 const encryption = z
   .object(
@@ -88,6 +99,8 @@ export const backupPolicyInputs = z
         "zone must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (it names a folder under the target)",
     }),
     target,
+    /** A Swift target's key (secret; the BackupPolicy class takes it from `target.key`). */
+    targetKey: z.string({ error: "target.key must be text: the Swift user's key" }).min(1).optional(),
     compression: z
       .enum(COMPRESSIONS, { error: `compression must be one of ${COMPRESSIONS.map((c) => `"${c}"`).join(", ")}` })
       .default("none"),
@@ -142,6 +155,16 @@ export const backupPolicyInputs = z
   .strict()
   .superRefine(
     (inputs, ctx) => {
+      if (inputs.target?.kind === "swift" && inputs.targetKey === undefined) {
+        const message =
+          "target.key is required for a Swift target: the tempauth user's key, e.g. " +
+          'config.requireSecret("swiftKey") (it is kept as a Pulumi secret)';
+        ctx.addIssue({ code: "custom", path: ["target", "key"], message });
+      }
+      if (inputs.target?.kind !== "swift" && inputs.targetKey !== undefined) {
+        const message = "target.key applies to a Swift target only: remove it from a directory target";
+        ctx.addIssue({ code: "custom", path: ["target", "key"], message });
+      }
       checkEscrowLink(
         inputs.escrow,
         !!inputs.encryption,

@@ -9,7 +9,7 @@ import { chainLinksOf } from "../sources/kind";
 import { chainFrom } from "./chain";
 import { chainsThroughQemu } from "./plan";
 import type { BackupSetInputs } from "./schema";
-import type { BackupSetOutputs, PointRecord } from "./state";
+import { type BackupSetOutputs, type PointRecord, targetOfPolicy } from "./state";
 
 /** Settings that shape the next point; a change applies from it on and never touches a point taken. */
 const NEXT_POINT_SETTINGS = ["policy", "keys", "sources", "host", "escrow", "keyEscrow"] as const;
@@ -108,9 +108,13 @@ export function pruneCandidates(
  */
 export function planSetChange(state: BackupSetOutputs, news: BackupSetInputs, now: Date): SetChange {
   const signingKeyOf = (inputs: unknown) => (inputs as { keys?: { signingKey?: unknown } }).keys?.signingKey;
+  // A Swift key rotated: state must hold the new one, which refresh and prune sign in with.
+  const targetKeyOf = (inputs: unknown) => (inputs as { keys?: { targetKey?: unknown } }).keys?.targetKey;
   const sameKey = {
     keys: (o: unknown, n: unknown) =>
-      usedKey(o as object) === usedKey(n as object) && signingKeyOf(o) === signingKeyOf(n),
+      usedKey(o as object) === usedKey(n as object) &&
+      signingKeyOf(o) === signingKeyOf(n) &&
+      targetKeyOf(o) === targetKeyOf(n),
   };
   const fromNextPoint = changedKeys(state, news, [...NEXT_POINT_SETTINGS], sameKey);
   // State written before histories has no `history`: the same as one with nothing set.
@@ -156,7 +160,7 @@ function nextLinksOn(state: BackupSetOutputs, news: BackupSetInputs, fromNextPoi
   if (fromNextPoint.includes("keys") || !sources.some((s) => !isUnknown(s) && chainsThroughQemu(s))) return undefined;
   if (isUnknown(news.policy) || isUnknown(news.policy?.target)) return undefined;
   const location = {
-    targetPath: news.policy.target.path,
+    targetPath: targetOfPolicy(news.policy).targetPath,
     zone: news.policy.zone,
     manifestHost: news.host ?? news.policy.host ?? "local",
   };

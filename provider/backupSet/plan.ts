@@ -20,6 +20,8 @@ import { directoryStore } from "../targets/directory";
 import { targetLayout } from "../targets/layout";
 import type { EscrowLink } from "../escrow/schema";
 import type { BackupSetInputs, SourceInput } from "./schema";
+import { targetOfPolicy, targetRefOf } from "./state";
+import type { SwiftLocation } from "./state";
 
 /** What the agent reads of a source: the fields of its kind (provider/sources/), without name and host. */
 export function agentSource(source: SourceInput) {
@@ -54,7 +56,10 @@ export interface PointPlan {
   /** The point's id: its folder's name. */
   pointId: string;
   zone: string;
+  /** The target's folder; for a Swift target, the agents' local spool of the container. */
   targetPath: string;
+  /** A Swift target's container and account; its key is `keys.targetKey`. */
+  swift?: SwiftLocation;
   /** `<target>/sets/<zone>`: the folder the crash sweep looks in. */
   zoneDir: string;
   /** The point's own folder, where its backups and manifest go. */
@@ -70,7 +75,7 @@ export interface PointPlan {
    * The key of an encrypted point's backups (its own random key); the key of its manifest's HMAC; the PEM
    * of its Ed25519 signing key.
    */
-  keys: { passphrase?: string; manifestSecret: string; signingKey?: string };
+  keys: { passphrase?: string; manifestSecret: string; signingKey?: string; targetKey?: string };
   /** The policy's passphrase, which wraps the point's own key into its manifest (wrapPointKey). */
   wrapWith?: string;
   /** Every secret the inputs hold, for redaction. */
@@ -108,14 +113,16 @@ export function planPoint(
   const { policy, keys } = inputs;
   // An encrypted point's own random key: the passphrase only wraps it (one KDF per point, not per open).
   const pointKey = policy.encrypted ? newPointKey() : undefined;
-  // Paths, not keys: the agent's qemu writes the point in place on the directory target.
-  const targetStore = directoryStore(policy.target.path);
+  // Paths, not keys: the agent's qemu writes the point in place on the directory target (or in a Swift one's spool).
+  const { targetPath, swift } = targetOfPolicy(policy);
+  const targetStore = directoryStore(targetPath);
   const zoneDir = targetStore.localPath(targetLayout.zoneSets(policy.zone));
   return {
     setId: ids.setId,
     pointId: ids.pointId,
     zone: policy.zone,
-    targetPath: policy.target.path,
+    targetPath,
+    ...(swift ? { swift } : {}),
     zoneDir,
     pointDir: targetStore.localPath(targetLayout.pointFolder(policy.zone, ids.setId, ids.pointId)),
     manifestWhere: inputs.host ?? policy.host,
@@ -138,9 +145,12 @@ export function planPoint(
       passphrase: pointKey,
       manifestSecret: pointKey ?? keys.manifestKey!,
       ...(keys.signingKey ? { signingKey: keys.signingKey } : {}),
+      ...(keys.targetKey ? { targetKey: keys.targetKey } : {}),
     },
     ...(pointKey ? { wrapWith: keys.passphrase! } : {}),
-    secrets: [keys.passphrase, keys.manifestKey, keys.signingKey, pointKey].filter((s): s is string => !!s),
+    secrets: [keys.passphrase, keys.manifestKey, keys.signingKey, keys.targetKey, pointKey].filter(
+      (s): s is string => !!s,
+    ),
     escrow: inputs.escrow,
     earlier,
     ...(inputs.keyEscrow ? { keyEscrow: keyEscrowOf(inputs.keyEscrow) } : {}),
@@ -192,6 +202,7 @@ export async function sealedForRecipients(plan: PointPlan, sealFor: SealFor): Pr
       passphrase: pointKey,
       manifestSecret: pointKey,
       ...(plan.keys.signingKey ? { signingKey: plan.keys.signingKey } : {}),
+      ...(plan.keys.targetKey ? { targetKey: plan.keys.targetKey } : {}),
     },
     secrets: [...plan.secrets, pointKey],
     sealedKey,
@@ -217,11 +228,8 @@ export function recipientKeys(recipients: { name: string; publicKey: string }[],
 }
 
 /** The target as agent requests name it: its path and zone, and its identity when known. */
-export const planTarget = (plan: PointPlan, targetId?: string): TargetRef => ({
-  path: plan.targetPath,
-  id: targetId,
-  zone: plan.zone,
-});
+export const planTarget = (plan: PointPlan, targetId?: string): TargetRef =>
+  targetRefOf({ targetPath: plan.targetPath, targetId, zone: plan.zone, swift: plan.swift }, plan.keys.targetKey);
 
 /** Every machine that may hold part of the point: the sources' agents and the manifest's. */
 export const planHosts = (plan: PointPlan): string[] => [

@@ -25,6 +25,8 @@ import {
   referenceName,
   signerOf,
   stateSecrets,
+  targetOfPolicy,
+  targetRefOf,
   upgradeOutputs,
 } from "./state";
 import { volumeKeyRecordId } from "../escrow/record";
@@ -55,7 +57,7 @@ const local = (where: string) => (where === "local" ? undefined : where);
 /** The location a point of `inputs` taken now goes to. */
 function locationOf(inputs: BackupSetInputs, taken: TakenPoint): PointLocation {
   return {
-    targetPath: inputs.policy.target.path,
+    ...targetOfPolicy(inputs.policy),
     targetId: taken.targetId,
     zone: inputs.policy.zone,
     manifestHost: taken.manifestHost,
@@ -173,7 +175,7 @@ export function createBackupSetProvider(host: SetHost) {
     const now = host.now();
     const earlier = points.flatMap((p) => p.cloud ?? []);
     const location = {
-      targetPath: inputs.policy.target.path,
+      targetPath: targetOfPolicy(inputs.policy).targetPath,
       zone: inputs.policy.zone,
       manifestHost: inputs.host ?? inputs.policy.host ?? "local",
     };
@@ -201,7 +203,8 @@ export function createBackupSetProvider(host: SetHost) {
     };
     host.progress(`point ${point.id}: ${taken.items.length} source(s), ${formatBytes(point.sizeBytes)}, verified`);
     const newest = {
-      setDir: path.dirname(plan.pointDir),
+      // A Swift point's place is in its container (swift:<container>/…/manifest.json); its pointDir is a spool's.
+      setDir: plan.swift ? path.posix.dirname(path.posix.dirname(taken.manifestPath)) : path.dirname(plan.pointDir),
       manifestPath: taken.manifestPath,
       manifestHost: taken.manifestHost,
       items: taken.items,
@@ -220,12 +223,12 @@ export function createBackupSetProvider(host: SetHost) {
     for (const [loc, location] of state.locations.entries()) {
       const here = points.filter((p) => p.loc === loc && !failed.has(p.id));
       if (here.length === 0) continue;
-      const target = { path: location.targetPath, id: location.targetId, zone: location.zone };
+      const target = targetRefOf(location, state.keys.targetKey);
       const dirOf = new Map(here.map((p) => [pointDir(state.setId, location, p.id), p]));
       for (const where of location.hosts) {
         const reply = await host
           .agent(local(where))
-          .call("delete-points", { target, pointDirs: [...dirOf.keys()] })
+          .call("delete-points", { target, pointDirs: [...dirOf.keys()] }, { secrets: stateSecrets(state) })
           .catch((error: Error) => ({ deleted: [], failed: [...dirOf.keys()].map((dir) => ({ dir, error })) }));
         for (const { dir, ...problem } of reply.failed) {
           const error = "error" in problem ? problem.error : new CofferError("IO_FAILED", problem.message);
@@ -426,7 +429,7 @@ export function createBackupSetProvider(host: SetHost) {
     const verified = await host.agent(local(location.manifestHost)).call(
       "verify-set",
       {
-        target: { path: location.targetPath, id: location.targetId, zone: location.zone },
+        target: targetRefOf(location, state.keys.targetKey),
         setDir: dir,
         level: state.policy.integrityCheck,
         keys,
@@ -497,7 +500,7 @@ export function createBackupSetProvider(host: SetHost) {
       loc,
       location,
       setDir: path.dirname(pointDir(state.setId, location, "-")),
-      target: { path: location.targetPath, id: location.targetId, zone: location.zone },
+      target: targetRefOf(location, state.keys.targetKey),
       agent: host.agent(local(location.manifestHost)),
     }));
   }
@@ -546,7 +549,7 @@ export function createBackupSetProvider(host: SetHost) {
       return ["incremental sources: a link or a full backup each, decided when the point is taken (values unknown)"];
     }
     const location = {
-      targetPath: news.policy.target.path,
+      targetPath: targetOfPolicy(news.policy).targetPath,
       zone: news.policy.zone,
       manifestHost: news.host ?? news.policy.host ?? "local",
     };
@@ -620,12 +623,12 @@ export function createBackupSetProvider(host: SetHost) {
       // leave state, named; a point whose manifest is gone shows as missing.
       const listed = new Map<number, SetIndex>();
       const locations = [...state.locations];
-      for (const { loc, setDir, target, agent } of setFolders(state)) {
-        const reply = await agent.call("read-index", {
-          target,
-          setDir,
-          zone: target.zone,
-        });
+      for (const { loc, location, setDir, target, agent } of setFolders(state)) {
+        const reply = await agent.call(
+          "read-index",
+          { target, setDir, zone: location.zone },
+          { secrets: stateSecrets(state) },
+        );
         listed.set(loc, reply?.index);
         // State from before identities adopts the target's (the agent checked it is a Coffer target).
         if (reply && locations[loc].targetId === undefined)
@@ -713,12 +716,18 @@ export function createBackupSetProvider(host: SetHost) {
       const state = upgradeOutputs(props);
       const now = host.now();
       const total = formatBytes(state.points.reduce((sum, p) => sum + p.sizeBytes, 0));
-      const where = [...new Set(state.locations.map((l) => pointDir(state.setId, l, "").replace(/\/$/, "")))];
+      const folderOf = (l: PointLocation) =>
+        l.swift
+          ? `swift:${l.swift.container}/${l.swift.prefix ? `${l.swift.prefix}/` : ""}sets/${l.zone}/${state.setId}`
+          : pointDir(state.setId, l, "").replace(/\/$/, "");
+      const where = [...new Set(state.locations.map(folderOf))];
       if (!state.deleteBackupsOnDestroy) {
-        const list = state.locations.map((l) => `coffer list --target ${l.targetPath} --set ${state.setId}`);
+        const list = state.locations
+          .filter((l) => !l.swift)
+          .map((l) => `coffer list --target ${l.targetPath} --set ${state.setId}`);
         host.note(
           `set ${state.setId}: keeps its ${state.points.length} point(s) (${total}) in ${where.join(", ")}; ` +
-            `see them with ${[...new Set(list)].join(" or ")}`,
+            (list.length > 0 ? `see them with ${[...new Set(list)].join(" or ")}` : "delete them there when unneeded"),
         );
         return;
       }

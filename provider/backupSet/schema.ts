@@ -8,6 +8,7 @@ import { schedule } from "../history/schedule";
 import { copiesToTarget } from "../sources/cinderVolume";
 import { sourceSchema } from "../sources/registry";
 import { signingKeyProblem } from "../common/signingKey";
+import { swiftTargetSchema } from "../targets/swiftTarget";
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -24,7 +25,11 @@ const source = sourceSchema({
 export const appliedPolicy = z.object({
   id: z.string(),
   zone: z.string(),
-  target: z.object({ kind: z.literal("directory"), path: z.string() }),
+  /** A folder, or a Swift container (checked by BackupPolicy; its key is in `keys.targetKey`). */
+  target: z.discriminatedUnion("kind", [
+    z.object({ kind: z.literal("directory"), path: z.string() }),
+    swiftTargetSchema,
+  ]),
   compression: z.enum(COMPRESSIONS),
   integrityCheck: z.enum(INTEGRITY_CHECKS),
   bandwidthLimitMiBps: z.number().int().min(0),
@@ -88,6 +93,8 @@ export const backupSetInputs = z
           if (problem) ctx.addIssue({ code: "custom", message: problem });
         })
         .optional(),
+      /** A Swift target's key: agents sign in to the container with it. */
+      targetKey: z.string().min(1).optional(),
     }),
     sources: z
       .array(source, { error: "sources must be a list of disks, running VMs and Cinder volumes to back up" })
@@ -158,6 +165,7 @@ export const backupSetInputs = z
           "set copyToTarget: false on the source, or remove copyToTarget from the BackupPolicy",
       });
     }
+    if (inputs.policy.target.kind === "swift") checkOnSwift(inputs, ctx);
     if (inputs.policy.encrypted && !inputs.keys.passphrase) {
       ctx.addIssue({
         code: "custom",
@@ -179,6 +187,22 @@ export const backupSetInputs = z
       "escrow is set but the policy does not encrypt: there is no passphrase to escrow; remove escrow",
     );
   });
+
+/** What a set on a Swift target can't do (yet), each named with its field and the fix. */
+function checkOnSwift(inputs: Pick<BackupSetInputs, "keys" | "sources">, ctx: z.core.$RefinementCtx): void {
+  if (!inputs.keys.targetKey) {
+    const message = "the policy's Swift key did not reach the backup set: pass the BackupPolicy resource as policy";
+    ctx.addIssue({ code: "custom", path: ["keys", "targetKey"], message });
+  }
+  inputs.sources.forEach((s, i) => {
+    if ((s as { incremental?: boolean }).incremental !== true || (s as { cinderVolume?: string }).cinderVolume) return;
+    const message =
+      `incremental (sources[${i}], "${s.name}") is not supported on a Swift target yet: a link is read over its ` +
+      "base points' backups, which QEMU needs as local files; remove incremental (full points), " +
+      "or use a directory target";
+    ctx.addIssue({ code: "custom", path: ["sources", i, "incremental"], message });
+  });
+}
 
 export type BackupSetInputs = z.output<typeof backupSetInputs>;
 export type SourceInput = BackupSetInputs["sources"][number];

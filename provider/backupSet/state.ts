@@ -8,6 +8,8 @@ import type { SigningPublicKey } from "../common/signingKey";
 import type { EscrowLink } from "../escrow/schema";
 import type { CloudBackupRef, CloudProject } from "../sources/kind";
 export type { CloudBackupRef, CloudProject };
+import type { TargetRef } from "../common/targetIdentity";
+import { SwiftTargetAccess, localRootOf } from "../targets/swiftTarget";
 import type { BackupSetInputs } from "./schema";
 
 /**
@@ -15,15 +17,20 @@ import type { BackupSetInputs } from "./schema";
  * 2: `targetId`. 3: a history of points (`points`, `locations`, `keyring`), the set keeps its id.
  * 4: points' backups in the cloud (`cloud`, `dependsOn`), a location's cloud. An older Coffer must
  * not prune such points: it would leave their cloud backups behind.
+ * 5: a location in a Swift container (`swift`; its `targetPath` is the agents' spool): an older Coffer would
+ * take the spool for the target.
  */
-export const SET_SCHEMA_VERSION = 4;
+export const SET_SCHEMA_VERSION = 5;
 
 /**
  * Where points were taken (a target, zone and hosts) and where their key is escrowed. Points
  * share it by index, which keeps state small: a set of 1,000 points usually has one location.
  */
 export interface PointLocation {
+  /** The target's folder; for a Swift target, the agents' local spool of its container. */
   targetPath: string;
+  /** A Swift target's container and account (its key is the set's `keys.targetKey`); absent: a directory target. */
+  swift?: SwiftLocation;
   /** The target's identity; absent in state written before identities. */
   targetId?: string;
   zone: string;
@@ -35,6 +42,25 @@ export interface PointLocation {
   escrow?: { recordId: string; store: string };
   /** The cloud project that holds the cloud backups of the points taken here. */
   cloud?: CloudProject;
+}
+
+export type SwiftLocation = Omit<SwiftTargetAccess, "key">;
+
+/** Where points of `policy` go: the local folder agents work in, and the Swift container when there is one. */
+export function targetOfPolicy(policy: BackupSetInputs["policy"]): Pick<PointLocation, "targetPath" | "swift"> {
+  const { target } = policy;
+  if (target.kind !== "swift") return { targetPath: localRootOf(target) };
+  const { kind: _kind, immutable: _immutable, ...swift } = target;
+  return { targetPath: localRootOf(target), swift };
+}
+
+/** A location's target as agent requests name it; a Swift one with `targetKey`. */
+export function targetRefOf(
+  location: Pick<PointLocation, "targetPath" | "targetId" | "zone" | "swift">,
+  targetKey: string | undefined,
+): TargetRef {
+  const { targetPath: path, targetId: id, zone, swift } = location;
+  return { path, id, zone, ...(swift ? { swift: { ...swift, key: targetKey ?? "" } } : {}) };
 }
 
 export type PointStatus = "ok" | "failed" | "missing";
@@ -170,7 +196,8 @@ export function upgradeOutputs(stored: StoredState): BackupSetOutputs {
     ...(stored.verification.failures.length > 0 ? { failures: stored.verification.failures } : {}),
   };
   const location: PointLocation = {
-    targetPath: stored.policy.target.path,
+    // Schema 2 knew directory targets only.
+    targetPath: (stored.policy.target as { path: string }).path,
     ...(targetId ? { targetId } : {}),
     zone: stored.policy.zone,
     manifestHost,
@@ -233,5 +260,10 @@ export function signerOf(
 /** Every secret state holds, for redaction. */
 export const stateSecrets = (state: BackupSetOutputs): string[] =>
   [state.keys, ...state.keyring]
-    .flatMap((k) => [k.passphrase, k.manifestKey, (k as { signingKey?: string }).signingKey])
+    .flatMap((k) => [
+      k.passphrase,
+      k.manifestKey,
+      (k as { signingKey?: string }).signingKey,
+      (k as { targetKey?: string }).targetKey,
+    ])
     .filter((s): s is string => !!s);

@@ -176,6 +176,10 @@ export async function takePoint(given: PointPlan, deps: TakeDeps): Promise<Taken
   const version = await deps.agent(given.manifestWhere).call("version", {});
   const where = given.manifestWhere ? `host ${given.manifestWhere}` : "this machine";
   checkWritesManifests(version.manifestSchema ?? MANIFEST_SCHEMA_VERSION, where, given);
+  if (given.swift && !version.swift) {
+    const fix = "install the same coffer version where Pulumi runs and on every host";
+    throw new CofferError("AGENT_PROTOCOL_MISMATCH", `coffer-agent on ${where} can't reach a Swift target: ${fix}`);
+  }
   // Incremental sources: what the previous point holds of them decides links or full backups, and the key.
   const plan = await continueChains(given, deps.agent(given.manifestWhere), target);
   const { secrets } = plan;
@@ -211,7 +215,8 @@ export async function takePoint(given: PointPlan, deps: TakeDeps): Promise<Taken
   const owner = thisProcess();
   // An encrypted point's key is its own random one (a sealed or wrapped point's): no LUKS key stretching.
   const pointKey = { passphrase: plan.keys.passphrase, ...(plan.keys.passphrase ? { randomKey: true } : {}) };
-  deps.progress(`backing up ${plan.items.length} source(s) into ${plan.pointDir}`);
+  const into = plan.swift ? `swift:${plan.swift.container} (through ${plan.pointDir})` : plan.pointDir;
+  deps.progress(`backing up ${plan.items.length} source(s) into ${into}`);
   const takenInCloud: CloudTaken<unknown>[] = [];
   let access: CloudAccess | undefined;
   // Item names are file names in the point: a copy named by its kind (a server's "web.vdb") may not take another's.

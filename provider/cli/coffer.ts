@@ -29,8 +29,9 @@ import { KeyOptions, UsageError, openSet, readPublicKey, readStdin, secretFrom }
 import { restorerOf } from "../sources/registry";
 import { cloudFromEnvironment, listPoints, prunePoints, renderPoints, renderPrune } from "./points";
 import { Progress, progressOn, withProgress } from "./progress";
+import { SwiftPointOptions, withSwiftPoint } from "./swiftPoint";
 
-interface VerifyOptions extends KeyOptions {
+interface VerifyOptions extends KeyOptions, SwiftPointOptions {
   manifest?: string;
   publicKey?: string;
   full?: boolean;
@@ -38,7 +39,7 @@ interface VerifyOptions extends KeyOptions {
 }
 
 /** The cloud restore's options, and a restore to a file's. */
-interface RestoreOptions extends NovaRestoreCliOptions {
+interface RestoreOptions extends NovaRestoreCliOptions, SwiftPointOptions {
   toNova?: boolean;
   to?: string;
   format: "raw" | "qcow2";
@@ -285,6 +286,15 @@ async function restore(values: RestoreOptions): Promise<number> {
   return 0;
 }
 
+/** The options of restore and verify for a point in a Swift container. */
+function withSwiftOptions(command: Command): Command {
+  return command
+    .optionsGroup("A point in a Swift container (fetched into scratch, checked, then removed):")
+    .option("--swift <file.json>", 'the container: { "authUrl", "user", "container", "prefix"? }; --manifest is a key')
+    .option("--swift-key-file <file>", "read the Swift user's key from <file> (or COFFER_SWIFT_KEY)")
+    .option("--scratch <dir>", "where the point is fetched to (default: the temp folder); it needs the point's size");
+}
+
 /** Collects a repeatable option's values in order. */
 const repeated = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
@@ -362,7 +372,7 @@ function cofferProgram(exit: { code: number }): Command {
     .option("--network <id>", "--to-nova: a network for the new server (repeat; none: no network)", repeated)
     .option("--without-metadata", "restore the data even when the manifest can't be checked; apply no metadata")
     .option("--public-key <file.pem>", "the policy's signing public key: check the manifest with it");
-  withKeyOptions(restoreCommand)
+  withKeyOptions(withSwiftOptions(restoreCommand))
     .addHelpText(
       "after",
       example(
@@ -372,7 +382,9 @@ function cofferProgram(exit: { code: number }): Command {
       ),
     )
     .action(async (options: RestoreOptions) => {
-      exit.code = await restore(options);
+      exit.code = options.swift
+        ? await withSwiftPoint(options, (manifest) => restore({ ...options, manifest }))
+        : await restore(options);
     });
 
   const verifyCommand = program
@@ -390,7 +402,7 @@ function cofferProgram(exit: { code: number }): Command {
     .option("--public-key <file.pem>", "the policy's signing public key (PEM): check the manifest's signature")
     .option("--full", "also read all guest data and compare its SHA-256 with the manifest's (slow)")
     .option("--quiet", "show no progress on stderr");
-  withKeyOptions(verifyCommand)
+  withKeyOptions(withSwiftOptions(verifyCommand))
     .addHelpText(
       "after",
       example(
@@ -399,7 +411,9 @@ function cofferProgram(exit: { code: number }): Command {
       ),
     )
     .action(async (options: VerifyOptions) => {
-      exit.code = await verify(options);
+      exit.code = options.swift
+        ? await withSwiftPoint(options, (manifest) => verify({ ...options, manifest }))
+        : await verify(options);
     });
 
   const pointKeyCommand = program

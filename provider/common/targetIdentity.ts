@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { targetLayout } from "../targets/layout";
 import type { TargetStore } from "../targets/store";
+import type { SwiftTargetAccess } from "../targets/swiftTarget";
 import { CofferError } from "./errors";
 
 /**
@@ -30,6 +31,11 @@ export interface TargetRef {
    * yet; when this zone's policy document is on it, it is mounted, and the agent writes one.
    */
   zone?: string;
+  /**
+   * A Swift target: the container holds the objects, and `path` is the agent's local spool of it (laid out as
+   * the container is). Holds the key: a request carries it on stdin only.
+   */
+  swift?: SwiftTargetAccess;
 }
 
 const MOUNT_FIX = "is the NAS mounted? mount it and run again";

@@ -40,11 +40,13 @@ export function createFinalStateProvider(host: SetHost) {
   /** URNs whose replacement diff announced in this process: their delete is a replacement's. */
   const replacing = new Set<string>();
 
+  const targetPathOf = (inputs: Pick<FinalStateInputs, "policy">) => (inputs.policy.target as { path: string }).path;
   const parse = (news: Record<string, unknown>): FinalStateInputs => parseCheckedInputs(finalStateInputs, news);
 
   /** The target is a Coffer target, reachable from where the manifest is written; its identity. */
   async function checkTarget(inputs: FinalStateInputs): Promise<string> {
-    const target = { path: inputs.policy.target.path, zone: inputs.policy.zone };
+    // A directory target: check refuses a Swift one.
+    const target = { path: targetPathOf(inputs), zone: inputs.policy.zone };
     const { targetId } = await host.agent(inputs.policy.host).call("check-target", { target });
     return targetId;
   }
@@ -140,7 +142,7 @@ export function createFinalStateProvider(host: SetHost) {
       const previous = upgradeFinalState(olds);
       const inputs = parse(news);
       const movedTarget =
-        inputs.policy.target.path !== previous.policy.target.path || inputs.policy.host !== previous.policy.host;
+        targetPathOf(inputs) !== targetPathOf(previous) || inputs.policy.host !== previous.policy.host;
       const targetId = movedTarget ? await checkTarget(inputs) : previous.targetId;
       const state: FinalStateOutputs = {
         ...inputs,

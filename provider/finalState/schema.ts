@@ -90,6 +90,12 @@ export const finalStateInputs = z
         `through ${inputs.policy.host}: use a policy whose target is mounted where Pulumi runs (no host)`;
       ctx.addIssue({ code: "custom", path: ["vm", "novaServer"], message });
     }
+    if (inputs.policy.target.kind === "swift") {
+      const message =
+        "a FinalStateBackup on a Swift target is not supported yet (its hold relies on a folder the agent " +
+        "writes in place): use a policy with a directory target";
+      ctx.addIssue({ code: "custom", path: ["policy", "target"], message });
+    }
     const { signingKey } = inputs.keys;
     if (signingKey === undefined) {
       const message =

@@ -2,7 +2,7 @@ import type * as pulumi from "@pulumi/pulumi";
 import type { DrillCheckStatus, DrillChecks, DrillReport } from "../agent/drill";
 import type { AgentClient } from "../backupSet/agentClient";
 import type { CloudAccess } from "../backupSet/take";
-import { keysOfVersion, pointDir, signerOf } from "../backupSet/state";
+import { SwiftLocation, keysOfVersion, pointDir, signerOf, targetRefOf } from "../backupSet/state";
 import { checkInputs, currentState, parseCheckedInputs, withoutUndefined } from "../common/check";
 import { CofferError } from "../common/errors";
 import { newestFirst } from "../history/point";
@@ -123,11 +123,13 @@ export function createRestoreDrillProvider(deps: DrillDeps) {
     await checked.get(where);
     deps.progress(`drill: set ${set.name}, point ${point.id} (${inputs.pick}) on ${where}`);
     const pointKeys = keysOfVersion(keys, point.key);
-    const secrets = [pointKeys.passphrase, pointKeys.manifestKey].filter((s): s is string => !!s);
+    const { targetKey } = keys.keys;
+    const secrets = [pointKeys.passphrase, pointKeys.manifestKey, targetKey].filter((s): s is string => !!s);
     const { targetId: _id, ...report } = await agent.call(
       "drill-point",
       {
-        target: { path: location.targetPath, id: location.targetId, zone: location.zone },
+        // A Swift location's point is fetched into the agent's spool for the drill.
+        target: targetRefOf({ ...location, swift: location.swift as SwiftLocation | undefined }, targetKey),
         setDir: pointDir(set.setId, { ...location, hosts: [] }, point.id),
         keys: pointKeys,
         ...(signer ? { publicKey: signer.pem } : {}),

@@ -46,11 +46,11 @@ const drilledSet = z.object(
 
 const keys = z.object({ passphrase: z.string().optional(), manifestKey: z.string().optional() });
 
-/** Secret: each set's keys, as its state holds them (never its signing key). */
+/** Secret: each set's keys, as its state holds them (never its signing key; a Swift target's key). */
 const setKeys = z.object({
   setId: z.string(),
   keyVersion: z.number().int(),
-  keys,
+  keys: keys.extend({ targetKey: z.string().optional() }),
   keyring: z.array(keys.extend({ version: z.number().int() })),
 });
 

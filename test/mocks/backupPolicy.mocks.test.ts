@@ -35,7 +35,9 @@ describe("BackupPolicy resource class", () => {
 
     const request = monitor.requests.find((r) => r.name === "gold")!;
     expect(request.type).toBe("pulumi-nodejs:dynamic/coffer:BackupPolicy");
-    expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey", "signing"]);
+    expect(request.additionalSecretOutputs).toEqual(["encryption", "manifestKey", "signing", "targetKey"]);
+    // A directory target has no key: no targetKey input at all.
+    expect(request.object.targetKey).toBeUndefined();
     // A plain-string passphrase still reaches the engine marked secret.
     expect(request.object.encryption).toEqual({
       [SECRET_SIG]: SECRET_VALUE,
@@ -61,9 +63,24 @@ describe("BackupPolicy resource class", () => {
     );
     await new Promise((r) => setTimeout(r, 100));
     const request = monitor.requests.find((r) => r.name === "silver")!;
-    expect(request.additionalSecretOutputs.sort()).toEqual(["encryption", "manifestKey", "settings", "signing"]);
+    expect(request.additionalSecretOutputs.sort()).toEqual([
+      "encryption",
+      "manifestKey",
+      "settings",
+      "signing",
+      "targetKey",
+    ]);
     expect(request.object.encryption).toBeUndefined();
     expect(request.object.signing).toBeUndefined();
+  });
+
+  test("a Swift target's key goes apart, marked secret; the rest of the target stays in the clear", async () => {
+    const target = { kind: "swift" as const, authUrl: "http://swift:8080/auth/v1.0", user: "a:u", container: "c" };
+    new coffer.BackupPolicy("offsite", { zone: "zone-s", target: { ...target, key: "a plain swift key" } });
+    await new Promise((r) => setTimeout(r, 100));
+    const request = monitor.requests.find((r) => r.name === "offsite")!;
+    expect(request.object.target).toEqual(target);
+    expect(request.object.targetKey).toEqual({ [SECRET_SIG]: SECRET_VALUE, value: "a plain swift key" });
   });
 
   test("a signing key given as a plain string reaches the engine marked secret", async () => {

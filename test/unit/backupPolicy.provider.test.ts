@@ -3,6 +3,7 @@ import * as path from "node:path";
 import { isCofferError } from "../../provider/common/errors";
 import { localHost, provider } from "../../provider/backupPolicy";
 import { PolicyHost, createBackupPolicyProvider } from "../../provider/backupPolicy/provider";
+import { POLICY_SCHEMA_VERSION } from "../../provider/backupPolicy/schema";
 import { memoryStore } from "../support/memoryStore";
 import { useTempDir } from "../support/tempDir";
 
@@ -59,7 +60,12 @@ describe("BackupPolicy provider on a real directory", () => {
         retention: { keepLast: 7, maxAgeDays: 30 },
       },
     });
-    expect(outs).toMatchObject({ schemaVersion: 2, revision: 1, documentStatus: "ok", settings: doc.settings });
+    expect(outs).toMatchObject({
+      schemaVersion: POLICY_SCHEMA_VERSION,
+      revision: 1,
+      documentStatus: "ok",
+      settings: doc.settings,
+    });
     expect(outs.encryption.passphrase).toBe(PASSPHRASE);
     // Nothing but the document is left in its folder (no temporary files).
     expect(await fs.readdir(path.dirname(docFile()))).toEqual(["policy.json"]);
@@ -494,7 +500,12 @@ describe("state written by the previous release (schema 1, no targetId)", () => 
     const read = await provider.read(id, outs);
     const identity = JSON.parse(await fs.readFile(identityFile(), "utf8"));
     const { targetId } = identity;
-    expect(read.props).toMatchObject({ schemaVersion: 2, targetId, documentStatus: "ok", revision: 1 });
+    expect(read.props).toMatchObject({
+      schemaVersion: POLICY_SCHEMA_VERSION,
+      targetId,
+      documentStatus: "ok",
+      revision: 1,
+    });
     expect(read.inputs).toEqual(inputs);
     expect(await provider.diff(id, read.props, inputs)).toMatchObject({ changes: false, replaces: [] });
   });
@@ -504,7 +515,12 @@ describe("state written by the previous release (schema 1, no targetId)", () => 
     const { outs: neighbour } = await provider.create(await checked({ zone: "zone-b" }));
     const { outs: updated } = await provider.update(id, outs, { ...inputs, integrityCheck: "metadata" });
     const { targetId } = neighbour;
-    expect(updated).toMatchObject({ schemaVersion: 2, targetId, revision: 2, integrityCheck: "metadata" });
+    expect(updated).toMatchObject({
+      schemaVersion: POLICY_SCHEMA_VERSION,
+      targetId,
+      revision: 2,
+      integrityCheck: "metadata",
+    });
     await provider.delete(id, outs);
     await expect(fs.access(docFile())).rejects.toMatchObject({ code: "ENOENT" });
   });
