@@ -68,6 +68,16 @@ const fileName = (what: string) =>
     });
 const secret = (what: string) => z.string({ error: `${what} must be a string` });
 
+/** A merge of point `from` into `into` (agent/merge.ts), as its two halves are asked for. */
+const mergeRequest = z.object({
+  target,
+  setDir: folder("setDir"),
+  from: fileName("from"),
+  into: fileName("into"),
+  manifestSecret: secret("manifestSecret").min(1),
+  owner: setOwner,
+});
+
 export const agentRequests = {
   "check-target": z.object({ target }),
   "backup-item": z.object({
@@ -169,22 +179,9 @@ export const agentRequests = {
       .optional(),
   }),
   /** The first half of merging point `from` into `into` (agent/merge.ts): the merged backups, verified. */
-  "merge-prepare": z.object({
-    target,
-    setDir: folder("setDir"),
-    from: fileName("from"),
-    into: fileName("into"),
-    manifestSecret: secret("manifestSecret").min(1),
-    owner: setOwner,
-  }),
+  "merge-prepare": mergeRequest,
   /** The second half: the rewritten manifests (whole files, HMAC'd and signed by the provider), swapped in. */
-  "merge-commit": z.object({
-    target,
-    setDir: folder("setDir"),
-    from: fileName("from"),
-    into: fileName("into"),
-    manifestSecret: secret("manifestSecret").min(1),
-    owner: setOwner,
+  "merge-commit": mergeRequest.extend({
     manifests: z
       .array(z.object({ pointId: fileName("each manifest's pointId"), text: z.string() }))
       .min(1, { message: "manifests must hold at least the merged-into point's" }),

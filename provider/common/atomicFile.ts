@@ -50,6 +50,13 @@ async function syncDirectory(dir: string): Promise<void> {
   }
 }
 
+/** Puts a finished download in place: its bytes on disk (fsync), then renamed over `file`. */
+export async function syncAndRename(temp: string, file: string): Promise<void> {
+  const handle = await fs.open(temp, "r+");
+  await handle.sync().finally(() => handle.close());
+  await fs.rename(temp, file);
+}
+
 /**
  * Writes `content` to `file` so that readers see either the old file or the whole new one:
  * a 0600 temporary file in the same directory, fsync, rename, fsync of the directory.

@@ -16,6 +16,7 @@ import type { FileHandle } from "node:fs/promises";
 import * as path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { syncAndRename } from "../common/atomicFile";
 import { CofferError, isCofferError } from "../common/errors";
 import { CloudError } from "../openstack/cloudError";
 import { cloudDeps, type CloudDeps } from "../openstack/deps";
@@ -273,9 +274,7 @@ export class S3Store implements TargetStore {
             `s3 object ${key} (${this.locate(key)}): read ${got}, but its ETag is ${etag}`,
           );
         }
-        const handle = await fs.open(temp, "r+");
-        await handle.sync().finally(() => handle.close());
-        await fs.rename(temp, file);
+        await syncAndRename(temp, file);
         return;
       } catch (error) {
         await fs.rm(temp, { force: true });

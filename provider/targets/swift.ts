@@ -5,6 +5,7 @@ import * as path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
+import { syncAndRename } from "../common/atomicFile";
 import { CofferError } from "../common/errors";
 import { CloudError } from "../openstack/cloudError";
 import { cloudDeps, type CloudDeps } from "../openstack/deps";
@@ -284,9 +285,7 @@ export class SwiftStore implements TargetStore {
         if (etag !== undefined && got !== etag) {
           throw new CofferError("IO_FAILED", `swift object ${key}: read ${got}, but its ETag is ${etag}`);
         }
-        const handle = await fs.open(temp, "r+");
-        await handle.sync().finally(() => handle.close());
-        await fs.rename(temp, file);
+        await syncAndRename(temp, file);
         return;
       } catch (error) {
         await fs.rm(temp, { force: true });
