@@ -51,31 +51,51 @@ async function callAgent<T>(command: string, request: object): Promise<T> {
   return reply.result as T;
 }
 
-/** Waits until `parent` runs a tool whose command line `matches`; fails if it exits first. */
+/**
+ * Waits until `parent` runs a tool whose command line `matches`. Undefined when the agent finished its work
+ * first (a stage of a small backup can end between two looks: the caller tries again); fails if it failed.
+ */
 async function untilTool(parent: ChildProcess, matches: (command: string) => boolean, stage: string) {
   const tool = await pollFor(() => {
+    if (parent.exitCode === 0) return null;
     const ended = parent.exitCode ?? parent.signalCode;
     if (ended !== null) throw new Error(`the agent ended (${ended}) before ${stage}`);
     return childrenOf(parent.pid!).find((child) => matches(child.command));
   }, 300_000);
-  if (!tool) throw new Error(`no ${stage} seen`);
-  return tool;
+  if (tool === undefined) throw new Error(`no ${stage} seen in 300 s`);
+  return tool ?? undefined;
 }
 
 /** qemu-nbd serving the decrypted backup: started on the LUKS image, and listening (its pid file exists). */
-async function untilServing(agent: ChildProcess): Promise<void> {
+async function untilServing(agent: ChildProcess): Promise<boolean> {
   const backupServer = (command: string) => command.includes("qemu-nbd") && command.includes("file.driver=luks");
   const server = await untilTool(agent, backupServer, "the read-back");
+  if (!server) return false;
   const socket = / -k (\S+)/.exec(server.command)![1];
   const pidFile = path.join(path.dirname(socket), "qemu-nbd.pid");
-  // Undefined (go on waiting) while the server starts; false once it has ended without serving.
+  // Undefined (go on waiting) while the server starts; false once it has ended (served already, or failed).
   const serving = () =>
     fs.access(pidFile).then(
       () => true,
       () => (processesMentioning(socket).length ? undefined : false),
     );
-  const listening = await pollFor(serving, 60_000);
-  if (!listening) throw new Error("qemu-nbd ended before it served the backup");
+  return (await pollFor(serving, 60_000)) === true;
+}
+
+/**
+ * Starts the agent (`start(attempt)`) until `reached` sees it at the stage, at most 5 times: a small backup's
+ * stage may end between two looks. Returns the agent, at the stage.
+ */
+async function agentAtStage(
+  start: (attempt: number) => Promise<ChildProcess>,
+  reached: (agent: ChildProcess) => Promise<unknown>,
+): Promise<ChildProcess> {
+  for (let attempt = 1; ; attempt++) {
+    const agent = await start(attempt);
+    if (await reached(agent)) return agent;
+    if (agent.exitCode === null) await new Promise((resolve) => agent.once("exit", resolve));
+    if (attempt === 5) throw new Error("the agent passed the stage before it was seen, 5 times");
+  }
 }
 
 async function killAgent(agent: ChildProcess): Promise<void> {
@@ -138,8 +158,10 @@ describe("an agent killed with SIGKILL leaves no key, server or process", () => 
   ];
 
   test.each(stages)("backup-item, %s", async (_stage, overrides, untilStage) => {
-    const agent = startAgent("backup-item", await backupRequest("set-k", overrides));
-    await untilStage(agent);
+    // Another set each time: a finished attempt's backup stays, and a set never overwrites one.
+    const start = async (attempt: number) =>
+      startAgent("backup-item", await backupRequest(`set-k${attempt}`, overrides));
+    const agent = await agentAtStage(start, untilStage);
     await killAgent(agent);
     await expectNothingLeft(agent.pid!);
   });
@@ -163,8 +185,7 @@ describe("an agent killed with SIGKILL leaves no key, server or process", () => 
     const target = { path: await targetDir() };
     await callAgent("write-manifest", { target, setDir, manifest, manifestSecret: PASSPHRASE });
     const request = { target, setDir, level: "full", manifestSecret: PASSPHRASE, passphrase: PASSPHRASE };
-    const agent = startAgent("verify-set", request);
-    await untilServing(agent);
+    const agent = await agentAtStage(async () => startAgent("verify-set", request), untilServing);
     await killAgent(agent);
     await expectNothingLeft(agent.pid!);
   });
