@@ -162,7 +162,7 @@ const handlers: Handlers = {
     if (parsed && !parsed.ok) throw new CofferError("INVALID_INPUT", parsed.problem, { field: "publicKey" });
     const secrets = req.keys ?? { manifestSecret: req.manifestSecret, passphrase: req.passphrase };
     const publicKey = parsed?.key;
-    const verify = () => verifySet(req.setDir, req.level, { ...secrets, publicKey }, events);
+    const verify = (setDir = req.setDir) => verifySet(setDir, req.level, { ...secrets, publicKey }, events);
     const swift = onSwift(req.target);
     return { ...(await (swift ? withFetchedPoint(swift, req.setDir, verify, events.signal) : verify())), targetId };
   },
@@ -205,7 +205,8 @@ const handlers: Handlers = {
     const parsed = req.publicKey === undefined ? undefined : parsePublicKey(req.publicKey, "publicKey");
     if (parsed && !parsed.ok) throw new CofferError("INVALID_INPUT", parsed.problem, { field: "publicKey" });
     const { setDir: pointDir, keys, scratchDir, boot } = req;
-    const drill = () => drillPoint({ pointDir, keys, publicKey: parsed?.key, scratchDir, boot }, events);
+    const drill = (dir = pointDir) =>
+      drillPoint({ pointDir: dir, keys, publicKey: parsed?.key, scratchDir, boot }, events);
     const swift = onSwift(req.target);
     return { ...(await (swift ? withFetchedPoint(swift, pointDir, drill, events.signal) : drill())), targetId };
   },

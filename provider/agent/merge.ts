@@ -15,7 +15,7 @@ import { promises as fs } from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { z } from "zod";
-import { readFileIfExists, removeEmptyDirs, writeFileAtomic } from "../common/atomicFile";
+import { readFileIfExists, removeEmptyDirs, syncAndRename, writeFileAtomic } from "../common/atomicFile";
 import { CofferError, isCofferError } from "../common/errors";
 import {
   MANIFEST_FILE,
@@ -114,12 +114,53 @@ async function rollForward(setDir: string, journal: MergeJournal): Promise<void>
     await fs.rename(next, path.join(dir, MANIFEST_FILE)).catch(ignoreMissing);
   }
   const intoDir = path.join(setDir, journal.into);
+  // Only once `into`'s manifest names each merged file, and the file is there, may what it replaces go.
+  const named = await namedFiles(path.join(intoDir, MANIFEST_FILE));
+  for (const { item, file } of journal.files) {
+    const there = await fs.stat(path.join(intoDir, file)).then(
+      () => true,
+      () => false,
+    );
+    if (named.get(item) !== file || !there) {
+      const why = `point ${journal.into}'s manifest does not name ${file}, or the file is missing`;
+      throw new CofferError("VERIFY_FAILED", `the merge of ${journal.from} can't be finished: ${why}; nothing removed`);
+    }
+  }
   for (const { replaces } of journal.files) await fs.rm(path.join(intoDir, replaces), { force: true });
   await removePoint(path.join(setDir, journal.from), journal.fromFiles, setDir);
   for (const pointId of journal.manifests) {
     await fs.rm(path.join(setDir, pointId, PREVIOUS_MANIFEST_FILE), { force: true });
   }
   await fs.rm(journalPath(setDir), { force: true });
+}
+
+/** A manifest file's items, read as JSON only ({ manifest: { items } }, as renderSignedManifest writes it); [] if none. */
+function itemsOfEnvelope(text: string | undefined): unknown[] {
+  if (text === undefined) return [];
+  const items = (JSON.parse(text) as { manifest?: { items?: unknown } }).manifest?.items;
+  return Array.isArray(items) ? items : [];
+}
+
+/** Each item's file, as the manifest at `file` names them (read only for names: it was checked when written). */
+async function namedFiles(file: string): Promise<Map<string, string>> {
+  const text = await readFileIfExists(file);
+  try {
+    const items = itemsOfEnvelope(text) as { name?: unknown; file?: unknown }[];
+    return new Map(items.map((i) => [String(i.name), String(i.file)]));
+  } catch {
+    return new Map();
+  }
+}
+
+/** The points the manifest at `file` links on (read loosely: a manifest of any schema names its bases so). */
+async function basePointsOf(file: string): Promise<string[]> {
+  const text = await readFileIfExists(file);
+  try {
+    const items = itemsOfEnvelope(text) as { chain?: { base?: { pointId?: unknown } } }[];
+    return items.flatMap((i) => (typeof i.chain?.base?.pointId === "string" ? [i.chain.base.pointId] : []));
+  } catch {
+    return [];
+  }
 }
 
 /** The merged point's folder: its backups (as the journal names them), its manifest, then the folder; nothing else. */
@@ -243,6 +284,11 @@ export async function prepareMerge(
     fromFiles,
     manifests: [],
   };
+  // A merged backup always takes a new name: the one it replaces is removed only after the commit.
+  const unnamed = journal.files.find(({ file, replaces }) => file === replaces);
+  if (unnamed) {
+    throw new CofferError("INVALID_INPUT", `point ${req.into}: ${unnamed.replaces} is not a backup a merge can rename`);
+  }
   await writeJournal(req.setDir, journal);
   try {
     const files: MergedFile[] = [];
@@ -307,7 +353,8 @@ async function mergeBackup(
     }
     const sizeBytes = (await fs.stat(merged)).size;
     await fs.chmod(merged, 0o600);
-    await fs.rename(merged, path.join(intoDir, file));
+    // Once committed it holds the only copy of the kept backup's data: on disk before it takes its name.
+    await syncAndRename(merged, path.join(intoDir, file));
     return { file, sizeBytes, fileSha256: fileHash };
   } finally {
     await fs.rm(merged, { force: true });
@@ -342,8 +389,14 @@ export async function commitMerge(
     if (!req.manifests.some((m) => m.pointId === req.into)) {
       throw new CofferError("INVALID_INPUT", `the rewritten manifests must include point ${req.into}'s`);
     }
+    await noLinkLeftBehind(req);
     for (const { pointId, text } of req.manifests) {
       await writeFileAtomic(path.join(req.setDir, pointId, NEXT_MANIFEST_FILE), text);
+    }
+    // Still this merge's journal: a command that took the merge for abandoned may have undone it meanwhile.
+    const now = await readJournal(req.setDir);
+    if (now?.state !== "prepared" || now.preparedAt !== journal.preparedAt || now.owner.pid !== journal.owner.pid) {
+      throw new CofferError("IO_FAILED", `set ${path.basename(req.setDir)}: the merge was undone before its commit`);
     }
   } catch (error) {
     await rollBack(req.setDir, journal);
@@ -357,6 +410,27 @@ export async function commitMerge(
     (error: Error) => error.message,
   );
   return { removed: req.from, ...(unfinished ? { unfinished } : {}) };
+}
+
+/**
+ * Refuses a commit that would leave a point building on what it changes: every point of the set whose
+ * backups link on `from` or on a rewritten point (its manifest's digest changes) must be rewritten too.
+ * The agent sees the folder; the provider's view of it (state, an index) may miss a point.
+ */
+export async function noLinkLeftBehind(req: MergeRequest & { manifests: RewrittenManifest[] }): Promise<void> {
+  const changed = new Set([req.from, ...req.manifests.map((m) => m.pointId)]);
+  for (const entry of await fs.readdir(req.setDir, { withFileTypes: true })) {
+    if (!entry.isDirectory() || changed.has(entry.name)) continue;
+    const bases = await basePointsOf(path.join(req.setDir, entry.name, MANIFEST_FILE));
+    const base = bases.find((id) => changed.has(id));
+    if (base) {
+      throw new CofferError(
+        "INVALID_INPUT",
+        `point ${entry.name} builds on point ${base}, which the merge changes, but its manifest is not ` +
+          "among the rewritten ones: nothing was changed; refresh the set and run it again",
+      );
+    }
+  }
 }
 
 async function checkRewritten(req: MergeRequest, journal: MergeJournal, pointId: string, text: string) {

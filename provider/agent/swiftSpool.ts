@@ -136,29 +136,29 @@ async function pointObjects(store: TargetStore, root: string, setDir: string) {
 }
 
 /**
- * Runs `work` on the point folder `setDir` fetched into the spool from the container (its manifest and the
- * backups directly in it); every fetched file goes afterwards. A point with no manifest fetches nothing.
+ * Runs `work` on the point folder `setDir` fetched from the container (its manifest and the backups directly
+ * in it) into a folder of its own under the spool, laid out as the container is: two commands reading the
+ * same point (a refresh and a drill) never share or remove each other's files. It all goes afterwards.
  */
 export async function withFetchedPoint<T>(
   target: TargetRef & { swift: SwiftTargetAccess },
   setDir: string,
-  work: () => Promise<T>,
+  work: (fetchedDir: string) => Promise<T>,
   signal?: AbortSignal,
 ): Promise<T> {
   const store = swiftStoreOf(target.swift);
-  const fetched: string[] = [];
+  await fs.mkdir(target.path, { recursive: true, mode: 0o700 });
+  const root = await fs.mkdtemp(path.join(target.path, ".fetched-"));
   try {
-    await fs.mkdir(setDir, { recursive: true, mode: 0o700 });
+    const fetchedDir = path.join(root, ...keyOfSpoolFile(target.path, setDir).split("/"));
+    await fs.mkdir(fetchedDir, { recursive: true, mode: 0o700 });
     for (const object of await pointObjects(store, target.path, setDir)) {
       signal?.throwIfAborted();
-      const file = path.join(target.path, ...object.key.split("/"));
-      fetched.push(file);
-      await store.get(object.key, file);
+      await store.get(object.key, path.join(root, ...object.key.split("/")));
     }
-    return await work();
+    return await work(fetchedDir);
   } finally {
-    for (const file of fetched) await fs.rm(file, { force: true });
-    await removeEmptyDirs(setDir, target.path).catch(() => undefined);
+    await fs.rm(root, { recursive: true, force: true });
   }
 }
 

@@ -131,10 +131,6 @@ export async function mergePoint(
     return { pointId, manifest: parsed.manifest, text };
   };
   const into = await read(ids.into);
-  if (ctx.keepSigned && into.manifest.signing && !ctx.signingKey) {
-    const key = into.manifest.signing.keyFingerprint;
-    throw new CofferError("INVALID_INPUT", `point ${ids.into}'s manifest is signed (key ${key}): give the signing key`);
-  }
   const encrypted = into.manifest.policy.encrypted;
   const given = encrypted ? ctx.keys.passphrase : ctx.keys.manifestKey;
   const secret = given === undefined ? undefined : await pointSecret(into.manifest, given);
@@ -143,6 +139,15 @@ export async function mergePoint(
   }
   const allSecrets = [...secrets, secret];
   const points = [await read(ids.from), into, ...(await Promise.all(ids.later.map(read)))];
+  // Every manifest the merge rewrites (into's and the later ones), not only into's.
+  const signed = points.slice(1).find((p) => p.manifest.signing);
+  if (ctx.keepSigned && signed?.manifest.signing && !ctx.signingKey) {
+    const key = signed.manifest.signing.keyFingerprint;
+    throw new CofferError(
+      "INVALID_INPUT",
+      `point ${signed.pointId}'s manifest is signed (key ${key}): give the signing key`,
+    );
+  }
   for (const point of points) {
     const opened = await openManifest(point.text, secret);
     if (!opened.ok || !opened.authentic) {
@@ -180,6 +185,8 @@ export async function mergePoint(
       // A reply lost after the commit (a dropped connection): the manifest in place says whether it happened.
       const now = await agent.call("read-manifest", { target, setDir: `${setDir}/${ids.into}` }).catch(() => ({}));
       if ((now as { text?: string }).text === rewritten[0].text) return { removed: ids.from };
+      // Not committed: undo what was prepared (only a "prepared" journal is), or it blocks the set's next merges.
+      await agent.call("merge-abort", { target, setDir, from: ids.from, into: ids.into }).catch(() => undefined);
       throw error;
     });
   return {

@@ -275,7 +275,9 @@ export function createBackupSetProvider(host: SetHost) {
         seen.add(id);
         return dependsOnInto(base, seen);
       });
-    const later = newestFirstOf(state.points.filter((p) => p.loc === into.loc && dependsOnInto(p))).reverse();
+    // By folder, not by location index: a point whose location record differs may still link in the same folder.
+    const inFolder = (p: PointRecord) => setFolders(state)[p.loc]?.setDir === folder.setDir;
+    const later = newestFirstOf(state.points.filter((p) => inFolder(p) && dependsOnInto(p))).reverse();
     const { signingKey } = state.keys;
     const result = await mergePoint(
       {
@@ -284,6 +286,8 @@ export function createBackupSetProvider(host: SetHost) {
         setDir: folder.setDir,
         keys: keysOfVersion(state, into.key),
         ...(signingKey ? { signingKey } : {}),
+        // A signed manifest is never rewritten unsigned (the policy may have stopped signing since).
+        keepSigned: true,
         owner: thisProcess(),
         secrets: stateSecrets(state),
       },

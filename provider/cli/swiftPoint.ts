@@ -50,7 +50,9 @@ export async function withSwiftPoint<T>(values: SwiftPointOptions, work: (manife
   try {
     const manifest = path.join(scratch, ...names);
     const target = { path: scratch, swift: swiftAccessOf(parsed.data, key) };
-    return await withFetchedPoint(target, path.dirname(manifest), () => work(manifest));
+    return await withFetchedPoint(target, path.dirname(manifest), (dir) =>
+      work(path.join(dir, path.basename(manifest))),
+    );
   } finally {
     await fs.rm(scratch, { recursive: true, force: true });
   }

@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { chainBases, sha256Text } from "../../provider/agent/chain";
 import type { Manifest, ManifestItem } from "../../provider/agent/manifest";
-import { MergeJournal, mergedFileName, settleMerge } from "../../provider/agent/merge";
+import { MergeJournal, mergedFileName, noLinkLeftBehind, settleMerge } from "../../provider/agent/merge";
 import { bootId } from "../../provider/agent/setOwner";
 import { INDEX_KIND, SetIndex } from "../../provider/agent/pointIndex";
 import { describeChange, pruneCandidates } from "../../provider/backupSet/change";
@@ -144,6 +144,10 @@ describe("a merge's journal: finished once committed, undone while only prepared
       manifests: state === "committed" ? ["p2", "p3"] : [],
     }) satisfies MergeJournal;
   const write = (setDir: string, j: MergeJournal) => fs.writeFile(path.join(setDir, "merge.json"), JSON.stringify(j));
+  /** p2's rewritten manifest: it names the merged backup. */
+  const newP2 = JSON.stringify({
+    manifest: { pointId: "p2", items: [{ name: "vm", file: "vm.merged-p1.qcow2.luks" }] },
+  });
   const tree = async (setDir: string) => {
     const found: Record<string, string> = {};
     for (const entry of (await fs.readdir(setDir, { recursive: true })).sort()) {
@@ -155,13 +159,13 @@ describe("a merge's journal: finished once committed, undone while only prepared
 
   test("committed: the rewritten manifests go in place, the replaced backup and the merged point go", async () => {
     const setDir = await setDirIn();
-    await fs.writeFile(path.join(setDir, "p2", "manifest.next.json"), "new p2\n");
+    await fs.writeFile(path.join(setDir, "p2", "manifest.next.json"), newP2);
     await fs.writeFile(path.join(setDir, "p3", "manifest.next.json"), "new p3\n");
     await write(setDir, journal("committed"));
     // From a point's folder too: every command on a point looks in its set's folder.
     expect(await settleMerge(path.join(setDir, "p3"))).toBe("finished");
     expect(await tree(setDir)).toEqual({
-      "p2/manifest.json": "new p2\n",
+      "p2/manifest.json": newP2,
       "p2/vm.merged-p1.qcow2.luks": "merged\n",
       "p3/manifest.json": "new p3\n",
       "p3/vm.qcow2.luks": "backup p3\n",
@@ -171,18 +175,59 @@ describe("a merge's journal: finished once committed, undone while only prepared
 
   test("committed, stopped half-way through the swap: the rest is done, and the swapped one stays", async () => {
     const setDir = await setDirIn();
-    await fs.writeFile(path.join(setDir, "p2", "manifest.json"), "new p2\n");
+    await fs.writeFile(path.join(setDir, "p2", "manifest.json"), newP2);
     await fs.writeFile(path.join(setDir, "p2", "manifest.prev.json"), "old p2\n");
     await fs.writeFile(path.join(setDir, "p3", "manifest.next.json"), "new p3\n");
     await write(setDir, journal("committed"));
     expect(await settleMerge(setDir)).toBe("finished");
     const after = await tree(setDir);
     expect([after["p2/manifest.json"], after["p3/manifest.json"], after["p2/manifest.prev.json"]]).toEqual([
-      "new p2\n",
+      newP2,
       "new p3\n",
       undefined,
     ]);
     expect(Object.keys(after).some((f) => f.startsWith("p1/"))).toBe(false);
+  });
+
+  test("committed, but the kept point's manifest does not name the merged backup: nothing is removed", async () => {
+    const setDir = await setDirIn();
+    // The rewritten manifests never reached the folder (a run that undid the merge meanwhile).
+    await write(setDir, journal("committed"));
+    const before = await tree(setDir);
+    await expect(settleMerge(setDir)).rejects.toThrow(/does not name vm.merged-p1.qcow2.luks.*nothing removed/);
+    expect(await tree(setDir)).toEqual(before);
+  });
+
+  test("a commit must rewrite every point that builds on a changed one, whatever the provider's view", async () => {
+    const setDir = await setDirIn();
+    // p4 links on p2, whose manifest the merge rewrites; p5 on p4 (not changed), p6 on nothing.
+    const link = (base?: string) => ({
+      manifest: { items: [{ name: "vm", file: "f", chain: base ? { base: { pointId: base } } : {} }] },
+    });
+    for (const [point, base] of [
+      ["p4", "p2"],
+      ["p5", "p4"],
+      ["p6", undefined],
+    ] as const) {
+      await fs.mkdir(path.join(setDir, point));
+      await fs.writeFile(path.join(setDir, point, "manifest.json"), JSON.stringify(link(base)));
+    }
+    const request = { setDir, from: "p1", into: "p2", manifestSecret: "k", owner: journal("prepared").owner };
+    const text = "{}";
+    await expect(noLinkLeftBehind({ ...request, manifests: [{ pointId: "p2", text }] })).rejects.toThrow(
+      /point p4 builds on point p2, which the merge changes, but its manifest is not among the rewritten ones/,
+    );
+    // p4 rewritten too: then p5 builds on a changed point.
+    const withP4 = [
+      { pointId: "p2", text },
+      { pointId: "p4", text },
+    ];
+    await expect(noLinkLeftBehind({ ...request, manifests: withP4 })).rejects.toThrow(/point p5 builds on point p4/);
+    const all = [...withP4, { pointId: "p5", text }];
+    await expect(noLinkLeftBehind({ ...request, manifests: all })).resolves.toBeUndefined();
+    // A link on the merged point itself, left out.
+    await fs.writeFile(path.join(setDir, "p6", "manifest.json"), JSON.stringify(link("p1")));
+    await expect(noLinkLeftBehind({ ...request, manifests: all })).rejects.toThrow(/point p6 builds on point p1/);
   });
 
   test("prepared, its owner gone (an earlier boot): undone, every point exactly as it was", async () => {
